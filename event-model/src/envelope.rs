@@ -1,0 +1,77 @@
+//! The event envelope: what travels with every event, in the store and on the wire.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::event::{DomainEvent, EventDecodeError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateType {
+    Contact,
+    Session,
+}
+
+impl AggregateType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Contact => "contact",
+            Self::Session => "session",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "contact" => Some(Self::Contact),
+            "session" => Some(Self::Session),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AggregateType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A stored event with everything around it. This is the JSON body published to JetStream and
+/// the unit the projections fold.
+///
+/// `contact_id` is the partition key: a session's events carry their contact's id so that one
+/// partition sees a contact and its sessions in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub event_id: Uuid,
+    pub aggregate_id: Uuid,
+    pub aggregate_type: AggregateType,
+    pub event_type: String,
+    pub event_version: String,
+    pub sequence_number: i64,
+    /// Global order in the store (`contact_event_store.position`).
+    pub position: i64,
+    pub tenant_id: String,
+    pub project_id: Uuid,
+    pub contact_id: Uuid,
+    /// The acting user (kept in the store's `metadata`).
+    pub user_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+    /// When the store committed the event (`contact_event_store.created_at`).
+    pub recorded_at: DateTime<Utc>,
+    pub causation_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub data: serde_json::Value,
+}
+
+impl EventEnvelope {
+    /// The typed event, upcast to the current shape.
+    pub fn decode(&self) -> Result<DomainEvent, EventDecodeError> {
+        DomainEvent::decode(
+            self.aggregate_type,
+            &self.event_type,
+            &self.event_version,
+            self.data.clone(),
+        )
+    }
+}

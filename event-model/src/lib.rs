@@ -1,0 +1,44 @@
+//! The Ventros contact & session domain: events, commands, aggregates and their pure decision and
+//! fold logic.
+//!
+//! Everything here is synchronous and free of I/O: the command service loads state, calls
+//! [`decide_contact`] or [`decide_session`], and appends what comes back; the projections and the
+//! aggregates fold the same events with the same `apply` code ([`ContactView::apply`],
+//! [`SessionView::apply`]), so a rule lives in exactly one place and a replay gives the numbers the
+//! live path gave.
+//!
+//! Whatever a decision needs from outside (the current time, the project's session timeout, ids for
+//! things it may create) arrives in the command or in [`Context`].
+
+pub mod contact;
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod session;
+pub mod snapshot;
+pub mod values;
+
+pub use contact::{
+    decide_contact, Contact, ContactCommand, ContactEvent, ContactScope, ContactView,
+};
+pub use contact::{NewContact, ProfilePatch};
+pub use envelope::{AggregateType, EventEnvelope};
+pub use error::{DomainError, FieldError};
+pub use event::{DomainEvent, EventDecodeError, PendingEvent};
+pub use session::{
+    decide_session, EndReason, Sentiment, Session, SessionCommand, SessionEvent, SessionStatus,
+    SessionView,
+};
+pub use session::{NewMessage, NewSummary, Outcome};
+pub use snapshot::{Snapshot, SnapshotError};
+
+use chrono::{DateTime, Utc};
+
+/// What a decision needs from the world outside the aggregate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    /// The time the command is decided at (injected so tests and replays are deterministic).
+    pub now: DateTime<Utc>,
+    /// The project's session timeout (`projects.session_timeout_minutes`), in seconds.
+    pub session_timeout_seconds: i64,
+}

@@ -1,0 +1,183 @@
+//! Value rules shared by every command: how an e-mail, a phone number, a tag or a name must look.
+//! Each parser normalises what it accepts, so the events only ever hold canonical values.
+
+use chrono::{DateTime, SubsecRound, Utc};
+
+use crate::error::FieldError;
+
+pub const MAX_TAG_LEN: usize = 64;
+pub const MAX_TAGS: usize = 200;
+pub const MAX_TEXT_LEN: usize = 1_000;
+pub const MAX_LONG_TEXT_LEN: usize = 20_000;
+
+/// Lower-cases and checks an e-mail address (one `@`, a non-empty local part, a dotted domain,
+/// no whitespace). Deliberately not RFC 5322 in full: what a CRM can actually send mail to.
+pub fn email(field: &str, raw: &str) -> Result<String, FieldError> {
+    let value = raw.trim().to_lowercase();
+    let bad = || FieldError::new(field, "must be a valid e-mail address");
+    if value.len() > 254 || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    let (local, domain) = value.split_once('@').ok_or_else(bad)?;
+    let labels_ok = domain.split('.').count() >= 2
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    if local.is_empty() || local.len() > 64 || domain.contains('@') || !labels_ok {
+        return Err(bad());
+    }
+    Ok(value)
+}
+
+/// Normalises a phone number to E.164: `+` then 8 to 15 digits. Spaces, dots, dashes and
+/// parentheses are separators and dropped; a leading `00` is read as `+`.
+pub fn phone(field: &str, raw: &str) -> Result<String, FieldError> {
+    let bad = || {
+        FieldError::new(
+            field,
+            "must be a phone number in E.164 form: + and 8 to 15 digits",
+        )
+    };
+    let trimmed = raw.trim();
+    let rest = if let Some(rest) = trimmed.strip_prefix('+') {
+        rest
+    } else if let Some(rest) = trimmed.strip_prefix("00") {
+        rest
+    } else {
+        return Err(bad());
+    };
+    let mut digits = String::with_capacity(rest.len());
+    for c in rest.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return Err(bad()),
+        }
+    }
+    if !(8..=15).contains(&digits.len()) || digits.starts_with('0') {
+        return Err(bad());
+    }
+    Ok(format!("+{digits}"))
+}
+
+/// A tag: trimmed, 1 to 64 characters, no control characters.
+pub fn tag(field: &str, raw: &str) -> Result<String, FieldError> {
+    let value = raw.trim();
+    if value.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if value.chars().count() > MAX_TAG_LEN {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_TAG_LEN} characters"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(value.to_owned())
+}
+
+/// Free text that must be present: trimmed, non-empty, bounded.
+pub fn required_text(field: &str, raw: &str, max: usize) -> Result<String, FieldError> {
+    let value = raw.trim();
+    if value.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    optional_text(field, value, max)
+}
+
+/// Free text that may be empty: bounded, no NUL (PostgreSQL text cannot hold it).
+pub fn optional_text(field: &str, raw: &str, max: usize) -> Result<String, FieldError> {
+    if raw.chars().count() > max {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max} characters"),
+        ));
+    }
+    if raw.contains('\0') {
+        return Err(FieldError::new(field, "must not contain NUL characters"));
+    }
+    Ok(raw.to_owned())
+}
+
+/// Times are kept to the microsecond, the precision PostgreSQL stores, so that an event read back
+/// from the store equals the event that was decided.
+pub fn instant(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.trunc_subsecs(6)
+}
+
+/// Collects the field errors of several checks into one `Invalid` refusal.
+#[derive(Debug, Default)]
+pub struct Checks(Vec<FieldError>);
+
+impl Checks {
+    pub fn check<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    pub fn push(&mut self, error: FieldError) {
+        self.0.push(error);
+    }
+
+    pub fn finish(self) -> Result<(), crate::DomainError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::DomainError::Invalid(self.0))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_lower_cased_and_checked() {
+        assert_eq!(email("e", " Ana@Example.COM ").unwrap(), "ana@example.com");
+        for bad in [
+            "",
+            "ana",
+            "ana@",
+            "@x.io",
+            "ana@x",
+            "a b@x.io",
+            "ana@x..io",
+            "a@b@c.io",
+            "ana@-x.io",
+        ] {
+            assert!(email("e", bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn phones_are_normalised_to_e164() {
+        assert_eq!(phone("p", "+55 (11) 98765-4321").unwrap(), "+5511987654321");
+        assert_eq!(phone("p", "0044 20 7946 0958").unwrap(), "+442079460958");
+        for bad in [
+            "",
+            "12345678",
+            "+1234567",
+            "+1234567890123456",
+            "+12a4567890",
+            "+0123456789",
+        ] {
+            assert!(phone("p", bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn tags_are_trimmed_and_bounded() {
+        assert_eq!(tag("t", "  vip ").unwrap(), "vip");
+        assert!(tag("t", "   ").is_err());
+        assert!(tag("t", &"x".repeat(65)).is_err());
+        assert_eq!(tag("t", &"é".repeat(64)).unwrap().chars().count(), 64);
+    }
+}

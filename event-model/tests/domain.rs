@@ -1,0 +1,608 @@
+//! Given/when/then tests of the Contact and Session rules, and property tests that random command
+//! sequences never break an invariant.
+
+mod support;
+
+use event_model::contact::{NewContact, ProfilePatch};
+use event_model::session::{NewMessage, NewSummary, Outcome};
+use event_model::{
+    AggregateType, ContactCommand, ContactEvent, DomainError, DomainEvent, EndReason, Sentiment,
+    SessionCommand, SessionEvent, SessionStatus, Snapshot,
+};
+use support::{ctx_at, t, types, World};
+use uuid::Uuid;
+
+fn created() -> World {
+    let mut world = World::new();
+    world
+        .run_contact(
+            ContactCommand::Create(NewContact {
+                name: "Ana Souza".into(),
+                email: Some("Ana@Example.com".into()),
+                phone: Some("+55 11 98765-4321".into()),
+                tags: vec!["lead".into()],
+                ..NewContact::default()
+            }),
+            &ctx_at(0),
+        )
+        .unwrap();
+    world
+}
+
+fn message(from_contact: bool, agent: Option<Uuid>, at: i64) -> NewMessage {
+    NewMessage {
+        message_id: Some(Uuid::now_v7()),
+        from_contact,
+        agent_id: agent,
+        sent_at: t(at),
+    }
+}
+
+fn inbound(world: &mut World, channel: i64, at: i64) -> Uuid {
+    let events = world
+        .run_contact(
+            ContactCommand::RecordMessage {
+                channel_type_id: channel,
+                pipeline_id: None,
+                message: message(true, None, at),
+                new_session_id: Uuid::now_v7(),
+            },
+            &ctx_at(at),
+        )
+        .unwrap();
+    events.last().unwrap().aggregate_id
+}
+
+#[test]
+fn creating_normalises_and_defaults() {
+    let world = created();
+    let view = &world.contact.view;
+    assert_eq!(view.email.as_deref(), Some("ana@example.com"));
+    assert_eq!(view.phone.as_deref(), Some("+5511987654321"));
+    assert_eq!(view.language, "en");
+    assert_eq!(world.contact.version, 1);
+}
+
+#[test]
+fn creating_collects_every_field_error() {
+    let err = World::new()
+        .when_contact(
+            ContactCommand::Create(NewContact {
+                name: " ".into(),
+                email: Some("nope".into()),
+                phone: Some("123".into()),
+                tags: vec!["".into(), "x".repeat(65)],
+                ..NewContact::default()
+            }),
+            &ctx_at(0),
+        )
+        .unwrap_err();
+    let DomainError::Invalid(fields) = err else {
+        panic!("expected Invalid, got {err:?}")
+    };
+    let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(names, ["name", "email", "phone", "tags[0]"]);
+}
+
+#[test]
+fn an_update_emits_one_event_per_changed_field_and_nothing_for_a_no_op() {
+    let world = created();
+    let events = world
+        .when_contact(
+            ContactCommand::UpdateProfile(ProfilePatch {
+                name: Some(Some("Ana Souza".into())),
+                email: Some(Some("ana@example.com".into())),
+                phone: Some(None),
+                timezone: Some(Some("America/Sao_Paulo".into())),
+                ..ProfilePatch::default()
+            }),
+            &ctx_at(1),
+        )
+        .unwrap();
+    assert_eq!(
+        types(&events),
+        ["contact.phone_set", "contact.timezone_set"]
+    );
+    assert!(world
+        .when_contact(
+            ContactCommand::UpdateProfile(ProfilePatch::default()),
+            &ctx_at(1)
+        )
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        world.when_contact(
+            ContactCommand::UpdateProfile(ProfilePatch {
+                name: Some(None),
+                ..Default::default()
+            }),
+            &ctx_at(1)
+        ),
+        Err(DomainError::invalid("name", "cannot be cleared"))
+    );
+}
+
+#[test]
+fn tags_are_a_set() {
+    let mut world = created();
+    assert!(world
+        .when_contact(ContactCommand::AddTag { tag: "lead".into() }, &ctx_at(1))
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        types(
+            &world
+                .run_contact(
+                    ContactCommand::AddTag {
+                        tag: " vip ".into()
+                    },
+                    &ctx_at(1)
+                )
+                .unwrap()
+        ),
+        ["contact.tag_added"]
+    );
+    assert!(world.contact.view.tags.contains("vip"));
+    assert!(world
+        .when_contact(
+            ContactCommand::RemoveTag {
+                tag: "absent".into()
+            },
+            &ctx_at(1)
+        )
+        .unwrap()
+        .is_empty());
+    let cleared = world
+        .run_contact(
+            ContactCommand::UpdateProfile(ProfilePatch {
+                tags: Some(None),
+                ..Default::default()
+            }),
+            &ctx_at(2),
+        )
+        .unwrap();
+    assert_eq!(types(&cleared), ["contact.tags_cleared"]);
+    assert!(world.contact.view.tags.is_empty());
+}
+
+#[test]
+fn a_message_opens_a_session_then_goes_to_it() {
+    let mut world = created();
+    let first = world
+        .run_contact(
+            ContactCommand::RecordMessage {
+                channel_type_id: 1,
+                pipeline_id: None,
+                message: message(true, None, 10),
+                new_session_id: Uuid::now_v7(),
+            },
+            &ctx_at(10),
+        )
+        .unwrap();
+    assert_eq!(
+        types(&first),
+        [
+            "session.started",
+            "contact.session_opened",
+            "session.message_recorded"
+        ]
+    );
+    let session_id = first[0].aggregate_id;
+    let second = world
+        .run_contact(
+            ContactCommand::RecordMessage {
+                channel_type_id: 1,
+                pipeline_id: None,
+                message: message(false, Some(Uuid::now_v7()), 70),
+                new_session_id: Uuid::now_v7(),
+            },
+            &ctx_at(70),
+        )
+        .unwrap();
+    assert_eq!(types(&second), ["session.message_recorded"]);
+    assert_eq!(second[0].aggregate_id, session_id);
+    let view = &world.sessions[&session_id].view;
+    assert_eq!(
+        (
+            view.message_count,
+            view.messages_from_contact,
+            view.messages_from_agent
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(view.agent_response_time_seconds, Some(60));
+    assert_eq!(view.contact_wait_time_seconds, None);
+    assert_eq!(view.last_activity_at, Some(t(70)));
+}
+
+#[test]
+fn a_second_session_on_the_same_channel_is_refused() {
+    let mut world = created();
+    let session_id = inbound(&mut world, 1, 10);
+    let err = world
+        .when_contact(
+            ContactCommand::StartSession {
+                session_id: Uuid::now_v7(),
+                channel_type_id: 1,
+                pipeline_id: None,
+            },
+            &ctx_at(20),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        DomainError::SessionAlreadyActive {
+            session_id,
+            channel_type_id: 1
+        }
+    );
+    // Another channel is free.
+    assert!(world
+        .when_contact(
+            ContactCommand::StartSession {
+                session_id: Uuid::now_v7(),
+                channel_type_id: 2,
+                pipeline_id: None
+            },
+            &ctx_at(20),
+        )
+        .is_ok());
+}
+
+#[test]
+fn a_message_after_the_timeout_ends_the_idle_session_and_starts_another() {
+    let mut world = created();
+    let old = inbound(&mut world, 1, 10);
+    let events = world
+        .run_contact(
+            ContactCommand::RecordMessage {
+                channel_type_id: 1,
+                pipeline_id: None,
+                message: message(true, None, 10 + 1_801),
+                new_session_id: Uuid::now_v7(),
+            },
+            &ctx_at(10 + 1_801),
+        )
+        .unwrap();
+    assert_eq!(
+        types(&events),
+        [
+            "session.ended",
+            "contact.session_closed",
+            "session.started",
+            "contact.session_opened",
+            "session.message_recorded"
+        ]
+    );
+    let old_view = &world.sessions[&old].view;
+    assert_eq!(old_view.end_reason, Some(EndReason::InactivityTimeout));
+    assert_eq!(old_view.ended_at, Some(t(10 + 1_800)));
+    assert_eq!(old_view.duration_seconds, 1_800);
+    assert_ne!(events[2].aggregate_id, old);
+}
+
+#[test]
+fn agents_transfers_and_participants() {
+    let mut world = created();
+    let session = inbound(&mut world, 1, 0);
+    let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+    let assign = |agent| SessionCommand::AssignAgent {
+        agent_id: agent,
+        source: None,
+        strategy: None,
+        reason: None,
+    };
+    world.run_session(session, assign(a), &ctx_at(1)).unwrap();
+    assert!(
+        world
+            .when_session(session, assign(a), &ctx_at(2))
+            .unwrap()
+            .is_empty(),
+        "same agent is a no-op"
+    );
+    let transfer = world.run_session(session, assign(b), &ctx_at(3)).unwrap();
+    assert!(matches!(
+        &transfer[0].event,
+        DomainEvent::Session(SessionEvent::AgentAssigned { previous_agent_id: Some(p), .. }) if *p == a
+    ));
+    world.run_session(session, assign(a), &ctx_at(4)).unwrap();
+    let view = &world.sessions[&session].view;
+    assert_eq!(view.agent_ids, vec![a, b]);
+    assert_eq!(view.agent_transfers, 2);
+}
+
+#[test]
+fn the_agent_speaking_first_measures_the_contact_wait() {
+    let mut world = created();
+    let session_id = Uuid::now_v7();
+    world
+        .run_contact(
+            ContactCommand::StartSession {
+                session_id,
+                channel_type_id: 3,
+                pipeline_id: None,
+            },
+            &ctx_at(0),
+        )
+        .unwrap();
+    world
+        .run_session(
+            session_id,
+            SessionCommand::RecordMessage(message(false, None, 5)),
+            &ctx_at(5),
+        )
+        .unwrap();
+    world
+        .run_session(
+            session_id,
+            SessionCommand::RecordMessage(message(true, None, 95)),
+            &ctx_at(95),
+        )
+        .unwrap();
+    let view = &world.sessions[&session_id].view;
+    assert_eq!(view.contact_wait_time_seconds, Some(90));
+    assert_eq!(view.agent_response_time_seconds, None);
+}
+
+#[test]
+fn ending_rules() {
+    let mut world = created();
+    let session = inbound(&mut world, 1, 0);
+    assert_eq!(
+        world.when_session(
+            session,
+            SessionCommand::SetOutcome(Outcome {
+                resolved: Some(true),
+                ..Default::default()
+            }),
+            &ctx_at(1)
+        ),
+        Err(DomainError::ResolveActiveSession)
+    );
+    assert_eq!(
+        world.when_session(session, SessionCommand::EndIfIdle, &ctx_at(60)),
+        Err(DomainError::SessionNotTimedOut)
+    );
+    let ended = world
+        .run_session(
+            session,
+            SessionCommand::End {
+                reason: EndReason::AgentClose,
+            },
+            &ctx_at(600),
+        )
+        .unwrap();
+    assert_eq!(types(&ended), ["session.ended", "contact.session_closed"]);
+    assert!(world.contact.active_sessions.is_empty());
+    let view = &world.sessions[&session].view;
+    assert_eq!(
+        (view.status, view.duration_seconds),
+        (SessionStatus::Ended, 600)
+    );
+    assert_eq!(
+        world.when_session(
+            session,
+            SessionCommand::End {
+                reason: EndReason::AgentClose
+            },
+            &ctx_at(601)
+        ),
+        Err(DomainError::SessionEnded)
+    );
+    assert_eq!(
+        world.when_session(
+            session,
+            SessionCommand::RecordMessage(message(true, None, 602)),
+            &ctx_at(602)
+        ),
+        Err(DomainError::SessionEnded)
+    );
+    let outcome = world
+        .run_session(
+            session,
+            SessionCommand::SetOutcome(Outcome {
+                resolved: Some(true),
+                converted: Some(true),
+                outcome_tags: Some(vec!["sale".into(), "sale".into()]),
+                ..Default::default()
+            }),
+            &ctx_at(700),
+        )
+        .unwrap();
+    assert_eq!(
+        types(&outcome),
+        [
+            "session.resolved",
+            "session.converted",
+            "session.outcome_tagged"
+        ]
+    );
+    assert_eq!(
+        world.sessions[&session].view.outcome_tags,
+        vec!["sale".to_owned()]
+    );
+}
+
+#[test]
+fn the_sweeper_ends_only_an_idle_session_at_its_timeout() {
+    let mut world = created();
+    let session = inbound(&mut world, 1, 0);
+    let ended = world
+        .run_session(session, SessionCommand::EndIfIdle, &ctx_at(5_000))
+        .unwrap();
+    assert_eq!(types(&ended), ["session.ended", "contact.session_closed"]);
+    let view = &world.sessions[&session].view;
+    assert_eq!(view.end_reason, Some(EndReason::InactivityTimeout));
+    assert_eq!(view.ended_at, Some(t(1_800)));
+}
+
+#[test]
+fn deleting_closes_open_sessions_and_then_refuses_everything() {
+    let mut world = created();
+    let s1 = inbound(&mut world, 1, 0);
+    let s2 = inbound(&mut world, 2, 0);
+    let events = world
+        .run_contact(
+            ContactCommand::Delete {
+                reason: Some("gdpr".into()),
+            },
+            &ctx_at(50),
+        )
+        .unwrap();
+    assert_eq!(
+        types(&events),
+        [
+            "session.ended",
+            "contact.session_closed",
+            "session.ended",
+            "contact.session_closed",
+            "contact.deleted"
+        ]
+    );
+    for s in [s1, s2] {
+        assert_eq!(
+            world.sessions[&s].view.end_reason,
+            Some(EndReason::SystemClose)
+        );
+    }
+    assert_eq!(
+        world.when_contact(ContactCommand::AddTag { tag: "x".into() }, &ctx_at(51)),
+        Err(DomainError::ContactDeleted)
+    );
+    assert_eq!(
+        world.when_session(
+            s1,
+            SessionCommand::SetOutcome(Outcome {
+                converted: Some(true),
+                ..Default::default()
+            }),
+            &ctx_at(51)
+        ),
+        Err(DomainError::ContactDeleted)
+    );
+}
+
+#[test]
+fn summaries_are_validated_and_a_repeat_is_a_no_op() {
+    let mut world = created();
+    let session = inbound(&mut world, 1, 0);
+    let summary = |score| NewSummary {
+        summary: "Asked for a refund".into(),
+        sentiment: Some(Sentiment::Negative),
+        sentiment_score: Some(score),
+        topics: vec!["refund".into()],
+        next_steps: vec!["call back".into()],
+        key_entities: Some(serde_json::json!({"order": "A-1"})),
+    };
+    assert_eq!(
+        world.when_session(session, SessionCommand::Summarize(summary(1.5)), &ctx_at(1)),
+        Err(DomainError::invalid(
+            "sentiment_score",
+            "must be between -1 and 1"
+        ))
+    );
+    assert_eq!(
+        types(
+            &world
+                .run_session(
+                    session,
+                    SessionCommand::Summarize(summary(-0.5)),
+                    &ctx_at(1)
+                )
+                .unwrap()
+        ),
+        ["session.summarized"]
+    );
+    assert!(world
+        .when_session(
+            session,
+            SessionCommand::Summarize(summary(-0.5)),
+            &ctx_at(2)
+        )
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn every_event_round_trips_through_its_stored_form() {
+    let mut world = created();
+    let session = inbound(&mut world, 1, 0);
+    world
+        .run_session(
+            session,
+            SessionCommand::AssignAgent {
+                agent_id: Uuid::now_v7(),
+                source: Some("automatic".into()),
+                strategy: Some("round_robin".into()),
+                reason: None,
+            },
+            &ctx_at(1),
+        )
+        .unwrap();
+    world
+        .run_contact(
+            ContactCommand::SetProfilePicture {
+                url: "https://cdn.example.com/a.png".into(),
+                fetched_at: t(3),
+            },
+            &ctx_at(3),
+        )
+        .unwrap();
+    world
+        .run_contact(ContactCommand::Delete { reason: None }, &ctx_at(4))
+        .unwrap();
+    for pending in &world.history {
+        let e = &pending.event;
+        let back = DomainEvent::decode(
+            e.aggregate_type(),
+            e.event_type(),
+            e.event_version(),
+            e.data(),
+        )
+        .unwrap();
+        assert_eq!(&back, e);
+        assert!(
+            e.data().get("type").is_none(),
+            "the payload holds only the event's data"
+        );
+    }
+    assert!(DomainEvent::decode(
+        AggregateType::Contact,
+        "contact.created",
+        "v9",
+        serde_json::json!({})
+    )
+    .is_err());
+    assert!(DomainEvent::decode(
+        AggregateType::Session,
+        "contact.created",
+        "v1",
+        serde_json::json!({})
+    )
+    .is_err());
+}
+
+#[test]
+fn snapshots_of_another_schema_are_refused() {
+    let world = created();
+    let mut data = world.contact.encode();
+    assert_eq!(
+        event_model::Contact::decode(data.clone()).unwrap(),
+        world.contact
+    );
+    data["schema_version"] = serde_json::json!(0);
+    assert!(event_model::Contact::decode(data).is_err());
+    assert!(
+        event_model::Session::decode(world.contact.encode()).is_err(),
+        "a contact snapshot is not a session's"
+    );
+}
+
+#[test]
+fn contact_events_fold_deletion_time() {
+    let world = created();
+    let mut view = world.contact.view.clone();
+    view.apply(&ContactEvent::Deleted { reason: None }, t(9));
+    assert_eq!(view.deleted_at, Some(t(9)));
+    assert_eq!(view.updated_at, Some(t(9)));
+}
