@@ -42,3 +42,41 @@ pub struct Context {
     /// The project's session timeout (`projects.session_timeout_minutes`), in seconds.
     pub session_timeout_seconds: i64,
 }
+
+/// An event-sourced aggregate: a default (empty) state, folded one stored event at a time.
+pub trait Aggregate: Default + Snapshot {
+    /// Folds a stored event. An event of another aggregate type is a decode error.
+    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<(), EventDecodeError>;
+}
+
+impl Aggregate for Contact {
+    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<(), EventDecodeError> {
+        match envelope.decode()? {
+            DomainEvent::Contact(event) => {
+                self.apply(envelope.sequence_number, &event, envelope.occurred_at);
+                Ok(())
+            }
+            DomainEvent::Session(_) => Err(EventDecodeError::Unknown {
+                aggregate_type: AggregateType::Contact,
+                event_type: envelope.event_type.clone(),
+                event_version: envelope.event_version.clone(),
+            }),
+        }
+    }
+}
+
+impl Aggregate for Session {
+    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<(), EventDecodeError> {
+        match envelope.decode()? {
+            DomainEvent::Session(event) => {
+                self.apply(envelope.sequence_number, &event);
+                Ok(())
+            }
+            DomainEvent::Contact(_) => Err(EventDecodeError::Unknown {
+                aggregate_type: AggregateType::Session,
+                event_type: envelope.event_type.clone(),
+                event_version: envelope.event_version.clone(),
+            }),
+        }
+    }
+}

@@ -169,7 +169,7 @@ fn run(steps: &[Step]) -> World {
                     .iter()
                     .filter(|(_, s)| s.view.channel_type_id == channel)
                     .map(|(id, _)| *id)
-                    .last();
+                    .next_back();
                 match last {
                     Some(s) => world.run_session(
                         s,

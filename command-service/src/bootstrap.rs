@@ -1,0 +1,134 @@
+//! `command-service bootstrap`: creates (idempotently) a user, a billing account, a project with
+//! its tenant, and an API key, and prints them. Running it twice with the same e-mail, tenant and
+//! key changes nothing.
+
+use platform::auth::{generate_api_key, hash_api_key};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BootstrapSpec {
+    /// The user's e-mail (the user is found by it, or created).
+    #[arg(long, default_value = "demo@ventros.local")]
+    pub email: String,
+    #[arg(long, default_value = "Demo User")]
+    pub name: String,
+    /// The tenant id of the project (the project is found by it, or created).
+    #[arg(long, default_value = "demo")]
+    pub tenant: String,
+    #[arg(long, default_value = "Demo project")]
+    pub project: String,
+    /// `projects.session_timeout_minutes` for a new project.
+    #[arg(long, default_value_t = 30)]
+    pub session_timeout_minutes: i64,
+    /// Use this API key (registered if new) instead of generating one.
+    #[arg(long, env = "VENTROS_API_KEY")]
+    pub api_key: Option<String>,
+    /// Give the user this role on the project through `project_members` instead of owning it
+    /// (the project must then exist; admin, supervisor, agent or viewer).
+    #[arg(long)]
+    pub member_role: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bootstrapped {
+    pub user_id: Uuid,
+    pub project_id: Uuid,
+    pub tenant_id: String,
+    pub api_key: String,
+}
+
+pub async fn bootstrap(pool: &PgPool, spec: &BootstrapSpec) -> anyhow::Result<Bootstrapped> {
+    let mut tx = pool.begin().await?;
+    let user_id: Uuid = sqlx::query_scalar(
+        "insert into users (name, email, password_hash, status, role, created_at, updated_at) \
+         values ($1, $2, '!', 'active', 'admin', now(), now()) \
+         on conflict (email) do update set updated_at = users.updated_at \
+         returning id",
+    )
+    .bind(&spec.name)
+    .bind(spec.email.to_lowercase())
+    .fetch_one(&mut *tx)
+    .await?;
+    let project_id: Uuid = match &spec.member_role {
+        None => {
+            let billing_id: Uuid = match sqlx::query_scalar(
+                "select id from billing_accounts where user_id = $1 and deleted_at is null order by created_at limit 1",
+            )
+            .bind(user_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            {
+                Some(id) => id,
+                None => {
+                    sqlx::query_scalar(
+                        "insert into billing_accounts (user_id, name, billing_email, payment_status, created_at, updated_at) \
+                         values ($1, $2, $3, 'active', now(), now()) returning id",
+                    )
+                    .bind(user_id)
+                    .bind(format!("{} billing", spec.name))
+                    .bind(spec.email.to_lowercase())
+                    .fetch_one(&mut *tx)
+                    .await?
+                }
+            };
+            sqlx::query_scalar(
+                "insert into projects (user_id, billing_account_id, tenant_id, name, session_timeout_minutes, \
+                                       configuration, created_at, updated_at) \
+                 values ($1, $2, $3, $4, $5, '{}', now(), now()) \
+                 on conflict (tenant_id) do update set updated_at = projects.updated_at \
+                 returning id",
+            )
+            .bind(user_id)
+            .bind(billing_id)
+            .bind(&spec.tenant)
+            .bind(&spec.project)
+            .bind(spec.session_timeout_minutes)
+            .fetch_one(&mut *tx)
+            .await?
+        }
+        Some(role) => {
+            let project_id: Uuid =
+                sqlx::query_scalar("select id from projects where tenant_id = $1")
+                    .bind(&spec.tenant)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("no project with tenant {:?} to join", spec.tenant)
+                    })?;
+            sqlx::query(
+                "insert into project_members (project_id, agent_id, role, invited_by, invited_at) \
+                 values ($1, $2, $3, 'bootstrap', now()) \
+                 on conflict (project_id, agent_id) do update set role = excluded.role, deleted_at = null",
+            )
+            .bind(project_id)
+            .bind(user_id.to_string())
+            .bind(role)
+            .execute(&mut *tx)
+            .await?;
+            project_id
+        }
+    };
+    let api_key = spec.api_key.clone().unwrap_or_else(generate_api_key);
+    let owner: Option<Uuid> = sqlx::query_scalar(
+        "insert into user_api_keys (user_id, name, key_hash, active, created_at, updated_at) \
+         values ($1, 'bootstrap', $2, true, now(), now()) \
+         on conflict (key_hash) do update set updated_at = user_api_keys.updated_at \
+         returning user_id",
+    )
+    .bind(user_id)
+    .bind(hash_api_key(&api_key))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if owner != Some(user_id) {
+        anyhow::bail!("that API key belongs to another user");
+    }
+    tx.commit().await?;
+    Ok(Bootstrapped {
+        user_id,
+        project_id,
+        tenant_id: spec.tenant.clone(),
+        api_key,
+    })
+}

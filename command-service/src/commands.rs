@@ -1,0 +1,420 @@
+//! The command path: load the streams a command touches (snapshot + newer events), decide with
+//! the pure domain, and append the events, their outbox rows, due snapshots and the
+//! idempotency record in one transaction.
+//!
+//! Concurrency is optimistic: each stream is appended at the version it was loaded at, and the
+//! unique `(aggregate_id, sequence_number)` refuses a writer that lost the race. With `If-Match`
+//! that is a 412; without, the command is reloaded and decided again, a bounded number of times,
+//! then 409.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use event_model::{
+    decide_contact, decide_session, Aggregate, AggregateType, Contact, ContactCommand,
+    ContactScope, Context, DomainError, DomainEvent, PendingEvent, Session, SessionCommand,
+    Snapshot,
+};
+use platform::event_store::{EventStore, NewEvent, StoreError};
+use rand::Rng;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::idempotency::{self, IdempotencySlot, StoredResponse};
+
+/// Who a command acts for: the project and tenant, and the calling user (none for the system's
+/// own commands, e.g. the timeout sweeper).
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub tenant_id: String,
+    pub project_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub session_timeout_seconds: i64,
+}
+
+/// Per-request metadata carried into every event.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandMeta {
+    pub correlation_id: Uuid,
+    /// The id of this command: every event it produces has it as `causation_id`.
+    pub causation_id: Uuid,
+    pub if_match: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Command {
+    Contact {
+        contact_id: Uuid,
+        command: ContactCommand,
+    },
+    Session {
+        session_id: Uuid,
+        command: SessionCommand,
+    },
+}
+
+impl Command {
+    fn target(&self) -> Uuid {
+        match self {
+            Self::Contact { contact_id, .. } => *contact_id,
+            Self::Session { session_id, .. } => *session_id,
+        }
+    }
+}
+
+/// What a command did: the addressed aggregate's new version, and the session it touched (a
+/// message on a contact goes to, or opens, a session).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub aggregate_id: Uuid,
+    pub version: i64,
+    pub event_ids: Vec<Uuid>,
+    pub session: Option<(Uuid, i64)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("no such {0} in this project")]
+    NotFound(&'static str),
+    #[error("the aggregate is at version {current}")]
+    PreconditionFailed { current: i64 },
+    #[error("the aggregate kept changing under the command; retry")]
+    Conflict,
+    #[error("the Idempotency-Key was used with another request")]
+    IdempotencyMismatch,
+    /// The same Idempotency-Key already has an answer: replay it.
+    #[error("already answered")]
+    Replay(StoredResponse),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for CommandError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(StoreError::Database(e))
+    }
+}
+
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+pub fn system_clock() -> Clock {
+    Arc::new(Utc::now)
+}
+
+#[derive(Clone)]
+pub struct CommandHandler {
+    store: EventStore,
+    clock: Clock,
+    snapshot_every: i64,
+    max_attempts: u32,
+}
+
+/// The streams a command read, at the versions it read them.
+struct Loaded {
+    contact_id: Uuid,
+    contact: Contact,
+    sessions: BTreeMap<Uuid, Session>,
+}
+
+impl CommandHandler {
+    pub fn new(store: EventStore, clock: Clock, snapshot_every: i64, max_attempts: u32) -> Self {
+        Self {
+            store,
+            clock,
+            snapshot_every: snapshot_every.max(1),
+            max_attempts: max_attempts.max(1),
+        }
+    }
+
+    /// Runs a command to completion: decides, appends, retries lost races.
+    ///
+    /// `render` turns the outcome into the HTTP answer stored for `Idempotency-Key` replays.
+    #[tracing::instrument(skip_all, fields(target = %command.target(), tenant = %actor.tenant_id), err(level = "debug"))]
+    pub async fn execute(
+        &self,
+        actor: &Actor,
+        meta: CommandMeta,
+        command: Command,
+        idempotency: Option<&IdempotencySlot>,
+        render: fn(&Outcome) -> StoredResponse,
+    ) -> Result<Outcome, CommandError> {
+        if let Some(slot) = idempotency {
+            if let Some(previous) =
+                idempotency::find(self.store.pool(), actor.project_id, slot).await?
+            {
+                return Err(previous);
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .attempt(actor, meta, command.clone(), idempotency, render)
+                .await
+            {
+                Err(CommandError::Conflict) if meta.if_match.is_some() => {
+                    let current = self.current_version(actor, &command).await?;
+                    return Err(CommandError::PreconditionFailed { current });
+                }
+                Err(CommandError::Conflict) if attempt < self.max_attempts => {
+                    // Jittered backoff so racing writers do not collide again in lockstep.
+                    let wait = rand::rng().random_range(1..=(4u64 << attempt.min(5)));
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn current_version(&self, actor: &Actor, command: &Command) -> Result<i64, CommandError> {
+        Ok(match command {
+            Command::Contact { contact_id, .. } => {
+                self.load::<Contact>(actor, *contact_id).await?.version
+            }
+            Command::Session { session_id, .. } => {
+                self.load::<Session>(actor, *session_id).await?.version
+            }
+        })
+    }
+
+    /// Loads an aggregate of this tenant: its latest snapshot (when of the current schema), then
+    /// the events after it.
+    pub async fn load<A: Aggregate>(&self, actor: &Actor, id: Uuid) -> Result<A, StoreError> {
+        let mut state = A::default();
+        if let Some(snapshot) = self.store.latest_snapshot(&actor.tenant_id, id).await? {
+            match A::decode(snapshot.snapshot_data) {
+                Ok(restored) if restored.version() == snapshot.last_sequence_number => {
+                    state = restored
+                }
+                Ok(_) | Err(_) => {
+                    tracing::debug!(aggregate_id = %id, "ignoring a snapshot of another schema; folding from the start");
+                }
+            }
+        }
+        let events = self
+            .store
+            .load_stream(&actor.tenant_id, A::AGGREGATE, id, state.version())
+            .await?;
+        for envelope in &events {
+            state
+                .apply_envelope(envelope)
+                .map_err(|e| StoreError::Corrupt {
+                    event_id: envelope.event_id,
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(state)
+    }
+
+    async fn load_for(&self, actor: &Actor, command: &Command) -> Result<Loaded, CommandError> {
+        match command {
+            Command::Contact {
+                contact_id,
+                command,
+            } => {
+                let contact: Contact = self.load(actor, *contact_id).await?;
+                if !contact.exists() && !matches!(command, ContactCommand::Create(_)) {
+                    return Err(CommandError::NotFound("contact"));
+                }
+                let mut sessions = BTreeMap::new();
+                for session_id in contact.active_sessions.values() {
+                    sessions.insert(*session_id, self.load::<Session>(actor, *session_id).await?);
+                }
+                Ok(Loaded {
+                    contact_id: *contact_id,
+                    contact,
+                    sessions,
+                })
+            }
+            Command::Session { session_id, .. } => {
+                let session: Session = self.load(actor, *session_id).await?;
+                if !session.exists() {
+                    return Err(CommandError::NotFound("session"));
+                }
+                let contact_id = session.view.contact_id;
+                let contact = self.load(actor, contact_id).await?;
+                Ok(Loaded {
+                    contact_id,
+                    contact,
+                    sessions: BTreeMap::from([(*session_id, session)]),
+                })
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        actor: &Actor,
+        meta: CommandMeta,
+        command: Command,
+        idempotency: Option<&IdempotencySlot>,
+        render: fn(&Outcome) -> StoredResponse,
+    ) -> Result<Outcome, CommandError> {
+        let mut loaded = self.load_for(actor, &command).await?;
+        let target = command.target();
+        let current = match &command {
+            Command::Contact { .. } => loaded.contact.version,
+            Command::Session { session_id, .. } => loaded.sessions[session_id].version,
+        };
+        if let Some(expected) = meta.if_match {
+            if expected != current {
+                return Err(CommandError::PreconditionFailed { current });
+            }
+        }
+        let ctx = Context {
+            now: event_model::values::instant((self.clock)()),
+            session_timeout_seconds: actor.session_timeout_seconds,
+        };
+        let pending = match command {
+            Command::Contact {
+                contact_id,
+                command,
+            } => decide_contact(
+                ContactScope {
+                    contact_id,
+                    contact: &loaded.contact,
+                    sessions: &loaded.sessions,
+                },
+                command,
+                &ctx,
+            )?,
+            Command::Session {
+                session_id,
+                command,
+            } => decide_session(
+                session_id,
+                &loaded.sessions[&session_id],
+                &loaded.contact,
+                command,
+                &ctx,
+            )?,
+        };
+
+        let before: BTreeMap<Uuid, i64> =
+            std::iter::once((loaded.contact_id, loaded.contact.version))
+                .chain(loaded.sessions.iter().map(|(id, s)| (*id, s.version)))
+                .collect();
+        let events = self.sequence(actor, meta, &ctx, &mut loaded, &pending);
+        let outcome = outcome_of(target, &loaded, &events, current);
+
+        let mut tx = self.store.pool().begin().await?;
+        if !events.is_empty() {
+            EventStore::append(&mut tx, &events).await?;
+            for (id, data, version) in self.due_snapshots(&loaded, &before) {
+                EventStore::save_snapshot(&mut tx, &actor.tenant_id, id, version, data).await?;
+            }
+        }
+        if let Some(slot) = idempotency {
+            if !idempotency::record(&mut tx, actor, slot, &render(&outcome)).await? {
+                // A twin request with the same key won the race: answer what it answered.
+                tx.rollback().await?;
+                return match idempotency::find(self.store.pool(), actor.project_id, slot).await? {
+                    Some(previous) => Err(previous),
+                    None => Err(CommandError::Conflict),
+                };
+            }
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Gives each decided event its place in its stream, folding it into the loaded state so that
+    /// snapshots and the answer see the new versions.
+    fn sequence(
+        &self,
+        actor: &Actor,
+        meta: CommandMeta,
+        ctx: &Context,
+        loaded: &mut Loaded,
+        pending: &[PendingEvent],
+    ) -> Vec<NewEvent> {
+        pending
+            .iter()
+            .map(|p| {
+                let sequence_number = match &p.event {
+                    DomainEvent::Contact(e) => {
+                        let next = loaded.contact.version + 1;
+                        loaded.contact.apply(next, e, ctx.now);
+                        next
+                    }
+                    DomainEvent::Session(e) => {
+                        let session = loaded.sessions.entry(p.aggregate_id).or_default();
+                        let next = session.version + 1;
+                        session.apply(next, e);
+                        next
+                    }
+                };
+                NewEvent {
+                    event_id: Uuid::now_v7(),
+                    aggregate_id: p.aggregate_id,
+                    aggregate_type: p.event.aggregate_type(),
+                    event_type: p.event.event_type(),
+                    event_version: p.event.event_version(),
+                    sequence_number,
+                    data: p.event.data(),
+                    contact_id: loaded.contact_id,
+                    user_id: actor.user_id,
+                    occurred_at: ctx.now,
+                    tenant_id: actor.tenant_id.clone(),
+                    project_id: actor.project_id,
+                    causation_id: Some(meta.causation_id),
+                    correlation_id: Some(meta.correlation_id),
+                }
+            })
+            .collect()
+    }
+
+    /// A snapshot for every stream that crossed a multiple of `snapshot_every`.
+    fn due_snapshots(
+        &self,
+        loaded: &Loaded,
+        before: &BTreeMap<Uuid, i64>,
+    ) -> Vec<(Uuid, Value, i64)> {
+        let due = |id: &Uuid, version: i64| {
+            let old = before.get(id).copied().unwrap_or(0);
+            version > old && version / self.snapshot_every > old / self.snapshot_every
+        };
+        let mut snapshots = Vec::new();
+        if due(&loaded.contact_id, loaded.contact.version) {
+            snapshots.push((
+                loaded.contact_id,
+                loaded.contact.encode(),
+                loaded.contact.version,
+            ));
+        }
+        for (id, session) in &loaded.sessions {
+            if due(id, session.version) {
+                snapshots.push((*id, session.encode(), session.version));
+            }
+        }
+        snapshots
+    }
+}
+
+fn outcome_of(target: Uuid, loaded: &Loaded, events: &[NewEvent], unchanged: i64) -> Outcome {
+    let version_of = |id: Uuid| {
+        if id == loaded.contact_id {
+            Some(loaded.contact.version)
+        } else {
+            loaded.sessions.get(&id).map(|s| s.version)
+        }
+    };
+    // The session a contact-route message went to (or opened) is the last session event's.
+    let session = events
+        .iter()
+        .rev()
+        .find(|e| e.aggregate_type == AggregateType::Session)
+        .map(|e| e.aggregate_id)
+        .or_else(|| loaded.sessions.contains_key(&target).then_some(target))
+        .and_then(|id| version_of(id).map(|v| (id, v)));
+    Outcome {
+        aggregate_id: target,
+        version: version_of(target).unwrap_or(unchanged),
+        event_ids: events.iter().map(|e| e.event_id).collect(),
+        session,
+    }
+}

@@ -1,0 +1,39 @@
+//! command-service settings (environment variables or flags; every one has a working default).
+
+use std::time::Duration;
+
+use platform::Settings;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommandConfig {
+    #[command(flatten)]
+    pub platform: Settings,
+    /// Address the HTTP API listens on (port 0 picks a free one).
+    #[arg(long, env = "COMMAND_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: String,
+    /// Write a snapshot of an aggregate every this many events.
+    #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
+    pub snapshot_every: i64,
+    /// How many times a command is decided again after losing a concurrency race, before 409.
+    #[arg(long, env = "COMMAND_MAX_ATTEMPTS", default_value_t = 10)]
+    pub max_attempts: u32,
+    /// Rows the relay publishes per batch.
+    #[arg(long, env = "RELAY_BATCH_SIZE", default_value_t = 500)]
+    pub relay_batch_size: i64,
+    /// The relay's fallback poll, in milliseconds (it also wakes on LISTEN/NOTIFY).
+    #[arg(long, env = "RELAY_POLL_MS", default_value_t = 1000)]
+    pub relay_poll_ms: u64,
+    /// How often the timeout sweeper looks for idle sessions, in milliseconds.
+    #[arg(long, env = "SWEEP_INTERVAL_MS", default_value_t = 15_000)]
+    pub sweep_interval_ms: u64,
+}
+
+impl CommandConfig {
+    pub fn relay_poll(&self) -> Duration {
+        Duration::from_millis(self.relay_poll_ms)
+    }
+
+    pub fn sweep_interval(&self) -> Duration {
+        Duration::from_millis(self.sweep_interval_ms)
+    }
+}

@@ -1,0 +1,73 @@
+//! `Idempotency-Key`: the first answer to a key is stored in the same transaction as the
+//! command's events, so a retry with the same key and body gets that answer and writes nothing;
+//! the same key with another body is refused (422).
+
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::commands::{Actor, CommandError};
+
+/// A key and the hash of the request it came with (method, path and body).
+#[derive(Debug, Clone)]
+pub struct IdempotencySlot {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// An answer as it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// The stored answer for this key, `Replay` when the request matches, `IdempotencyMismatch`
+/// when it does not.
+pub async fn find(
+    pool: &PgPool,
+    project_id: Uuid,
+    slot: &IdempotencySlot,
+) -> Result<Option<CommandError>, sqlx::Error> {
+    let row: Option<(String, i32, Value)> = sqlx::query_as(
+        "select request_hash, response_status, response_body from idempotency_keys \
+          where project_id = $1 and idempotency_key = $2",
+    )
+    .bind(project_id)
+    .bind(&slot.key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|(hash, status, body)| {
+        if hash == slot.request_hash {
+            CommandError::Replay(StoredResponse {
+                status: status as u16,
+                body,
+            })
+        } else {
+            CommandError::IdempotencyMismatch
+        }
+    }))
+}
+
+/// Records the answer; `false` when another request recorded this key first.
+pub async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    actor: &Actor,
+    slot: &IdempotencySlot,
+    response: &StoredResponse,
+) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "insert into idempotency_keys (project_id, tenant_id, idempotency_key, request_hash, response_status, response_body) \
+         values ($1, $2, $3, $4, $5, $6) on conflict (project_id, idempotency_key) do nothing",
+    )
+    .bind(actor.project_id)
+    .bind(&actor.tenant_id)
+    .bind(&slot.key)
+    .bind(&slot.request_hash)
+    .bind(i32::from(response.status))
+    .bind(&response.body)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}

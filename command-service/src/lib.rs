@@ -1,0 +1,133 @@
+//! command-service: the write side. HTTP commands become events in `contact_event_store` (with
+//! their outbox rows, in one transaction); the outbox relay publishes them to JetStream; the
+//! sweeper ends idle sessions.
+//!
+//! [`App::build`] binds the listener and connects everything; [`App::run_until_stopped`] serves
+//! until the shutdown token is cancelled. `main` and the tests build the very same app.
+
+pub mod bootstrap;
+pub mod commands;
+pub mod config;
+pub mod idempotency;
+pub mod relay;
+pub mod routes;
+pub mod sweeper;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use platform::event_store::EventStore;
+use platform::health::{self, Probes};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use commands::{system_clock, Clock, CommandHandler};
+pub use config::CommandConfig;
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    relay: relay::OutboxRelay,
+    sweeper: sweeper::TimeoutSweeper,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    /// Connects to PostgreSQL (creating and migrating the database) and NATS (creating the
+    /// stream), and binds the listener.
+    pub async fn build(config: CommandConfig) -> anyhow::Result<Self> {
+        let pool = platform::db::connect_and_migrate(
+            &config.platform.database_url,
+            config.platform.database_max_connections,
+        )
+        .await
+        .context("connecting to PostgreSQL")?;
+        let nats = platform::nats::connect(&config.platform.nats_url)
+            .await
+            .context("connecting to NATS")?;
+        Self::build_with(config, pool, nats, system_clock()).await
+    }
+
+    /// Builds on an existing pool and NATS client (tests inject their own database and clock).
+    pub async fn build_with(
+        config: CommandConfig,
+        pool: PgPool,
+        nats: async_nats::Client,
+        clock: Clock,
+    ) -> anyhow::Result<Self> {
+        let js = async_nats::jetstream::new(nats.clone());
+        let stream = config.platform.stream();
+        if let Err(e) = platform::nats::ensure_stream(&js, &stream).await {
+            // The relay retries publishing until the broker is back; the stream is created by
+            // whichever service reaches the broker first.
+            tracing::warn!(error = %e, "could not set up the JetStream stream yet");
+        }
+        let handler = CommandHandler::new(
+            EventStore::new(pool.clone()),
+            clock.clone(),
+            config.snapshot_every,
+            config.max_attempts,
+        );
+        let state = routes::AppState {
+            pool: pool.clone(),
+            handler: handler.clone(),
+            channel_types: Arc::default(),
+        };
+        let router =
+            platform::http::finish_router(routes::router(state).merge(health::router(Probes {
+                pool: pool.clone(),
+                nats,
+            })));
+        let listener = TcpListener::bind(&config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        let relay = relay::OutboxRelay {
+            pool: pool.clone(),
+            js,
+            stream,
+            batch_size: config.relay_batch_size,
+            poll: config.relay_poll(),
+        };
+        let sweeper = sweeper::TimeoutSweeper {
+            pool,
+            handler,
+            clock,
+            interval: config.sweep_interval(),
+        };
+        Ok(Self {
+            listener,
+            router,
+            relay,
+            sweeper,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Cancelling this token stops the app gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves HTTP and runs the relay and the sweeper until shutdown. In-flight requests finish;
+    /// the relay stops between batches (an unmarked batch is republished and de-duplicated).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let sweeper = tokio::spawn(self.sweeper.run(shutdown.clone()));
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        let _ = tokio::join!(relay, sweeper);
+        served.context("HTTP server failed")
+    }
+}

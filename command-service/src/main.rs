@@ -1,0 +1,43 @@
+use clap::{Parser, Subcommand};
+use command_service::bootstrap::{bootstrap, BootstrapSpec};
+use command_service::{App, CommandConfig};
+
+/// The Ventros command service: HTTP commands → event store → outbox → NATS JetStream.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Cmd>,
+    #[command(flatten)]
+    config: CommandConfig,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the HTTP API, relay the outbox and sweep idle sessions (the default).
+    Serve,
+    /// Create (idempotently) a user, a project with its tenant and an API key; print them as JSON.
+    Bootstrap(BootstrapSpec),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    platform::telemetry::init();
+    match cli.command.unwrap_or(Cmd::Serve) {
+        Cmd::Serve => {
+            let app = App::build(cli.config).await?;
+            tracing::info!(addr = %app.local_addr(), "command-service listening");
+            platform::shutdown::cancel_on_signal(app.shutdown_token());
+            app.run_until_stopped().await?;
+            tracing::info!("command-service stopped");
+        }
+        Cmd::Bootstrap(spec) => {
+            let pool =
+                platform::db::connect_and_migrate(&cli.config.platform.database_url, 2).await?;
+            let done = bootstrap(&pool, &spec).await?;
+            println!("{}", serde_json::to_string_pretty(&done)?);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The outbox relay: publishes `outbox_events` rows to JetStream, in insertion order.
+//!
+//! Only one relay runs at a time across all command-service instances: the one holding a
+//! PostgreSQL advisory lock, on a connection it also does all its work on, so that losing the
+//! connection (and with it the lock) stops the work too. It wakes on `LISTEN outbox_events` (the
+//! trigger fires once per inserting statement) and on a fallback poll.
+//!
+//! Each batch is published with `Nats-Msg-Id = event_id` (the broker drops a republished event
+//! within its duplicate window; the projections' `processed_events` catch the rest), the acks
+//! are awaited, and the batch is marked `processed` in one statement. While the broker is away,
+//! rows stay `pending` with `retry_count`/`last_error` updated and the relay backs off; only an
+//! error that no retry can fix (a message over the broker's size limit) marks a row `failed`.
+
+use std::time::Duration;
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::{self, message::PublishMessage};
+use event_model::EventEnvelope;
+use futures::future::join_all;
+use platform::event_store::{EventRow, EVENT_COLUMNS};
+use platform::nats::{StreamSettings, HEADER_TENANT};
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// The advisory lock key of the relay ("outbox" in ASCII).
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+
+#[derive(Clone)]
+pub struct OutboxRelay {
+    pub pool: PgPool,
+    pub js: jetstream::Context,
+    pub stream: StreamSettings,
+    pub batch_size: i64,
+    pub poll: Duration,
+}
+
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    outbox_id: Uuid,
+    #[sqlx(flatten)]
+    event: EventRow,
+}
+
+enum Published {
+    Ok(Uuid),
+    Transient(Uuid, String),
+    Permanent(Uuid, String),
+}
+
+impl OutboxRelay {
+    /// Relays until `shutdown`; re-elects itself after any database failure.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay stopped; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let mut conn = self.pool.acquire().await?.detach();
+        loop {
+            let leader: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK)
+                .fetch_one(&mut conn)
+                .await?;
+            if leader {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+        tracing::info!("outbox relay elected");
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen("outbox_events").await?;
+        let result = self
+            .relay_until_stopped(&mut conn, &mut listener, shutdown)
+            .await;
+        // Closing the connection releases the lock for the next instance.
+        let _ = conn.close().await;
+        result
+    }
+
+    async fn relay_until_stopped(
+        &self,
+        conn: &mut PgConnection,
+        listener: &mut PgListener,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut broker_backoff = Duration::from_millis(100);
+        loop {
+            let (published, failed) = self.relay_batch(conn).await?;
+            if failed > 0 {
+                metrics::counter!("outbox_publish_failures_total").increment(failed as u64);
+                tokio::select! {
+                    _ = tokio::time::sleep(broker_backoff) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                broker_backoff = (broker_backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            broker_backoff = Duration::from_millis(100);
+            if published as i64 >= self.batch_size {
+                continue; // more is waiting
+            }
+            tokio::select! {
+                notification = listener.recv() => { notification?; }
+                _ = tokio::time::sleep(self.poll) => {}
+                _ = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    /// Publishes one batch of pending rows; returns (published, failed).
+    pub async fn relay_batch(&self, conn: &mut PgConnection) -> anyhow::Result<(usize, usize)> {
+        let rows: Vec<PendingRow> = sqlx::query_as(&format!(
+            "select o.id as outbox_id, {EVENT_COLUMNS} \
+               from outbox_events o join contact_event_store e on e.id = o.event_id \
+              where o.status in ('pending', 'processing') \
+              order by o.seq limit $1"
+        ))
+        .bind(self.batch_size)
+        .fetch_all(&mut *conn)
+        .await?;
+        if rows.is_empty() {
+            return Ok((0, 0));
+        }
+        let started = std::time::Instant::now();
+        let mut acks = Vec::with_capacity(rows.len());
+        for row in rows {
+            let outbox_id = row.outbox_id;
+            let envelope = match row.event.into_envelope() {
+                Ok(envelope) => envelope,
+                Err(e) => {
+                    acks.push(futures::future::Either::Left(futures::future::ready(
+                        Published::Permanent(outbox_id, e.to_string()),
+                    )));
+                    continue;
+                }
+            };
+            acks.push(futures::future::Either::Right(
+                self.publish(outbox_id, envelope),
+            ));
+        }
+        let results = join_all(acks).await;
+        let mut done = Vec::new();
+        let (mut transient, mut permanent) = (Vec::new(), Vec::new());
+        for result in results {
+            match result {
+                Published::Ok(id) => done.push(id),
+                Published::Transient(id, error) => transient.push((id, error)),
+                Published::Permanent(id, error) => permanent.push((id, error)),
+            }
+        }
+        if !done.is_empty() {
+            sqlx::query(
+                "update outbox_events set status = 'processed', processed_at = now() at time zone 'utc' \
+                  where id = any($1)",
+            )
+            .bind(&done)
+            .execute(&mut *conn)
+            .await?;
+            metrics::counter!("outbox_published_total").increment(done.len() as u64);
+            metrics::histogram!("outbox_publish_batch_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        for (status, failures) in [("pending", &transient), ("failed", &permanent)] {
+            if failures.is_empty() {
+                continue;
+            }
+            let (ids, errors): (Vec<Uuid>, Vec<String>) = failures.iter().cloned().unzip();
+            tracing::warn!(count = ids.len(), status, first_error = %errors[0], "outbox rows not published");
+            sqlx::query(
+                "update outbox_events o set status = $3, retry_count = coalesce(o.retry_count, 0) + 1, \
+                        last_error = f.error, last_retry_at = now() at time zone 'utc' \
+                   from unnest($1::uuid[], $2::text[]) as f(id, error) where o.id = f.id",
+            )
+            .bind(&ids)
+            .bind(&errors)
+            .bind(status)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok((done.len(), transient.len()))
+    }
+
+    async fn publish(&self, outbox_id: Uuid, envelope: EventEnvelope) -> Published {
+        let subject = self.stream.subject(
+            envelope.contact_id,
+            envelope.aggregate_type.as_str(),
+            &envelope.event_type,
+        );
+        let payload = match serde_json::to_vec(&envelope) {
+            Ok(p) => p,
+            Err(e) => return Published::Permanent(outbox_id, e.to_string()),
+        };
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(envelope.event_id.to_string())
+            .header(HEADER_TENANT, envelope.tenant_id.as_str());
+        let ack = match self.js.send_publish(subject, message).await {
+            Ok(ack) => ack,
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                return Published::Permanent(outbox_id, e.to_string())
+            }
+            Err(e) => return Published::Transient(outbox_id, e.to_string()),
+        };
+        match ack.await {
+            Ok(_) => Published::Ok(outbox_id),
+            Err(e) => Published::Transient(outbox_id, e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! `/sessions/{id}`: messages, agents, summary, outcome and end.
+
+use axum::response::Response;
+use axum::routing::{post, put};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use event_model::session::{NewMessage, NewSummary, Outcome};
+use event_model::{EndReason, Sentiment, SessionCommand};
+use platform::body::JsonBody;
+use platform::http::Path;
+use platform::{ApiError, FieldProblem};
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::{Answer, AppState, CommandContext};
+use crate::commands::Command;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sessions/{session_id}/messages", post(record_message))
+        .route("/sessions/{session_id}/agents", post(assign_agent))
+        .route("/sessions/{session_id}/summary", put(summarize))
+        .route("/sessions/{session_id}/outcome", put(set_outcome))
+        .route("/sessions/{session_id}/end", post(end))
+}
+
+fn on_session(session_id: Uuid, command: SessionCommand) -> Command {
+    Command::Session {
+        session_id,
+        command,
+    }
+}
+
+fn field_error(field: &str, message: &str) -> ApiError {
+    ApiError::Unprocessable {
+        detail: "the request breaks a field rule".into(),
+        errors: vec![FieldProblem {
+            field: field.into(),
+            message: message.into(),
+        }],
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Message {
+    from_contact: bool,
+    agent_id: Option<Uuid>,
+    sent_at: Option<DateTime<Utc>>,
+    message_id: Option<Uuid>,
+}
+
+async fn record_message(
+    ctx: CommandContext,
+    Path((_, session_id)): Path<(Uuid, Uuid)>,
+    body: JsonBody<Message>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let command = SessionCommand::RecordMessage(NewMessage {
+        message_id: b.message_id,
+        from_contact: b.from_contact,
+        agent_id: b.agent_id,
+        sent_at: b.sent_at.unwrap_or_else(Utc::now),
+    });
+    ctx.run(
+        body.sha256,
+        on_session(session_id, command),
+        Answer::Updated,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignAgent {
+    agent_id: Uuid,
+    source: Option<String>,
+    strategy: Option<String>,
+    reason: Option<String>,
+}
+
+async fn assign_agent(
+    ctx: CommandContext,
+    Path((_, session_id)): Path<(Uuid, Uuid)>,
+    body: JsonBody<AssignAgent>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let command = SessionCommand::AssignAgent {
+        agent_id: b.agent_id,
+        source: b.source,
+        strategy: b.strategy,
+        reason: b.reason,
+    };
+    ctx.run(
+        body.sha256,
+        on_session(session_id, command),
+        Answer::Updated,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Summary {
+    summary: String,
+    sentiment: Option<String>,
+    sentiment_score: Option<f64>,
+    topics: Option<Vec<String>>,
+    next_steps: Option<Vec<String>>,
+    key_entities: Option<Value>,
+}
+
+async fn summarize(
+    ctx: CommandContext,
+    Path((_, session_id)): Path<(Uuid, Uuid)>,
+    body: JsonBody<Summary>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let sentiment = b
+        .sentiment
+        .map(|s| {
+            serde_json::from_value::<Sentiment>(Value::String(s)).map_err(|_| {
+                field_error("sentiment", "must be positive, neutral, negative or mixed")
+            })
+        })
+        .transpose()?;
+    let command = SessionCommand::Summarize(NewSummary {
+        summary: b.summary,
+        sentiment,
+        sentiment_score: b.sentiment_score,
+        topics: b.topics.unwrap_or_default(),
+        next_steps: b.next_steps.unwrap_or_default(),
+        key_entities: b.key_entities,
+    });
+    ctx.run(
+        body.sha256,
+        on_session(session_id, command),
+        Answer::Updated,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetOutcome {
+    escalated: Option<bool>,
+    resolved: Option<bool>,
+    converted: Option<bool>,
+    outcome_tags: Option<Vec<String>>,
+}
+
+async fn set_outcome(
+    ctx: CommandContext,
+    Path((_, session_id)): Path<(Uuid, Uuid)>,
+    body: JsonBody<SetOutcome>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let command = SessionCommand::SetOutcome(Outcome {
+        escalated: b.escalated,
+        resolved: b.resolved,
+        converted: b.converted,
+        outcome_tags: b.outcome_tags,
+    });
+    ctx.run(
+        body.sha256,
+        on_session(session_id, command),
+        Answer::Updated,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct End {
+    reason: String,
+}
+
+async fn end(
+    ctx: CommandContext,
+    Path((_, session_id)): Path<(Uuid, Uuid)>,
+    body: JsonBody<End>,
+) -> Result<Response, ApiError> {
+    let reason = match serde_json::from_value::<EndReason>(Value::String(body.value.reason)) {
+        Ok(EndReason::InactivityTimeout) | Err(_) => {
+            return Err(field_error(
+                "reason",
+                "must be manual_close, contact_request, agent_close or system_close",
+            ))
+        }
+        Ok(reason) => reason,
+    };
+    ctx.run(
+        body.sha256,
+        on_session(session_id, SessionCommand::End { reason }),
+        Answer::Updated,
+    )
+    .await
+}

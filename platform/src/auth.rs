@@ -1,0 +1,151 @@
+//! API-key authentication and project access.
+//!
+//! `Authorization: Bearer <key>`: the key's SHA-256 is looked up in `user_api_keys` (active, not
+//! expired, not deleted, its user active and not deleted). Access to the project in the path is
+//! its owner's, or a `project_members` row's (`viewer` reads only). A project the caller cannot
+//! see is 404, never 403, so ids of other tenants leak nothing.
+
+use axum::extract::{FromRef, FromRequestParts, RawPathParams};
+use axum::http::header;
+use axum::http::request::Parts;
+use rand::distr::{Alphanumeric, SampleString};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::problem::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Owner,
+    Admin,
+    Supervisor,
+    Agent,
+    Viewer,
+}
+
+impl Role {
+    fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "owner" => Some(Self::Owner),
+            "admin" => Some(Self::Admin),
+            "supervisor" => Some(Self::Supervisor),
+            "agent" => Some(Self::Agent),
+            "viewer" => Some(Self::Viewer),
+            _ => None,
+        }
+    }
+
+    pub fn can_write(self) -> bool {
+        !matches!(self, Self::Viewer)
+    }
+}
+
+/// Who is calling, on which project and tenant. Resolved once per request.
+#[derive(Debug, Clone)]
+pub struct AuthContext {
+    pub user_id: Uuid,
+    pub project_id: Uuid,
+    pub tenant_id: String,
+    pub role: Role,
+    pub session_timeout_minutes: i64,
+}
+
+impl AuthContext {
+    /// Refuses a caller who may only read.
+    pub fn require_write(&self) -> Result<(), ApiError> {
+        if self.role.can_write() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("a viewer cannot send commands".into()))
+        }
+    }
+}
+
+pub fn hash_api_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new random API key (`vk_` + 40 alphanumerics, about 238 bits).
+pub fn generate_api_key() -> String {
+    format!("vk_{}", Alphanumeric.sample_string(&mut rand::rng(), 40))
+}
+
+#[derive(sqlx::FromRow)]
+struct Access {
+    user_id: Uuid,
+    project_id: Option<Uuid>,
+    tenant_id: Option<String>,
+    role: Option<String>,
+    session_timeout_minutes: Option<i64>,
+}
+
+impl<S> FromRequestParts<S> for AuthContext
+where
+    PgPool: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|k| !k.is_empty() && k.len() <= 256)
+            .ok_or(ApiError::Unauthorized)?
+            .to_owned();
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| ApiError::NotFound("no such project".into()))?;
+        let raw_project = params
+            .iter()
+            .find(|(name, _)| *name == "project_id")
+            .map(|(_, value)| value.to_owned())
+            .ok_or_else(|| ApiError::NotFound("no such project".into()))?;
+        let project_id = Uuid::parse_str(&raw_project).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid path: project_id {raw_project:?} is not a UUID"
+            ))
+        })?;
+        let pool = PgPool::from_ref(state);
+        let access: Option<Access> = sqlx::query_as(
+            r#"
+            select u.id as user_id, p.id as project_id, p.tenant_id, p.session_timeout_minutes,
+                   case when p.user_id = u.id then 'owner' else m.role end as role
+              from user_api_keys k
+              join users u on u.id = k.user_id and u.deleted_at is null and coalesce(u.status, 'active') = 'active'
+              left join projects p on p.id = $2 and p.deleted_at is null and coalesce(p.active, true)
+              left join project_members m on m.project_id = p.id and m.agent_id = u.id::text and m.deleted_at is null
+             where k.key_hash = $1
+               and coalesce(k.active, true)
+               and k.deleted_at is null
+               and (k.expires_at is null or k.expires_at > now() at time zone 'utc')
+            "#,
+        )
+        .bind(hash_api_key(&key))
+        .bind(project_id)
+        .fetch_optional(&pool)
+        .await
+        .map_err(ApiError::internal)?;
+        let access = access.ok_or(ApiError::Unauthorized)?;
+        let not_found = || ApiError::NotFound("no such project".into());
+        let role = access
+            .role
+            .as_deref()
+            .and_then(Role::parse)
+            .ok_or_else(not_found)?;
+        Ok(AuthContext {
+            user_id: access.user_id,
+            project_id: access.project_id.ok_or_else(not_found)?,
+            tenant_id: access.tenant_id.ok_or_else(not_found)?,
+            role,
+            session_timeout_minutes: access.session_timeout_minutes.unwrap_or(30),
+        })
+    }
+}

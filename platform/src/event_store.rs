@@ -1,0 +1,408 @@
+//! `contact_event_store` and `contact_snapshots`: every SQL statement on those two tables.
+//!
+//! Appends write the events and their `outbox_events` rows in one statement, inside the caller's
+//! transaction, so an event is never stored without being queued for publication. A unique
+//! violation on `(aggregate_id, sequence_number)` is an optimistic-concurrency conflict.
+//!
+//! Reading by `position` is only safe below the oldest transaction still running: positions are
+//! handed out at insert, so a lower one may commit after a higher one. [`EventStore::read_after`]
+//! reads only rows whose writing transaction is older than `pg_snapshot_xmin`, so it never steps
+//! past an event that is about to appear.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use event_model::{AggregateType, EventEnvelope};
+use serde_json::{json, Value};
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+pub const SEQUENCE_CONSTRAINT: &str = "contact_event_store_aggregate_seq_key";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to one of the streams first.
+    #[error("concurrent append to the same aggregate")]
+    Conflict,
+    #[error("stored event {event_id} is unreadable: {reason}")]
+    Corrupt { event_id: Uuid, reason: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// An event about to be appended, with its place in its stream.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub aggregate_id: Uuid,
+    pub aggregate_type: AggregateType,
+    pub event_type: &'static str,
+    pub event_version: &'static str,
+    pub sequence_number: i64,
+    pub data: Value,
+    pub contact_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+    pub tenant_id: String,
+    pub project_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: Uuid,
+    pub aggregate_id: Uuid,
+    pub aggregate_type: Option<String>,
+    pub event_type: String,
+    pub event_version: Option<String>,
+    pub sequence_number: i64,
+    pub event_data: Value,
+    pub metadata: Option<Value>,
+    pub occurred_at: NaiveDateTime,
+    pub created_at: Option<NaiveDateTime>,
+    pub tenant_id: String,
+    pub project_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub position: i64,
+}
+
+/// The columns every read selects, in `EventRow`'s order.
+pub const EVENT_COLUMNS: &str = "e.id, e.aggregate_id, e.aggregate_type, e.event_type, e.event_version, \
+     e.sequence_number, e.event_data, e.metadata, e.occurred_at, e.created_at, e.tenant_id, e.project_id, \
+     e.causation_id, e.correlation_id, e.position";
+
+impl EventRow {
+    pub fn into_envelope(self) -> Result<EventEnvelope, StoreError> {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            event_id: self.id,
+            reason: reason.to_owned(),
+        };
+        let aggregate_type =
+            AggregateType::parse(self.aggregate_type.as_deref().unwrap_or("contact"))
+                .ok_or_else(|| corrupt("unknown aggregate_type"))?;
+        let metadata = self.metadata.unwrap_or(Value::Null);
+        let uuid_of = |key: &str| {
+            metadata
+                .get(key)
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+        };
+        let contact_id = match aggregate_type {
+            AggregateType::Contact => self.aggregate_id,
+            AggregateType::Session => {
+                uuid_of("contact_id").ok_or_else(|| corrupt("session event without contact_id"))?
+            }
+        };
+        Ok(EventEnvelope {
+            event_id: self.id,
+            aggregate_id: self.aggregate_id,
+            aggregate_type,
+            event_type: self.event_type,
+            event_version: self.event_version.unwrap_or_else(|| "v1".to_owned()),
+            sequence_number: self.sequence_number,
+            position: self.position,
+            tenant_id: self.tenant_id,
+            project_id: self.project_id.ok_or_else(|| corrupt("no project_id"))?,
+            contact_id,
+            user_id: uuid_of("user_id"),
+            occurred_at: self.occurred_at.and_utc(),
+            recorded_at: self.created_at.unwrap_or(self.occurred_at).and_utc(),
+            causation_id: self.causation_id,
+            correlation_id: self.correlation_id,
+            data: self.event_data,
+        })
+    }
+}
+
+/// Where a catch-up reader stands: the last `(transaction_id, position)` it read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Checkpoint {
+    pub transaction_id: i64,
+    pub position: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    /// Only transactions below `pg_snapshot_xmin`: nothing can appear behind the reader.
+    Finished,
+    /// Everything committed and visible now.
+    Visible,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct OrderedEvent {
+    #[sqlx(flatten)]
+    pub event: EventRow,
+    pub transaction_id: i64,
+}
+
+impl OrderedEvent {
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            transaction_id: self.transaction_id,
+            position: self.event.position,
+        }
+    }
+}
+
+/// The latest snapshot of an aggregate.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SnapshotRow {
+    pub snapshot_data: Value,
+    pub last_sequence_number: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The latest snapshot of an aggregate in this tenant, if any.
+    pub async fn latest_snapshot(
+        &self,
+        tenant_id: &str,
+        aggregate_id: Uuid,
+    ) -> Result<Option<SnapshotRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "select snapshot_data, last_sequence_number from contact_snapshots \
+              where aggregate_id = $1 and tenant_id = $2 \
+              order by last_sequence_number desc limit 1",
+        )
+        .bind(aggregate_id)
+        .bind(tenant_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The events of one stream in this tenant after `after_sequence`, in order.
+    pub async fn load_stream(
+        &self,
+        tenant_id: &str,
+        aggregate_type: AggregateType,
+        aggregate_id: Uuid,
+        after_sequence: i64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e \
+              where e.aggregate_id = $1 and e.tenant_id = $2 and e.aggregate_type = $3 and e.sequence_number > $4 \
+              order by e.sequence_number"
+        ))
+        .bind(aggregate_id)
+        .bind(tenant_id)
+        .bind(aggregate_type.as_str())
+        .bind(after_sequence)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// Events `from..=to` of one stream (the projections' gap fill).
+    pub async fn read_range(
+        &self,
+        executor: impl PgExecutor<'_>,
+        aggregate_id: Uuid,
+        from_sequence: i64,
+        to_sequence: i64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e \
+              where e.aggregate_id = $1 and e.sequence_number between $2 and $3 \
+              order by e.sequence_number"
+        ))
+        .bind(aggregate_id)
+        .bind(from_sequence)
+        .bind(to_sequence)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// A contact's events and its sessions' events in store order, optionally after a position.
+    pub async fn read_contact_history(
+        &self,
+        tenant_id: &str,
+        contact_id: Uuid,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e \
+              where e.tenant_id = $1 and e.position > $3 \
+                and (e.aggregate_id = $2 or (e.aggregate_type = 'session' and e.metadata->>'contact_id' = $2::text)) \
+              order by e.position limit $4"
+        ))
+        .bind(tenant_id)
+        .bind(contact_id)
+        .bind(after_position)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// Up to `limit` events after `after` in `(transaction_id, position)` order: the order a
+    /// catch-up reader can walk without ever having a row appear behind it (see the module docs).
+    /// With `Horizon::Finished` only rows of transactions below `pg_snapshot_xmin` are read, so
+    /// the checkpoint can be kept and resumed; `Horizon::Visible` also reads rows committed by
+    /// younger transactions, for a reader that keeps no checkpoint (a rebuild's last pass).
+    pub async fn read_after(
+        executor: impl PgExecutor<'_>,
+        after: Checkpoint,
+        limit: i64,
+        tenant_id: Option<&str>,
+        horizon: Horizon,
+    ) -> Result<Vec<OrderedEvent>, StoreError> {
+        Ok(sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS}, e.transaction_id::text::bigint as transaction_id \
+               from contact_event_store e \
+              where (e.transaction_id, e.position) > ($1::text::xid8, $2) \
+                and ($5 or e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())) \
+                and ($3::text is null or e.tenant_id = $3) \
+              order by e.transaction_id, e.position limit $4"
+        ))
+        .bind(after.transaction_id.to_string())
+        .bind(after.position)
+        .bind(tenant_id)
+        .bind(limit)
+        .bind(matches!(horizon, Horizon::Visible))
+        .fetch_all(executor)
+        .await?)
+    }
+
+    /// A contact's events after `after_sequence` that were stored before `before_position`: what
+    /// a session event presupposes of its contact (the projections' gap fill).
+    pub async fn read_contact_before(
+        &self,
+        executor: impl PgExecutor<'_>,
+        contact_id: Uuid,
+        after_sequence: i64,
+        before_position: i64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e \
+              where e.aggregate_id = $1 and e.sequence_number > $2 and e.position < $3 \
+              order by e.sequence_number"
+        ))
+        .bind(contact_id)
+        .bind(after_sequence)
+        .bind(before_position)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// Appends events (of one or several streams) and their outbox rows, in the caller's
+    /// transaction, in one round trip. Returns each event's global position.
+    pub async fn append(
+        tx: &mut Transaction<'_, Postgres>,
+        events: &[NewEvent],
+    ) -> Result<Vec<i64>, StoreError> {
+        let n = events.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut aggregate_ids = Vec::with_capacity(n);
+        let mut aggregate_types = Vec::with_capacity(n);
+        let mut event_types = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut sequences = Vec::with_capacity(n);
+        let mut data = Vec::with_capacity(n);
+        let mut metadata = Vec::with_capacity(n);
+        let mut occurred = Vec::with_capacity(n);
+        let mut tenants = Vec::with_capacity(n);
+        let mut projects = Vec::with_capacity(n);
+        let mut causations = Vec::with_capacity(n);
+        let mut correlations = Vec::with_capacity(n);
+        for e in events {
+            ids.push(e.event_id);
+            aggregate_ids.push(e.aggregate_id);
+            aggregate_types.push(e.aggregate_type.as_str());
+            event_types.push(e.event_type);
+            versions.push(e.event_version);
+            sequences.push(e.sequence_number);
+            data.push(e.data.clone());
+            metadata.push(json!({
+                "user_id": e.user_id,
+                "contact_id": e.contact_id,
+                "correlation_id": e.correlation_id,
+            }));
+            occurred.push(e.occurred_at.naive_utc());
+            tenants.push(e.tenant_id.as_str());
+            projects.push(e.project_id);
+            causations.push(e.causation_id);
+            correlations.push(e.correlation_id);
+        }
+        let result = sqlx::query_scalar(
+            r#"
+            with inserted as (
+                insert into contact_event_store
+                    (id, aggregate_id, aggregate_type, event_type, event_version, sequence_number, event_data,
+                     metadata, occurred_at, tenant_id, project_id, causation_id, correlation_id)
+                select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int8[],
+                                     $7::jsonb[], $8::jsonb[], $9::timestamp[], $10::text[], $11::uuid[],
+                                     $12::uuid[], $13::uuid[])
+                returning id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata,
+                          tenant_id, project_id, created_at, position
+            ), queued as (
+                insert into outbox_events
+                    (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata,
+                     tenant_id, project_id, created_at)
+                select id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata,
+                       tenant_id, project_id, created_at
+                  from inserted order by position
+            )
+            select position from inserted order by position
+            "#,
+        )
+        .bind(&ids)
+        .bind(&aggregate_ids)
+        .bind(&aggregate_types)
+        .bind(&event_types)
+        .bind(&versions)
+        .bind(&sequences)
+        .bind(&data)
+        .bind(&metadata)
+        .bind(&occurred)
+        .bind(&tenants)
+        .bind(&projects)
+        .bind(&causations)
+        .bind(&correlations)
+        .fetch_all(&mut **tx)
+        .await;
+        match result {
+            Ok(positions) => Ok(positions),
+            Err(e) if crate::db::is_unique_violation(&e, SEQUENCE_CONSTRAINT) => {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes a snapshot of an aggregate at `last_sequence_number` (idempotent).
+    pub async fn save_snapshot(
+        tx: &mut Transaction<'_, Postgres>,
+        tenant_id: &str,
+        aggregate_id: Uuid,
+        last_sequence_number: i64,
+        data: Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into contact_snapshots (aggregate_id, snapshot_data, last_sequence_number, tenant_id) \
+             values ($1, $2, $3, $4) on conflict (aggregate_id, last_sequence_number) do nothing",
+        )
+        .bind(aggregate_id)
+        .bind(data)
+        .bind(last_sequence_number)
+        .bind(tenant_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}

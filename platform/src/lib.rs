@@ -1,0 +1,18 @@
+//! What both services (and the replay tool) share, and nothing domain-specific: configuration,
+//! the database pool and migrations, the NATS connection and stream set-up, API-key
+//! authentication, problem+json errors, telemetry, health routes and shutdown.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod db;
+pub mod event_store;
+pub mod health;
+pub mod http;
+pub mod nats;
+pub mod problem;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use problem::{ApiError, FieldProblem};

@@ -1,0 +1,95 @@
+//! The NATS JetStream side: connection, the event stream (created or updated idempotently by
+//! whichever service starts first), subjects and partitions.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub name: String,
+    pub subject_prefix: String,
+    pub partitions: u32,
+    pub replicas: usize,
+    pub max_age: Duration,
+}
+
+impl StreamSettings {
+    /// `<prefix>.<partition>.<aggregate_type>.<event_type>`; event types contain a dot
+    /// (`contact.created`), so the subject ends `.contact.contact.created`.
+    pub fn subject(&self, contact_id: Uuid, aggregate_type: &str, event_type: &str) -> String {
+        let partition = partition_for(contact_id, self.partitions);
+        format!(
+            "{}.{partition}.{aggregate_type}.{event_type}",
+            self.subject_prefix
+        )
+    }
+
+    pub fn partition_filter(&self, partition: u32) -> String {
+        format!("{}.{partition}.>", self.subject_prefix)
+    }
+}
+
+/// The partition of a contact (and of its sessions). FNV-1a over the id's bytes: stable across
+/// processes, versions and platforms, unlike `std`'s hasher.
+pub fn partition_for(contact_id: Uuid, partitions: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in contact_id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % u64::from(partitions.max(1))) as u32
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    let client = async_nats::ConnectOptions::new()
+        .name(env!("CARGO_PKG_NAME"))
+        // Keep trying while the broker is away: the outbox holds what it cannot take.
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await?;
+    Ok(client)
+}
+
+/// Creates the stream, or brings an existing one to this configuration.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> anyhow::Result<()> {
+    let config = stream::Config {
+        name: settings.name.clone(),
+        subjects: vec![format!("{}.>", settings.subject_prefix)],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: settings.max_age,
+        num_replicas: settings.replicas,
+        // Nats-Msg-Id de-duplication: a republished event (relay crash between publish and
+        // marking the row processed) is dropped by the broker within this window.
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    js.create_or_update_stream(config).await?;
+    Ok(())
+}
+
+pub const HEADER_TENANT: &str = "Ventros-Tenant";
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        let id = Uuid::parse_str("0190f1f0-0000-7000-8000-000000000001").unwrap();
+        assert_eq!(partition_for(id, 8), partition_for(id, 8));
+        let mut counts = [0u32; 8];
+        for _ in 0..8_000 {
+            counts[partition_for(Uuid::new_v4(), 8) as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 800), "uneven spread: {counts:?}");
+    }
+}

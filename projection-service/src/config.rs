@@ -1,0 +1,29 @@
+//! projection-service settings (environment variables or flags; every one has a working default).
+
+use std::time::Duration;
+
+use platform::Settings;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProjectionConfig {
+    #[command(flatten)]
+    pub platform: Settings,
+    /// Address the query API listens on (port 0 picks a free one).
+    #[arg(long, env = "QUERY_ADDR", default_value = "127.0.0.1:8081")]
+    pub addr: String,
+    /// Most events a worker applies in one transaction.
+    #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = 256)]
+    pub batch_size: usize,
+    /// How long JetStream waits for an ack before redelivering, in seconds.
+    #[arg(long, env = "PROJECTION_ACK_WAIT_SECS", default_value_t = 30)]
+    pub ack_wait_secs: u64,
+    /// Run the JetStream workers (off: serve queries only, e.g. on a read replica).
+    #[arg(long, env = "PROJECTION_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub workers: bool,
+}
+
+impl ProjectionConfig {
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_secs(self.ack_wait_secs)
+    }
+}

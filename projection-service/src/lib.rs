@@ -1,0 +1,115 @@
+//! projection-service: the read side. One JetStream worker per partition folds the events into
+//! `contacts`, `sessions` and `domain_event_logs` (exactly once, through `processed_events`), and
+//! the query API serves those tables.
+//!
+//! The projections ([`projections`]) are a library the replay tool calls too, so a rebuild runs
+//! the very code the live workers run.
+
+pub mod config;
+pub mod projections;
+pub mod queries;
+pub mod worker;
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use axum::Router;
+use platform::event_store::EventStore;
+use platform::health::{self, Probes};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::ProjectionConfig;
+
+pub struct App {
+    listener: TcpListener,
+    router: Router,
+    workers: Vec<worker::PartitionWorker>,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    pub async fn build(config: ProjectionConfig) -> anyhow::Result<Self> {
+        let pool = platform::db::connect_and_migrate(
+            &config.platform.database_url,
+            config.platform.database_max_connections,
+        )
+        .await
+        .context("connecting to PostgreSQL")?;
+        let nats = platform::nats::connect(&config.platform.nats_url)
+            .await
+            .context("connecting to NATS")?;
+        Self::build_with(config, pool, nats).await
+    }
+
+    pub async fn build_with(
+        config: ProjectionConfig,
+        pool: PgPool,
+        nats: async_nats::Client,
+    ) -> anyhow::Result<Self> {
+        let js = async_nats::jetstream::new(nats.clone());
+        let stream = config.platform.stream();
+        if let Err(e) = platform::nats::ensure_stream(&js, &stream).await {
+            tracing::warn!(error = %e, "could not set up the JetStream stream yet; the workers keep trying");
+        }
+        let store = EventStore::new(pool.clone());
+        let workers = if config.workers {
+            (0..stream.partitions)
+                .map(|partition| worker::PartitionWorker {
+                    js: js.clone(),
+                    stream: stream.clone(),
+                    partition,
+                    store: store.clone(),
+                    batch_size: config.batch_size,
+                    ack_wait: config.ack_wait(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let router = platform::http::finish_router(
+            queries::router(queries::QueryState {
+                pool: pool.clone(),
+                store,
+            })
+            .merge(health::router(Probes { pool, nats })),
+        );
+        let listener = TcpListener::bind(&config.addr)
+            .await
+            .with_context(|| format!("binding {}", config.addr))?;
+        Ok(Self {
+            listener,
+            router,
+            workers,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves queries and runs the workers until shutdown; a worker finishes (commits and acks)
+    /// the batch in hand before it stops.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let workers: Vec<_> = self
+            .workers
+            .into_iter()
+            .map(|w| tokio::spawn(w.run(shutdown.clone())))
+            .collect();
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+        shutdown.cancel();
+        futures::future::join_all(workers).await;
+        served.context("HTTP server failed")
+    }
+}

@@ -1,0 +1,49 @@
+//! The `domain_event_logs` projection: the audit trail, one row per event, keyed by the event's
+//! id (so a second delivery inserts nothing).
+//!
+//! `published_at` is when the event was committed to the store (`recorded_at`): the moment it
+//! became a fact others can see. It is taken from the store, not from the clock, so a rebuild
+//! writes the very rows the live path wrote.
+
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{Decoded, ProjectionError};
+
+pub async fn apply(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[Decoded<'_>],
+) -> Result<Vec<Uuid>, ProjectionError> {
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|d| {
+            let e = d.envelope;
+            serde_json::json!({
+                "id": e.event_id,
+                "event_type": e.event_type,
+                "aggregate_id": e.aggregate_id,
+                "aggregate_type": e.aggregate_type,
+                "tenant_id": e.tenant_id,
+                "project_id": e.project_id,
+                "user_id": e.user_id,
+                "payload": e.data,
+                "occurred_at": e.occurred_at.naive_utc(),
+                "published_at": e.recorded_at.naive_utc(),
+                "created_at": e.recorded_at.naive_utc(),
+            })
+        })
+        .collect();
+    sqlx::query(
+        "insert into domain_event_logs \
+             (id, event_type, aggregate_id, aggregate_type, tenant_id, project_id, user_id, payload, \
+              occurred_at, published_at, created_at) \
+         select id, event_type, aggregate_id, aggregate_type, tenant_id, project_id, user_id, payload, \
+                occurred_at, published_at, created_at \
+           from jsonb_populate_recordset(null::domain_event_logs, $1) \
+         on conflict (id) do nothing",
+    )
+    .bind(sqlx::types::Json(&rows))
+    .execute(&mut **tx)
+    .await?;
+    Ok(events.iter().map(|d| d.envelope.event_id).collect())
+}

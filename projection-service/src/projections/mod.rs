@@ -1,0 +1,162 @@
+//! The projections: each a pure fold of events into read rows plus the SQL that loads and writes
+//! those rows in sets. The live JetStream workers and the replay tool call the very same
+//! [`apply_batch`], so a rebuild gives exactly the rows the live path gives.
+//!
+//! Exactly-once effect: a batch is applied in one transaction that also records
+//! `processed_events(event_id, consumer_name)` for every (event, projection) it handled; a
+//! redelivered event finds its rows and changes nothing. Each read row also keeps its
+//! aggregate's `version`: an event older than the row is a duplicate, and a gap (an event whose
+//! predecessors have not arrived) is filled from `contact_event_store` before it is applied.
+
+pub mod contacts;
+pub mod event_log;
+pub mod sessions;
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use event_model::{DomainEvent, EventEnvelope};
+use platform::event_store::{EventStore, StoreError};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+/// A projection, by the name it records in `processed_events.consumer_name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Projection {
+    Contacts,
+    Sessions,
+    DomainEventLogs,
+}
+
+impl Projection {
+    /// In the order a batch applies them: a session row needs its contact row.
+    pub const ALL: [Projection; 3] = [
+        Projection::Contacts,
+        Projection::Sessions,
+        Projection::DomainEventLogs,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Contacts => "contacts",
+            Self::Sessions => "sessions",
+            Self::DomainEventLogs => "domain_event_logs",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == raw)
+    }
+
+    /// The read table it owns.
+    pub fn table(self) -> &'static str {
+        self.name()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// An event this code cannot apply (unknown type, payload that does not fit).
+    #[error("event {event_id} cannot be applied: {reason}")]
+    Poison { event_id: Uuid, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// An event with its decoded form.
+pub struct Decoded<'a> {
+    pub envelope: &'a EventEnvelope,
+    pub event: DomainEvent,
+}
+
+pub fn decode(envelope: &EventEnvelope) -> Result<Decoded<'_>, ProjectionError> {
+    envelope
+        .decode()
+        .map(|event| Decoded { envelope, event })
+        .map_err(|e| ProjectionError::Poison {
+            event_id: envelope.event_id,
+            reason: e.to_string(),
+        })
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchReport {
+    /// (event, projection) pairs applied now, gap-filled events included.
+    pub applied: usize,
+    /// Pairs skipped as already applied.
+    pub duplicates: usize,
+}
+
+/// Applies `events` (in order) to `projections` inside `tx`, recording `processed_events`.
+pub async fn apply_batch(
+    tx: &mut Transaction<'_, Postgres>,
+    store: &EventStore,
+    projections: &[Projection],
+    events: &[EventEnvelope],
+) -> Result<BatchReport, ProjectionError> {
+    let started = Instant::now();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    let done: HashSet<(Uuid, String)> = sqlx::query_as::<_, (Uuid, String)>(
+        "select event_id, consumer_name::text from processed_events where event_id = any($1) and consumer_name = any($2)",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    let mut report = BatchReport::default();
+    let mut processed: Vec<(Uuid, &'static str)> = Vec::new();
+    for &projection in projections {
+        let mut seen = HashSet::new();
+        let mut todo = Vec::new();
+        for envelope in events {
+            if done.contains(&(envelope.event_id, projection.name().to_owned()))
+                || !seen.insert(envelope.event_id)
+            {
+                report.duplicates += 1;
+            } else {
+                todo.push(decode(envelope)?);
+            }
+        }
+        if todo.is_empty() {
+            continue;
+        }
+        let handled = match projection {
+            Projection::Contacts => contacts::apply(tx, store, &todo).await?,
+            Projection::Sessions => sessions::apply(tx, store, &todo).await?,
+            Projection::DomainEventLogs => event_log::apply(tx, &todo).await?,
+        };
+        report.applied += handled.len();
+        processed.extend(handled.into_iter().map(|id| (id, projection.name())));
+    }
+    record_processed(tx, &processed, started.elapsed().as_millis() as i64).await?;
+    Ok(report)
+}
+
+async fn record_processed(
+    tx: &mut Transaction<'_, Postgres>,
+    processed: &[(Uuid, &'static str)],
+    duration_ms: i64,
+) -> Result<(), sqlx::Error> {
+    if processed.is_empty() {
+        return Ok(());
+    }
+    let (ids, names): (Vec<Uuid>, Vec<&str>) = processed.iter().copied().unzip();
+    sqlx::query(
+        "insert into processed_events (event_id, consumer_name, processing_duration_ms) \
+         select id, name, $3 from unnest($1::uuid[], $2::text[]) as t(id, name) \
+         on conflict (event_id, consumer_name) do nothing",
+    )
+    .bind(&ids)
+    .bind(&names)
+    .bind(duration_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,259 @@
+//! `GET /contacts`, `/contacts/{id}`, `/contacts/{id}/sessions`, `/contacts/{id}/events`.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use platform::auth::AuthContext;
+use platform::http::{Path, Query};
+use platform::ApiError;
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+
+use super::sessions::SessionFilters;
+use super::{page, prefix_pattern, read_at_least, with_etag, PageParams, QueryState, ReadParams};
+use crate::projections::contacts::ContactRecord;
+
+pub fn router() -> Router<QueryState> {
+    Router::new()
+        .route("/contacts", get(list))
+        .route("/contacts/{contact_id}", get(one))
+        .route("/contacts/{contact_id}/sessions", get(sessions))
+        .route("/contacts/{contact_id}/events", get(events))
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContactDto {
+    pub id: Uuid,
+    pub project_id: Option<Uuid>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub external_id: Option<String>,
+    pub source_channel: Option<String>,
+    pub language: Option<String>,
+    pub timezone: Option<String>,
+    pub tags: Vec<String>,
+    pub profile_picture_url: Option<String>,
+    pub profile_picture_fetched_at: Option<DateTime<Utc>>,
+    pub first_interaction_at: Option<DateTime<Utc>>,
+    pub last_interaction_at: Option<DateTime<Utc>>,
+    pub version: i64,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub deleted_at: Option<DateTime<Utc>>,
+}
+
+impl From<ContactRecord> for ContactDto {
+    fn from(r: ContactRecord) -> Self {
+        Self {
+            id: r.id,
+            project_id: r.project_id,
+            name: r.name,
+            email: r.email,
+            phone: r.phone,
+            external_id: r.external_id,
+            source_channel: r.source_channel,
+            language: r.language,
+            timezone: r.timezone,
+            tags: r.tags.unwrap_or_default(),
+            profile_picture_url: r.profile_picture_url,
+            profile_picture_fetched_at: r.profile_picture_fetched_at.map(|t| t.and_utc()),
+            first_interaction_at: r.first_interaction_at.map(|t| t.and_utc()),
+            last_interaction_at: r.last_interaction_at.map(|t| t.and_utc()),
+            version: r.version,
+            created_at: r.created_at.map(|t| t.and_utc()),
+            updated_at: r.updated_at.map(|t| t.and_utc()),
+            deleted_at: r.deleted_at.map(|t| t.and_utc()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactFilters {
+    q: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    external_id: Option<String>,
+    tag: Option<String>,
+    updated_since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    include_deleted: bool,
+    limit: Option<i64>,
+    cursor: Option<Uuid>,
+}
+
+async fn list(
+    State(state): State<QueryState>,
+    auth: AuthContext,
+    Query(f): Query<ContactFilters>,
+) -> Result<Response, ApiError> {
+    let limit = PageParams {
+        limit: f.limit,
+        cursor: f.cursor,
+    }
+    .limit()?;
+    let mut sql = QueryBuilder::new("select to_jsonb(c) from contacts c where c.tenant_id = ");
+    sql.push_bind(&auth.tenant_id);
+    if let Some(q) = f.q.as_deref().filter(|q| !q.is_empty()) {
+        let pattern = prefix_pattern(q);
+        sql.push(" and (c.name ilike ").push_bind(pattern.clone());
+        sql.push(" or c.email ilike ").push_bind(pattern.clone());
+        sql.push(" or c.phone like ").push_bind(pattern).push(")");
+    }
+    if let Some(email) = &f.email {
+        sql.push(" and c.email = ")
+            .push_bind(email.trim().to_lowercase());
+    }
+    if let Some(phone) = &f.phone {
+        sql.push(" and c.phone = ").push_bind(phone);
+    }
+    if let Some(external_id) = &f.external_id {
+        sql.push(" and c.external_id = ").push_bind(external_id);
+    }
+    if let Some(tag) = &f.tag {
+        sql.push(" and c.tags ? ").push_bind(tag);
+    }
+    if let Some(since) = f.updated_since {
+        sql.push(" and c.updated_at >= ")
+            .push_bind(since.naive_utc());
+    }
+    if !f.include_deleted {
+        sql.push(" and c.deleted_at is null");
+    }
+    if let Some(cursor) = f.cursor {
+        sql.push(" and c.id > ").push_bind(cursor);
+    }
+    sql.push(" order by c.id limit ").push_bind(limit + 1);
+    let rows: Vec<Json<ContactRecord>> = sql
+        .build_query_scalar()
+        .fetch_all(&state.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    let items: Vec<ContactDto> = rows.into_iter().map(|r| r.0.into()).collect();
+    Ok(with_etag(page(items, limit, |c| c.id), None))
+}
+
+pub async fn read_contact(
+    state: &QueryState,
+    tenant_id: &str,
+    id: Uuid,
+) -> Result<Option<ContactRecord>, sqlx::Error> {
+    let row: Option<Json<ContactRecord>> = sqlx::query_scalar(
+        "select to_jsonb(c) from contacts c where c.id = $1 and c.tenant_id = $2",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .fetch_optional(&state.pool)
+    .await?;
+    Ok(row.map(|r| r.0))
+}
+
+async fn one(
+    State(state): State<QueryState>,
+    auth: AuthContext,
+    Path((_, contact_id)): Path<(Uuid, Uuid)>,
+    Query(params): Query<ReadParams>,
+) -> Result<Response, ApiError> {
+    let record = read_at_least(
+        &state,
+        &auth.tenant_id,
+        contact_id,
+        &params,
+        |r: &ContactRecord| r.version,
+        || read_contact(&state, &auth.tenant_id, contact_id),
+    )
+    .await?;
+    let version = record.version;
+    Ok(with_etag(ContactDto::from(record), Some(version)))
+}
+
+async fn sessions(
+    State(state): State<QueryState>,
+    auth: AuthContext,
+    Path((_, contact_id)): Path<(Uuid, Uuid)>,
+    Query(f): Query<ContactSessionFilters>,
+) -> Result<Response, ApiError> {
+    if read_contact(&state, &auth.tenant_id, contact_id)
+        .await
+        .map_err(ApiError::internal)?
+        .is_none()
+    {
+        return Err(super::not_found());
+    }
+    let filters = SessionFilters {
+        contact_id: Some(contact_id),
+        status: f.status,
+        limit: f.limit,
+        cursor: f.cursor,
+        ..SessionFilters::default()
+    };
+    let page = super::sessions::list_sessions(&state, &auth.tenant_id, filters).await?;
+    Ok(with_etag(page, None))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContactSessionFilters {
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventParams {
+    /// The store position after which to read (each event carries its `position`).
+    after_sequence: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn events(
+    State(state): State<QueryState>,
+    auth: AuthContext,
+    Path((_, contact_id)): Path<(Uuid, Uuid)>,
+    Query(p): Query<EventParams>,
+) -> Result<Response, ApiError> {
+    let limit = PageParams {
+        limit: p.limit,
+        cursor: None,
+    }
+    .limit()?;
+    let exists: bool = sqlx::query_scalar(
+        "select exists (select 1 from contact_event_store \
+          where aggregate_id = $1 and tenant_id = $2 and aggregate_type = 'contact')",
+    )
+    .bind(contact_id)
+    .bind(&auth.tenant_id)
+    .fetch_one(&state.pool)
+    .await
+    .map_err(ApiError::internal)?;
+    if !exists {
+        return Err(super::not_found());
+    }
+    let mut events = state
+        .store
+        .read_contact_history(
+            &auth.tenant_id,
+            contact_id,
+            p.after_sequence.unwrap_or(0),
+            limit + 1,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    let more = events.len() as i64 > limit;
+    events.truncate(limit as usize);
+    let next_cursor = if more {
+        events.last().map(|e| e.position.to_string())
+    } else {
+        None
+    };
+    Ok(with_etag(
+        serde_json::json!({ "items": events, "next_cursor": next_cursor }),
+        None,
+    ))
+}

@@ -1,0 +1,183 @@
+//! The read-model query endpoints of API.md, under `/v1/projects/{project_id}`. They read only
+//! the projection tables (and, for a contact's history, the store), always scoped by the caller's
+//! tenant: a row of another tenant is 404, exactly like a row that does not exist.
+
+mod contacts;
+mod event_log;
+mod sessions;
+
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use platform::event_store::EventStore;
+use platform::ApiError;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Clone)]
+pub struct QueryState {
+    pub pool: PgPool,
+    pub store: EventStore,
+}
+
+impl FromRef<QueryState> for PgPool {
+    fn from_ref(state: &QueryState) -> Self {
+        state.pool.clone()
+    }
+}
+
+pub fn router(state: QueryState) -> Router {
+    Router::new()
+        .nest(
+            "/v1/projects/{project_id}",
+            contacts::router()
+                .merge(sessions::router())
+                .merge(event_log::router()),
+        )
+        .with_state(state)
+}
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+const DEFAULT_WAIT_MS: u64 = 2_000;
+const MAX_WAIT_MS: u64 = 30_000;
+
+/// `?limit=&cursor=`: the cursor is the last id of the previous page (ids are time-ordered
+/// UUIDv7s, and every list is ordered by id).
+#[derive(Debug, Deserialize)]
+pub struct PageParams {
+    pub limit: Option<i64>,
+    pub cursor: Option<Uuid>,
+}
+
+impl PageParams {
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(DEFAULT_LIMIT),
+            Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            Some(_) => Err(ApiError::BadRequest(format!(
+                "limit must be between 1 and {MAX_LIMIT}"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Cuts a `limit + 1` fetch into a page and its next cursor.
+pub fn page<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> Page<T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if more {
+        rows.last().map(|r| id(r).to_string())
+    } else {
+        None
+    };
+    Page {
+        items: rows,
+        next_cursor,
+    }
+}
+
+/// A JSON answer with its `ETag`: the version for one aggregate, a content hash for a list.
+pub fn with_etag(body: impl Serialize, version: Option<i64>) -> Response {
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let etag = match version {
+        Some(v) => format!("\"{v}\""),
+        None => format!("W/\"{}\"", &hex::encode(Sha256::digest(&bytes))[..16]),
+    };
+    let mut response = ([(header::CONTENT_TYPE, "application/json")], bytes).into_response();
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        response.headers_mut().insert(header::ETAG, value);
+    }
+    response
+}
+
+/// `?min_version=&wait_ms=`: read-your-writes for one aggregate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadParams {
+    pub min_version: Option<i64>,
+    pub wait_ms: Option<u64>,
+}
+
+/// Reads a row until it holds at least `min_version`, polling with a deadline. Without
+/// `min_version` it reads once. A row that exists in no form in this tenant's store is 404 at
+/// once; one that still lags at the deadline is 503 with `Retry-After`.
+pub async fn read_at_least<T, F, Fut>(
+    state: &QueryState,
+    tenant_id: &str,
+    id: Uuid,
+    params: &ReadParams,
+    version_of: impl Fn(&T) -> i64,
+    read: F,
+) -> Result<T, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, sqlx::Error>>,
+{
+    let Some(wanted) = params.min_version else {
+        return read()
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(not_found);
+    };
+    let wait = Duration::from_millis(params.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut checked_store = false;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(row) = read().await.map_err(ApiError::internal)? {
+            if version_of(&row) >= wanted {
+                return Ok(row);
+            }
+        } else if !checked_store {
+            let exists: bool = sqlx::query_scalar(
+                "select exists (select 1 from contact_event_store where aggregate_id = $1 and tenant_id = $2)",
+            )
+            .bind(id)
+            .bind(tenant_id)
+            .fetch_one(&state.pool)
+            .await
+            .map_err(ApiError::internal)?;
+            if !exists {
+                return Err(not_found());
+            }
+            checked_store = true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::Unavailable {
+                detail: format!("the read model has not reached version {wanted} yet"),
+                retry_after_secs: 1,
+            });
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+pub fn not_found() -> ApiError {
+    ApiError::NotFound("no such resource in this project".into())
+}
+
+/// `ilike` pattern for a prefix, with the user's `%`, `_` and `\` taken literally.
+pub fn prefix_pattern(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}

@@ -1,0 +1,208 @@
+//! `GET /sessions` and `/sessions/{id}`: every metric column of the `sessions` table.
+
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use chrono::{DateTime, Utc};
+use event_model::Sentiment;
+use platform::auth::AuthContext;
+use platform::http::{Path, Query};
+use platform::ApiError;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json;
+use sqlx::QueryBuilder;
+use uuid::Uuid;
+
+use super::{page, read_at_least, with_etag, Page, PageParams, QueryState, ReadParams};
+use crate::projections::sessions::SessionRecord;
+
+pub fn router() -> Router<QueryState> {
+    Router::new()
+        .route("/sessions", get(list))
+        .route("/sessions/{session_id}", get(one))
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionDto {
+    pub id: Uuid,
+    pub contact_id: Option<Uuid>,
+    pub channel_type_id: Option<i64>,
+    pub pipeline_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub end_reason: Option<String>,
+    /// `timeout_duration` in nanoseconds, as stored.
+    pub timeout_duration: Option<i64>,
+    pub last_activity_at: DateTime<Utc>,
+    pub message_count: i64,
+    pub messages_from_contact: i64,
+    pub messages_from_agent: i64,
+    pub duration_seconds: i64,
+    pub first_contact_message_at: Option<DateTime<Utc>>,
+    pub first_agent_response_at: Option<DateTime<Utc>>,
+    pub agent_response_time_seconds: Option<i64>,
+    pub contact_wait_time_seconds: Option<i64>,
+    pub agent_ids: Vec<Uuid>,
+    pub agent_transfers: i64,
+    pub summary: Option<String>,
+    pub sentiment: Option<Sentiment>,
+    pub sentiment_score: Option<f64>,
+    pub topics: Option<Vec<String>>,
+    pub next_steps: Option<Vec<String>>,
+    pub key_entities: Option<Value>,
+    pub resolved: bool,
+    pub escalated: bool,
+    pub converted: bool,
+    pub outcome_tags: Vec<String>,
+    pub version: i64,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<SessionRecord> for SessionDto {
+    fn from(r: SessionRecord) -> Self {
+        Self {
+            id: r.id,
+            contact_id: r.contact_id,
+            channel_type_id: r.channel_type_id,
+            pipeline_id: r.pipeline_id,
+            status: r.status,
+            started_at: r.started_at.and_utc(),
+            ended_at: r.ended_at.map(|t| t.and_utc()),
+            end_reason: r.end_reason,
+            timeout_duration: r.timeout_duration,
+            last_activity_at: r.last_activity_at.and_utc(),
+            message_count: r.message_count.unwrap_or_default(),
+            messages_from_contact: r.messages_from_contact.unwrap_or_default(),
+            messages_from_agent: r.messages_from_agent.unwrap_or_default(),
+            duration_seconds: r.duration_seconds.unwrap_or_default(),
+            first_contact_message_at: r.first_contact_message_at.map(|t| t.and_utc()),
+            first_agent_response_at: r.first_agent_response_at.map(|t| t.and_utc()),
+            agent_response_time_seconds: r.agent_response_time_seconds,
+            contact_wait_time_seconds: r.contact_wait_time_seconds,
+            agent_ids: r.agent_ids.unwrap_or_default(),
+            agent_transfers: r.agent_transfers.unwrap_or_default(),
+            summary: r.summary,
+            sentiment: r.sentiment,
+            sentiment_score: r.sentiment_score,
+            topics: r.topics,
+            next_steps: r.next_steps,
+            key_entities: r.key_entities,
+            resolved: r.resolved.unwrap_or_default(),
+            escalated: r.escalated.unwrap_or_default(),
+            converted: r.converted.unwrap_or_default(),
+            outcome_tags: r.outcome_tags.unwrap_or_default(),
+            version: r.version,
+            created_at: r.created_at.map(|t| t.and_utc()),
+            updated_at: r.updated_at.map(|t| t.and_utc()),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFilters {
+    #[serde(skip)]
+    pub contact_id: Option<Uuid>,
+    pub status: Option<String>,
+    pub agent_id: Option<Uuid>,
+    pub channel_type_id: Option<i64>,
+    pub started_after: Option<DateTime<Utc>>,
+    pub started_before: Option<DateTime<Utc>>,
+    pub limit: Option<i64>,
+    pub cursor: Option<Uuid>,
+}
+
+pub async fn list_sessions(
+    state: &QueryState,
+    tenant_id: &str,
+    f: SessionFilters,
+) -> Result<Page<SessionDto>, ApiError> {
+    let limit = PageParams {
+        limit: f.limit,
+        cursor: f.cursor,
+    }
+    .limit()?;
+    let mut sql = QueryBuilder::new("select to_jsonb(s) from sessions s where s.tenant_id = ");
+    sql.push_bind(tenant_id.to_owned());
+    if let Some(contact_id) = f.contact_id {
+        sql.push(" and s.contact_id = ").push_bind(contact_id);
+    }
+    if let Some(status) = f.status {
+        if !matches!(status.as_str(), "active" | "ended") {
+            return Err(ApiError::BadRequest(
+                "status must be active or ended".into(),
+            ));
+        }
+        sql.push(" and s.status = ").push_bind(status);
+    }
+    if let Some(agent) = f.agent_id {
+        sql.push(" and s.agent_ids ? ").push_bind(agent.to_string());
+    }
+    if let Some(channel) = f.channel_type_id {
+        sql.push(" and s.channel_type_id = ").push_bind(channel);
+    }
+    if let Some(after) = f.started_after {
+        sql.push(" and s.started_at >= ")
+            .push_bind(after.naive_utc());
+    }
+    if let Some(before) = f.started_before {
+        sql.push(" and s.started_at < ")
+            .push_bind(before.naive_utc());
+    }
+    if let Some(cursor) = f.cursor {
+        sql.push(" and s.id > ").push_bind(cursor);
+    }
+    sql.push(" and s.deleted_at is null order by s.id limit ")
+        .push_bind(limit + 1);
+    let rows: Vec<Json<SessionRecord>> = sql
+        .build_query_scalar()
+        .fetch_all(&state.pool)
+        .await
+        .map_err(ApiError::internal)?;
+    let items: Vec<SessionDto> = rows.into_iter().map(|r| r.0.into()).collect();
+    Ok(page(items, limit, |s| s.id))
+}
+
+async fn list(
+    State(state): State<QueryState>,
+    auth: AuthContext,
+    Query(filters): Query<SessionFilters>,
+) -> Result<Response, ApiError> {
+    Ok(with_etag(
+        list_sessions(&state, &auth.tenant_id, filters).await?,
+        None,
+    ))
+}
+
+async fn one(
+    State(state): State<QueryState>,
+    auth: AuthContext,
+    Path((_, session_id)): Path<(Uuid, Uuid)>,
+    Query(params): Query<ReadParams>,
+) -> Result<Response, ApiError> {
+    let read = || async {
+        let row: Option<Json<SessionRecord>> = sqlx::query_scalar(
+            "select to_jsonb(s) from sessions s where s.id = $1 and s.tenant_id = $2",
+        )
+        .bind(session_id)
+        .bind(&auth.tenant_id)
+        .fetch_optional(&state.pool)
+        .await?;
+        Ok(row.map(|r| r.0))
+    };
+    let record = read_at_least(
+        &state,
+        &auth.tenant_id,
+        session_id,
+        &params,
+        |r: &SessionRecord| r.version,
+        read,
+    )
+    .await?;
+    let version = record.version;
+    Ok(with_etag(SessionDto::from(record), Some(version)))
+}

@@ -1,0 +1,152 @@
+//! The JetStream side of the projections: one durable pull consumer per partition
+//! (`projections-p<N>`), each worker applying what it receives in batches.
+//!
+//! A batch is whatever is ready, up to `batch_size`: it is applied to every projection in one
+//! transaction (see [`crate::projections::apply_batch`]), committed, and only then acked. A crash
+//! between commit and ack means a redelivery, which `processed_events` turns into a no-op. A batch
+//! that fails is nak'ed with a delay and retried.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::{self, AckKind};
+use event_model::EventEnvelope;
+use futures::StreamExt;
+use platform::event_store::EventStore;
+use platform::nats::StreamSettings;
+use tokio_util::sync::CancellationToken;
+
+use crate::projections::{apply_batch, Projection};
+
+#[derive(Clone)]
+pub struct PartitionWorker {
+    pub js: jetstream::Context,
+    pub stream: StreamSettings,
+    pub partition: u32,
+    pub store: EventStore,
+    pub batch_size: usize,
+    pub ack_wait: Duration,
+}
+
+impl PartitionWorker {
+    pub fn consumer_name(&self) -> String {
+        format!("projections-p{}", self.partition)
+    }
+
+    /// Consumes until `shutdown`, reconnecting the consumer after any broker failure.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        while !shutdown.is_cancelled() {
+            match self.consume(&shutdown).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(partition = self.partition, error = %e, "consumer stopped; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let stream = self.js.get_stream(&self.stream.name).await?;
+        let name = self.consumer_name();
+        let consumer: jetstream::consumer::PullConsumer = stream
+            .get_or_create_consumer(
+                &name,
+                pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: self.stream.partition_filter(self.partition),
+                    ack_policy: AckPolicy::Explicit,
+                    deliver_policy: DeliverPolicy::All,
+                    ack_wait: self.ack_wait,
+                    max_ack_pending: (self.batch_size * 4) as i64,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(self.batch_size)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await?;
+        let mut batches = messages.ready_chunks(self.batch_size);
+        tracing::info!(partition = self.partition, consumer = %name, "consuming");
+        loop {
+            let batch = tokio::select! {
+                batch = batches.next() => batch,
+                _ = shutdown.cancelled() => return Ok(()),
+            };
+            let Some(batch) = batch else {
+                anyhow::bail!("message stream ended");
+            };
+            let mut messages = Vec::with_capacity(batch.len());
+            for message in batch {
+                messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
+            }
+            // Finish the batch even when shutdown arrives meanwhile: commit, then ack.
+            self.handle(messages).await;
+        }
+    }
+
+    async fn handle(&self, messages: Vec<jetstream::Message>) {
+        let mut envelopes = Vec::with_capacity(messages.len());
+        let mut acceptable = Vec::with_capacity(messages.len());
+        for message in messages {
+            match serde_json::from_slice::<EventEnvelope>(&message.payload) {
+                Ok(envelope) => {
+                    envelopes.push(envelope);
+                    acceptable.push(message);
+                }
+                Err(e) => {
+                    // Not an event at all: nothing to apply, now or later.
+                    tracing::error!(partition = self.partition, subject = %message.subject, error = %e, "dropping a message that is not an event");
+                    let _ = message.ack_with(AckKind::Term).await;
+                }
+            }
+        }
+        if envelopes.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        match self.apply(&envelopes).await {
+            Ok(report) => {
+                metrics::counter!("projection_events_applied_total")
+                    .increment(report.applied as u64);
+                metrics::counter!("projection_events_duplicate_total")
+                    .increment(report.duplicates as u64);
+                metrics::histogram!("projection_batch_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                for message in &acceptable {
+                    if let Err(e) = message.ack().await {
+                        tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(partition = self.partition, error = %e, "batch failed; redelivering later");
+                for message in &acceptable {
+                    let _ = message
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    async fn apply(
+        &self,
+        envelopes: &[EventEnvelope],
+    ) -> anyhow::Result<crate::projections::BatchReport> {
+        let mut tx = self.store.pool().begin().await?;
+        let report = apply_batch(&mut tx, &self.store, &Projection::ALL, envelopes).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+}
