@@ -1,0 +1,398 @@
+//! The test harness: a fresh database per test, a JetStream stream per test (or a private
+//! nats-server that a test may stop), both services built in-process exactly as `main` builds
+//! them, and small HTTP helpers. Everything a test creates is removed when it is dropped.
+
+pub mod nats;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use command_service::bootstrap::{bootstrap, BootstrapSpec, Bootstrapped};
+use command_service::CommandConfig;
+use platform::Settings;
+use projection_service::ProjectionConfig;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub use nats::{NatsServer, TestStream};
+
+/// The PostgreSQL server the tests use (`TEST_DATABASE_SERVER`, default the project's local one).
+pub fn database_server() -> String {
+    std::env::var("TEST_DATABASE_SERVER").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// Runs an async clean-up from a `Drop`, on its own runtime (a `Drop` cannot await).
+pub(crate) fn block_on_cleanup<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            rt.block_on(f);
+        }
+    })
+    .join();
+}
+
+/// A database of its own, created and migrated; dropped (with its connections) afterwards.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    pub pool: PgPool,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        let name = format!("ventros_test_{}", Uuid::new_v4().simple());
+        let url = format!("{}/{name}", database_server());
+        let pool = platform::db::connect_and_migrate(&url, 20).await.expect("test database");
+        Self { name, url, pool }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        self.pool.close_event();
+        block_on_cleanup(async move {
+            if let Ok(pool) = sqlx::PgPool::connect(&format!("{}/postgres", database_server())).await {
+                let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)")).execute(&pool).await;
+            }
+        });
+    }
+}
+
+/// A service running in this process.
+struct Running {
+    token: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    async fn stop(self) {
+        self.token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.handle).await;
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub snapshot_every: i64,
+    pub partitions: u32,
+    pub sweep_interval_ms: u64,
+    pub relay_poll_ms: u64,
+    /// A NATS URL other than the shared one (e.g. a private [`NatsServer`]).
+    pub nats_url: Option<String>,
+    pub ack_wait_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 100,
+            partitions: 4,
+            sweep_interval_ms: 60_000,
+            relay_poll_ms: 200,
+            nats_url: None,
+            ack_wait_secs: 5,
+        }
+    }
+}
+
+/// A tenant: a bootstrapped user, project and API key.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub api_key: String,
+    pub project_id: Uuid,
+    pub tenant_id: String,
+    pub user_id: Uuid,
+}
+
+impl From<Bootstrapped> for Tenant {
+    fn from(b: Bootstrapped) -> Self {
+        Self { api_key: b.api_key, project_id: b.project_id, tenant_id: b.tenant_id, user_id: b.user_id }
+    }
+}
+
+/// An HTTP answer, read whole.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn id(&self, field: &str) -> Uuid {
+        self.body[field].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_else(|| {
+            panic!("no UUID in {field:?} of {}", self.body);
+        })
+    }
+
+    /// Asserts an `application/problem+json` answer with this status.
+    pub fn assert_problem(&self, status: u16) -> &Self {
+        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
+        assert_eq!(self.header("content-type"), Some("application/problem+json"), "body: {}", self.body);
+        assert_eq!(self.body["status"], status, "problem status field: {}", self.body);
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string());
+        self
+    }
+}
+
+/// The whole system on a fresh database and stream: command-service and projection-service
+/// built as `main` builds them, bound to free ports.
+pub struct TestSystem {
+    pub options: Options,
+    pub stream: TestStream,
+    pub command_url: String,
+    pub query_url: String,
+    pub tenant: Tenant,
+    pub http: reqwest::Client,
+    /// Seconds added to the command-service clock (moves the sweeper's "now").
+    pub clock_offset: Arc<AtomicI64>,
+    command: Option<Running>,
+    query: Option<Running>,
+    // Last: dropped after the services stopped using it.
+    pub db: TestDb,
+}
+
+impl TestSystem {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let db = TestDb::new().await;
+        let stream = TestStream::new(options.nats_url.clone(), options.partitions);
+        let tenant = Self::bootstrap_tenant(&db.pool, "tenant-a").await;
+        let mut system = Self {
+            options,
+            stream,
+            command_url: String::new(),
+            query_url: String::new(),
+            tenant,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
+            clock_offset: Arc::new(AtomicI64::new(0)),
+            command: None,
+            query: None,
+            db,
+        };
+        system.start_command().await;
+        system.start_projection().await;
+        system
+    }
+
+    pub async fn bootstrap_tenant(pool: &PgPool, tenant: &str) -> Tenant {
+        bootstrap(
+            pool,
+            &BootstrapSpec {
+                email: format!("owner@{tenant}.test"),
+                name: format!("Owner of {tenant}"),
+                tenant: tenant.to_owned(),
+                project: format!("Project {tenant}"),
+                session_timeout_minutes: 30,
+                api_key: None,
+                member_role: None,
+            },
+        )
+        .await
+        .expect("bootstrap")
+        .into()
+    }
+
+    /// Another user of an existing tenant, with a member role (admin, supervisor, agent, viewer).
+    pub async fn add_member(&self, tenant: &Tenant, role: &str) -> Tenant {
+        bootstrap(
+            &self.db.pool,
+            &BootstrapSpec {
+                email: format!("{role}-{}@{}.test", Uuid::new_v4().simple(), tenant.tenant_id),
+                name: format!("A {role}"),
+                tenant: tenant.tenant_id.clone(),
+                project: String::new(),
+                session_timeout_minutes: 30,
+                api_key: None,
+                member_role: Some(role.to_owned()),
+            },
+        )
+        .await
+        .expect("member")
+        .into()
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            database_url: self.db.url.clone(),
+            database_max_connections: 20,
+            nats_url: self.stream.url.clone(),
+            nats_stream: self.stream.name.clone(),
+            nats_subject_prefix: self.stream.prefix.clone(),
+            nats_stream_replicas: 1,
+            event_partitions: self.options.partitions,
+        }
+    }
+
+    pub async fn start_command(&mut self) {
+        let config = CommandConfig {
+            platform: self.settings(),
+            addr: "127.0.0.1:0".into(),
+            snapshot_every: self.options.snapshot_every,
+            max_attempts: 10,
+            relay_batch_size: 500,
+            relay_poll_ms: self.options.relay_poll_ms,
+            sweep_interval_ms: self.options.sweep_interval_ms,
+        };
+        let nats = platform::nats::connect(&self.stream.url).await.expect("nats");
+        let offset = self.clock_offset.clone();
+        let clock: command_service::Clock =
+            Arc::new(move || Utc::now() + chrono::Duration::seconds(offset.load(Ordering::SeqCst)));
+        let app = command_service::App::build_with(config, self.db.pool.clone(), nats, clock)
+            .await
+            .expect("command-service");
+        self.command_url = format!("http://{}", app.local_addr());
+        let token = app.shutdown_token();
+        self.command = Some(Running { token, handle: tokio::spawn(app.run_until_stopped()) });
+    }
+
+    pub async fn stop_command(&mut self) {
+        if let Some(running) = self.command.take() {
+            running.stop().await;
+        }
+    }
+
+    pub async fn start_projection(&mut self) {
+        let config = ProjectionConfig {
+            platform: self.settings(),
+            addr: "127.0.0.1:0".into(),
+            batch_size: 256,
+            ack_wait_secs: self.options.ack_wait_secs,
+            workers: true,
+        };
+        let nats = platform::nats::connect(&self.stream.url).await.expect("nats");
+        let app = projection_service::App::build_with(config, self.db.pool.clone(), nats)
+            .await
+            .expect("projection-service");
+        self.query_url = format!("http://{}", app.local_addr());
+        let token = app.shutdown_token();
+        self.query = Some(Running { token, handle: tokio::spawn(app.run_until_stopped()) });
+    }
+
+    pub async fn stop_projection(&mut self) {
+        if let Some(running) = self.query.take() {
+            running.stop().await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_command().await;
+        self.stop_projection().await;
+    }
+
+    /// Sends a request and reads the whole answer.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.http.request(method, url);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request");
+        Self::read(response).await
+    }
+
+    pub async fn read(response: reqwest::Response) -> Reply {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        Reply { status, headers, body }
+    }
+
+    /// A command of tenant A: `path` is relative to `/v1/projects/{project}`.
+    pub async fn command(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        self.command_as(&self.tenant, method, path, body, &[]).await
+    }
+
+    pub async fn command_as(
+        &self,
+        tenant: &Tenant,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let url = format!("{}/v1/projects/{}{path}", self.command_url, tenant.project_id);
+        self.send(method, &url, Some(&tenant.api_key), body.as_ref(), headers).await
+    }
+
+    /// A query of tenant A: `path` is relative to `/v1/projects/{project}`.
+    pub async fn query(&self, path: &str) -> Reply {
+        self.query_as(&self.tenant, path).await
+    }
+
+    pub async fn query_as(&self, tenant: &Tenant, path: &str) -> Reply {
+        let url = format!("{}/v1/projects/{}{path}", self.query_url, tenant.project_id);
+        self.send(Method::GET, &url, Some(&tenant.api_key), None, &[]).await
+    }
+
+    /// Creates a contact of tenant A and returns its id.
+    pub async fn create_contact(&self, body: Value) -> Uuid {
+        let reply = self.command(Method::POST, "/contacts", Some(body)).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "create contact: {}", reply.body);
+        reply.id("id")
+    }
+
+    /// Polls `check` until it holds or `within` passes (for what has no `min_version`).
+    pub async fn eventually<F, Fut>(&self, within: Duration, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if check().await {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.db.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Waits until every stored event is published, and every projection has applied it.
+    pub async fn wait_until_projected(&self, within: Duration) {
+        self.eventually(within, "every event published and projected", || async {
+            let events = self.count("select count(*) from contact_event_store").await;
+            let pending = self.count("select count(*) from outbox_events where status <> 'processed'").await;
+            let processed = self.count("select count(*) from processed_events").await;
+            pending == 0 && processed == events * 3
+        })
+        .await;
+    }
+
+    /// Rebuilds every projection in a rolled-back transaction and diffs it against the live
+    /// tables: empty = identical, column for column.
+    pub async fn verify(&self) -> Vec<replay_tool::TableDiff> {
+        replay_tool::verify(&self.db.pool, None, 500, &|_, _| {}).await.expect("verify")
+    }
+}

@@ -1,0 +1,101 @@
+//! NATS for tests: a stream of its own on the shared server (deleted afterwards), or a private
+//! `nats-server` process that a test can stop and start again to play a broker outage.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::block_on_cleanup;
+
+pub const SHARED_NATS: &str = "nats://127.0.0.1:4222";
+
+/// A stream name and subject prefix no other test uses.
+pub struct TestStream {
+    pub url: String,
+    pub name: String,
+    pub prefix: String,
+    pub partitions: u32,
+}
+
+impl TestStream {
+    pub fn new(url: Option<String>, partitions: u32) -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        Self {
+            url: url.unwrap_or_else(|| std::env::var("TEST_NATS_URL").unwrap_or_else(|_| SHARED_NATS.to_owned())),
+            name: format!("TEST_{id}"),
+            prefix: format!("test.{id}"),
+            partitions,
+        }
+    }
+}
+
+impl Drop for TestStream {
+    fn drop(&mut self) {
+        let (url, name) = (self.url.clone(), self.name.clone());
+        block_on_cleanup(async move {
+            let connect = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2)).connect(&url);
+            if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), connect).await {
+                let js = async_nats::jetstream::new(client);
+                let _ = tokio::time::timeout(Duration::from_secs(3), js.delete_stream(&name)).await;
+            }
+        });
+    }
+}
+
+/// A private JetStream server on a free loopback port, with its own store directory.
+pub struct NatsServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn binary() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+}
+
+impl NatsServer {
+    pub async fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let mut server = Self { port, dir: tempfile::tempdir().expect("temp dir"), child: None };
+        server.resume().await;
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again on the same port and store (after [`NatsServer::kill`]).
+    pub async fn resume(&mut self) {
+        let child = Command::new(binary())
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server (set NATS_SERVER_BIN if it is not /usr/sbin/nats-server)");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "nats-server did not start on {}", self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash or an outage would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

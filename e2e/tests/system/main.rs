@@ -1,0 +1,10 @@
+//! The whole system, end to end, against the real PostgreSQL and NATS JetStream: one binary,
+//! one module per concern. Each test gets its own database and stream.
+
+mod concurrency;
+mod delivery;
+mod flow;
+mod sessions;
+mod snapshots;
+mod tenancy;
+mod validation;

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run the whole test suite, as a newcomer (or CI, through .ci/run) would:
+#   1. make sure PostgreSQL and NATS are up (scripts/ensure-services.sh);
+#   2. `cargo nextest run --workspace --no-fail-fast` when cargo-nextest is installed, followed by
+#      `cargo test --workspace --doc` (nextest does not run doctests);
+#      otherwise `cargo test --workspace --no-fail-fast` (which runs doctests too).
+# Extra arguments go to the test runner, e.g. `scripts/test.sh -p platform` or
+# `scripts/test.sh -- some_test_name`. Exits with the test runner's status.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/ensure-services.sh
+
+if cargo nextest --version >/dev/null 2>&1; then
+    status=0
+    cargo nextest run --workspace --no-fail-fast "$@" || status=$?
+    doc_status=0
+    cargo test --workspace --doc || doc_status=$?
+    if ((status == 0)); then
+        status=$doc_status
+    fi
+    exit "$status"
+else
+    exec cargo test --workspace --no-fail-fast "$@"
+fi
