@@ -90,7 +90,17 @@ pub enum CommandError {
     #[error("already answered")]
     Replay(StoredResponse),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for CommandError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            // A lost race is not an infrastructure failure: it is retried, or becomes 412/409.
+            StoreError::Conflict => Self::Conflict,
+            other => Self::Store(other),
+        }
+    }
 }
 
 impl From<sqlx::Error> for CommandError {

@@ -24,13 +24,17 @@ pub use nats::{NatsServer, TestStream};
 
 /// The PostgreSQL server the tests use (`TEST_DATABASE_SERVER`, default the project's local one).
 pub fn database_server() -> String {
-    std::env::var("TEST_DATABASE_SERVER").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+    std::env::var("TEST_DATABASE_SERVER")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
 /// Runs an async clean-up from a `Drop`, on its own runtime (a `Drop` cannot await).
 pub(crate) fn block_on_cleanup<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
     let _ = std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
             rt.block_on(f);
         }
     })
@@ -48,7 +52,9 @@ impl TestDb {
     pub async fn new() -> Self {
         let name = format!("ventros_test_{}", Uuid::new_v4().simple());
         let url = format!("{}/{name}", database_server());
-        let pool = platform::db::connect_and_migrate(&url, 20).await.expect("test database");
+        let pool = platform::db::connect_and_migrate(&url, 20)
+            .await
+            .expect("test database");
         Self { name, url, pool }
     }
 }
@@ -58,8 +64,12 @@ impl Drop for TestDb {
         let name = self.name.clone();
         self.pool.close_event();
         block_on_cleanup(async move {
-            if let Ok(pool) = sqlx::PgPool::connect(&format!("{}/postgres", database_server())).await {
-                let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)")).execute(&pool).await;
+            if let Ok(pool) =
+                sqlx::PgPool::connect(&format!("{}/postgres", database_server())).await
+            {
+                let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+                    .execute(&pool)
+                    .await;
             }
         });
     }
@@ -113,7 +123,12 @@ pub struct Tenant {
 
 impl From<Bootstrapped> for Tenant {
     fn from(b: Bootstrapped) -> Self {
-        Self { api_key: b.api_key, project_id: b.project_id, tenant_id: b.tenant_id, user_id: b.user_id }
+        Self {
+            api_key: b.api_key,
+            project_id: b.project_id,
+            tenant_id: b.tenant_id,
+            user_id: b.user_id,
+        }
     }
 }
 
@@ -131,17 +146,38 @@ impl Reply {
     }
 
     pub fn id(&self, field: &str) -> Uuid {
-        self.body[field].as_str().and_then(|s| Uuid::parse_str(s).ok()).unwrap_or_else(|| {
-            panic!("no UUID in {field:?} of {}", self.body);
-        })
+        self.body[field]
+            .as_str()
+            .and_then(|s| Uuid::parse_str(s).ok())
+            .unwrap_or_else(|| {
+                panic!("no UUID in {field:?} of {}", self.body);
+            })
     }
 
     /// Asserts an `application/problem+json` answer with this status.
     pub fn assert_problem(&self, status: u16) -> &Self {
-        assert_eq!(self.status.as_u16(), status, "unexpected status; body: {}", self.body);
-        assert_eq!(self.header("content-type"), Some("application/problem+json"), "body: {}", self.body);
-        assert_eq!(self.body["status"], status, "problem status field: {}", self.body);
-        assert!(self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string());
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.body["status"], status,
+            "problem status field: {}",
+            self.body
+        );
+        assert!(
+            self.body["title"].is_string()
+                && self.body["detail"].is_string()
+                && self.body["type"].is_string()
+        );
         self
     }
 }
@@ -169,6 +205,8 @@ impl TestSystem {
     }
 
     pub async fn start_with(options: Options) -> Self {
+        // Logs go to the test's captured output: shown for a failing test only.
+        platform::telemetry::init_for_tests();
         let db = TestDb::new().await;
         let stream = TestStream::new(options.nats_url.clone(), options.partitions);
         let tenant = Self::bootstrap_tenant(&db.pool, "tenant-a").await;
@@ -178,7 +216,10 @@ impl TestSystem {
             command_url: String::new(),
             query_url: String::new(),
             tenant,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .expect("http client"),
             clock_offset: Arc::new(AtomicI64::new(0)),
             command: None,
             query: None,
@@ -212,7 +253,11 @@ impl TestSystem {
         bootstrap(
             &self.db.pool,
             &BootstrapSpec {
-                email: format!("{role}-{}@{}.test", Uuid::new_v4().simple(), tenant.tenant_id),
+                email: format!(
+                    "{role}-{}@{}.test",
+                    Uuid::new_v4().simple(),
+                    tenant.tenant_id
+                ),
                 name: format!("A {role}"),
                 tenant: tenant.tenant_id.clone(),
                 project: String::new(),
@@ -248,7 +293,9 @@ impl TestSystem {
             relay_poll_ms: self.options.relay_poll_ms,
             sweep_interval_ms: self.options.sweep_interval_ms,
         };
-        let nats = platform::nats::connect(&self.stream.url).await.expect("nats");
+        let nats = platform::nats::connect(&self.stream.url)
+            .await
+            .expect("nats");
         let offset = self.clock_offset.clone();
         let clock: command_service::Clock =
             Arc::new(move || Utc::now() + chrono::Duration::seconds(offset.load(Ordering::SeqCst)));
@@ -257,7 +304,10 @@ impl TestSystem {
             .expect("command-service");
         self.command_url = format!("http://{}", app.local_addr());
         let token = app.shutdown_token();
-        self.command = Some(Running { token, handle: tokio::spawn(app.run_until_stopped()) });
+        self.command = Some(Running {
+            token,
+            handle: tokio::spawn(app.run_until_stopped()),
+        });
     }
 
     pub async fn stop_command(&mut self) {
@@ -274,13 +324,18 @@ impl TestSystem {
             ack_wait_secs: self.options.ack_wait_secs,
             workers: true,
         };
-        let nats = platform::nats::connect(&self.stream.url).await.expect("nats");
+        let nats = platform::nats::connect(&self.stream.url)
+            .await
+            .expect("nats");
         let app = projection_service::App::build_with(config, self.db.pool.clone(), nats)
             .await
             .expect("projection-service");
         self.query_url = format!("http://{}", app.local_addr());
         let token = app.shutdown_token();
-        self.query = Some(Running { token, handle: tokio::spawn(app.run_until_stopped()) });
+        self.query = Some(Running {
+            token,
+            handle: tokio::spawn(app.run_until_stopped()),
+        });
     }
 
     pub async fn stop_projection(&mut self) {
@@ -321,8 +376,16 @@ impl TestSystem {
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.expect("body");
-        let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
-        Reply { status, headers, body }
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// A command of tenant A: `path` is relative to `/v1/projects/{project}`.
@@ -338,8 +401,12 @@ impl TestSystem {
         body: Option<Value>,
         headers: &[(&str, &str)],
     ) -> Reply {
-        let url = format!("{}/v1/projects/{}{path}", self.command_url, tenant.project_id);
-        self.send(method, &url, Some(&tenant.api_key), body.as_ref(), headers).await
+        let url = format!(
+            "{}/v1/projects/{}{path}",
+            self.command_url, tenant.project_id
+        );
+        self.send(method, &url, Some(&tenant.api_key), body.as_ref(), headers)
+            .await
     }
 
     /// A query of tenant A: `path` is relative to `/v1/projects/{project}`.
@@ -349,13 +416,19 @@ impl TestSystem {
 
     pub async fn query_as(&self, tenant: &Tenant, path: &str) -> Reply {
         let url = format!("{}/v1/projects/{}{path}", self.query_url, tenant.project_id);
-        self.send(Method::GET, &url, Some(&tenant.api_key), None, &[]).await
+        self.send(Method::GET, &url, Some(&tenant.api_key), None, &[])
+            .await
     }
 
     /// Creates a contact of tenant A and returns its id.
     pub async fn create_contact(&self, body: Value) -> Uuid {
         let reply = self.command(Method::POST, "/contacts", Some(body)).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "create contact: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "create contact: {}",
+            reply.body
+        );
         reply.id("id")
     }
 
@@ -370,29 +443,92 @@ impl TestSystem {
             if check().await {
                 return;
             }
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql).fetch_one(&self.db.pool).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// Waits until every stored event is published, and every projection has applied it.
     pub async fn wait_until_projected(&self, within: Duration) {
         self.eventually(within, "every event published and projected", || async {
             let events = self.count("select count(*) from contact_event_store").await;
-            let pending = self.count("select count(*) from outbox_events where status <> 'processed'").await;
+            let pending = self
+                .count("select count(*) from outbox_events where status <> 'processed'")
+                .await;
             let processed = self.count("select count(*) from processed_events").await;
             pending == 0 && processed == events * 3
         })
         .await;
     }
 
+    /// Waits until every partition's consumer has nothing pending and nothing unacknowledged.
+    pub async fn wait_until_consumed(&self, within: Duration) {
+        let client = platform::nats::connect(&self.stream.url)
+            .await
+            .expect("nats");
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream(&self.stream.name).await.expect("stream");
+        self.eventually(within, "every consumer drained", || {
+            let stream = &stream;
+            async move {
+                for partition in 0..self.options.partitions {
+                    match stream
+                        .consumer_info(format!("projections-p{partition}"))
+                        .await
+                    {
+                        Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+                        _ => return false,
+                    }
+                }
+                true
+            }
+        })
+        .await;
+    }
+
+    /// The stream's settings, for publishing as the relay does.
+    pub fn stream_settings(&self) -> platform::nats::StreamSettings {
+        self.settings().stream()
+    }
+
+    /// Sends a raw body with a content type (for malformed input).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> Reply {
+        let url = format!(
+            "{}/v1/projects/{}{path}",
+            self.command_url, self.tenant.project_id
+        );
+        let mut request = self
+            .http
+            .request(method, url)
+            .bearer_auth(&self.tenant.api_key)
+            .body(body);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        Self::read(request.send().await.expect("request")).await
+    }
+
     /// Rebuilds every projection in a rolled-back transaction and diffs it against the live
     /// tables: empty = identical, column for column.
     pub async fn verify(&self) -> Vec<replay_tool::TableDiff> {
-        replay_tool::verify(&self.db.pool, None, 500, &|_, _| {}).await.expect("verify")
+        replay_tool::verify(&self.db.pool, None, 500, &|_, _| {})
+            .await
+            .expect("verify")
     }
 }

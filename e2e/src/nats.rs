@@ -24,7 +24,9 @@ impl TestStream {
     pub fn new(url: Option<String>, partitions: u32) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         Self {
-            url: url.unwrap_or_else(|| std::env::var("TEST_NATS_URL").unwrap_or_else(|_| SHARED_NATS.to_owned())),
+            url: url.unwrap_or_else(|| {
+                std::env::var("TEST_NATS_URL").unwrap_or_else(|_| SHARED_NATS.to_owned())
+            }),
             name: format!("TEST_{id}"),
             prefix: format!("test.{id}"),
             partitions,
@@ -36,7 +38,9 @@ impl Drop for TestStream {
     fn drop(&mut self) {
         let (url, name) = (self.url.clone(), self.name.clone());
         block_on_cleanup(async move {
-            let connect = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2)).connect(&url);
+            let connect = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(&url);
             if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), connect).await {
                 let js = async_nats::jetstream::new(client);
                 let _ = tokio::time::timeout(Duration::from_secs(3), js.delete_stream(&name)).await;
@@ -53,13 +57,22 @@ pub struct NatsServer {
 }
 
 fn binary() -> PathBuf {
-    std::env::var_os("NATS_SERVER_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
+    std::env::var_os("NATS_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
 }
 
 impl NatsServer {
     pub async fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let mut server = Self { port, dir: tempfile::tempdir().expect("temp dir"), child: None };
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut server = Self {
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
         server.resume().await;
         server
     }
@@ -71,7 +84,14 @@ impl NatsServer {
     /// Starts the server again on the same port and store (after [`NatsServer::kill`]).
     pub async fn resume(&mut self) {
         let child = Command::new(binary())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -79,8 +99,15 @@ impl NatsServer {
             .expect("nats-server (set NATS_SERVER_BIN if it is not /usr/sbin/nats-server)");
         self.child = Some(child);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "nats-server did not start on {}", self.port);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not start on {}",
+                self.port
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

@@ -20,3 +20,14 @@ pub fn init() {
         builder.compact().try_init()
     };
 }
+
+/// For tests: text logs through the test harness's capture (shown only for a failing test).
+pub fn init_for_tests() {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .compact()
+        .try_init();
+}

@@ -1,1 +1,333 @@
-//! todo
+//! Acceptance 5 and 6: a replayed or redelivered event changes nothing; the read tables converge
+//! to what a rebuild from the store gives after the projections were away; a broker outage
+//! loses nothing and duplicates nothing.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use e2e::{NatsServer, Options, TestSystem};
+use event_model::AggregateType;
+use futures::future::join_all;
+use platform::event_store::EventStore;
+use projection_service::projections::{apply_batch, Projection};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+async fn snapshot_of_read_tables(system: &TestSystem) -> (Vec<Value>, i64) {
+    let rows: Vec<Value> = sqlx::query_scalar(
+        "select to_jsonb(t) from (select 'c' as k, to_jsonb(c) as r from contacts c \
+           union all select 's', to_jsonb(s) from sessions s \
+           union all select 'l', to_jsonb(l) from domain_event_logs l) t order by t.k, t.r->>'id'",
+    )
+    .fetch_all(&system.db.pool)
+    .await
+    .unwrap();
+    (
+        rows,
+        system.count("select count(*) from processed_events").await,
+    )
+}
+
+async fn some_traffic(system: &TestSystem) -> (Uuid, Uuid) {
+    let contact = system
+        .create_contact(json!({"name": "Echo", "tags": ["a"]}))
+        .await;
+    let inbound = system
+        .command(
+            Method::POST,
+            &format!("/contacts/{contact}/messages"),
+            Some(json!({"channel_type_id": 1, "from_contact": true})),
+        )
+        .await;
+    let session = inbound.id("session_id");
+    for i in 0..3 {
+        let r = system
+            .command(
+                Method::POST,
+                &format!("/sessions/{session}/messages"),
+                Some(json!({"from_contact": i % 2 == 0, "sent_at": format!("2026-03-01T10:0{i}:00Z")})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    (contact, session)
+}
+
+#[tokio::test]
+async fn a_replayed_nats_message_changes_nothing() {
+    let system = TestSystem::start().await;
+    let (contact, session) = some_traffic(&system).await;
+    system.wait_until_projected(Duration::from_secs(20)).await;
+    let before = snapshot_of_read_tables(&system).await;
+
+    let store = EventStore::new(system.db.pool.clone());
+    let tenant = &system.tenant.tenant_id;
+    let mut events = store
+        .load_stream(tenant, AggregateType::Contact, contact, 0)
+        .await
+        .unwrap();
+    events.extend(
+        store
+            .load_stream(tenant, AggregateType::Session, session, 0)
+            .await
+            .unwrap(),
+    );
+    let js = async_nats::jetstream::new(platform::nats::connect(&system.stream.url).await.unwrap());
+    let settings = system.stream_settings();
+    for (i, envelope) in events.iter().enumerate() {
+        let subject = settings.subject(
+            envelope.contact_id,
+            envelope.aggregate_type.as_str(),
+            &envelope.event_type,
+        );
+        let payload = serde_json::to_vec(envelope).unwrap();
+        // The same Nats-Msg-Id: the broker drops it as a duplicate.
+        let same_id = PublishMessage::build()
+            .payload(payload.clone().into())
+            .message_id(envelope.event_id.to_string());
+        let ack = js
+            .send_publish(subject.clone(), same_id)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(
+            ack.duplicate,
+            "event {i} was not de-duplicated by the broker"
+        );
+        // A fresh Nats-Msg-Id (a republish past the broker's window): it is delivered, twice.
+        for _ in 0..2 {
+            let fresh = PublishMessage::build()
+                .payload(payload.clone().into())
+                .message_id(Uuid::new_v4().to_string());
+            js.send_publish(subject.clone(), fresh)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+    system.wait_until_consumed(Duration::from_secs(20)).await;
+    assert_eq!(
+        snapshot_of_read_tables(&system).await,
+        before,
+        "the read tables and processed_events did not move"
+    );
+    assert!(system.verify().await.is_empty());
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn applying_a_batch_twice_or_out_of_order_gives_the_same_rows() {
+    let mut system = TestSystem::start().await;
+    system.stop_projection().await;
+    let (contact, session) = some_traffic(&system).await;
+    let store = EventStore::new(system.db.pool.clone());
+    let tenant = &system.tenant.tenant_id;
+    let contact_events = store
+        .load_stream(tenant, AggregateType::Contact, contact, 0)
+        .await
+        .unwrap();
+    let session_events = store
+        .load_stream(tenant, AggregateType::Session, session, 0)
+        .await
+        .unwrap();
+
+    // Only the last session event arrives first: everything before it is filled in from the store.
+    let last = session_events.last().cloned().unwrap();
+    let mut tx = system.db.pool.begin().await.unwrap();
+    let report = apply_batch(&mut tx, &store, &Projection::ALL, &[last.clone()])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(report.applied > 3, "the gap was filled: {report:?}");
+    let session_row = system
+        .count(&format!(
+            "select version::bigint from sessions where id = '{session}'"
+        ))
+        .await;
+    assert_eq!(session_row, session_events.len() as i64);
+
+    // Then everything, late and in reverse: the rest lands, and a rebuild agrees.
+    let mut all: Vec<_> = contact_events
+        .iter()
+        .chain(session_events.iter())
+        .cloned()
+        .collect();
+    all.reverse();
+    let mut tx = system.db.pool.begin().await.unwrap();
+    apply_batch(&mut tx, &store, &Projection::ALL, &all)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        system.count("select count(*) from processed_events").await,
+        (all.len() * 3) as i64
+    );
+    assert!(
+        system.verify().await.is_empty(),
+        "the out-of-order path gives a rebuild's rows"
+    );
+
+    // And twice more: nothing changes at all.
+    let before = snapshot_of_read_tables(&system).await;
+    for _ in 0..2 {
+        let mut tx = system.db.pool.begin().await.unwrap();
+        let report = apply_batch(&mut tx, &store, &Projection::ALL, &all)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(report.applied, 0, "{report:?}");
+    }
+    assert_eq!(
+        snapshot_of_read_tables(&system).await,
+        before,
+        "read rows and processed_events unchanged"
+    );
+
+    system.stop().await;
+}
+
+/// 1,000 commands from 8 clients: contacts, tags, inbound messages, agent replies, renames.
+async fn thousand_commands(system: &TestSystem) {
+    join_all((0..8).map(|client| async move {
+        let mut contact = Uuid::nil();
+        let mut session = Uuid::nil();
+        for i in 0..125 {
+            let reply = match i % 5 {
+                0 => {
+                    let r = system.command(Method::POST, "/contacts", Some(json!({"name": format!("c{client}-{i}")}))).await;
+                    contact = r.id("id");
+                    r
+                }
+                1 => system.command(Method::POST, &format!("/contacts/{contact}/tags"), Some(json!({"tag": format!("t{i}")}))).await,
+                2 => {
+                    let r = system
+                        .command(
+                            Method::POST,
+                            &format!("/contacts/{contact}/messages"),
+                            Some(json!({"channel_type_id": 1 + (i % 3), "from_contact": true})),
+                        )
+                        .await;
+                    session = r.id("session_id");
+                    r
+                }
+                3 => {
+                    system
+                        .command(
+                            Method::POST,
+                            &format!("/sessions/{session}/messages"),
+                            Some(json!({"from_contact": false, "agent_id": Uuid::from_u128(client as u128 + 1)})),
+                        )
+                        .await
+                }
+                _ => system.command(Method::PATCH, &format!("/contacts/{contact}"), Some(json!({"name": format!("r{i}")}))).await,
+            };
+            assert!(reply.status.is_success(), "command {i} of client {client}: {} {}", reply.status, reply.body);
+        }
+    }))
+    .await;
+}
+
+#[tokio::test]
+async fn after_the_projections_were_away_for_1000_commands_they_converge_to_a_rebuild() {
+    let mut system = TestSystem::start().await;
+    system.stop_projection().await;
+    thousand_commands(&system).await;
+    assert_eq!(
+        system.count("select count(*) from contacts").await,
+        0,
+        "nothing projected while away"
+    );
+    system.start_projection().await;
+    system.wait_until_projected(Duration::from_secs(120)).await;
+    assert_eq!(system.count("select count(*) from contacts").await, 200);
+    let diffs = system.verify().await;
+    assert!(diffs.is_empty(), "live differs from a rebuild: {diffs:?}");
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_outage_while_commands_flow_loses_nothing_and_delivers_once() {
+    let mut nats = NatsServer::start().await;
+    let system = TestSystem::start_with(Options {
+        nats_url: Some(nats.url()),
+        ..Options::default()
+    })
+    .await;
+    let running = Arc::new(AtomicBool::new(true));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let traffic = {
+        let (running, accepted) = (running.clone(), accepted.clone());
+        let system = &system;
+        async move {
+            let mut i = 0;
+            while running.load(Ordering::SeqCst) {
+                let r = system
+                    .command(
+                        Method::POST,
+                        "/contacts",
+                        Some(json!({"name": format!("n{i}"), "tags": ["x"]})),
+                    )
+                    .await;
+                assert_eq!(
+                    r.status,
+                    StatusCode::CREATED,
+                    "commands keep succeeding: {}",
+                    r.body
+                );
+                accepted.fetch_add(1, Ordering::SeqCst);
+                i += 1;
+            }
+        }
+    };
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        nats.kill();
+        let during = accepted.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(
+            accepted.load(Ordering::SeqCst) > during,
+            "commands were accepted while the broker was down"
+        );
+        assert!(
+            system
+                .count("select count(*) from outbox_events where status = 'pending'")
+                .await
+                > 0,
+            "the outbox holds them"
+        );
+        nats.resume().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        running.store(false, Ordering::SeqCst);
+    };
+    tokio::join!(traffic, outage);
+
+    system.wait_until_projected(Duration::from_secs(90)).await;
+    let events = system
+        .count("select count(*) from contact_event_store")
+        .await;
+    assert_eq!(
+        events,
+        accepted.load(Ordering::SeqCst) as i64,
+        "every accepted command is one stored event"
+    );
+    assert_eq!(system.count("select count(*) from contacts").await, events);
+    let js = async_nats::jetstream::new(platform::nats::connect(&nats.url()).await.unwrap());
+    let info = js
+        .get_stream(&system.stream.name)
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap();
+    assert_eq!(
+        info.state.messages as i64, events,
+        "each event is in the stream exactly once"
+    );
+    assert!(system.verify().await.is_empty());
+    system.stop().await;
+}

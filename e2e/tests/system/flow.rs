@@ -42,12 +42,21 @@ async fn tell_the_story(system: &TestSystem) -> Story {
     assert_eq!(created.header("etag"), Some("\"1\""));
     assert_eq!(
         created.header("location").map(str::to_owned),
-        Some(format!("/v1/projects/{}/contacts/{contact_id}", system.tenant.project_id))
+        Some(format!(
+            "/v1/projects/{}/contacts/{contact_id}",
+            system.tenant.project_id
+        ))
     );
     assert!(created.header("x-correlation-id").is_some());
     ids(&created);
 
-    let tagged = system.command(Method::POST, &format!("/contacts/{contact_id}/tags"), Some(json!({"tag": "vip"}))).await;
+    let tagged = system
+        .command(
+            Method::POST,
+            &format!("/contacts/{contact_id}/tags"),
+            Some(json!({"tag": "vip"})),
+        )
+        .await;
     assert_eq!(tagged.status, StatusCode::OK, "{}", tagged.body);
     assert_eq!(tagged.body["version"], 2);
     ids(&tagged);
@@ -62,8 +71,14 @@ async fn tell_the_story(system: &TestSystem) -> Story {
         .await;
     assert_eq!(inbound.status, StatusCode::OK, "{}", inbound.body);
     let session_id = inbound.id("session_id");
-    assert_eq!(inbound.body["version"], 3, "contact.session_opened is the contact's 3rd event");
-    assert_eq!(inbound.body["session_version"], 2, "session.started + message_recorded");
+    assert_eq!(
+        inbound.body["version"], 3,
+        "contact.session_opened is the contact's 3rd event"
+    );
+    assert_eq!(
+        inbound.body["session_version"], 2,
+        "session.started + message_recorded"
+    );
     ids(&inbound);
 
     let reply = system
@@ -89,9 +104,19 @@ async fn tell_the_story(system: &TestSystem) -> Story {
         assert_eq!(assigned.body["version"], version);
         ids(&assigned);
     }
-    let again = system.command(Method::POST, &format!("/sessions/{session_id}/agents"), Some(json!({"agent_id": AGENT_2}))).await;
+    let again = system
+        .command(
+            Method::POST,
+            &format!("/sessions/{session_id}/agents"),
+            Some(json!({"agent_id": AGENT_2})),
+        )
+        .await;
     assert_eq!(again.status, StatusCode::OK);
-    assert_eq!(again.body["event_ids"], json!([]), "assigning the present agent emits nothing");
+    assert_eq!(
+        again.body["event_ids"],
+        json!([]),
+        "assigning the present agent emits nothing"
+    );
 
     let summarized = system
         .command(
@@ -104,14 +129,32 @@ async fn tell_the_story(system: &TestSystem) -> Story {
     assert_eq!(summarized.status, StatusCode::OK, "{}", summarized.body);
     ids(&summarized);
 
-    let ended = system.command(Method::POST, &format!("/sessions/{session_id}/end"), Some(json!({"reason": "agent_close"}))).await;
+    let ended = system
+        .command(
+            Method::POST,
+            &format!("/sessions/{session_id}/end"),
+            Some(json!({"reason": "agent_close"})),
+        )
+        .await;
     assert_eq!(ended.status, StatusCode::OK, "{}", ended.body);
     assert_eq!(ended.body["version"], 7);
     ids(&ended);
-    let twice = system.command(Method::POST, &format!("/sessions/{session_id}/end"), Some(json!({"reason": "agent_close"}))).await;
+    let twice = system
+        .command(
+            Method::POST,
+            &format!("/sessions/{session_id}/end"),
+            Some(json!({"reason": "agent_close"})),
+        )
+        .await;
     twice.assert_problem(409);
 
-    Story { contact_id, session_id, contact_version: 4, session_version: 7, event_ids }
+    Story {
+        contact_id,
+        session_id,
+        contact_version: 4,
+        session_version: 7,
+        event_ids,
+    }
 }
 
 fn assert_contact(contact: &Value, story: &Story) {
@@ -151,8 +194,10 @@ fn assert_session(session: &Value, story: &Story) {
     assert_eq!(session["timeout_duration"], 1_800_000_000_000i64);
     assert_eq!(session["version"], story.session_version);
     // Ended now, started (by the message's own time) in January: the duration is event times'.
-    let started = chrono::DateTime::parse_from_rfc3339(session["started_at"].as_str().unwrap()).unwrap();
-    let ended = chrono::DateTime::parse_from_rfc3339(session["ended_at"].as_str().unwrap()).unwrap();
+    let started =
+        chrono::DateTime::parse_from_rfc3339(session["started_at"].as_str().unwrap()).unwrap();
+    let ended =
+        chrono::DateTime::parse_from_rfc3339(session["ended_at"].as_str().unwrap()).unwrap();
     assert_eq!(session["duration_seconds"], (ended - started).num_seconds());
 }
 
@@ -161,19 +206,36 @@ async fn a_contact_and_its_session_read_back_with_every_metric_via_min_version()
     let system = TestSystem::start().await;
     let story = tell_the_story(&system).await;
 
-    let contact = system.query(&format!("/contacts/{}?min_version={}", story.contact_id, story.contact_version)).await;
+    let contact = system
+        .query(&format!(
+            "/contacts/{}?min_version={}",
+            story.contact_id, story.contact_version
+        ))
+        .await;
     assert_eq!(contact.status, StatusCode::OK, "{}", contact.body);
     assert_eq!(contact.header("etag"), Some("\"4\""));
     assert_contact(&contact.body, &story);
 
-    let session = system.query(&format!("/sessions/{}?min_version={}", story.session_id, story.session_version)).await;
+    let session = system
+        .query(&format!(
+            "/sessions/{}?min_version={}",
+            story.session_id, story.session_version
+        ))
+        .await;
     assert_eq!(session.status, StatusCode::OK, "{}", session.body);
     assert_session(&session.body, &story);
 
-    let sessions = system.query(&format!("/contacts/{}/sessions", story.contact_id)).await;
+    let sessions = system
+        .query(&format!("/contacts/{}/sessions", story.contact_id))
+        .await;
     assert_eq!(sessions.body["items"].as_array().map(Vec::len), Some(1));
-    let by_agent = system.query(&format!("/sessions?agent_id={AGENT_2}&status=ended")).await;
-    assert_eq!(by_agent.body["items"][0]["id"], story.session_id.to_string());
+    let by_agent = system
+        .query(&format!("/sessions?agent_id={AGENT_2}&status=ended"))
+        .await;
+    assert_eq!(
+        by_agent.body["items"][0]["id"],
+        story.session_id.to_string()
+    );
     let tagged = system.query("/contacts?tag=vip&q=ana").await;
     assert_eq!(tagged.body["items"][0]["id"], story.contact_id.to_string());
     system.stop().await;
@@ -190,11 +252,17 @@ async fn the_read_model_also_catches_up_without_min_version() {
         if reply.status == StatusCode::OK && reply.body["version"] == 7 {
             break reply.body;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the session never reached version 7: {}", reply.body);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session never reached version 7: {}",
+            reply.body
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_session(&last, &story);
-    let contact = system.query(&format!("/contacts/{}", story.contact_id)).await;
+    let contact = system
+        .query(&format!("/contacts/{}", story.contact_id))
+        .await;
     assert_contact(&contact.body, &story);
     system.stop().await;
 }
@@ -242,41 +310,70 @@ async fn the_store_outbox_audit_log_and_processed_events_hold_exactly_what_happe
             "session.ended"
         ]
     );
-    assert!(session_stream.iter().enumerate().all(|(i, (_, seq))| *seq == i as i64 + 1));
+    assert!(session_stream
+        .iter()
+        .enumerate()
+        .all(|(i, (_, seq))| *seq == i as i64 + 1));
 
-    let stored: Vec<Uuid> = sqlx::query_scalar("select id from contact_event_store order by position")
-        .fetch_all(&system.db.pool)
-        .await
-        .unwrap();
+    let stored: Vec<Uuid> =
+        sqlx::query_scalar("select id from contact_event_store order by position")
+            .fetch_all(&system.db.pool)
+            .await
+            .unwrap();
     let mut answered = story.event_ids.clone();
     answered.sort();
     let mut stored_sorted = stored.clone();
     stored_sorted.sort();
-    assert_eq!(stored_sorted, answered, "the store holds exactly the events the commands answered with");
+    assert_eq!(
+        stored_sorted, answered,
+        "the store holds exactly the events the commands answered with"
+    );
 
-    assert_eq!(system.count("select count(*) from outbox_events where status = 'processed'").await, 11);
+    assert_eq!(
+        system
+            .count("select count(*) from outbox_events where status = 'processed'")
+            .await,
+        11
+    );
     assert_eq!(system.count("select count(*) from outbox_events").await, 11);
-    assert_eq!(system.count("select count(*) from domain_event_logs").await, 11);
+    assert_eq!(
+        system.count("select count(*) from domain_event_logs").await,
+        11
+    );
     assert_eq!(
         system.count("select count(*) from domain_event_logs l join contact_event_store e on e.id = l.id").await,
         11,
         "one audit row per event, keyed by the event id"
     );
-    assert_eq!(system.count("select count(*) from processed_events").await, 33);
     assert_eq!(
-        system.count("select count(distinct (event_id, consumer_name)) from processed_events").await,
+        system.count("select count(*) from processed_events").await,
+        33
+    );
+    assert_eq!(
+        system
+            .count("select count(distinct (event_id, consumer_name)) from processed_events")
+            .await,
         33,
         "one row per (event, consumer)"
     );
     assert_eq!(
-        system.count("select count(distinct consumer_name) from processed_events").await,
+        system
+            .count("select count(distinct consumer_name) from processed_events")
+            .await,
         3,
         "contacts, sessions and domain_event_logs"
     );
-    let log = system.query(&format!("/event-log?aggregate_id={}", story.session_id)).await;
+    let log = system
+        .query(&format!("/event-log?aggregate_id={}", story.session_id))
+        .await;
     assert_eq!(log.body["items"].as_array().map(Vec::len), Some(7));
-    let history = system.query(&format!("/contacts/{}/events", story.contact_id)).await;
+    let history = system
+        .query(&format!("/contacts/{}/events", story.contact_id))
+        .await;
     assert_eq!(history.body["items"].as_array().map(Vec::len), Some(11));
-    assert!(system.verify().await.is_empty(), "live tables equal a rebuild");
+    assert!(
+        system.verify().await.is_empty(),
+        "live tables equal a rebuild"
+    );
     system.stop().await;
 }

@@ -232,7 +232,8 @@ pub async fn apply(
             fold(row, earlier, &earlier_event.event);
             handled.push(earlier.event_id);
         }
-        if row.version > 0 {
+        // A session event of a contact the store does not know (yet) has no row to land on.
+        if matches!(d.event, DomainEvent::Contact(_)) || row.version > 0 {
             fold(row, envelope, &d.event);
             dirty.insert(contact_id);
         }
