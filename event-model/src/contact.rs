@@ -526,7 +526,7 @@ fn create(new: NewContact) -> Result<ContactEvent, DomainError> {
     );
     let language = optional_field(&mut checks, "language", new.language, language_tag);
     let timezone = optional_field(&mut checks, "timezone", new.timezone, short_text);
-    let tags = checks.check(tag_set("tags", new.tags)).unwrap_or_default();
+    let tags = tag_set(&mut checks, "tags", new.tags).unwrap_or_default();
     checks.finish()?;
     Ok(ContactEvent::Created {
         name: name.unwrap_or_default(),
@@ -554,17 +554,26 @@ fn language_tag(field: &str, raw: &str) -> Result<String, crate::FieldError> {
     }
 }
 
-fn tag_set(field: &str, tags: Vec<String>) -> Result<BTreeSet<String>, crate::FieldError> {
+/// Checks every tag of a list (each failing one is reported) and returns the set.
+fn tag_set(checks: &mut Checks, field: &str, tags: Vec<String>) -> Option<BTreeSet<String>> {
     if tags.len() > MAX_TAGS {
-        return Err(crate::FieldError::new(
+        checks.push(crate::FieldError::new(
             field,
             format!("at most {MAX_TAGS} tags"),
         ));
+        return None;
     }
-    tags.iter()
-        .enumerate()
-        .map(|(i, t)| values::tag(&format!("{field}[{i}]"), t))
-        .collect()
+    let mut set = BTreeSet::new();
+    let mut ok = true;
+    for (i, t) in tags.iter().enumerate() {
+        match checks.check(values::tag(&format!("{field}[{i}]"), t)) {
+            Some(tag) => {
+                set.insert(tag);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(set)
 }
 
 fn update_profile(
@@ -662,7 +671,7 @@ fn update_profile(
         None => {}
     }
     if let Some(tags) = patch.tags {
-        if let Some(wanted) = checks.check(tag_set("tags", tags.unwrap_or_default())) {
+        if let Some(wanted) = tag_set(&mut checks, "tags", tags.unwrap_or_default()) {
             if wanted.is_empty() {
                 if !view.tags.is_empty() {
                     events.push(ContactEvent::TagsCleared {

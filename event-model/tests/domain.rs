@@ -81,7 +81,7 @@ fn creating_collects_every_field_error() {
         panic!("expected Invalid, got {err:?}")
     };
     let names: Vec<_> = fields.iter().map(|f| f.field.as_str()).collect();
-    assert_eq!(names, ["name", "email", "phone", "tags[0]"]);
+    assert_eq!(names, ["name", "email", "phone", "tags[0]", "tags[1]"]);
 }
 
 #[test]

@@ -139,9 +139,14 @@ async fn applying_a_batch_twice_or_out_of_order_gives_the_same_rows() {
     // Only the last session event arrives first: everything before it is filled in from the store.
     let last = session_events.last().cloned().unwrap();
     let mut tx = system.db.pool.begin().await.unwrap();
-    let report = apply_batch(&mut tx, &store, &Projection::ALL, &[last.clone()])
-        .await
-        .unwrap();
+    let report = apply_batch(
+        &mut tx,
+        &store,
+        &Projection::ALL,
+        std::slice::from_ref(&last),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     assert!(report.applied > 3, "the gap was filled: {report:?}");
     let session_row = system

@@ -1,1 +1,95 @@
-//! todo
+//! Acceptance 7: a snapshot every `SNAPSHOT_EVERY` events, used on load; a snapshot of another
+//! schema version is ignored and the aggregate still loads correctly.
+
+use e2e::{Options, TestSystem};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+async fn add_tag(system: &TestSystem, contact: Uuid, tag: &str) -> serde_json::Value {
+    let reply = system
+        .command(
+            Method::POST,
+            &format!("/contacts/{contact}/tags"),
+            Some(json!({"tag": tag})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body
+}
+
+#[tokio::test]
+async fn snapshots_are_written_every_n_events_and_used_unless_of_another_schema() {
+    let system = TestSystem::start_with(Options {
+        snapshot_every: 5,
+        ..Options::default()
+    })
+    .await;
+    let contact = system.create_contact(json!({"name": "Snap"})).await;
+    for i in 1..=11 {
+        add_tag(&system, contact, &format!("t{i}")).await;
+    }
+    let snapshots: Vec<i64> = sqlx::query_scalar(
+        "select last_sequence_number from contact_snapshots where aggregate_id = $1 order by last_sequence_number",
+    )
+    .bind(contact)
+    .fetch_all(&system.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(snapshots, vec![5, 10], "one snapshot per 5 events");
+    let latest: serde_json::Value = sqlx::query_scalar(
+        "select snapshot_data from contact_snapshots where aggregate_id = $1 and last_sequence_number = 10",
+    )
+    .bind(contact)
+    .fetch_one(&system.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(latest["schema_version"], 1);
+    assert_eq!(latest["state"]["version"], 10);
+
+    // Plant a tag in the snapshot only: a load that uses the snapshot believes it is there.
+    let plant = |schema_version: i64| {
+        let pool = system.db.pool.clone();
+        async move {
+            sqlx::query(
+                "update contact_snapshots set snapshot_data = jsonb_set(jsonb_set(snapshot_data, '{state,view,tags}', \
+                   (snapshot_data #> '{state,view,tags}') || '[\"planted\"]'), '{schema_version}', to_jsonb($2::int)) \
+                 where aggregate_id = $1 and last_sequence_number = 10",
+            )
+            .bind(contact)
+            .bind(schema_version as i32)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    plant(1).await;
+    let used = add_tag(&system, contact, "planted").await;
+    assert_eq!(
+        used["event_ids"],
+        json!([]),
+        "the snapshot was used: the planted tag looked present"
+    );
+    assert_eq!(used["version"], 12);
+
+    // The same snapshot under another schema version is ignored: the state comes from the events.
+    plant(999).await;
+    let ignored = add_tag(&system, contact, "planted").await;
+    assert_eq!(
+        ignored["event_ids"].as_array().map(Vec::len),
+        Some(1),
+        "folded from events, the tag was absent"
+    );
+    assert_eq!(ignored["version"], 13);
+    let present = add_tag(&system, contact, "t3").await;
+    assert_eq!(
+        present["event_ids"],
+        json!([]),
+        "and the rest of the state is intact"
+    );
+    let read = system
+        .query(&format!("/contacts/{contact}?min_version=13"))
+        .await;
+    assert_eq!(read.body["tags"].as_array().map(Vec::len), Some(12));
+    system.stop().await;
+}

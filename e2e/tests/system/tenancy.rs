@@ -1,1 +1,308 @@
-//! todo
+//! Acceptance 8: another tenant's ids are 404 on every route and change nothing; a viewer cannot
+//! send commands; a missing or bad key is 401.
+
+use e2e::{Tenant, TestSystem};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Every command route, with the body it needs.
+fn command_routes(
+    contact: Uuid,
+    session: Uuid,
+) -> Vec<(Method, String, Option<serde_json::Value>)> {
+    vec![
+        (
+            Method::PATCH,
+            format!("/contacts/{contact}"),
+            Some(json!({"name": "X"})),
+        ),
+        (
+            Method::POST,
+            format!("/contacts/{contact}/tags"),
+            Some(json!({"tag": "x"})),
+        ),
+        (
+            Method::DELETE,
+            format!("/contacts/{contact}/tags/vip"),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/contacts/{contact}/profile-picture"),
+            Some(json!({"url": "https://x.io/a.png"})),
+        ),
+        (
+            Method::POST,
+            format!("/contacts/{contact}/messages"),
+            Some(json!({"channel_type_id": 1, "from_contact": true})),
+        ),
+        (
+            Method::POST,
+            format!("/contacts/{contact}/sessions"),
+            Some(json!({"channel_type_id": 2})),
+        ),
+        (
+            Method::POST,
+            format!("/sessions/{session}/messages"),
+            Some(json!({"from_contact": true})),
+        ),
+        (
+            Method::POST,
+            format!("/sessions/{session}/agents"),
+            Some(json!({"agent_id": Uuid::now_v7()})),
+        ),
+        (
+            Method::PUT,
+            format!("/sessions/{session}/summary"),
+            Some(json!({"summary": "s"})),
+        ),
+        (
+            Method::PUT,
+            format!("/sessions/{session}/outcome"),
+            Some(json!({"escalated": true})),
+        ),
+        (
+            Method::POST,
+            format!("/sessions/{session}/end"),
+            Some(json!({"reason": "manual_close"})),
+        ),
+        (Method::DELETE, format!("/contacts/{contact}"), None),
+    ]
+}
+
+async fn tenant_b_with_data(system: &TestSystem) -> (Tenant, Uuid, Uuid) {
+    let b = TestSystem::bootstrap_tenant(&system.db.pool, "tenant-b").await;
+    let created = system
+        .command_as(
+            &b,
+            Method::POST,
+            "/contacts",
+            Some(json!({"name": "B's", "tags": ["vip"]})),
+            &[],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let contact = created.id("id");
+    let inbound = system
+        .command_as(
+            &b,
+            Method::POST,
+            &format!("/contacts/{contact}/messages"),
+            Some(json!({"channel_type_id": 1, "from_contact": true})),
+            &[],
+        )
+        .await;
+    (b, contact, inbound.id("session_id"))
+}
+
+#[tokio::test]
+async fn another_tenants_ids_are_not_found_on_every_route_and_nothing_changes() {
+    let system = TestSystem::start().await;
+    let (b, contact, session) = tenant_b_with_data(&system).await;
+    // Let B's rows reach the read model, so a leak would have something to show.
+    let seen = system
+        .query_as(&b, &format!("/sessions/{session}?min_version=2"))
+        .await;
+    assert_eq!(seen.status, StatusCode::OK);
+    let before = system
+        .count("select count(*) from contact_event_store")
+        .await;
+
+    for (method, path, body) in command_routes(contact, session) {
+        let reply = system
+            .command_as(&system.tenant, method.clone(), &path, body, &[])
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::NOT_FOUND,
+            "{method} {path}: {}",
+            reply.body
+        );
+        reply.assert_problem(404);
+    }
+    for path in [
+        format!("/contacts/{contact}"),
+        format!("/contacts/{contact}?min_version=1"),
+        format!("/contacts/{contact}/sessions"),
+        format!("/contacts/{contact}/events"),
+        format!("/sessions/{session}"),
+        format!("/sessions/{session}?min_version=1"),
+    ] {
+        system.query(&path).await.assert_problem(404);
+    }
+    for path in [
+        "/contacts".to_owned(),
+        "/contacts?tag=vip".to_owned(),
+        format!("/contacts?cursor={}", Uuid::nil()),
+        "/sessions".to_owned(),
+        format!("/event-log?aggregate_id={contact}"),
+        "/event-log".to_owned(),
+    ] {
+        let reply = system.query(&path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(
+            reply.body["items"],
+            json!([]),
+            "{path} leaks another tenant's rows"
+        );
+    }
+    // A's key on B's project: 404, as if B's project did not exist.
+    let a_on_b = system
+        .command_as(
+            &Tenant {
+                project_id: b.project_id,
+                ..system.tenant.clone()
+            },
+            Method::POST,
+            "/contacts",
+            Some(json!({"name": "x"})),
+            &[],
+        )
+        .await;
+    a_on_b.assert_problem(404);
+    let a_reads_b = system
+        .query_as(
+            &Tenant {
+                project_id: b.project_id,
+                ..system.tenant.clone()
+            },
+            "/contacts",
+        )
+        .await;
+    a_reads_b.assert_problem(404);
+
+    assert_eq!(
+        system
+            .count("select count(*) from contact_event_store")
+            .await,
+        before,
+        "nothing was written"
+    );
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn viewers_read_but_cannot_command_and_keys_must_be_valid() {
+    let system = TestSystem::start().await;
+    let contact = system.create_contact(json!({"name": "Seen"})).await;
+    let viewer = system.add_member(&system.tenant, "viewer").await;
+    let agent = system.add_member(&system.tenant, "agent").await;
+    let before = system
+        .count("select count(*) from contact_event_store")
+        .await;
+
+    for (method, path, body) in command_routes(contact, Uuid::now_v7()) {
+        let reply = system
+            .command_as(&viewer, method.clone(), &path, body, &[])
+            .await;
+        reply.assert_problem(403);
+    }
+    system
+        .command_as(
+            &viewer,
+            Method::POST,
+            "/contacts",
+            Some(json!({"name": "v"})),
+            &[],
+        )
+        .await
+        .assert_problem(403);
+    assert_eq!(
+        system
+            .count("select count(*) from contact_event_store")
+            .await,
+        before,
+        "a viewer wrote nothing"
+    );
+    let read = system
+        .query_as(&viewer, &format!("/contacts/{contact}?min_version=1"))
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "a viewer reads");
+    let by_agent = system
+        .command_as(
+            &agent,
+            Method::POST,
+            &format!("/contacts/{contact}/tags"),
+            Some(json!({"tag": "ok"})),
+            &[],
+        )
+        .await;
+    assert_eq!(
+        by_agent.status,
+        StatusCode::OK,
+        "an agent commands: {}",
+        by_agent.body
+    );
+
+    let url = format!(
+        "{}/v1/projects/{}/contacts",
+        system.command_url, system.tenant.project_id
+    );
+    let body = json!({"name": "nobody"});
+    let missing = system
+        .send(Method::POST, &url, None, Some(&body), &[])
+        .await;
+    missing.assert_problem(401);
+    assert_eq!(missing.header("www-authenticate"), Some("Bearer"));
+    system
+        .send(Method::POST, &url, Some("vk_not_a_key"), Some(&body), &[])
+        .await
+        .assert_problem(401);
+    system
+        .send(
+            Method::POST,
+            &url,
+            None,
+            Some(&body),
+            &[("authorization", "Basic dXNlcjpwYXNz")],
+        )
+        .await
+        .assert_problem(401);
+    let query_url = format!(
+        "{}/v1/projects/{}/contacts",
+        system.query_url, system.tenant.project_id
+    );
+    system
+        .send(Method::GET, &query_url, None, None, &[])
+        .await
+        .assert_problem(401);
+
+    for (what, sql) in [
+        (
+            "expired",
+            "update user_api_keys set expires_at = now() - interval '1 minute' where user_id = $1",
+        ),
+        (
+            "inactive",
+            "update user_api_keys set expires_at = null, active = false where user_id = $1",
+        ),
+        (
+            "deleted",
+            "update user_api_keys set active = true, deleted_at = now() where user_id = $1",
+        ),
+    ] {
+        sqlx::query(sql)
+            .bind(agent.user_id)
+            .execute(&system.db.pool)
+            .await
+            .unwrap();
+        let reply = system
+            .command_as(
+                &agent,
+                Method::POST,
+                &format!("/contacts/{contact}/tags"),
+                Some(json!({"tag": what})),
+                &[],
+            )
+            .await;
+        reply.assert_problem(401);
+    }
+    assert_eq!(
+        system
+            .count("select count(*) from contact_event_store")
+            .await,
+        before + 1
+    );
+    system.stop().await;
+}
