@@ -96,9 +96,9 @@ pub async fn verify(
             .await?;
         if only_live + only_rebuilt > 0 {
             let sample_ids: Vec<String> = sqlx::query_scalar(&format!(
-                "select id::text from ((select * from live_{t} except select * from {t}) \
+                "select distinct id::text from ((select * from live_{t} except select * from {t}) \
                  union all (select * from {t} except select * from live_{t})) d \
-                 where ($1::text is null or tenant_id = $1) limit 10"
+                 where ($1::text is null or tenant_id = $1) order by 1 limit 10"
             ))
             .bind(tenant)
             .fetch_all(&mut *tx)
