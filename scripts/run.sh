@@ -130,10 +130,10 @@ API key:    $KEY
 Project id: $PROJECT
 
 Create a contact:
-curl -i -X POST http://$COMMAND_ADDR/v1/projects/$PROJECT/contacts -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' -d '{"name":"Ada Lovelace","email":"ada@example.com","tags":["vip"]}'
+curl -sS -i -X POST http://$COMMAND_ADDR/v1/projects/$PROJECT/contacts -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' -d '{"name":"Ada Lovelace","email":"ada@example.com","tags":["vip"]}'
 
 Read the contacts back:
-curl -s http://$QUERY_ADDR/v1/projects/$PROJECT/contacts -H 'Authorization: Bearer $KEY'
+curl -sS http://$QUERY_ADDR/v1/projects/$PROJECT/contacts -H 'Authorization: Bearer $KEY'
 
 MSG
 

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage};
 use event_model::EventEnvelope;
 use futures::future::join_all;
@@ -139,23 +139,20 @@ impl OutboxRelay {
             return Ok((0, 0));
         }
         let started = std::time::Instant::now();
+        // Send in order (so a partition receives an aggregate's events in sequence), then await
+        // all the acks together.
         let mut acks = Vec::with_capacity(rows.len());
         for row in rows {
             let outbox_id = row.outbox_id;
-            let envelope = match row.event.into_envelope() {
-                Ok(envelope) => envelope,
-                Err(e) => {
-                    acks.push(futures::future::Either::Left(futures::future::ready(
-                        Published::Permanent(outbox_id, e.to_string()),
-                    )));
-                    continue;
-                }
-            };
-            acks.push(futures::future::Either::Right(
-                self.publish(outbox_id, envelope),
-            ));
+            match row.event.into_envelope() {
+                Ok(envelope) => acks.push(self.send(outbox_id, envelope).await),
+                Err(e) => acks.push(Pending::Done(Published::Permanent(
+                    outbox_id,
+                    e.to_string(),
+                ))),
+            }
         }
-        let results = join_all(acks).await;
+        let results = join_all(acks.into_iter().map(Pending::settle)).await;
         let mut done = Vec::new();
         let (mut transient, mut permanent) = (Vec::new(), Vec::new());
         for result in results {
@@ -197,7 +194,7 @@ impl OutboxRelay {
         Ok((done.len(), transient.len()))
     }
 
-    async fn publish(&self, outbox_id: Uuid, envelope: EventEnvelope) -> Published {
+    async fn send(&self, outbox_id: Uuid, envelope: EventEnvelope) -> Pending {
         let subject = self.stream.subject(
             envelope.contact_id,
             envelope.aggregate_type.as_str(),
@@ -205,22 +202,36 @@ impl OutboxRelay {
         );
         let payload = match serde_json::to_vec(&envelope) {
             Ok(p) => p,
-            Err(e) => return Published::Permanent(outbox_id, e.to_string()),
+            Err(e) => return Pending::Done(Published::Permanent(outbox_id, e.to_string())),
         };
         let message = PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope.event_id.to_string())
             .header(HEADER_TENANT, envelope.tenant_id.as_str());
-        let ack = match self.js.send_publish(subject, message).await {
-            Ok(ack) => ack,
+        match self.js.send_publish(subject, message).await {
+            Ok(ack) => Pending::Ack(outbox_id, ack),
             Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                return Published::Permanent(outbox_id, e.to_string())
+                Pending::Done(Published::Permanent(outbox_id, e.to_string()))
             }
-            Err(e) => return Published::Transient(outbox_id, e.to_string()),
-        };
-        match ack.await {
-            Ok(_) => Published::Ok(outbox_id),
-            Err(e) => Published::Transient(outbox_id, e.to_string()),
+            Err(e) => Pending::Done(Published::Transient(outbox_id, e.to_string())),
+        }
+    }
+}
+
+/// A sent message whose ack is still to come, or a result already known.
+enum Pending {
+    Ack(Uuid, PublishAckFuture),
+    Done(Published),
+}
+
+impl Pending {
+    async fn settle(self) -> Published {
+        match self {
+            Self::Done(published) => published,
+            Self::Ack(outbox_id, ack) => match ack.await {
+                Ok(_) => Published::Ok(outbox_id),
+                Err(e) => Published::Transient(outbox_id, e.to_string()),
+            },
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Logging: JSON lines when not on a terminal (what a log pipeline wants), readable text on one.
+//! Logging, to stderr (stdout is kept for what a command prints, e.g. `bootstrap`'s JSON): JSON
+//! lines when not on a terminal (what a log pipeline wants), readable text on one.
 //! `RUST_LOG` filters (default `info`); `LOG_FORMAT=json|text` overrides the choice.
 
 use std::io::IsTerminal;
@@ -10,9 +11,12 @@ pub fn init() {
     let json = match std::env::var("LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,
-        _ => !std::io::stdout().is_terminal(),
+        _ => !std::io::stderr().is_terminal(),
     };
-    let builder = fmt().with_env_filter(filter).with_target(true);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        .with_writer(std::io::stderr);
     // A second init (tests) is harmless: the first subscriber stays.
     let _ = if json {
         builder.json().flatten_event(true).try_init()
