@@ -7,6 +7,18 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::event_store::StoreError;
+
+fn is_unreachable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    ) || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldProblem {
     pub field: String,
@@ -46,8 +58,24 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// An infrastructure failure: 503 when the database is unreachable (the client may retry),
+    /// 500 otherwise.
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
-        Self::Internal(error.into())
+        let error = error.into();
+        let database = error.downcast_ref::<sqlx::Error>().or_else(|| {
+            match error.downcast_ref::<StoreError>() {
+                Some(StoreError::Database(e)) => Some(e),
+                _ => None,
+            }
+        });
+        if database.is_some_and(is_unreachable) {
+            tracing::warn!(error = %error, "database unreachable");
+            return Self::Unavailable {
+                detail: "the database is unreachable; retry shortly".into(),
+                retry_after_secs: 1,
+            };
+        }
+        Self::Internal(error)
     }
 
     pub fn status(&self) -> StatusCode {

@@ -306,3 +306,50 @@ async fn viewers_read_but_cannot_command_and_keys_must_be_valid() {
     );
     system.stop().await;
 }
+
+#[tokio::test]
+async fn bootstrap_is_idempotent_and_a_key_belongs_to_one_user() {
+    let db = e2e::TestDb::new().await;
+    let spec = command_service::bootstrap::BootstrapSpec {
+        email: "demo@ventros.local".into(),
+        name: "Demo".into(),
+        tenant: "demo".into(),
+        project: "Demo project".into(),
+        session_timeout_minutes: 30,
+        api_key: Some("vk_fixed_demo_key".into()),
+        member_role: None,
+    };
+    let first = command_service::bootstrap::bootstrap(&db.pool, &spec)
+        .await
+        .unwrap();
+    let second = command_service::bootstrap::bootstrap(&db.pool, &spec)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.user_id, first.project_id),
+        (second.user_id, second.project_id)
+    );
+    for table in ["users", "billing_accounts", "projects", "user_api_keys"] {
+        let n: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{table} after two bootstraps");
+    }
+    let thief = command_service::bootstrap::BootstrapSpec {
+        email: "other@ventros.local".into(),
+        tenant: "other".into(),
+        ..spec
+    };
+    assert!(
+        command_service::bootstrap::bootstrap(&db.pool, &thief)
+            .await
+            .is_err(),
+        "a key cannot be claimed by another user"
+    );
+    let projects: i64 = sqlx::query_scalar("select count(*) from projects")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(projects, 1, "the refused bootstrap left nothing behind");
+}

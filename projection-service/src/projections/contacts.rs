@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{decode, Decoded, ProjectionError};
+use super::{decode, load_rows, upsert_rows, Decoded, ProjectionError};
 
 /// A `contacts` row, column for column (it is read with `to_jsonb` and written with
 /// `jsonb_populate_recordset`, so the field names are the column names).
@@ -154,35 +154,18 @@ pub async fn load(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, ContactRecord>, ProjectionError> {
-    let rows: Vec<sqlx::types::Json<ContactRecord>> =
-        sqlx::query_scalar("select to_jsonb(c) from contacts c where c.id = any($1) for update")
-            .bind(ids)
-            .fetch_all(&mut **tx)
-            .await?;
-    Ok(rows.into_iter().map(|r| (r.0.id, r.0)).collect())
+    Ok(load_rows::<ContactRecord>(tx, "contacts", ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect())
 }
 
 pub async fn upsert(
     tx: &mut Transaction<'_, Postgres>,
     records: &[&ContactRecord],
 ) -> Result<(), ProjectionError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let columns = COLUMNS.join(", ");
-    let updates = COLUMNS[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    sqlx::query(&format!(
-        "insert into contacts ({columns}) select {columns} from jsonb_populate_recordset(null::contacts, $1) \
-         on conflict (id) do update set {updates}"
-    ))
-    .bind(sqlx::types::Json(records))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    upsert_rows(tx, "contacts", COLUMNS, records).await
 }
 
 /// Applies events to the `contacts` rows; returns the ids of every event it took care of

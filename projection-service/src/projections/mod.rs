@@ -17,6 +17,8 @@ use std::time::Instant;
 
 use event_model::{DomainEvent, EventEnvelope};
 use platform::event_store::{EventStore, StoreError};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -156,6 +158,49 @@ async fn record_processed(
     .bind(&ids)
     .bind(&names)
     .bind(duration_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Reads rows of a read table by id, locked for the batch, as the serde records whose field
+/// names are the table's columns (`to_jsonb`).
+pub(crate) async fn load_rows<T: DeserializeOwned + Send + Unpin + 'static>(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    ids: &[Uuid],
+) -> Result<Vec<T>, ProjectionError> {
+    let rows: Vec<sqlx::types::Json<T>> = sqlx::query_scalar(&format!(
+        "select to_jsonb(t) from {table} t where t.id = any($1) for update"
+    ))
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
+}
+
+/// Writes records into a read table in one statement (`jsonb_populate_recordset`), inserting new
+/// ids and overwriting every listed column of existing ones. `columns[0]` is the key, `id`.
+pub(crate) async fn upsert_rows<T: Serialize + Sync>(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    columns: &[&str],
+    records: &[&T],
+) -> Result<(), ProjectionError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let list = columns.join(", ");
+    let updates = columns[1..]
+        .iter()
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query(&format!(
+        "insert into {table} ({list}) select {list} from jsonb_populate_recordset(null::{table}, $1) \
+         on conflict (id) do update set {updates}"
+    ))
+    .bind(sqlx::types::Json(records))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{decode, Decoded, ProjectionError};
+use super::{decode, load_rows, upsert_rows, Decoded, ProjectionError};
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
@@ -223,35 +223,18 @@ pub async fn load(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, SessionRecord>, ProjectionError> {
-    let rows: Vec<sqlx::types::Json<SessionRecord>> =
-        sqlx::query_scalar("select to_jsonb(s) from sessions s where s.id = any($1) for update")
-            .bind(ids)
-            .fetch_all(&mut **tx)
-            .await?;
-    Ok(rows.into_iter().map(|r| (r.0.id, r.0)).collect())
+    Ok(load_rows::<SessionRecord>(tx, "sessions", ids)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect())
 }
 
 pub async fn upsert(
     tx: &mut Transaction<'_, Postgres>,
     records: &[&SessionRecord],
 ) -> Result<(), ProjectionError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let columns = COLUMNS.join(", ");
-    let updates = COLUMNS[1..]
-        .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    sqlx::query(&format!(
-        "insert into sessions ({columns}) select {columns} from jsonb_populate_recordset(null::sessions, $1) \
-         on conflict (id) do update set {updates}"
-    ))
-    .bind(sqlx::types::Json(records))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    upsert_rows(tx, "sessions", COLUMNS, records).await
 }
 
 /// Applies events to the `sessions` rows; returns the ids of every event it took care of.
