@@ -76,11 +76,14 @@ impl App {
             handler: handler.clone(),
             channel_types: Arc::default(),
         };
-        let router =
-            platform::http::finish_router(routes::router(state).merge(health::router(Probes {
+        let (router, paths) = routes::router(state)
+            .merge(health::router(Probes {
                 pool: pool.clone(),
                 nats,
-            })));
+            }))
+            .split_for_parts();
+        let docs = platform::openapi::docs_router(openapi_document(paths));
+        let router = platform::http::finish_router(router.merge(docs));
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
@@ -130,4 +133,15 @@ impl App {
         let _ = tokio::join!(relay, sweeper);
         served.context("HTTP server failed")
     }
+}
+
+/// The command API's OpenAPI document: the frame, and the paths the router registered.
+pub fn openapi_document(paths: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let mut document = platform::openapi::document(
+        "Ventros command-service",
+        "Commands on contacts and sessions. Each answers the aggregate's id, its new version (also in \
+         `ETag`) and the ids of the events it appended.",
+    );
+    document.merge(paths);
+    document
 }

@@ -6,11 +6,11 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 #[derive(Clone)]
 pub struct Probes {
@@ -32,17 +32,28 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-pub fn router(probes: Probes) -> Router {
-    Router::new()
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({ "status": "ok" })) }),
-        )
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+/// `/healthz`, `/readyz`, `/metrics`, documented.
+pub fn router(probes: Probes) -> OpenApiRouter {
+    // Install the recorder now, before anything is counted (it is process-wide and lazy).
+    metrics_handle();
+    OpenApiRouter::new()
+        .routes(routes!(alive))
+        .routes(routes!(ready))
+        .routes(routes!(metrics))
         .with_state(probes)
 }
 
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+async fn alive() -> impl IntoResponse {
+    axum::Json(json!({ "status": "ok" }))
+}
+
+/// The database and the broker are reachable.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready: the body says `database` and `broker` are true"),
+    (status = 503, description = "Not ready: the body says which dependency is down"),
+))]
 async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
     let database = tokio::time::timeout(
         Duration::from_secs(2),
@@ -63,6 +74,8 @@ async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
     )
 }
 
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -10,6 +10,7 @@ pub mod event_store;
 pub mod health;
 pub mod http;
 pub mod nats;
+pub mod openapi;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;

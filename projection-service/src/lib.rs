@@ -68,13 +68,14 @@ impl App {
         } else {
             Vec::new()
         };
-        let router = platform::http::finish_router(
-            queries::router(queries::QueryState {
-                pool: pool.clone(),
-                store,
-            })
-            .merge(health::router(Probes { pool, nats })),
-        );
+        let (router, paths) = queries::router(queries::QueryState {
+            pool: pool.clone(),
+            store,
+        })
+        .merge(health::router(Probes { pool, nats }))
+        .split_for_parts();
+        let docs = platform::openapi::docs_router(openapi_document(paths));
+        let router = platform::http::finish_router(router.merge(docs));
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
@@ -112,4 +113,15 @@ impl App {
         futures::future::join_all(workers).await;
         served.context("HTTP server failed")
     }
+}
+
+/// The query API's OpenAPI document: the frame, and the paths the router registered.
+pub fn openapi_document(paths: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    let mut document = platform::openapi::document(
+        "Ventros projection-service",
+        "Queries on the read model: contacts, sessions (with every metric) and the audit trail. \
+         `min_version` reads your own writes.",
+    );
+    document.merge(paths);
+    document
 }

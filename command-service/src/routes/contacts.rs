@@ -1,31 +1,33 @@
 //! `/contacts`: create, update, tag, picture, delete, and inbound messages and session starts.
 
 use axum::response::Response;
-use axum::routing::{delete, patch, post, put};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use event_model::contact::{NewContact, ProfilePatch};
 use event_model::session::NewMessage;
 use event_model::ContactCommand;
 use platform::body::{double_option, JsonBody, OptionalJsonBody};
 use platform::http::Path;
+use platform::openapi::CommandErrors;
 use platform::ApiError;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{check_channel_type, Answer, AppState, CommandContext};
+use super::{check_channel_type, Answer, AppState, CommandBody, CommandContext};
 use crate::commands::Command;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/contacts", post(create))
-        .route("/contacts/{contact_id}", patch(update).delete(remove))
-        .route("/contacts/{contact_id}/tags", post(add_tag))
-        .route("/contacts/{contact_id}/tags/{tag}", delete(remove_tag))
-        .route("/contacts/{contact_id}/profile-picture", put(set_picture))
-        .route("/contacts/{contact_id}/messages", post(record_message))
-        .route("/contacts/{contact_id}/sessions", post(start_session))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(update, remove))
+        .routes(routes!(add_tag))
+        .routes(routes!(remove_tag))
+        .routes(routes!(set_picture))
+        .routes(routes!(record_message))
+        .routes(routes!(start_session))
 }
 
 fn on_contact(contact_id: Uuid, command: ContactCommand) -> Command {
@@ -35,7 +37,7 @@ fn on_contact(contact_id: Uuid, command: ContactCommand) -> Command {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateContact {
     name: Option<String>,
@@ -48,6 +50,7 @@ struct CreateContact {
     tags: Option<Vec<String>>,
 }
 
+#[utoipa::path(post, path = "/contacts", tag = "contacts", summary = "Create a contact", params(("project_id" = Uuid, Path, description = "The project"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = CreateContact, responses((status = 201, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn create(ctx: CommandContext, body: JsonBody<CreateContact>) -> Result<Response, ApiError> {
     let b = body.value;
     let contact_id = Uuid::now_v7();
@@ -70,7 +73,7 @@ async fn create(ctx: CommandContext, body: JsonBody<CreateContact>) -> Result<Re
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateContact {
     #[serde(default, deserialize_with = "double_option")]
@@ -91,6 +94,7 @@ struct UpdateContact {
     tags: Option<Option<Vec<String>>>,
 }
 
+#[utoipa::path(patch, path = "/contacts/{contact_id}", tag = "contacts", summary = "Update profile fields (null clears an optional one)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = UpdateContact, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn update(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -115,12 +119,13 @@ async fn update(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Tag {
     tag: String,
 }
 
+#[utoipa::path(post, path = "/contacts/{contact_id}/tags", tag = "contacts", summary = "Add a tag", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = Tag, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn add_tag(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -137,6 +142,7 @@ async fn add_tag(
     .await
 }
 
+#[utoipa::path(delete, path = "/contacts/{contact_id}/tags/{tag}", tag = "contacts", summary = "Remove a tag", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("tag" = String, Path, description = "The tag"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn remove_tag(
     ctx: CommandContext,
     Path((_, contact_id, tag)): Path<(Uuid, Uuid, String)>,
@@ -150,13 +156,14 @@ async fn remove_tag(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Picture {
     url: String,
     fetched_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(put, path = "/contacts/{contact_id}/profile-picture", tag = "contacts", summary = "Set the profile picture", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = Picture, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn set_picture(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -175,12 +182,13 @@ async fn set_picture(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Delete {
     reason: Option<String>,
 }
 
+#[utoipa::path(delete, path = "/contacts/{contact_id}", tag = "contacts", summary = "Delete the contact (soft; its open sessions end)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = Option<Delete>, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn remove(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -198,7 +206,7 @@ async fn remove(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ContactMessage {
     channel_type_id: i64,
@@ -209,6 +217,7 @@ struct ContactMessage {
     pipeline_id: Option<Uuid>,
 }
 
+#[utoipa::path(post, path = "/contacts/{contact_id}/messages", tag = "contacts", summary = "Record a message on the contact's active session of that channel, starting one if none", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = ContactMessage, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn record_message(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -235,13 +244,14 @@ async fn record_message(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartSession {
     channel_type_id: i64,
     pipeline_id: Option<Uuid>,
 }
 
+#[utoipa::path(post, path = "/contacts/{contact_id}/sessions", tag = "contacts", summary = "Start a session on a channel (409 if one is active there)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = StartSession, responses((status = 201, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn start_session(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,

@@ -12,7 +12,6 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use dashmap::DashSet;
 use platform::auth::AuthContext;
 use platform::{ApiError, FieldProblem};
@@ -20,6 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 use crate::commands::{Actor, Command, CommandError, CommandHandler, CommandMeta, Outcome};
@@ -39,8 +39,10 @@ impl FromRef<AppState> for PgPool {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The command routes, documented: a route cannot be served here without being in the OpenAPI
+/// document.
+pub fn router(state: AppState) -> OpenApiRouter {
+    OpenApiRouter::new()
         .nest(
             "/v1/projects/{project_id}",
             contacts::router().merge(sessions::router()),
@@ -158,8 +160,9 @@ pub enum Answer {
     CreatedSession,
 }
 
-#[derive(Serialize)]
-struct CommandBody {
+/// A command's answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CommandBody {
     id: Uuid,
     version: i64,
     event_ids: Vec<Uuid>,

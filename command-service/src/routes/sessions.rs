@@ -1,28 +1,30 @@
 //! `/sessions/{id}`: messages, agents, summary, outcome and end.
 
 use axum::response::Response;
-use axum::routing::{post, put};
-use axum::Router;
 use chrono::{DateTime, Utc};
 use event_model::session::{NewMessage, NewSummary, Outcome};
 use event_model::{EndReason, Sentiment, SessionCommand};
 use platform::body::JsonBody;
 use platform::http::Path;
+use platform::openapi::CommandErrors;
 use platform::{ApiError, FieldProblem};
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Answer, AppState, CommandContext};
+use super::{Answer, AppState, CommandBody, CommandContext};
 use crate::commands::Command;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/sessions/{session_id}/messages", post(record_message))
-        .route("/sessions/{session_id}/agents", post(assign_agent))
-        .route("/sessions/{session_id}/summary", put(summarize))
-        .route("/sessions/{session_id}/outcome", put(set_outcome))
-        .route("/sessions/{session_id}/end", post(end))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(record_message))
+        .routes(routes!(assign_agent))
+        .routes(routes!(summarize))
+        .routes(routes!(set_outcome))
+        .routes(routes!(end))
 }
 
 fn on_session(session_id: Uuid, command: SessionCommand) -> Command {
@@ -42,7 +44,7 @@ fn field_error(field: &str, message: &str) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Message {
     from_contact: bool,
@@ -51,6 +53,7 @@ struct Message {
     message_id: Option<Uuid>,
 }
 
+#[utoipa::path(post, path = "/sessions/{session_id}/messages", tag = "sessions", summary = "Record a message on the session", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = Message, responses((status = 200, description = "Done: the session's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn record_message(
     ctx: CommandContext,
     Path((_, session_id)): Path<(Uuid, Uuid)>,
@@ -71,7 +74,7 @@ async fn record_message(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AssignAgent {
     agent_id: Uuid,
@@ -80,6 +83,7 @@ struct AssignAgent {
     reason: Option<String>,
 }
 
+#[utoipa::path(post, path = "/sessions/{session_id}/agents", tag = "sessions", summary = "Assign an agent (another agent than the current one is a transfer)", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = AssignAgent, responses((status = 200, description = "Done: the session's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn assign_agent(
     ctx: CommandContext,
     Path((_, session_id)): Path<(Uuid, Uuid)>,
@@ -100,7 +104,7 @@ async fn assign_agent(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Summary {
     summary: String,
@@ -111,6 +115,7 @@ struct Summary {
     key_entities: Option<Value>,
 }
 
+#[utoipa::path(put, path = "/sessions/{session_id}/summary", tag = "sessions", summary = "Set the session's summary and sentiment", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = Summary, responses((status = 200, description = "Done: the session's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn summarize(
     ctx: CommandContext,
     Path((_, session_id)): Path<(Uuid, Uuid)>,
@@ -141,7 +146,7 @@ async fn summarize(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SetOutcome {
     escalated: Option<bool>,
@@ -150,6 +155,7 @@ struct SetOutcome {
     outcome_tags: Option<Vec<String>>,
 }
 
+#[utoipa::path(put, path = "/sessions/{session_id}/outcome", tag = "sessions", summary = "Mark escalated, resolved (only once ended), converted; add outcome tags", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = SetOutcome, responses((status = 200, description = "Done: the session's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn set_outcome(
     ctx: CommandContext,
     Path((_, session_id)): Path<(Uuid, Uuid)>,
@@ -170,12 +176,13 @@ async fn set_outcome(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct End {
     reason: String,
 }
 
+#[utoipa::path(post, path = "/sessions/{session_id}/end", tag = "sessions", summary = "End the session", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = End, responses((status = 200, description = "Done: the session's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn end(
     ctx: CommandContext,
     Path((_, session_id)): Path<(Uuid, Uuid)>,

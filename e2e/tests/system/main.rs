@@ -4,6 +4,7 @@
 mod concurrency;
 mod delivery;
 mod flow;
+mod operations;
 mod replay;
 mod sessions;
 mod snapshots;

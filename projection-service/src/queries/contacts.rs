@@ -2,30 +2,35 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use platform::auth::AuthContext;
 use platform::http::{Path, Query};
+use platform::openapi::QueryErrors;
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
 use sqlx::QueryBuilder;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::sessions::SessionDto;
 use super::sessions::SessionFilters;
-use super::{page, prefix_pattern, read_at_least, with_etag, PageParams, QueryState, ReadParams};
+use super::{
+    page, prefix_pattern, read_at_least, with_etag, Page, PageParams, QueryState, ReadParams,
+};
 use crate::projections::contacts::ContactRecord;
 
-pub fn router() -> Router<QueryState> {
-    Router::new()
-        .route("/contacts", get(list))
-        .route("/contacts/{contact_id}", get(one))
-        .route("/contacts/{contact_id}/sessions", get(sessions))
-        .route("/contacts/{contact_id}/events", get(events))
+pub fn router() -> OpenApiRouter<QueryState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(one))
+        .routes(routes!(sessions))
+        .routes(routes!(events))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ContactDto {
     pub id: Uuid,
     pub project_id: Option<Uuid>,
@@ -72,8 +77,9 @@ impl From<ContactRecord> for ContactDto {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ContactFilters {
     q: Option<String>,
     email: Option<String>,
@@ -87,6 +93,7 @@ struct ContactFilters {
     cursor: Option<Uuid>,
 }
 
+#[utoipa::path(get, path = "/contacts", tag = "contacts", summary = "List contacts", params(("project_id" = Uuid, Path, description = "The project"), ContactFilters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<ContactDto>), QueryErrors), security(("api_key" = [])))]
 async fn list(
     State(state): State<QueryState>,
     auth: AuthContext,
@@ -153,6 +160,7 @@ pub async fn read_contact(
     Ok(row.map(|r| r.0))
 }
 
+#[utoipa::path(get, path = "/contacts/{contact_id}", tag = "contacts", summary = "Read a contact (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ReadParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = ContactDto), QueryErrors), security(("api_key" = [])))]
 async fn one(
     State(state): State<QueryState>,
     auth: AuthContext,
@@ -172,6 +180,7 @@ async fn one(
     Ok(with_etag(ContactDto::from(record), Some(version)))
 }
 
+#[utoipa::path(get, path = "/contacts/{contact_id}/sessions", tag = "contacts", summary = "List a contact's sessions", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ContactSessionFilters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<SessionDto>), QueryErrors), security(("api_key" = [])))]
 async fn sessions(
     State(state): State<QueryState>,
     auth: AuthContext,
@@ -196,22 +205,34 @@ async fn sessions(
     Ok(with_etag(page, None))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ContactSessionFilters {
     status: Option<String>,
     limit: Option<i64>,
     cursor: Option<Uuid>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A page of stored events (each an event envelope, with its `position`).
+#[derive(Serialize, ToSchema)]
+struct EventPage {
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<event_model::EventEnvelope>,
+    /// The `after_sequence` of the next page.
+    next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EventParams {
     /// The store position after which to read (each event carries its `position`).
     after_sequence: Option<i64>,
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/contacts/{contact_id}/events", tag = "contacts", summary = "A contact's and its sessions' events, in store order", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), EventParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = EventPage), QueryErrors), security(("api_key" = [])))]
 async fn events(
     State(state): State<QueryState>,
     auth: AuthContext,

@@ -2,25 +2,28 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use platform::auth::AuthContext;
 use platform::http::Query;
+use platform::openapi::QueryErrors;
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::QueryBuilder;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{page, with_etag, PageParams, QueryState};
+use super::{page, with_etag, Page, PageParams, QueryState};
 
-pub fn router() -> Router<QueryState> {
-    Router::new().route("/event-log", get(list))
+pub fn router() -> OpenApiRouter<QueryState> {
+    OpenApiRouter::new().routes(routes!(list))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Filters {
     aggregate_id: Option<Uuid>,
     aggregate_type: Option<String>,
@@ -44,7 +47,7 @@ struct Row {
     published_at: NaiveDateTime,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct Entry {
     id: Uuid,
     event_type: String,
@@ -52,11 +55,13 @@ struct Entry {
     aggregate_type: String,
     project_id: Option<Uuid>,
     user_id: Option<Uuid>,
+    #[schema(value_type = Option<Object>)]
     payload: Option<Value>,
     occurred_at: DateTime<Utc>,
     published_at: DateTime<Utc>,
 }
 
+#[utoipa::path(get, path = "/event-log", tag = "event-log", summary = "The audit trail: one row per event", params(("project_id" = Uuid, Path, description = "The project"), Filters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<Entry>), QueryErrors), security(("api_key" = [])))]
 async fn list(
     State(state): State<QueryState>,
     auth: AuthContext,

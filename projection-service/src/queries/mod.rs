@@ -11,12 +11,12 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Router;
 use platform::event_store::EventStore;
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 #[derive(Clone)]
@@ -31,8 +31,10 @@ impl FromRef<QueryState> for PgPool {
     }
 }
 
-pub fn router(state: QueryState) -> Router {
-    Router::new()
+/// The query routes, documented: a route cannot be served here without being in the OpenAPI
+/// document.
+pub fn router(state: QueryState) -> OpenApiRouter {
+    OpenApiRouter::new()
         .nest(
             "/v1/projects/{project_id}",
             contacts::router()
@@ -67,7 +69,8 @@ impl PageParams {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A page of a list; `next_cursor` is the `cursor` of the next page (absent on the last).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -103,8 +106,9 @@ pub fn with_etag(body: impl Serialize, version: Option<i64>) -> Response {
 }
 
 /// `?min_version=&wait_ms=`: read-your-writes for one aggregate.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReadParams {
     pub min_version: Option<i64>,
     pub wait_ms: Option<u64>,

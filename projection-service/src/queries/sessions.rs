@@ -2,29 +2,31 @@
 
 use axum::extract::State;
 use axum::response::Response;
-use axum::routing::get;
-use axum::Router;
 use chrono::{DateTime, Utc};
 use event_model::Sentiment;
 use platform::auth::AuthContext;
 use platform::http::{Path, Query};
+use platform::openapi::QueryErrors;
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::QueryBuilder;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::{page, read_at_least, with_etag, Page, PageParams, QueryState, ReadParams};
 use crate::projections::sessions::SessionRecord;
 
-pub fn router() -> Router<QueryState> {
-    Router::new()
-        .route("/sessions", get(list))
-        .route("/sessions/{session_id}", get(one))
+pub fn router() -> OpenApiRouter<QueryState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(one))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct SessionDto {
     pub id: Uuid,
     pub contact_id: Option<Uuid>,
@@ -48,10 +50,12 @@ pub struct SessionDto {
     pub agent_ids: Vec<Uuid>,
     pub agent_transfers: i64,
     pub summary: Option<String>,
+    #[schema(value_type = Option<String>)]
     pub sentiment: Option<Sentiment>,
     pub sentiment_score: Option<f64>,
     pub topics: Option<Vec<String>>,
     pub next_steps: Option<Vec<String>>,
+    #[schema(value_type = Option<Object>)]
     pub key_entities: Option<Value>,
     pub resolved: bool,
     pub escalated: bool,
@@ -102,10 +106,12 @@ impl From<SessionRecord> for SessionDto {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SessionFilters {
     #[serde(skip)]
+    #[param(ignore)]
     pub contact_id: Option<Uuid>,
     pub status: Option<String>,
     pub agent_id: Option<Uuid>,
@@ -167,6 +173,7 @@ pub async fn list_sessions(
     Ok(page(items, limit, |s| s.id))
 }
 
+#[utoipa::path(get, path = "/sessions", tag = "sessions", summary = "List sessions", params(("project_id" = Uuid, Path, description = "The project"), SessionFilters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<SessionDto>), QueryErrors), security(("api_key" = [])))]
 async fn list(
     State(state): State<QueryState>,
     auth: AuthContext,
@@ -178,6 +185,7 @@ async fn list(
     ))
 }
 
+#[utoipa::path(get, path = "/sessions/{session_id}", tag = "sessions", summary = "Read a session with every metric (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ReadParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = SessionDto), QueryErrors), security(("api_key" = [])))]
 async fn one(
     State(state): State<QueryState>,
     auth: AuthContext,

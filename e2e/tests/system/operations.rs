@@ -1,0 +1,180 @@
+//! The operations surface: the OpenAPI documents describe exactly the routes each service
+//! serves, `/docs` renders them, health and metrics answer.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use e2e::TestSystem;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const OPERATIONS: [&str; 5] = [
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /openapi.json",
+    "GET /docs",
+];
+
+/// API.md's command routes.
+const COMMANDS: [&str; 13] = [
+    "POST /v1/projects/{project_id}/contacts",
+    "PATCH /v1/projects/{project_id}/contacts/{contact_id}",
+    "DELETE /v1/projects/{project_id}/contacts/{contact_id}",
+    "POST /v1/projects/{project_id}/contacts/{contact_id}/tags",
+    "DELETE /v1/projects/{project_id}/contacts/{contact_id}/tags/{tag}",
+    "PUT /v1/projects/{project_id}/contacts/{contact_id}/profile-picture",
+    "POST /v1/projects/{project_id}/contacts/{contact_id}/messages",
+    "POST /v1/projects/{project_id}/contacts/{contact_id}/sessions",
+    "POST /v1/projects/{project_id}/sessions/{session_id}/messages",
+    "POST /v1/projects/{project_id}/sessions/{session_id}/agents",
+    "PUT /v1/projects/{project_id}/sessions/{session_id}/summary",
+    "PUT /v1/projects/{project_id}/sessions/{session_id}/outcome",
+    "POST /v1/projects/{project_id}/sessions/{session_id}/end",
+];
+
+/// API.md's query routes.
+const QUERIES: [&str; 7] = [
+    "GET /v1/projects/{project_id}/contacts",
+    "GET /v1/projects/{project_id}/contacts/{contact_id}",
+    "GET /v1/projects/{project_id}/contacts/{contact_id}/sessions",
+    "GET /v1/projects/{project_id}/contacts/{contact_id}/events",
+    "GET /v1/projects/{project_id}/sessions",
+    "GET /v1/projects/{project_id}/sessions/{session_id}",
+    "GET /v1/projects/{project_id}/event-log",
+];
+
+fn documented(doc: &Value) -> BTreeSet<String> {
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                routes.insert(format!("{} {path}", method.to_uppercase()));
+            }
+        }
+    }
+    routes
+}
+
+/// Asks the service for a documented route with placeholder ids: anything but the router's own
+/// "no such route" / "method not allowed" means the route is served.
+async fn assert_served(system: &TestSystem, base: &str, route: &str) {
+    let (method, path) = route.split_once(' ').unwrap();
+    let path = path
+        .replace("{project_id}", &system.tenant.project_id.to_string())
+        .replace("{contact_id}", "0190f1f0-0000-7000-8000-000000000001")
+        .replace("{session_id}", "0190f1f0-0000-7000-8000-000000000002")
+        .replace("{tag}", "vip");
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let reply = system
+        .send(
+            method,
+            &format!("{base}{path}"),
+            Some(&system.tenant.api_key),
+            Some(&json!({})),
+            &[],
+        )
+        .await;
+    assert_ne!(
+        reply.status,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "{route} is documented but not served"
+    );
+    assert!(
+        !(reply.status == StatusCode::NOT_FOUND && reply.body["detail"] == "no such route"),
+        "{route} is documented but not served"
+    );
+}
+
+#[tokio::test]
+async fn each_openapi_document_lists_exactly_the_routes_its_service_serves() {
+    let system = TestSystem::start().await;
+    for (base, contract) in [
+        (&system.command_url, &COMMANDS[..]),
+        (&system.query_url, &QUERIES[..]),
+    ] {
+        let reply = system
+            .send(
+                Method::GET,
+                &format!("{base}/openapi.json"),
+                None,
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            reply.body["openapi"].as_str().unwrap().starts_with("3.1"),
+            "OpenAPI 3.1"
+        );
+        let doc = documented(&reply.body);
+        let expected: BTreeSet<String> = contract
+            .iter()
+            .chain(OPERATIONS.iter())
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(doc, expected, "the document of {base} against API.md");
+        for route in &doc {
+            assert_served(&system, base, route).await;
+        }
+        // An undocumented route is not served.
+        let stray = system
+            .send(
+                Method::GET,
+                &format!("{base}/v1/nothing-here"),
+                None,
+                None,
+                &[],
+            )
+            .await;
+        stray.assert_problem(404);
+        assert!(reply.body["components"]["securitySchemes"]["api_key"].is_object());
+
+        let docs = system
+            .http
+            .get(format!("{base}/docs"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(docs.status(), StatusCode::OK);
+        let html = docs.text().await.unwrap();
+        assert!(
+            html.contains("<html") && html.contains("/v1/projects/{project_id}"),
+            "the page embeds the document"
+        );
+    }
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let system = TestSystem::start().await;
+    for base in [&system.command_url, &system.query_url] {
+        let alive = system
+            .send(Method::GET, &format!("{base}/healthz"), None, None, &[])
+            .await;
+        assert_eq!(alive.status, StatusCode::OK);
+        let ready = system
+            .send(Method::GET, &format!("{base}/readyz"), None, None, &[])
+            .await;
+        assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
+        assert_eq!(ready.body, json!({"database": true, "broker": true}));
+    }
+    system.create_contact(json!({"name": "Counted"})).await;
+    system.wait_until_projected(Duration::from_secs(20)).await;
+    let metrics = system
+        .http
+        .get(format!("{}/metrics", system.command_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("outbox_published_total"), "{metrics}");
+    assert!(
+        metrics.contains("projection_events_applied_total"),
+        "{metrics}"
+    );
+    system.stop().await;
+}

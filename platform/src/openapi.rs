@@ -1,0 +1,187 @@
+//! OpenAPI 3.1: each service builds its document from its own handlers (utoipa + utoipa-axum,
+//! so a route cannot be served without being documented, nor documented without being served),
+//! serves it at `/openapi.json`, and a browsable page at `/docs` (Scalar) from which a request
+//! can be tried.
+
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::Router;
+use utoipa::openapi::path::{HttpMethod, OperationBuilder};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
+use utoipa::{IntoResponses, ToSchema};
+use utoipa_scalar::Scalar;
+
+use crate::problem::FieldProblem;
+
+/// An `application/problem+json` body (RFC 9457).
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the body is written by `ApiError`
+pub struct Problem {
+    /// A URI reference naming the kind of problem, e.g. `/problems/validation-error`.
+    #[schema(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// The failing fields, for a 422.
+    errors: Option<Vec<FieldProblem>>,
+}
+
+/// The errors every command route may answer (API.md, "Errors").
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum CommandErrors {
+    #[response(
+        status = 400,
+        description = "Malformed JSON, unknown field, wrong type, invalid id",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(Problem),
+    #[response(
+        status = 401,
+        description = "Missing, unknown, inactive or expired API key",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 403,
+        description = "A viewer sent a command",
+        content_type = "application/problem+json"
+    )]
+    Forbidden(Problem),
+    #[response(
+        status = 404,
+        description = "No such resource in this tenant",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+    #[response(
+        status = 409,
+        description = "A domain rule refuses the command, or a conflict retries could not resolve",
+        content_type = "application/problem+json"
+    )]
+    Conflict(Problem),
+    #[response(
+        status = 412,
+        description = "If-Match does not match the current version",
+        content_type = "application/problem+json"
+    )]
+    PreconditionFailed(Problem),
+    #[response(
+        status = 413,
+        description = "Body over 256 KiB",
+        content_type = "application/problem+json"
+    )]
+    TooLarge(Problem),
+    #[response(
+        status = 415,
+        description = "Body not JSON",
+        content_type = "application/problem+json"
+    )]
+    UnsupportedMediaType(Problem),
+    #[response(
+        status = 422,
+        description = "A field rule is broken, or an Idempotency-Key was reused with another body",
+        content_type = "application/problem+json"
+    )]
+    Unprocessable(Problem),
+    #[response(
+        status = 503,
+        description = "Database unreachable",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem),
+}
+
+/// The errors every query route may answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum QueryErrors {
+    #[response(
+        status = 400,
+        description = "Invalid id or query parameter",
+        content_type = "application/problem+json"
+    )]
+    BadRequest(Problem),
+    #[response(
+        status = 401,
+        description = "Missing, unknown, inactive or expired API key",
+        content_type = "application/problem+json"
+    )]
+    Unauthorized(Problem),
+    #[response(
+        status = 404,
+        description = "No such resource in this tenant",
+        content_type = "application/problem+json"
+    )]
+    NotFound(Problem),
+    #[response(
+        status = 503,
+        description = "min_version not reached within wait_ms, or database unreachable",
+        content_type = "application/problem+json"
+    )]
+    Unavailable(Problem),
+}
+
+/// The document's frame: title, description, the bearer scheme every `/v1` route uses.
+pub fn document(title: &str, description: &str) -> OpenApi {
+    let mut doc = OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title(title)
+                .description(Some(description))
+                .version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        )
+        .build();
+    let components = doc.components.get_or_insert_with(Default::default);
+    components.add_security_scheme(
+        "api_key",
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some("An API key: `Authorization: Bearer vk_...`"))
+                .build(),
+        ),
+    );
+    doc
+}
+
+/// Adds `/openapi.json` and `/docs` to the document and serves both.
+pub fn docs_router(mut doc: OpenApi) -> Router {
+    for (path, summary, content_type) in [
+        ("/openapi.json", "This OpenAPI document", "application/json"),
+        (
+            "/docs",
+            "A browsable page of this document, from which requests can be tried",
+            "text/html",
+        ),
+    ] {
+        let operation = OperationBuilder::new()
+            .summary(Some(summary))
+            .tag("operations")
+            .response(
+                "200",
+                ResponseBuilder::new().description(content_type).build(),
+            )
+            .build();
+        doc.paths
+            .add_path_operation(path, vec![HttpMethod::Get], operation);
+    }
+    let json = doc.to_json().expect("the OpenAPI document serialises");
+    let html = Scalar::new(doc).to_html();
+    Router::new()
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    json,
+                )
+                    .into_response()
+            }),
+        )
+        .route("/docs", get(move || async move { Html(html) }))
+}
