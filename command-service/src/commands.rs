@@ -56,6 +56,30 @@ pub enum Command {
 }
 
 impl Command {
+    /// A stable name for metrics and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Contact { command, .. } => match command {
+                ContactCommand::Create(_) => "create_contact",
+                ContactCommand::UpdateProfile(_) => "update_contact",
+                ContactCommand::AddTag { .. } => "add_tag",
+                ContactCommand::RemoveTag { .. } => "remove_tag",
+                ContactCommand::SetProfilePicture { .. } => "set_profile_picture",
+                ContactCommand::Delete { .. } => "delete_contact",
+                ContactCommand::StartSession { .. } => "start_session",
+                ContactCommand::RecordMessage { .. } => "record_inbound_message",
+            },
+            Self::Session { command, .. } => match command {
+                SessionCommand::RecordMessage(_) => "record_session_message",
+                SessionCommand::AssignAgent { .. } => "assign_agent",
+                SessionCommand::Summarize(_) => "summarize_session",
+                SessionCommand::SetOutcome(_) => "set_outcome",
+                SessionCommand::End { .. } => "end_session",
+                SessionCommand::EndIfIdle => "end_idle_session",
+            },
+        }
+    }
+
     fn target(&self) -> Uuid {
         match self {
             Self::Contact { contact_id, .. } => *contact_id,
@@ -159,6 +183,29 @@ impl CommandHandler {
                 return Err(previous);
             }
         }
+        let name = command.name();
+        let result = self
+            .execute_with_retries(actor, meta, command, idempotency, render)
+            .await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(CommandError::Replay(_)) => "replayed",
+            Err(CommandError::Conflict) => "conflict",
+            Err(CommandError::Store(_)) => "error",
+            Err(_) => "refused",
+        };
+        metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn execute_with_retries(
+        &self,
+        actor: &Actor,
+        meta: CommandMeta,
+        command: Command,
+        idempotency: Option<&IdempotencySlot>,
+        render: fn(&Outcome) -> StoredResponse,
+    ) -> Result<Outcome, CommandError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -171,6 +218,8 @@ impl CommandHandler {
                     return Err(CommandError::PreconditionFailed { current });
                 }
                 Err(CommandError::Conflict) if attempt < self.max_attempts => {
+                    metrics::counter!("commands_retried_total", "command" => command.name())
+                        .increment(1);
                     // Jittered backoff so racing writers do not collide again in lockstep.
                     let wait = rand::rng().random_range(1..=(4u64 << attempt.min(5)));
                     tokio::time::sleep(Duration::from_millis(wait)).await;
@@ -194,6 +243,7 @@ impl CommandHandler {
     /// Loads an aggregate of this tenant: its latest snapshot (when of the current schema), then
     /// the events after it.
     pub async fn load<A: Aggregate>(&self, actor: &Actor, id: Uuid) -> Result<A, StoreError> {
+        let started = std::time::Instant::now();
         let mut state = A::default();
         if let Some(snapshot) = self.store.latest_snapshot(&actor.tenant_id, id).await? {
             match A::decode(snapshot.snapshot_data) {
@@ -217,6 +267,11 @@ impl CommandHandler {
                     reason: e.to_string(),
                 })?;
         }
+        let aggregate = A::AGGREGATE.as_str();
+        metrics::histogram!("aggregate_load_seconds", "aggregate" => aggregate)
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("aggregate_events_folded", "aggregate" => aggregate)
+            .record(events.len() as f64);
         Ok(state)
     }
 
@@ -316,6 +371,7 @@ impl CommandHandler {
             EventStore::append(&mut tx, &events).await?;
             for (id, data, version) in self.due_snapshots(&loaded, &before) {
                 EventStore::save_snapshot(&mut tx, &actor.tenant_id, id, version, data).await?;
+                metrics::counter!("snapshots_written_total").increment(1);
             }
         }
         if let Some(slot) = idempotency {

@@ -80,6 +80,7 @@ impl App {
             .merge(health::router(Probes {
                 pool: pool.clone(),
                 nats,
+                stalled: None,
             }))
             .split_for_parts();
         let docs = platform::openapi::docs_router(openapi_document(paths));

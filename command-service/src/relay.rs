@@ -101,7 +101,12 @@ impl OutboxRelay {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         let mut broker_backoff = Duration::from_millis(100);
+        let mut backlog_measured = std::time::Instant::now() - Duration::from_secs(60);
         loop {
+            if backlog_measured.elapsed() >= Duration::from_secs(1) {
+                self.measure_backlog(conn).await?;
+                backlog_measured = std::time::Instant::now();
+            }
             let (published, failed) = self.relay_batch(conn).await?;
             if failed > 0 {
                 metrics::counter!("outbox_publish_failures_total").increment(failed as u64);
@@ -122,6 +127,19 @@ impl OutboxRelay {
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }
+    }
+
+    /// Sets the backlog gauges: rows waiting, and how long the oldest has waited.
+    async fn measure_backlog(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        let (pending, oldest): (i64, f64) = sqlx::query_as(
+            "select count(*), coalesce(extract(epoch from (now() at time zone 'utc') - min(created_at)), 0)::float8 \
+               from outbox_events where status in ('pending', 'processing')",
+        )
+        .fetch_one(&mut *conn)
+        .await?;
+        metrics::gauge!("outbox_pending_rows").set(pending as f64);
+        metrics::gauge!("outbox_oldest_pending_age_seconds").set(oldest);
+        Ok(())
     }
 
     /// Publishes one batch of pending rows; returns (published, failed).

@@ -97,6 +97,7 @@ pub struct Options {
     /// A NATS URL other than the shared one (e.g. a private [`NatsServer`]).
     pub nats_url: Option<String>,
     pub ack_wait_secs: u64,
+    pub stall_secs: u64,
 }
 
 impl Default for Options {
@@ -108,6 +109,7 @@ impl Default for Options {
             relay_poll_ms: 200,
             nats_url: None,
             ack_wait_secs: 5,
+            stall_secs: 60,
         }
     }
 }
@@ -322,6 +324,7 @@ impl TestSystem {
             addr: "127.0.0.1:0".into(),
             batch_size: 256,
             ack_wait_secs: self.options.ack_wait_secs,
+            stall_secs: self.options.stall_secs,
             workers: true,
         };
         let nats = platform::nats::connect(&self.stream.url)

@@ -1,21 +1,26 @@
 //! `/healthz` (the process is alive), `/readyz` (database and broker reachable) and `/metrics`.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+/// A readiness check of a service's own: the names of what is stuck (empty = fine).
+pub type StuckCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 #[derive(Clone)]
 pub struct Probes {
     pub pool: PgPool,
     pub nats: async_nats::Client,
+    /// projection-service: the consumers that stopped advancing while events wait.
+    pub stalled: Option<StuckCheck>,
 }
 
 /// The process-wide Prometheus recorder (installed once, even when tests build many apps).
@@ -23,7 +28,19 @@ pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let seconds = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ];
+            let sizes = [
+                1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 10000.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_size".into()), &sizes))
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_folded".into()), &sizes))
+                .expect("non-empty buckets")
+                .build_recorder();
             let handle = recorder.handle();
             // Fails only when another recorder is already installed; then ours stays unused.
             let _ = metrics::set_global_recorder(recorder);
@@ -63,15 +80,19 @@ async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
     .map(|r| r.is_ok())
     .unwrap_or(false);
     let broker = probes.nats.connection_state() == async_nats::connection::State::Connected;
-    let status = if database && broker {
+    let mut body = json!({ "database": database, "broker": broker });
+    let mut ready = database && broker;
+    if let Some(stalled) = &probes.stalled {
+        let stalled = stalled();
+        ready &= stalled.is_empty();
+        body["stalled_consumers"] = json!(stalled);
+    }
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(json!({ "database": database, "broker": broker })),
-    )
+    (status, axum::Json(body))
 }
 
 /// Prometheus metrics, in the text exposition format.

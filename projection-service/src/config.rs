@@ -17,6 +17,10 @@ pub struct ProjectionConfig {
     /// How long JetStream waits for an ack before redelivering, in seconds.
     #[arg(long, env = "PROJECTION_ACK_WAIT_SECS", default_value_t = 30)]
     pub ack_wait_secs: u64,
+    /// A consumer with events waiting that has not advanced for this long is reported stalled
+    /// (and `/readyz` answers 503), in seconds.
+    #[arg(long, env = "PROJECTION_STALL_SECS", default_value_t = 60)]
+    pub stall_secs: u64,
     /// Run the JetStream workers (off: serve queries only, e.g. on a read replica).
     #[arg(long, env = "PROJECTION_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub workers: bool,

@@ -11,6 +11,7 @@ pub mod queries;
 pub mod worker;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -54,6 +55,8 @@ impl App {
             tracing::warn!(error = %e, "could not set up the JetStream stream yet; the workers keep trying");
         }
         let store = EventStore::new(pool.clone());
+        let stall_after = std::time::Duration::from_secs(config.stall_secs);
+        let consumer_health = Arc::new(worker::ConsumerHealth::default());
         let workers = if config.workers {
             (0..stream.partitions)
                 .map(|partition| worker::PartitionWorker {
@@ -63,6 +66,7 @@ impl App {
                     store: store.clone(),
                     batch_size: config.batch_size,
                     ack_wait: config.ack_wait(),
+                    health: consumer_health.clone(),
                 })
                 .collect()
         } else {
@@ -72,7 +76,11 @@ impl App {
             pool: pool.clone(),
             store,
         })
-        .merge(health::router(Probes { pool, nats }))
+        .merge(health::router(Probes {
+            pool,
+            nats,
+            stalled: Some(Arc::new(move || consumer_health.stalled(stall_after))),
+        }))
         .split_for_parts();
         let docs = platform::openapi::docs_router(openapi_document(paths));
         let router = platform::http::finish_router(router.merge(docs));

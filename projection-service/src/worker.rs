@@ -5,11 +5,17 @@
 //! transaction (see [`crate::projections::apply_batch`]), committed, and only then acked. A crash
 //! between commit and ack means a redelivery, which `processed_events` turns into a no-op. A batch
 //! that fails is nak'ed with a delay and retried.
+//!
+//! Each worker reports its progress to [`ConsumerHealth`]: a consumer with events waiting that
+//! has not advanced for a while is stalled, and `/readyz` says so.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
 use async_nats::jetstream::{self, AckKind};
+use chrono::Utc;
+use dashmap::DashMap;
 use event_model::EventEnvelope;
 use futures::StreamExt;
 use platform::event_store::EventStore;
@@ -17,6 +23,58 @@ use platform::nats::StreamSettings;
 use tokio_util::sync::CancellationToken;
 
 use crate::projections::{apply_batch, Projection};
+
+/// How often a worker asks the broker how far behind it is.
+const LAG_POLL: Duration = Duration::from_secs(2);
+
+/// Every partition's progress, shared by the workers and `/readyz`.
+#[derive(Debug, Default)]
+pub struct ConsumerHealth {
+    partitions: DashMap<u32, Progress>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// Messages the broker holds for this consumer (not yet delivered, or not yet acked).
+    waiting: u64,
+    /// Last time the consumer applied a batch, or was found with nothing waiting.
+    advanced: Instant,
+}
+
+impl ConsumerHealth {
+    fn advanced(&self, partition: u32) {
+        self.partitions
+            .entry(partition)
+            .or_insert(Progress {
+                waiting: 0,
+                advanced: Instant::now(),
+            })
+            .advanced = Instant::now();
+    }
+
+    fn waiting(&self, partition: u32, waiting: u64) {
+        let mut entry = self.partitions.entry(partition).or_insert(Progress {
+            waiting,
+            advanced: Instant::now(),
+        });
+        entry.waiting = waiting;
+        if waiting == 0 {
+            entry.advanced = Instant::now();
+        }
+    }
+
+    /// The consumers that have events waiting and have not advanced for `after`.
+    pub fn stalled(&self, after: Duration) -> Vec<String> {
+        let mut stalled: Vec<String> = self
+            .partitions
+            .iter()
+            .filter(|p| p.waiting > 0 && p.advanced.elapsed() > after)
+            .map(|p| format!("projections-p{}", p.key()))
+            .collect();
+        stalled.sort();
+        stalled
+    }
+}
 
 #[derive(Clone)]
 pub struct PartitionWorker {
@@ -26,6 +84,7 @@ pub struct PartitionWorker {
     pub store: EventStore,
     pub batch_size: usize,
     pub ack_wait: Duration,
+    pub health: Arc<ConsumerHealth>,
 }
 
 impl PartitionWorker {
@@ -54,7 +113,7 @@ impl PartitionWorker {
     async fn consume(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let stream = self.js.get_stream(&self.stream.name).await?;
         let name = self.consumer_name();
-        let consumer: jetstream::consumer::PullConsumer = stream
+        let consumer: PullConsumer = stream
             .get_or_create_consumer(
                 &name,
                 pull::Config {
@@ -76,10 +135,15 @@ impl PartitionWorker {
             .messages()
             .await?;
         let mut batches = messages.ready_chunks(self.batch_size);
+        let mut lag_poll = tokio::time::interval(LAG_POLL);
         tracing::info!(partition = self.partition, consumer = %name, "consuming");
         loop {
             let batch = tokio::select! {
                 batch = batches.next() => batch,
+                _ = lag_poll.tick() => {
+                    self.measure_lag(&consumer).await;
+                    continue;
+                }
                 _ = shutdown.cancelled() => return Ok(()),
             };
             let Some(batch) = batch else {
@@ -94,10 +158,24 @@ impl PartitionWorker {
         }
     }
 
+    async fn measure_lag(&self, consumer: &PullConsumer) {
+        if let Ok(info) = consumer.get_info().await {
+            let waiting = info.num_pending + info.num_ack_pending as u64;
+            metrics::gauge!("projection_consumer_lag_events", "consumer" => self.consumer_name())
+                .set(waiting as f64);
+            self.health.waiting(self.partition, waiting);
+        }
+    }
+
     async fn handle(&self, messages: Vec<jetstream::Message>) {
+        let consumer = self.consumer_name();
         let mut envelopes = Vec::with_capacity(messages.len());
         let mut acceptable = Vec::with_capacity(messages.len());
         for message in messages {
+            if message.info().is_ok_and(|info| info.delivered > 1) {
+                metrics::counter!("projection_redeliveries_total", "consumer" => consumer.clone())
+                    .increment(1);
+            }
             match serde_json::from_slice::<EventEnvelope>(&message.payload) {
                 Ok(envelope) => {
                     envelopes.push(envelope);
@@ -113,23 +191,32 @@ impl PartitionWorker {
         if envelopes.is_empty() {
             return;
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        metrics::histogram!("projection_batch_size", "consumer" => consumer.clone())
+            .record(envelopes.len() as f64);
         match self.apply(&envelopes).await {
             Ok(report) => {
-                metrics::counter!("projection_events_applied_total")
+                metrics::counter!("projection_events_applied_total", "consumer" => consumer.clone())
                     .increment(report.applied as u64);
-                metrics::counter!("projection_events_duplicate_total")
+                metrics::counter!("projection_events_duplicate_total", "consumer" => consumer.clone())
                     .increment(report.duplicates as u64);
-                metrics::histogram!("projection_batch_seconds")
+                metrics::histogram!("projection_batch_seconds", "consumer" => consumer.clone())
                     .record(started.elapsed().as_secs_f64());
+                if let Some(newest) = envelopes.iter().map(|e| e.recorded_at).max() {
+                    let lag = (Utc::now() - newest).num_milliseconds().max(0) as f64 / 1000.0;
+                    metrics::gauge!("projection_consumer_lag_seconds", "consumer" => consumer.clone()).set(lag);
+                }
                 for message in &acceptable {
                     if let Err(e) = message.ack().await {
                         tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
                     }
                 }
+                self.health.advanced(self.partition);
             }
             Err(e) => {
                 tracing::error!(partition = self.partition, error = %e, "batch failed; redelivering later");
+                metrics::counter!("projection_batch_failures_total", "consumer" => consumer)
+                    .increment(1);
                 for message in &acceptable {
                     let _ = message
                         .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))

@@ -149,7 +149,16 @@ async fn each_openapi_document_lists_exactly_the_routes_its_service_serves() {
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let system = TestSystem::start().await;
-    for base in [&system.command_url, &system.query_url] {
+    for (base, expected) in [
+        (
+            &system.command_url,
+            json!({"database": true, "broker": true}),
+        ),
+        (
+            &system.query_url,
+            json!({"database": true, "broker": true, "stalled_consumers": []}),
+        ),
+    ] {
         let alive = system
             .send(Method::GET, &format!("{base}/healthz"), None, None, &[])
             .await;
@@ -158,23 +167,167 @@ async fn health_readiness_and_metrics_answer() {
             .send(Method::GET, &format!("{base}/readyz"), None, None, &[])
             .await;
         assert_eq!(ready.status, StatusCode::OK, "{}", ready.body);
-        assert_eq!(ready.body, json!({"database": true, "broker": true}));
+        assert_eq!(ready.body, expected);
     }
-    system.create_contact(json!({"name": "Counted"})).await;
+    system.stop().await;
+}
+
+/// The value of a Prometheus sample: the sum over every series of `family` whose labels contain
+/// all of `labels`.
+fn sample(text: &str, family: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_move_with_traffic() {
+    let system = TestSystem::start_with(e2e::Options {
+        snapshot_every: 2,
+        ..e2e::Options::default()
+    })
+    .await;
+    let scrape = || async {
+        system
+            .http
+            .get(format!("{}/metrics", system.command_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    let contact = system.create_contact(json!({"name": "Counted"})).await;
+    for tag in ["a", "a", ""] {
+        system
+            .command(
+                Method::POST,
+                &format!("/contacts/{contact}/tags"),
+                Some(json!({ "tag": tag })),
+            )
+            .await;
+    }
     system.wait_until_projected(Duration::from_secs(20)).await;
-    let metrics = system
-        .http
-        .get(format!("{}/metrics", system.command_url))
-        .send()
+    tokio::time::sleep(Duration::from_millis(2_500)).await; // the lag and backlog gauges refresh
+    let after = scrape().await;
+    let moved = |family: &str, labels: &[&str]| {
+        let (b, a) = (
+            sample(&before, family, labels),
+            sample(&after, family, labels),
+        );
+        assert!(
+            a > b,
+            "{family}{labels:?} did not move: {b} -> {a}\n{after}"
+        );
+    };
+    moved(
+        "http_requests_total",
+        &[
+            "route=\"/v1/projects/{project_id}/contacts\"",
+            "status=\"201\"",
+        ],
+    );
+    moved(
+        "http_request_duration_seconds_count",
+        &["route=\"/v1/projects/{project_id}/contacts/{contact_id}/tags\""],
+    );
+    moved(
+        "commands_total",
+        &["command=\"create_contact\"", "outcome=\"ok\""],
+    );
+    moved(
+        "commands_total",
+        &["command=\"add_tag\"", "outcome=\"refused\""],
+    );
+    moved("aggregate_load_seconds_count", &["aggregate=\"contact\""]);
+    moved("aggregate_events_folded_count", &[]);
+    moved("snapshots_written_total", &[]);
+    moved("outbox_published_total", &[]);
+    moved("outbox_publish_batch_seconds_count", &[]);
+    moved("projection_events_applied_total", &[]);
+    moved("projection_batch_size_count", &[]);
+    moved("projection_batch_seconds_count", &[]);
+    for gauge in [
+        "outbox_pending_rows",
+        "outbox_oldest_pending_age_seconds",
+        "projection_consumer_lag_events",
+        "projection_consumer_lag_seconds",
+    ] {
+        assert!(after.contains(gauge), "{gauge} is exported");
+    }
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
+    let system = TestSystem::start_with(e2e::Options {
+        stall_secs: 2,
+        partitions: 1,
+        ..e2e::Options::default()
+    })
+    .await;
+    let ready = format!("{}/readyz", system.query_url);
+    assert_eq!(
+        system
+            .send(Method::GET, &ready, None, None, &[])
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // An event no projection can apply (its type is unknown): the batch fails and is retried, so
+    // the partition stops advancing behind it.
+    let contact = system
+        .create_contact(json!({"name": "Before the poison"}))
+        .await;
+    system.wait_until_projected(Duration::from_secs(20)).await;
+    let store = platform::event_store::EventStore::new(system.db.pool.clone());
+    let mut poison = store
+        .load_stream(
+            &system.tenant.tenant_id,
+            event_model::AggregateType::Contact,
+            contact,
+            0,
+        )
         .await
         .unwrap()
-        .text()
+        .remove(0);
+    poison.event_id = uuid::Uuid::now_v7();
+    poison.event_type = "contact.teleported".into();
+    poison.sequence_number = 2;
+    let js = async_nats::jetstream::new(platform::nats::connect(&system.stream.url).await.unwrap());
+    let subject = system
+        .stream_settings()
+        .subject(contact, "contact", "contact.teleported");
+    js.publish(subject, serde_json::to_vec(&poison).unwrap().into())
+        .await
+        .unwrap()
         .await
         .unwrap();
-    assert!(metrics.contains("outbox_published_total"), "{metrics}");
-    assert!(
-        metrics.contains("projection_events_applied_total"),
-        "{metrics}"
-    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = system.send(Method::GET, &ready, None, None, &[]).await;
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(
+                reply.body["stalled_consumers"],
+                json!(["projections-p0"]),
+                "{}",
+                reply.body
+            );
+            assert_eq!(reply.body["database"], true);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled consumer was never reported: {}",
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     system.stop().await;
 }
