@@ -398,6 +398,7 @@ impl CommandHandler {
         loaded: &mut Loaded,
         pending: &[PendingEvent],
     ) -> Vec<NewEvent> {
+        let traceparent = platform::telemetry::traceparent(&tracing::Span::current());
         pending
             .iter()
             .map(|p| {
@@ -429,6 +430,7 @@ impl CommandHandler {
                     project_id: actor.project_id,
                     causation_id: Some(meta.causation_id),
                     correlation_id: Some(meta.correlation_id),
+                    traceparent: traceparent.clone(),
                 }
             })
             .collect()

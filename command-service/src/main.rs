@@ -23,7 +23,7 @@ enum Cmd {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    platform::telemetry::init();
+    let _telemetry = platform::telemetry::init("command-service");
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => {
             let app = App::build(cli.config).await?;

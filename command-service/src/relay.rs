@@ -18,7 +18,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use event_model::EventEnvelope;
 use futures::future::join_all;
 use platform::event_store::{EventRow, EVENT_COLUMNS};
-use platform::nats::{StreamSettings, HEADER_TENANT};
+use platform::nats::{StreamSettings, HEADER_TENANT, HEADER_TRACEPARENT};
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -162,8 +162,9 @@ impl OutboxRelay {
         let mut acks = Vec::with_capacity(rows.len());
         for row in rows {
             let outbox_id = row.outbox_id;
+            let traceparent = row.event.traceparent();
             match row.event.into_envelope() {
-                Ok(envelope) => acks.push(self.send(outbox_id, envelope).await),
+                Ok(envelope) => acks.push(self.send(outbox_id, envelope, traceparent).await),
                 Err(e) => acks.push(Pending::Done(Published::Permanent(
                     outbox_id,
                     e.to_string(),
@@ -212,7 +213,12 @@ impl OutboxRelay {
         Ok((done.len(), transient.len()))
     }
 
-    async fn send(&self, outbox_id: Uuid, envelope: EventEnvelope) -> Pending {
+    async fn send(
+        &self,
+        outbox_id: Uuid,
+        envelope: EventEnvelope,
+        traceparent: Option<String>,
+    ) -> Pending {
         let subject = self.stream.subject(
             envelope.contact_id,
             envelope.aggregate_type.as_str(),
@@ -222,10 +228,13 @@ impl OutboxRelay {
             Ok(p) => p,
             Err(e) => return Pending::Done(Published::Permanent(outbox_id, e.to_string())),
         };
-        let message = PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(payload.into())
             .message_id(envelope.event_id.to_string())
             .header(HEADER_TENANT, envelope.tenant_id.as_str());
+        if let Some(traceparent) = traceparent {
+            message = message.header(HEADER_TRACEPARENT, traceparent.as_str());
+        }
         match self.js.send_publish(subject, message).await {
             Ok(ack) => Pending::Ack(outbox_id, ack),
             Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {

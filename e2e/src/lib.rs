@@ -3,6 +3,7 @@
 //! them, and small HTTP helpers. Everything a test creates is removed when it is dropped.
 
 pub mod nats;
+pub mod traces;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -208,7 +209,7 @@ impl TestSystem {
 
     pub async fn start_with(options: Options) -> Self {
         // Logs go to the test's captured output: shown for a failing test only.
-        platform::telemetry::init_for_tests();
+        traces::init();
         let db = TestDb::new().await;
         let stream = TestStream::new(options.nats_url.clone(), options.partitions);
         let tenant = Self::bootstrap_tenant(&db.pool, "tenant-a").await;

@@ -45,6 +45,8 @@ pub struct NewEvent {
     pub project_id: Uuid,
     pub causation_id: Option<Uuid>,
     pub correlation_id: Option<Uuid>,
+    /// The W3C trace context the event was decided in (kept in `metadata`, sent as a header).
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -72,6 +74,15 @@ pub const EVENT_COLUMNS: &str = "e.id, e.aggregate_id, e.aggregate_type, e.event
      e.causation_id, e.correlation_id, e.position";
 
 impl EventRow {
+    /// The W3C trace context the event was decided in, if any.
+    pub fn traceparent(&self) -> Option<String> {
+        self.metadata
+            .as_ref()?
+            .get("traceparent")?
+            .as_str()
+            .map(str::to_owned)
+    }
+
     pub fn into_envelope(self) -> Result<EventEnvelope, StoreError> {
         let corrupt = |reason: &str| StoreError::Corrupt {
             event_id: self.id,
@@ -332,6 +343,7 @@ impl EventStore {
                 "user_id": e.user_id,
                 "contact_id": e.contact_id,
                 "correlation_id": e.correlation_id,
+                "traceparent": e.traceparent,
             }));
             occurred.push(e.occurred_at.naive_utc());
             tenants.push(e.tenant_id.as_str());

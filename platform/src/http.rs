@@ -42,6 +42,33 @@ async fn method_not_allowed() -> impl IntoResponse {
     response
 }
 
+/// The span of a request: its route, a correlation id the handler fills in, and, when the caller
+/// sent a W3C `traceparent`, the caller's trace as parent.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str());
+    let span = tracing::info_span!(
+        "request",
+        method = %request.method(),
+        route,
+        correlation_id = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+    );
+    if let Some(parent) = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        crate::telemetry::continue_trace(&span, parent);
+    }
+    if let Some(trace_id) = crate::telemetry::trace_id(&span) {
+        span.record("trace_id", trace_id);
+    }
+    span
+}
+
 /// Counts every request and times it, by method, matched route (not the raw path, so ids do not
 /// explode the label set) and status.
 async fn record_metrics(request: Request, next: Next) -> Response {
@@ -77,5 +104,5 @@ pub fn finish_router(router: Router) -> Router {
             ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .layer(middleware::from_fn(record_metrics))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
 }

@@ -12,7 +12,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    platform::telemetry::init();
+    let _telemetry = platform::telemetry::init("projection-service");
     let app = App::build(cli.config).await?;
     tracing::info!(addr = %app.local_addr(), "projection-service listening");
     platform::shutdown::cancel_on_signal(app.shutdown_token());

@@ -19,8 +19,9 @@ use dashmap::DashMap;
 use event_model::EventEnvelope;
 use futures::StreamExt;
 use platform::event_store::EventStore;
-use platform::nats::StreamSettings;
+use platform::nats::{StreamSettings, HEADER_TRACEPARENT};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::projections::{apply_batch, Projection};
 
@@ -171,6 +172,9 @@ impl PartitionWorker {
         let consumer = self.consumer_name();
         let mut envelopes = Vec::with_capacity(messages.len());
         let mut acceptable = Vec::with_capacity(messages.len());
+        // One span per event, a child of the command's trace (the `traceparent` header); it lives
+        // from receipt to ack, the time the event took to take effect.
+        let mut spans = Vec::with_capacity(messages.len());
         for message in messages {
             if message.info().is_ok_and(|info| info.delivered > 1) {
                 metrics::counter!("projection_redeliveries_total", "consumer" => consumer.clone())
@@ -178,6 +182,7 @@ impl PartitionWorker {
             }
             match serde_json::from_slice::<EventEnvelope>(&message.payload) {
                 Ok(envelope) => {
+                    spans.push(event_span(&consumer, &envelope, &message));
                     envelopes.push(envelope);
                     acceptable.push(message);
                 }
@@ -194,7 +199,9 @@ impl PartitionWorker {
         let started = Instant::now();
         metrics::histogram!("projection_batch_size", "consumer" => consumer.clone())
             .record(envelopes.len() as f64);
-        match self.apply(&envelopes).await {
+        let batch_span =
+            tracing::info_span!("projection.batch", consumer = %consumer, events = envelopes.len());
+        match self.apply(&envelopes).instrument(batch_span).await {
             Ok(report) => {
                 metrics::counter!("projection_events_applied_total", "consumer" => consumer.clone())
                     .increment(report.applied as u64);
@@ -212,6 +219,7 @@ impl PartitionWorker {
                     }
                 }
                 self.health.advanced(self.partition);
+                drop(spans);
             }
             Err(e) => {
                 tracing::error!(partition = self.partition, error = %e, "batch failed; redelivering later");
@@ -236,4 +244,28 @@ impl PartitionWorker {
         tx.commit().await?;
         Ok(report)
     }
+}
+
+fn event_span(
+    consumer: &str,
+    envelope: &EventEnvelope,
+    message: &jetstream::Message,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "projection.event",
+        consumer,
+        event_id = %envelope.event_id,
+        event_type = %envelope.event_type,
+        aggregate_id = %envelope.aggregate_id,
+        correlation_id = ?envelope.correlation_id,
+    );
+    let traceparent = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER_TRACEPARENT))
+        .map(|v| v.as_str());
+    if let Some(traceparent) = traceparent {
+        platform::telemetry::continue_trace(&span, traceparent);
+    }
+    span
 }

@@ -82,7 +82,7 @@ fn progress_bar(quiet: bool) -> ProgressBar {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    platform::telemetry::init();
+    let _telemetry = platform::telemetry::init("replay-tool");
     let pool = platform::db::connect_and_migrate(&cli.database_url, 4).await?;
     let bar = progress_bar(cli.json);
     let progress = |done: u64, total: u64| {

@@ -112,6 +112,7 @@ impl CommandHeaders {
                 (id.to_string(), id)
             }
         };
+        tracing::Span::current().record("correlation_id", correlation.0.as_str());
         Ok(Self {
             if_match,
             idempotency_key,

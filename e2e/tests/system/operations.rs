@@ -331,3 +331,93 @@ async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
     }
     system.stop().await;
 }
+
+#[tokio::test]
+async fn one_trace_runs_from_the_command_through_the_outbox_and_nats_to_the_projection() {
+    let system = TestSystem::start().await;
+    // A caller's trace, continued.
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let reply = system
+        .command_as(
+            &system.tenant,
+            Method::POST,
+            "/contacts",
+            Some(json!({"name": "Traced"})),
+            &[("traceparent", &traceparent)],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let event_id = reply.body["event_ids"][0].as_str().unwrap().to_owned();
+    let stored: String = sqlx::query_scalar(
+        "select metadata->>'traceparent' from contact_event_store where id = $1::uuid",
+    )
+    .bind(&event_id)
+    .fetch_one(&system.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        stored.starts_with(&format!("00-{trace_id}-")),
+        "the event keeps the trace: {stored}"
+    );
+    let queued: String = sqlx::query_scalar(
+        "select metadata->>'traceparent' from outbox_events where event_id = $1::uuid",
+    )
+    .bind(&event_id)
+    .fetch_one(&system.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued, stored, "so does its outbox row");
+
+    system.wait_until_projected(Duration::from_secs(20)).await;
+    let projected = wait_for_spans("projection.event", "event_id", &event_id).await;
+    assert_eq!(
+        projected[0].span_context.trace_id().to_string(),
+        trace_id,
+        "the projection's span is in the caller's trace"
+    );
+
+    // A trace the service starts itself: the request span and the projection span share it.
+    let reply = system
+        .command_as(
+            &system.tenant,
+            Method::POST,
+            "/contacts",
+            Some(json!({"name": "Traced too"})),
+            &[("x-correlation-id", "trace-me")],
+        )
+        .await;
+    let event_id = reply.body["event_ids"][0].as_str().unwrap().to_owned();
+    let requests = wait_for_spans("request", "correlation_id", "trace-me").await;
+    let projected = wait_for_spans("projection.event", "event_id", &event_id).await;
+    let trace = requests[0].span_context.trace_id();
+    assert_eq!(projected[0].span_context.trace_id(), trace);
+    let names: BTreeSet<String> = e2e::traces::spans_of(trace)
+        .iter()
+        .map(|s| s.name.to_string())
+        .collect();
+    assert!(
+        names.contains("execute"),
+        "the command handler's span is in the trace too: {names:?}"
+    );
+    system.stop().await;
+}
+
+async fn wait_for_spans(
+    name: &str,
+    key: &str,
+    value: &str,
+) -> Vec<opentelemetry_sdk::trace::SpanData> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let spans = e2e::traces::spans_with(name, key, value);
+        if !spans.is_empty() {
+            return spans;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no finished {name} span with {key} = {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
