@@ -8,6 +8,14 @@ use command_service::{App, CommandConfig};
 struct Cli {
     #[command(subcommand)]
     command: Option<Cmd>,
+    /// Seconds a shutdown may take to finish in-flight work before the process gives up.
+    #[arg(
+        long,
+        env = "SHUTDOWN_DEADLINE_SECS",
+        default_value_t = 25,
+        global = true
+    )]
+    shutdown_deadline_secs: u64,
     #[command(flatten)]
     config: CommandConfig,
 }
@@ -20,16 +28,24 @@ enum Cmd {
     Bootstrap(BootstrapSpec),
 }
 
+impl Cli {
+    fn shutdown_deadline(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.shutdown_deadline_secs)
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let deadline = cli.shutdown_deadline();
     let _telemetry = platform::telemetry::init("command-service");
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => {
             let app = App::build(cli.config).await?;
             tracing::info!(addr = %app.local_addr(), "command-service listening");
-            platform::shutdown::cancel_on_signal(app.shutdown_token());
-            app.run_until_stopped().await?;
+            let token = app.shutdown_token();
+            platform::shutdown::cancel_on_signal(token.clone());
+            platform::shutdown::run_with_deadline(app.run_until_stopped(), token, deadline).await?;
             tracing::info!("command-service stopped");
         }
         Cmd::Bootstrap(spec) => {

@@ -3,6 +3,7 @@
 //! them, and small HTTP helpers. Everything a test creates is removed when it is dropped.
 
 pub mod nats;
+pub mod process;
 pub mod traces;
 
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -24,3 +24,23 @@ pub fn cancel_on_signal(token: CancellationToken) {
         token.cancel();
     });
 }
+
+/// Runs a service until it stops by itself, or until `token` is cancelled and it finishes its
+/// in-flight work; past `deadline` after the cancel it is abandoned with an error (an orchestrator
+/// would kill it anyway).
+pub async fn run_with_deadline(
+    service: impl std::future::Future<Output = anyhow::Result<()>>,
+    token: CancellationToken,
+    deadline: std::time::Duration,
+) -> anyhow::Result<()> {
+    tokio::pin!(service);
+    tokio::select! {
+        result = &mut service => result,
+        _ = token.cancelled() => {
+            match tokio::time::timeout(deadline, service).await {
+                Ok(result) => result,
+                Err(_) => anyhow::bail!("in-flight work did not finish within {deadline:?} of the shutdown signal"),
+            }
+        }
+    }
+}

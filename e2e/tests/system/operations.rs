@@ -421,3 +421,73 @@ async fn wait_for_spans(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn both_services_stop_gracefully_on_sigterm() {
+    let db = e2e::TestDb::new().await;
+    let stream = e2e::TestStream::new(None, 2);
+    let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
+    let env = [
+        ("DATABASE_URL", db.url.clone()),
+        ("NATS_URL", stream.url.clone()),
+        ("NATS_STREAM", stream.name.clone()),
+        ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
+        ("EVENT_PARTITIONS", "2".to_owned()),
+        ("SHUTDOWN_DEADLINE_SECS", "10".to_owned()),
+    ];
+    let mut command =
+        e2e::process::ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
+    let mut query =
+        e2e::process::ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
+    let http = reqwest::Client::new();
+    let created = http
+        .post(format!(
+            "{}/v1/projects/{}/contacts",
+            command.url(),
+            tenant.project_id
+        ))
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({"name": "Before the signal"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let read = http
+        .get(format!(
+            "{}/v1/projects/{}/contacts/{id}?min_version=1",
+            query.url(),
+            tenant.project_id
+        ))
+        .bearer_auth(&tenant.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read.status(),
+        StatusCode::OK,
+        "the event went all the way through"
+    );
+
+    for (service, name) in [
+        (&mut command, "command-service"),
+        (&mut query, "projection-service"),
+    ] {
+        service.terminate();
+        let status = service.exited(Duration::from_secs(15)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name} did not stop cleanly: {status:?}\n{}",
+            service.log()
+        );
+        let log = service.log();
+        assert!(log.contains("SIGTERM received"), "{name} log:\n{log}");
+        assert!(
+            log.contains(&format!("{name} stopped")),
+            "{name} log:\n{log}"
+        );
+    }
+}

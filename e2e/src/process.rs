@@ -1,0 +1,130 @@
+//! The real service binaries, started as processes so a test can signal or kill them.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The path of a workspace binary, built (once per process) with the cargo that runs the tests.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--bins",
+                "-p",
+                "command-service",
+                "-p",
+                "projection-service",
+                "-p",
+                "replay-tool",
+            ])
+            .current_dir(&workspace)
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the service binaries failed");
+    });
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join("target"));
+    target.join("debug").join(name)
+}
+
+/// A free loopback address to listen on.
+pub fn free_addr() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// A service process; killed when dropped.
+pub struct ServiceProcess {
+    child: Child,
+    pub addr: String,
+    log: tempfile::NamedTempFile,
+}
+
+impl ServiceProcess {
+    /// Starts `name` with `env` (plus its listen address) and waits until `/readyz` answers 200.
+    pub async fn start(name: &str, addr_var: &str, env: &[(&str, String)]) -> Self {
+        let addr = free_addr();
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = Command::new(binary(name))
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env(addr_var, &addr)
+            .env("LOG_FORMAT", "text")
+            .stdout(Stdio::null())
+            .stderr(log.reopen().expect("log file"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        let service = Self { child, addr, log };
+        let url = format!("http://{}/readyz", service.addr);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if reqwest::get(&url)
+                .await
+                .is_ok_and(|r| r.status().is_success())
+            {
+                return service;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} never became ready:\n{}",
+                service.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// SIGTERM: a graceful stop.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the process to exit, up to `within`.
+    pub async fn exited(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
