@@ -1,15 +1,22 @@
 //! Rebuilding and verifying the read tables from `contact_event_store`.
 //!
-//! A rebuild runs in one transaction: it takes the chosen read tables (writes wait, reads go on
-//! seeing the old rows until commit), deletes their rows and their `processed_events`, then
-//! streams the store in `(transaction_id, position)` order in batches through
-//! [`projection_service::projections::apply_batch`], the live workers' own code. A last pass
-//! reads what younger transactions committed meanwhile. Memory stays flat: only one batch is
-//! held at a time.
+//! A rebuild folds the whole history into *shadow* tables (temporary tables of the same shape,
+//! which shadow the real ones for this session's unqualified SQL), streaming the store in
+//! `(transaction_id, position)` order in batches through
+//! [`projection_service::projections::apply_batch`], the live workers' own code. Only one batch is
+//! held in memory at a time, and the live tables stay untouched (and served) meanwhile.
 //!
-//! Afterwards the live consumers carry on: an event the rebuild already applied is in
-//! `processed_events` (and below the row's version), so its delivery changes nothing; one the
-//! rebuild did not see is applied by them as usual.
+//! Then, holding the live tables for a moment: a last pass applies what was committed since, and
+//! the live tables are brought to the shadow's rows: changed rows updated, missing ones inserted,
+//! rows the history does not produce deleted, `processed_events` replaced. Rows that are already
+//! right are not touched, and rows of other tables that reference them (trackings, notes, ... with
+//! their ON DELETE rules) are left alone.
+//!
+//! Afterwards the live consumers carry on: an event the rebuild applied is in `processed_events`
+//! (and below the row's version), so its delivery changes nothing; one it did not see is applied
+//! by them as usual.
+//!
+//! `verify` builds the same shadow and diffs it against the live tables, writing nothing.
 
 use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
 use projection_service::projections::{apply_batch, Projection};
@@ -23,6 +30,8 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 pub struct RebuildReport {
     pub events: u64,
     pub applied: u64,
+    #[serde(skip)]
+    pub checkpoint: Checkpoint,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -44,61 +53,74 @@ pub async fn rebuild(
     batch_size: i64,
     progress: Progress<'_>,
 ) -> anyhow::Result<RebuildReport> {
+    let shadow = Shadow {
+        store: EventStore::new(pool.clone()),
+        projections,
+        tenant,
+        batch_size,
+    };
     let mut tx = pool.begin().await?;
-    let report = rebuild_in(&mut tx, pool, projections, tenant, batch_size, progress).await?;
+    let report = shadow.build(&mut tx, progress).await?;
+    let tables: Vec<&str> = projections.iter().map(|p| p.table()).collect();
+    // Writers wait from here to commit; readers go on seeing the old rows.
+    sqlx::query(&format!(
+        "lock table {} in exclusive mode",
+        qualified(&tables).join(", ")
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let late = shadow
+        .catch_up(&mut tx, report.checkpoint, Horizon::Visible, &|_, _| {})
+        .await?;
+    for table in &tables {
+        sync_table(&mut tx, table, tenant).await?;
+    }
+    sync_processed(&mut tx, projections, tenant).await?;
     tx.commit().await?;
-    Ok(report)
+    Ok(RebuildReport {
+        events: report.events + late.events,
+        applied: report.applied + late.applied,
+        ..report
+    })
 }
 
-/// Rebuilds every projection inside a transaction, diffs the result against the live tables,
-/// and rolls back: nothing changes. An empty result means live = rebuilt, column for column.
+/// Rebuilds every projection into shadow tables and diffs them against the live tables, writing
+/// nothing. An empty result means live = rebuilt, column for column.
 pub async fn verify(
     pool: &PgPool,
     tenant: Option<&str>,
     batch_size: i64,
     progress: Progress<'_>,
 ) -> anyhow::Result<Vec<TableDiff>> {
-    let mut tx = pool.begin().await?;
-    for p in Projection::ALL {
-        sqlx::query(&format!(
-            "create temp table live_{t} on commit drop as select * from {t} where ($1::text is null or tenant_id = $1)",
-            t = p.table()
-        ))
-        .bind(tenant)
-        .execute(&mut *tx)
-        .await?;
-    }
-    rebuild_in(
-        &mut tx,
-        pool,
-        &Projection::ALL,
+    let shadow = Shadow {
+        store: EventStore::new(pool.clone()),
+        projections: &Projection::ALL,
         tenant,
         batch_size,
-        progress,
-    )
-    .await?;
+    };
+    let mut tx = pool.begin().await?;
+    let report = shadow.build(&mut tx, progress).await?;
+    shadow
+        .catch_up(&mut tx, report.checkpoint, Horizon::Visible, &|_, _| {})
+        .await?;
     let mut diffs = Vec::new();
     for p in Projection::ALL {
         let t = p.table();
-        let count = |from: &str, minus: &str| {
-            format!(
-                "select count(*) from (select * from {from} where ($1::text is null or tenant_id = $1) \
-                 except select * from {minus} where ($1::text is null or tenant_id = $1)) d"
-            )
-        };
-        let only_live: i64 = sqlx::query_scalar(&count(&format!("live_{t}"), t))
+        let live = format!("(select * from public.{t} where ($1::text is null or tenant_id = $1))");
+        let rebuilt = format!("(select * from pg_temp.{t})");
+        let count = |a: &str, b: &str| format!("select count(*) from ({a} except {b}) d");
+        let only_live: i64 = sqlx::query_scalar(&count(&live, &rebuilt))
             .bind(tenant)
             .fetch_one(&mut *tx)
             .await?;
-        let only_rebuilt: i64 = sqlx::query_scalar(&count(t, &format!("live_{t}")))
+        let only_rebuilt: i64 = sqlx::query_scalar(&count(&rebuilt, &live))
             .bind(tenant)
             .fetch_one(&mut *tx)
             .await?;
         if only_live + only_rebuilt > 0 {
             let sample_ids: Vec<String> = sqlx::query_scalar(&format!(
-                "select distinct id::text from ((select * from live_{t} except select * from {t}) \
-                 union all (select * from {t} except select * from live_{t})) d \
-                 where ($1::text is null or tenant_id = $1) order by 1 limit 10"
+                "select distinct id::text from (({live} except {rebuilt}) union all ({rebuilt} except {live})) d \
+                 order by 1 limit 10"
             ))
             .bind(tenant)
             .fetch_all(&mut *tx)
@@ -115,56 +137,72 @@ pub async fn verify(
     Ok(diffs)
 }
 
-async fn rebuild_in(
-    tx: &mut Transaction<'_, Postgres>,
-    pool: &PgPool,
-    projections: &[Projection],
-    tenant: Option<&str>,
+fn qualified(tables: &[&str]) -> Vec<String> {
+    tables.iter().map(|t| format!("public.{t}")).collect()
+}
+
+/// One rebuild: which projections, for which tenant, in batches of what size.
+struct Shadow<'a> {
+    store: EventStore,
+    projections: &'a [Projection],
+    tenant: Option<&'a str>,
     batch_size: i64,
-    progress: Progress<'_>,
-) -> anyhow::Result<RebuildReport> {
-    let store = EventStore::new(pool.clone());
-    // A contacts-only rebuild deletes contact rows that sessions still reference; the foreign key
-    // is deferrable and checked at commit, when every contact is back.
-    sqlx::query("set constraints all deferred")
-        .execute(&mut **tx)
+}
+
+impl Shadow<'_> {
+    /// Creates the shadow tables (dropped at commit) and folds the history into them.
+    async fn build(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        progress: Progress<'_>,
+    ) -> anyhow::Result<RebuildReport> {
+        // Temporary tables come first in name resolution: the projection code's unqualified SQL
+        // writes here. `like` copies columns, defaults, checks and indexes, not foreign keys.
+        for table in self
+            .projections
+            .iter()
+            .map(|p| p.table())
+            .chain(["processed_events"])
+        {
+            sqlx::query(&format!(
+                "create temp table {table} (like public.{table} including defaults including constraints \
+                 including indexes) on commit drop"
+            ))
+            .execute(&mut **tx)
+            .await?;
+        }
+        let total: i64 = sqlx::query_scalar(
+            "select count(*) from contact_event_store where ($1::text is null or tenant_id = $1)",
+        )
+        .bind(self.tenant)
+        .fetch_one(&mut **tx)
         .await?;
-    let tables: Vec<&str> = projections.iter().map(|p| p.table()).collect();
-    sqlx::query(&format!(
-        "lock table {} in exclusive mode",
-        tables.join(", ")
-    ))
-    .execute(&mut **tx)
-    .await?;
-    for table in &tables {
-        sqlx::query(&format!(
-            "delete from {table} where ($1::text is null or tenant_id = $1)"
-        ))
-        .bind(tenant)
-        .execute(&mut **tx)
-        .await?;
+        let counted = |done: u64, _: u64| progress(done, (total as u64).max(done));
+        self.catch_up(tx, Checkpoint::default(), Horizon::Finished, &counted)
+            .await
     }
-    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
-    sqlx::query(
-        "delete from processed_events p where p.consumer_name = any($1) and ($2::text is null or exists \
-            (select 1 from contact_event_store e where e.id = p.event_id and e.tenant_id = $2))",
-    )
-    .bind(&names)
-    .bind(tenant)
-    .execute(&mut **tx)
-    .await?;
-    let total: i64 = sqlx::query_scalar(
-        "select count(*) from contact_event_store where ($1::text is null or tenant_id = $1)",
-    )
-    .bind(tenant)
-    .fetch_one(&mut **tx)
-    .await?;
-    let mut report = RebuildReport::default();
-    let mut checkpoint = Checkpoint::default();
-    for horizon in [Horizon::Finished, Horizon::Visible] {
+
+    /// Applies every event after `from` (up to `horizon`) to the shadow tables.
+    async fn catch_up(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        from: Checkpoint,
+        horizon: Horizon,
+        progress: Progress<'_>,
+    ) -> anyhow::Result<RebuildReport> {
+        let mut report = RebuildReport {
+            checkpoint: from,
+            ..RebuildReport::default()
+        };
         loop {
-            let rows =
-                EventStore::read_after(&mut **tx, checkpoint, batch_size, tenant, horizon).await?;
+            let rows = EventStore::read_after(
+                &mut **tx,
+                report.checkpoint,
+                self.batch_size,
+                self.tenant,
+                horizon,
+            )
+            .await?;
             let Some(last) = rows.last().map(OrderedEvent::checkpoint) else {
                 break;
             };
@@ -172,12 +210,75 @@ async fn rebuild_in(
                 .into_iter()
                 .map(|r| EventRow::into_envelope(r.event))
                 .collect::<Result<Vec<_>, _>>()?;
-            let batch = apply_batch(tx, &store, projections, &envelopes).await?;
+            let batch = apply_batch(tx, &self.store, self.projections, &envelopes).await?;
             report.events += envelopes.len() as u64;
             report.applied += batch.applied as u64;
-            checkpoint = last;
-            progress(report.events, total.max(report.events as i64) as u64);
+            report.checkpoint = last;
+            metrics::counter!("replay_events_total").increment(envelopes.len() as u64);
+            progress(report.events, report.events);
         }
+        Ok(report)
     }
-    Ok(report)
+}
+
+/// Brings a live table to its shadow: changed rows updated, new ones inserted, rows the history
+/// does not produce deleted; rows already right are not written.
+async fn sync_table(
+    tx: &mut Transaction<'_, Postgres>,
+    table: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
+    let columns: Vec<String> = sqlx::query_scalar(
+        "select column_name::text from information_schema.columns \
+          where table_schema = 'public' and table_name = $1 order by ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(&mut **tx)
+    .await?;
+    let list = columns.join(", ");
+    let updates = columns
+        .iter()
+        .filter(|c| *c != "id")
+        .map(|c| format!("{c} = excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query(&format!(
+        "insert into public.{table} as live ({list}) select {list} from pg_temp.{table} \
+         on conflict (id) do update set {updates} where (live.*) is distinct from (excluded.*)"
+    ))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(&format!(
+        "delete from public.{table} live where ($1::text is null or live.tenant_id = $1) \
+           and not exists (select 1 from pg_temp.{table} shadow where shadow.id = live.id)"
+    ))
+    .bind(tenant)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Replaces the rebuilt projections' `processed_events` rows with the shadow's.
+async fn sync_processed(
+    tx: &mut Transaction<'_, Postgres>,
+    projections: &[Projection],
+    tenant: Option<&str>,
+) -> anyhow::Result<()> {
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    sqlx::query(
+        "delete from public.processed_events p where p.consumer_name = any($1) and ($2::text is null or exists \
+            (select 1 from contact_event_store e where e.id = p.event_id and e.tenant_id = $2))",
+    )
+    .bind(&names)
+    .bind(tenant)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "insert into public.processed_events (event_id, consumer_name, processed_at, processing_duration_ms) \
+         select event_id, consumer_name, processed_at, processing_duration_ms from pg_temp.processed_events \
+         on conflict (event_id, consumer_name) do nothing",
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

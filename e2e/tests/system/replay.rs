@@ -61,6 +61,16 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
     traffic(&system, &b, 5).await;
     system.wait_until_projected(Duration::from_secs(30)).await;
     let live = rows(&system).await;
+    // Rows of other tables that reference the read rows (ON DELETE CASCADE / SET NULL) must
+    // survive a rebuild: it never deletes a row the history still produces.
+    sqlx::query(
+        "insert into trackings (contact_id, session_id, tenant_id, project_id, source, platform) \
+         select s.contact_id, s.id, s.tenant_id, $1, 'meta_ads', 'instagram' from sessions s limit 1",
+    )
+    .bind(system.tenant.project_id)
+    .execute(&system.db.pool)
+    .await
+    .unwrap();
 
     let quiet = |_, _| {};
     for projections in [
@@ -100,6 +110,41 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
         "a tenant's rebuild reads only that tenant's events"
     );
     assert_eq!(rows(&system).await, live);
+    assert_eq!(
+        system.count("select count(*) from trackings where contact_id is not null and session_id is not null").await,
+        1,
+        "a tracking row that references a rebuilt contact and session is untouched"
+    );
+
+    // A row the history does not produce is removed; one it lacks is put back.
+    let orphan: Uuid = sqlx::query_scalar(
+        "insert into contacts (id, project_id, tenant_id, name, version) values (gen_random_uuid(), $1, 'tenant-a', 'ghost', 1) returning id",
+    )
+    .bind(system.tenant.project_id)
+    .fetch_one(&system.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("delete from domain_event_logs where id = (select id from domain_event_logs order by id limit 1)")
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        system.verify().await.len(),
+        2,
+        "verify sees both differences"
+    );
+    replay_tool::rebuild(&system.db.pool, &Projection::ALL, None, 50, &quiet)
+        .await
+        .unwrap();
+    assert_eq!(rows(&system).await, live);
+    assert_eq!(
+        system
+            .count(&format!(
+                "select count(*) from contacts where id = '{orphan}'"
+            ))
+            .await,
+        0
+    );
 
     // The live path carries on: new traffic lands once, old events are not applied again.
     traffic(&system, &system.tenant.clone(), 3).await;
