@@ -11,7 +11,7 @@ pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     BUILT.get_or_init(|| {
-        let status = Command::new(env!("CARGO"))
+        let output = Command::new(env!("CARGO"))
             .args([
                 "build",
                 "--bins",
@@ -23,9 +23,13 @@ pub fn binary(name: &str) -> PathBuf {
                 "replay-tool",
             ])
             .current_dir(&workspace)
-            .status()
+            .output()
             .expect("cargo build");
-        assert!(status.success(), "building the service binaries failed");
+        assert!(
+            output.status.success(),
+            "building the service binaries failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     });
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -6,6 +6,7 @@
 //! the very code the live workers run.
 
 pub mod config;
+pub mod dead_letters;
 pub mod projections;
 pub mod queries;
 pub mod worker;

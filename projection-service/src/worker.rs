@@ -23,7 +23,8 @@ use platform::nats::{StreamSettings, HEADER_TRACEPARENT};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::projections::{apply_batch, Projection};
+use crate::dead_letters;
+use crate::projections::{apply_batch, BatchReport, Projection, ProjectionError};
 
 /// How often a worker asks the broker how far behind it is.
 const LAG_POLL: Duration = Duration::from_secs(2);
@@ -136,15 +137,23 @@ impl PartitionWorker {
             .messages()
             .await?;
         let mut batches = messages.ready_chunks(self.batch_size);
-        let mut lag_poll = tokio::time::interval(LAG_POLL);
+        // Measured beside the consumption, so that a worker stuck on a batch still shows its lag
+        // (and so its stall).
+        let monitor = tokio::spawn({
+            let worker = self.clone();
+            async move {
+                let mut lag_poll = tokio::time::interval(LAG_POLL);
+                loop {
+                    lag_poll.tick().await;
+                    worker.measure_lag(&consumer).await;
+                }
+            }
+        });
+        let _monitor = AbortOnDrop(monitor);
         tracing::info!(partition = self.partition, consumer = %name, "consuming");
         loop {
             let batch = tokio::select! {
                 batch = batches.next() => batch,
-                _ = lag_poll.tick() => {
-                    self.measure_lag(&consumer).await;
-                    continue;
-                }
                 _ = shutdown.cancelled() => return Ok(()),
             };
             let Some(batch) = batch else {
@@ -160,6 +169,10 @@ impl PartitionWorker {
     }
 
     async fn measure_lag(&self, consumer: &PullConsumer) {
+        if let Ok(parked) = dead_letters::count(self.store.pool(), &self.consumer_name()).await {
+            metrics::gauge!("projection_parked_events", "consumer" => self.consumer_name())
+                .set(parked as f64);
+        }
         if let Ok(info) = consumer.get_info().await {
             let waiting = info.num_pending + info.num_ack_pending as u64;
             metrics::gauge!("projection_consumer_lag_events", "consumer" => self.consumer_name())
@@ -202,7 +215,11 @@ impl PartitionWorker {
         let batch_span =
             tracing::info_span!("projection.batch", consumer = %consumer, events = envelopes.len());
         match self.apply(&envelopes).instrument(batch_span).await {
-            Ok(report) => {
+            Ok((report, parked)) => {
+                if parked > 0 {
+                    metrics::counter!("projection_events_parked_total", "consumer" => consumer.clone())
+                        .increment(parked as u64);
+                }
                 metrics::counter!("projection_events_applied_total", "consumer" => consumer.clone())
                     .increment(report.applied as u64);
                 metrics::counter!("projection_events_duplicate_total", "consumer" => consumer.clone())
@@ -235,14 +252,50 @@ impl PartitionWorker {
         }
     }
 
-    async fn apply(
-        &self,
-        envelopes: &[EventEnvelope],
-    ) -> anyhow::Result<crate::projections::BatchReport> {
-        let mut tx = self.store.pool().begin().await?;
-        let report = apply_batch(&mut tx, &self.store, &Projection::ALL, envelopes).await?;
-        tx.commit().await?;
-        Ok(report)
+    /// Applies a batch in one transaction. An event that cannot be applied (poison) is parked,
+    /// with the events of its contact behind it in the batch, and the rest is applied: the
+    /// partition keeps flowing where ordering allows. Returns the report and how many were parked.
+    async fn apply(&self, envelopes: &[EventEnvelope]) -> anyhow::Result<(BatchReport, usize)> {
+        let consumer = self.consumer_name();
+        let mut remaining = envelopes.to_vec();
+        let mut parked: Vec<(EventEnvelope, String)> = Vec::new();
+        loop {
+            let mut tx = self.store.pool().begin().await?;
+            match apply_batch(&mut tx, &self.store, &Projection::ALL, &remaining).await {
+                Ok(report) => {
+                    dead_letters::park(&mut tx, &consumer, &parked).await?;
+                    tx.commit().await?;
+                    return Ok((report, parked.len()));
+                }
+                Err(ProjectionError::Poison { envelope, reason }) => {
+                    tx.rollback().await?;
+                    let poison = envelope.event_id;
+                    tracing::error!(consumer, event_id = %poison, event_type = %envelope.event_type, error = %reason, "parking an event that cannot be applied");
+                    // Everything of the same contact (the partition key) waits behind it.
+                    let (blocked, rest): (Vec<_>, Vec<_>) = remaining
+                        .into_iter()
+                        .partition(|e| e.contact_id == envelope.contact_id);
+                    if blocked.is_empty() {
+                        anyhow::bail!("event {poison} cannot be applied ({reason}), yet no event of the batch needs it");
+                    }
+                    if !blocked.iter().any(|e| e.event_id == poison) {
+                        parked.push((*envelope, reason.clone())); // met through a gap fill from the store
+                    }
+                    for e in blocked {
+                        let why = if e.event_id == poison {
+                            reason.clone()
+                        } else {
+                            format!(
+                                "waits behind event {poison}, which cannot be applied: {reason}"
+                            )
+                        };
+                        parked.push((e, why));
+                    }
+                    remaining = rest;
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
     }
 }
 
@@ -268,4 +321,13 @@ fn event_span(
         platform::telemetry::continue_trace(&span, traceparent);
     }
     span
+}
+
+/// Aborts a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -18,6 +18,8 @@
 //!
 //! `verify` builds the same shadow and diffs it against the live tables, writing nothing.
 
+pub mod status;
+
 use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
 use projection_service::projections::{apply_batch, Projection};
 use serde::Serialize;

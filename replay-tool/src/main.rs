@@ -1,23 +1,23 @@
+//! The operator CLI. Exit codes: 0 done; 1 done, and found something wrong (`verify` found a
+//! difference, `dead-letters retry` left events parked); 2 bad usage; 3 could not run (database
+//! or broker unreachable, ...).
+
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use projection_service::dead_letters;
 use projection_service::projections::Projection;
+use uuid::Uuid;
 
-/// Rebuild and verify the Ventros read tables from the event history.
+/// Rebuild, verify and inspect the Ventros read tables and their consumers.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// PostgreSQL URL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ventros",
-        global = true
-    )]
-    database_url: String,
-    /// Events per batch.
+    #[command(flatten)]
+    settings: platform::Settings,
+    /// Events per batch (rebuild, verify).
     #[arg(long, default_value_t = 2_000, global = true)]
     batch_size: i64,
     /// Print the result as JSON (for scripts) instead of text.
@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Rebuild projections from the event store (in one transaction).
+    /// Rebuild projections from the event store (shadow tables, then the live ones brought to them).
     Rebuild {
         #[arg(long, value_enum, default_value = "all")]
         projection: Which,
@@ -37,11 +37,31 @@ enum Cmd {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Rebuild into a rolled-back transaction and compare with the live tables; exit 1 on any
-    /// difference.
+    /// Rebuild into shadow tables and compare with the live ones; exit 1 on any difference.
     Verify {
         #[arg(long)]
         tenant: Option<String>,
+    },
+    /// Per consumer: acknowledged position, pending, unacked, redelivered, parked; per projection:
+    /// rows, events taken care of, events behind; the outbox backlog.
+    Status,
+    /// Events a projection worker could not apply.
+    #[command(subcommand)]
+    DeadLetters(DeadLetters),
+}
+
+#[derive(Subcommand)]
+enum DeadLetters {
+    /// The parked events, oldest first.
+    List {
+        #[arg(long)]
+        consumer: Option<String>,
+    },
+    /// Apply parked events again (after the cause is fixed); exit 1 if some still fail.
+    Retry {
+        /// Only these (ids from `list`); all parked events by default.
+        #[arg(long = "id")]
+        ids: Vec<Uuid>,
     },
 }
 
@@ -79,11 +99,21 @@ fn progress_bar(quiet: bool) -> ProgressBar {
     bar
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
-    let _telemetry = platform::telemetry::init("replay-tool");
-    let pool = platform::db::connect_and_migrate(&cli.database_url, 4).await?;
+fn print<T: serde::Serialize>(
+    json: bool,
+    value: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        print!("{}", text());
+    }
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let pool = platform::db::connect_and_migrate(&cli.settings.database_url, 4).await?;
     let bar = progress_bar(cli.json);
     let progress = |done: u64, total: u64| {
         bar.set_length(total);
@@ -100,40 +130,100 @@ async fn main() -> anyhow::Result<ExitCode> {
             )
             .await?;
             bar.finish_and_clear();
-            if cli.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                println!(
-                    "rebuilt from {} events ({} projection updates)",
+            print(cli.json, &report, || {
+                format!(
+                    "rebuilt from {} events ({} projection updates)\n",
                     report.events, report.applied
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+                )
+            })?;
+            Ok(true)
         }
         Cmd::Verify { tenant } => {
             let diffs =
                 replay_tool::verify(&pool, tenant.as_deref(), cli.batch_size, &progress).await?;
             bar.finish_and_clear();
-            if cli.json {
-                println!("{}", serde_json::to_string(&diffs)?);
-            } else if diffs.is_empty() {
-                println!("live read tables equal a rebuild from the store");
-            } else {
-                for d in &diffs {
-                    println!(
-                        "{}: {} live rows differ, {} rebuilt rows differ (e.g. {})",
-                        d.table,
-                        d.only_live,
-                        d.only_rebuilt,
-                        d.sample_ids.join(", ")
-                    );
+            print(cli.json, &diffs, || {
+                if diffs.is_empty() {
+                    "live read tables equal a rebuild from the store\n".to_owned()
+                } else {
+                    diffs
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "{}: {} live rows differ, {} rebuilt rows differ (e.g. {})\n",
+                                d.table,
+                                d.only_live,
+                                d.only_rebuilt,
+                                d.sample_ids.join(", ")
+                            )
+                        })
+                        .collect()
                 }
-            }
-            Ok(if diffs.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            })?;
+            Ok(diffs.is_empty())
+        }
+        Cmd::Status => {
+            bar.finish_and_clear();
+            let nats = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(5))
+                .connect(&cli.settings.nats_url)
+                .await?;
+            let status = replay_tool::status::status(&pool, &nats, &cli.settings.stream()).await?;
+            print(cli.json, &status, || status.to_string())?;
+            Ok(true)
+        }
+        Cmd::DeadLetters(DeadLetters::List { consumer }) => {
+            bar.finish_and_clear();
+            let parked = dead_letters::list(&pool, consumer.as_deref()).await?;
+            print(cli.json, &parked, || {
+                if parked.is_empty() {
+                    return "no parked events\n".to_owned();
+                }
+                parked
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{} {} {} {} #{} (tenant {}, {} attempt(s), parked {}): {}\n",
+                            d.id,
+                            d.consumer_name,
+                            d.event_type,
+                            d.aggregate_id,
+                            d.sequence_number,
+                            d.tenant_id,
+                            d.attempts,
+                            d.parked_at.and_utc().to_rfc3339(),
+                            d.error
+                        )
+                    })
+                    .collect()
+            })?;
+            Ok(true)
+        }
+        Cmd::DeadLetters(DeadLetters::Retry { ids }) => {
+            bar.finish_and_clear();
+            let ids = (!ids.is_empty()).then_some(ids);
+            let report = dead_letters::retry(&pool, ids.as_deref()).await?;
+            print(cli.json, &report, || {
+                format!(
+                    "{} resolved, {} still failing\n",
+                    report.resolved, report.still_failing
+                )
+            })?;
+            Ok(report.still_failing == 0)
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _telemetry = platform::telemetry::init("replay-tool");
+    match run(cli).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("replay-tool: {e:#}");
+            ExitCode::from(3)
         }
     }
 }

@@ -180,7 +180,11 @@ async fn without_the_tenant_setting_the_application_role_sees_nothing() {
         .filter(|t| t.rls)
         .map(|t| t.name.as_str())
         .collect();
-    assert_eq!(tenant_tables.len(), 27);
+    assert_eq!(
+        tenant_tables.len(),
+        28,
+        "the 27 tenant tables of 0016 and dead_letter_events"
+    );
 
     let mut conn = db.pool.acquire().await.unwrap();
     // Never set on this connection (null), then set and ended with its transaction (''): both

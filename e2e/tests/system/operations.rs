@@ -279,35 +279,13 @@ async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
             .status,
         StatusCode::OK
     );
-    // An event no projection can apply (its type is unknown): the batch fails and is retried, so
-    // the partition stops advancing behind it.
-    let contact = system
-        .create_contact(json!({"name": "Before the poison"}))
-        .await;
-    system.wait_until_projected(Duration::from_secs(20)).await;
-    let store = platform::event_store::EventStore::new(system.db.pool.clone());
-    let mut poison = store
-        .load_stream(
-            &system.tenant.tenant_id,
-            event_model::AggregateType::Contact,
-            contact,
-            0,
-        )
-        .await
-        .unwrap()
-        .remove(0);
-    poison.event_id = uuid::Uuid::now_v7();
-    poison.event_type = "contact.teleported".into();
-    poison.sequence_number = 2;
-    let js = async_nats::jetstream::new(platform::nats::connect(&system.stream.url).await.unwrap());
-    let subject = system
-        .stream_settings()
-        .subject(contact, "contact", "contact.teleported");
-    js.publish(subject, serde_json::to_vec(&poison).unwrap().into())
-        .await
-        .unwrap()
+    // Another session holds the read table (a long migration, say): the worker's batch waits.
+    let mut blocker = system.db.pool.begin().await.unwrap();
+    sqlx::query("lock table contacts in access exclusive mode")
+        .execute(&mut *blocker)
         .await
         .unwrap();
+    system.create_contact(json!({"name": "Waiting"})).await;
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -329,6 +307,141 @@ async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    blocker.rollback().await.unwrap();
+    system.wait_until_projected(Duration::from_secs(30)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while system
+        .send(Method::GET, &ready, None, None, &[])
+        .await
+        .status
+        != StatusCode::OK
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "readyz did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_poison_event_is_parked_the_partition_keeps_flowing_and_a_retry_applies_it_after_a_fix() {
+    let system = TestSystem::start_with(e2e::Options {
+        partitions: 1,
+        ..e2e::Options::default()
+    })
+    .await;
+    let poisoned = system.create_contact(json!({"name": "Poisoned"})).await;
+    system.wait_until_projected(Duration::from_secs(20)).await;
+    // A newer producer stored an event this version cannot read (v2 of contact.tag_added).
+    let poison: uuid::Uuid = sqlx::query_scalar(
+        "with e as (insert into contact_event_store (aggregate_id, aggregate_type, event_type, event_version, sequence_number, \
+                    event_data, metadata, occurred_at, tenant_id, project_id) \
+             select aggregate_id, 'contact', 'contact.tag_added', 'v2', 2, '{\"tag\": \"from-v2\"}', metadata, occurred_at, \
+                    tenant_id, project_id from contact_event_store where aggregate_id = $1 \
+             returning *) \
+         insert into outbox_events (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata, \
+                                    tenant_id, project_id) \
+         select id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata, tenant_id, project_id from e \
+         returning event_id",
+    )
+    .bind(poisoned)
+    .fetch_one(&system.db.pool)
+    .await
+    .unwrap();
+    // Traffic after it, on another contact of the same (only) partition, keeps flowing.
+    let healthy = system.create_contact(json!({"name": "Healthy"})).await;
+    let read = system
+        .query(&format!("/contacts/{healthy}?min_version=1"))
+        .await;
+    assert_eq!(
+        read.status,
+        StatusCode::OK,
+        "the partition did not stall behind the poison"
+    );
+
+    let parked = projection_service::dead_letters::list(&system.db.pool, None)
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        (parked[0].event_id, parked[0].consumer_name.as_str()),
+        (poison, "projections-p0")
+    );
+    assert!(
+        parked[0].error.contains("v2"),
+        "the error says why: {}",
+        parked[0].error
+    );
+    let ready = system
+        .send(
+            Method::GET,
+            &format!("{}/readyz", system.query_url),
+            None,
+            None,
+            &[],
+        )
+        .await;
+    assert_eq!(
+        ready.status,
+        StatusCode::OK,
+        "a parked event is not a stall: {}",
+        ready.body
+    );
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let metrics = system
+        .http
+        .get(format!("{}/metrics", system.query_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        sample(
+            &metrics,
+            "projection_parked_events",
+            &["consumer=\"projections-p0\""]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert!(sample(&metrics, "projection_events_parked_total", &[]) >= 1.0);
+
+    // Retrying before the fix changes nothing but the attempt count.
+    let report = projection_service::dead_letters::retry(&system.db.pool, None)
+        .await
+        .unwrap();
+    assert_eq!((report.resolved, report.still_failing), (0, 1));
+    // The fix: the v2 payload is upcast to v1 in the store (what a new release's upcaster does).
+    sqlx::query("update contact_event_store set event_version = 'v1' where id = $1")
+        .bind(poison)
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    let report = projection_service::dead_letters::retry(&system.db.pool, None)
+        .await
+        .unwrap();
+    assert_eq!((report.resolved, report.still_failing), (1, 0));
+    assert!(
+        projection_service::dead_letters::list(&system.db.pool, None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let read = system
+        .query(&format!("/contacts/{poisoned}?min_version=2"))
+        .await;
+    assert_eq!(
+        read.body["tags"],
+        json!(["from-v2"]),
+        "the retried event took effect"
+    );
+    assert!(
+        system.verify().await.is_empty(),
+        "and the read tables equal the history"
+    );
     system.stop().await;
 }
 

@@ -58,9 +58,12 @@ impl Projection {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    /// An event this code cannot apply (unknown type, payload that does not fit).
-    #[error("event {event_id} cannot be applied: {reason}")]
-    Poison { event_id: Uuid, reason: String },
+    /// An event this code cannot apply (unknown type or version, payload that does not fit).
+    #[error("event {} ({}) cannot be applied: {reason}", envelope.event_id, envelope.event_type)]
+    Poison {
+        envelope: Box<EventEnvelope>,
+        reason: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -78,7 +81,7 @@ pub fn decode(envelope: &EventEnvelope) -> Result<Decoded<'_>, ProjectionError> 
         .decode()
         .map(|event| Decoded { envelope, event })
         .map_err(|e| ProjectionError::Poison {
-            event_id: envelope.event_id,
+            envelope: Box::new(envelope.clone()),
             reason: e.to_string(),
         })
 }
