@@ -23,7 +23,7 @@ pub mod status;
 use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
 use projection_service::projections::{apply_batch, Projection};
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 /// Progress: events done so far, and the total expected.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
@@ -61,7 +61,8 @@ pub async fn rebuild(
         tenant,
         batch_size,
     };
-    let mut tx = pool.begin().await?;
+    let mut conn = shadow_connection(pool).await?;
+    let mut tx = conn.begin().await?;
     let report = shadow.build(&mut tx, progress).await?;
     let tables: Vec<&str> = projections.iter().map(|p| p.table()).collect();
     // Writers wait from here to commit; readers go on seeing the old rows.
@@ -100,7 +101,8 @@ pub async fn verify(
         tenant,
         batch_size,
     };
-    let mut tx = pool.begin().await?;
+    let mut conn = shadow_connection(pool).await?;
+    let mut tx = conn.begin().await?;
     let report = shadow.build(&mut tx, progress).await?;
     shadow
         .catch_up(&mut tx, report.checkpoint, Horizon::Visible, &|_, _| {})
@@ -137,6 +139,14 @@ pub async fn verify(
     }
     tx.rollback().await?;
     Ok(diffs)
+}
+
+/// A connection of its own for the shadow tables. Not one from the pool: a pooled connection
+/// keeps statements prepared by the live workers, whose plans name the live tables and would not
+/// see the temporary ones that shadow them, so the projection code would write to the live
+/// tables. This connection prepares everything while the shadow exists, and is closed after.
+async fn shadow_connection(pool: &PgPool) -> anyhow::Result<PgConnection> {
+    Ok(PgConnection::connect_with(&pool.connect_options()).await?)
 }
 
 fn qualified(tables: &[&str]) -> Vec<String> {
@@ -179,6 +189,7 @@ impl Shadow<'_> {
         .bind(self.tenant)
         .fetch_one(&mut **tx)
         .await?;
+        metrics::gauge!("replay_events_expected").set(total as f64);
         let counted = |done: u64, _: u64| progress(done, (total as u64).max(done));
         self.catch_up(tx, Checkpoint::default(), Horizon::Finished, &counted)
             .await

@@ -23,6 +23,10 @@ struct Cli {
     /// Print the result as JSON (for scripts) instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Serve Prometheus metrics (`replay_events_total`, `replay_events_expected`) at
+    /// http://<addr>/metrics while the command runs.
+    #[arg(long, env = "REPLAY_METRICS_ADDR", global = true)]
+    metrics_addr: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -112,7 +116,22 @@ fn print<T: serde::Serialize>(
     Ok(())
 }
 
+/// Serves `/metrics` in the background for as long as the command runs.
+async fn serve_metrics(addr: &str) -> anyhow::Result<()> {
+    let handle = platform::health::metrics_handle();
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || async move { handle.render() }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<bool> {
+    if let Some(addr) = &cli.metrics_addr {
+        serve_metrics(addr).await?;
+    }
     let pool = platform::db::connect_and_migrate(&cli.settings.database_url, 4).await?;
     let bar = progress_bar(cli.json);
     let progress = |done: u64, total: u64| {

@@ -73,6 +73,7 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
     .unwrap();
 
     let quiet = |_, _| {};
+    let replayed_before = replayed_metric();
     for projections in [
         Projection::ALL.to_vec(),
         vec![Projection::Contacts],
@@ -93,6 +94,10 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
             "rebuilding {projections:?} gives the live rows"
         );
     }
+    assert!(
+        replayed_metric() > replayed_before,
+        "replay progress is exported (replay_events_total)"
+    );
     let report = replay_tool::rebuild(
         &system.db.pool,
         &Projection::ALL,
@@ -156,7 +161,8 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
             .await,
         "exactly one processed_events row per (event, projection)"
     );
-    assert!(system.verify().await.is_empty());
+    let diffs = system.verify().await;
+    assert!(diffs.is_empty(), "{diffs:?}");
     system.stop().await;
 }
 
@@ -185,4 +191,14 @@ async fn verify_names_a_row_that_differs_from_the_history() {
         "verify changes nothing"
     );
     system.stop().await;
+}
+
+/// `replay_events_total` as this process's Prometheus exporter renders it.
+fn replayed_metric() -> f64 {
+    platform::health::metrics_handle()
+        .render()
+        .lines()
+        .find(|l| l.starts_with("replay_events_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
