@@ -293,7 +293,8 @@ async fn a_broker_outage_while_commands_flow_loses_nothing_and_delivers_once() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         nats.kill();
         let during = accepted.load(Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Longer than the publish ack timeout (5 s): the relay sees failures, backs off, retries.
+        tokio::time::sleep(Duration::from_secs(7)).await;
         assert!(
             accepted.load(Ordering::SeqCst) > during,
             "commands were accepted while the broker was down"
@@ -334,5 +335,15 @@ async fn a_broker_outage_while_commands_flow_loses_nothing_and_delivers_once() {
         "each event is in the stream exactly once"
     );
     assert!(system.verify().await.is_empty());
+    let failures: f64 = platform::health::metrics_handle()
+        .render()
+        .lines()
+        .filter(|l| l.starts_with("outbox_publish_failures_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        failures >= 1.0,
+        "the outage shows in outbox_publish_failures_total"
+    );
     system.stop().await;
 }

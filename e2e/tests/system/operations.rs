@@ -307,6 +307,8 @@ async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Held past the ack wait (5 s in tests): the broker redelivers what the stuck worker holds.
+    tokio::time::sleep(Duration::from_secs(7)).await;
     blocker.rollback().await.unwrap();
     system.wait_until_projected(Duration::from_secs(30)).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -319,6 +321,31 @@ async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "readyz did not recover"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = system
+            .http
+            .get(format!("{}/metrics", system.query_url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if sample(
+            &metrics,
+            "projection_redeliveries_total",
+            &["consumer=\"projections-p0\""],
+        ) >= 1.0
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the redelivery was not counted:\n{metrics}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
