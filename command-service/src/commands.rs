@@ -17,9 +17,11 @@ use event_model::{
     ContactScope, Context, DomainError, DomainEvent, PendingEvent, Session, SessionCommand,
     Snapshot,
 };
+use platform::db::tenant_tx;
 use platform::event_store::{EventStore, NewEvent, StoreError};
 use rand::Rng;
 use serde_json::Value;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::idempotency::{self, IdempotencySlot, StoredResponse};
@@ -177,9 +179,10 @@ impl CommandHandler {
         render: fn(&Outcome) -> StoredResponse,
     ) -> Result<Outcome, CommandError> {
         if let Some(slot) = idempotency {
-            if let Some(previous) =
-                idempotency::find(self.store.pool(), actor.project_id, slot).await?
-            {
+            let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
+            let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
+            tx.commit().await?;
+            if let Some(previous) = previous {
                 return Err(previous);
             }
         }
@@ -243,9 +246,26 @@ impl CommandHandler {
     /// Loads an aggregate of this tenant: its latest snapshot (when of the current schema), then
     /// the events after it.
     pub async fn load<A: Aggregate>(&self, actor: &Actor, id: Uuid) -> Result<A, StoreError> {
+        let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
+        let state = self.load_in(&mut tx, actor, id).await?;
+        tx.commit().await?;
+        Ok(state)
+    }
+
+    /// [`CommandHandler::load`], inside the caller's tenant transaction.
+    async fn load_in<A: Aggregate>(
+        &self,
+        conn: &mut PgConnection,
+        actor: &Actor,
+        id: Uuid,
+    ) -> Result<A, StoreError> {
         let started = std::time::Instant::now();
         let mut state = A::default();
-        if let Some(snapshot) = self.store.latest_snapshot(&actor.tenant_id, id).await? {
+        if let Some(snapshot) = self
+            .store
+            .latest_snapshot(&mut *conn, &actor.tenant_id, id)
+            .await?
+        {
             match A::decode(snapshot.snapshot_data) {
                 Ok(restored) if restored.version() == snapshot.last_sequence_number => {
                     state = restored
@@ -257,7 +277,13 @@ impl CommandHandler {
         }
         let events = self
             .store
-            .load_stream(&actor.tenant_id, A::AGGREGATE, id, state.version())
+            .load_stream(
+                &mut *conn,
+                &actor.tenant_id,
+                A::AGGREGATE,
+                id,
+                state.version(),
+            )
             .await?;
         for envelope in &events {
             state
@@ -275,19 +301,27 @@ impl CommandHandler {
         Ok(state)
     }
 
-    async fn load_for(&self, actor: &Actor, command: &Command) -> Result<Loaded, CommandError> {
+    async fn load_for(
+        &self,
+        conn: &mut PgConnection,
+        actor: &Actor,
+        command: &Command,
+    ) -> Result<Loaded, CommandError> {
         match command {
             Command::Contact {
                 contact_id,
                 command,
             } => {
-                let contact: Contact = self.load(actor, *contact_id).await?;
+                let contact: Contact = self.load_in(conn, actor, *contact_id).await?;
                 if !contact.exists() && !matches!(command, ContactCommand::Create(_)) {
                     return Err(CommandError::NotFound("contact"));
                 }
                 let mut sessions = BTreeMap::new();
                 for session_id in contact.active_sessions.values() {
-                    sessions.insert(*session_id, self.load::<Session>(actor, *session_id).await?);
+                    sessions.insert(
+                        *session_id,
+                        self.load_in::<Session>(conn, actor, *session_id).await?,
+                    );
                 }
                 Ok(Loaded {
                     contact_id: *contact_id,
@@ -296,7 +330,7 @@ impl CommandHandler {
                 })
             }
             Command::Session { session_id, .. } => {
-                let session: Session = self.load(actor, *session_id).await?;
+                let session: Session = self.load_in(conn, actor, *session_id).await?;
                 if !session.exists() {
                     return Err(CommandError::NotFound("session"));
                 }
@@ -319,7 +353,10 @@ impl CommandHandler {
         idempotency: Option<&IdempotencySlot>,
         render: fn(&Outcome) -> StoredResponse,
     ) -> Result<Outcome, CommandError> {
-        let mut loaded = self.load_for(actor, &command).await?;
+        // One transaction in the caller's tenant, from the loads to the append: row-level
+        // security shows this tenant's streams only.
+        let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
+        let mut loaded = self.load_for(&mut tx, actor, &command).await?;
         let target = command.target();
         let current = match &command {
             Command::Contact { .. } => loaded.contact.version,
@@ -366,7 +403,6 @@ impl CommandHandler {
         let events = self.sequence(actor, meta, &ctx, &mut loaded, &pending);
         let outcome = outcome_of(target, &loaded, &events, current);
 
-        let mut tx = self.store.pool().begin().await?;
         if !events.is_empty() {
             EventStore::append(&mut tx, &events).await?;
             for (id, data, version) in self.due_snapshots(&loaded, &before) {
@@ -378,10 +414,10 @@ impl CommandHandler {
             if !idempotency::record(&mut tx, actor, slot, &render(&outcome)).await? {
                 // A twin request with the same key won the race: answer what it answered.
                 tx.rollback().await?;
-                return match idempotency::find(self.store.pool(), actor.project_id, slot).await? {
-                    Some(previous) => Err(previous),
-                    None => Err(CommandError::Conflict),
-                };
+                let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
+                let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
+                tx.commit().await?;
+                return Err(previous.unwrap_or(CommandError::Conflict));
             }
         }
         tx.commit().await?;

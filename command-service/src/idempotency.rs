@@ -3,7 +3,7 @@
 //! the same key with another body is refused (422).
 
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::commands::{Actor, CommandError};
@@ -25,7 +25,7 @@ pub struct StoredResponse {
 /// The stored answer for this key, `Replay` when the request matches, `IdempotencyMismatch`
 /// when it does not.
 pub async fn find(
-    pool: &PgPool,
+    executor: impl sqlx::PgExecutor<'_>,
     project_id: Uuid,
     slot: &IdempotencySlot,
 ) -> Result<Option<CommandError>, sqlx::Error> {
@@ -35,7 +35,7 @@ pub async fn find(
     )
     .bind(project_id)
     .bind(&slot.key)
-    .fetch_optional(pool)
+    .fetch_optional(executor)
     .await?;
     Ok(row.map(|(hash, status, body)| {
         if hash == slot.request_hash {

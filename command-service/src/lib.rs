@@ -65,20 +65,24 @@ impl App {
             // whichever service reaches the broker first.
             tracing::warn!(error = %e, "could not set up the JetStream stream yet");
         }
+        // `pool` is the owner's (it migrated the database). Requests run as the application role,
+        // bound by row-level security; the relay and the sweeper's scan span tenants.
+        let app_pool = config.platform.app_pool(&pool).await?;
+        let system_pool = config.platform.system_pool(&pool, 4).await?;
         let handler = CommandHandler::new(
-            EventStore::new(pool.clone()),
+            EventStore::new(app_pool.clone()),
             clock.clone(),
             config.snapshot_every,
             config.max_attempts,
         );
         let state = routes::AppState {
-            pool: pool.clone(),
+            pool: app_pool.clone(),
             handler: handler.clone(),
             channel_types: Arc::default(),
         };
         let (router, paths) = routes::router(state)
             .merge(health::router(Probes {
-                pool: pool.clone(),
+                pool: app_pool,
                 nats,
                 stalled: None,
             }))
@@ -89,14 +93,14 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.addr))?;
         let relay = relay::OutboxRelay {
-            pool: pool.clone(),
+            pool: system_pool.clone(),
             js,
             stream,
             batch_size: config.relay_batch_size,
             poll: config.relay_poll(),
         };
         let sweeper = sweeper::TimeoutSweeper {
-            pool,
+            pool: system_pool,
             handler,
             clock,
             interval: config.sweep_interval(),

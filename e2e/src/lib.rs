@@ -279,6 +279,8 @@ impl TestSystem {
         Settings {
             database_url: self.db.url.clone(),
             database_max_connections: 20,
+            database_app_role: "ventros_app".into(),
+            database_system_role: "ventros_projector".into(),
             nats_url: self.stream.url.clone(),
             nats_stream: self.stream.name.clone(),
             nats_subject_prefix: self.stream.prefix.clone(),

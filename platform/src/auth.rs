@@ -114,19 +114,10 @@ where
             ))
         })?;
         let pool = PgPool::from_ref(state);
+        // A security-definer function: the lookup runs before the tenant is known, and the
+        // request paths' role sees no tenant's rows without one.
         let access: Option<Access> = sqlx::query_as(
-            r#"
-            select u.id as user_id, p.id as project_id, p.tenant_id, p.session_timeout_minutes,
-                   case when p.user_id = u.id then 'owner' else m.role end as role
-              from user_api_keys k
-              join users u on u.id = k.user_id and u.deleted_at is null and coalesce(u.status, 'active') = 'active'
-              left join projects p on p.id = $2 and p.deleted_at is null and coalesce(p.active, true)
-              left join project_members m on m.project_id = p.id and m.agent_id = u.id::text and m.deleted_at is null
-             where k.key_hash = $1
-               and coalesce(k.active, true)
-               and k.deleted_at is null
-               and (k.expires_at is null or k.expires_at > now() at time zone 'utc')
-            "#,
+            "select user_id, project_id, tenant_id, session_timeout_minutes, role from authenticate_api_key($1, $2)",
         )
         .bind(hash_api_key(&key))
         .bind(project_id)

@@ -15,6 +15,18 @@ pub struct Settings {
     /// Maximum connections in the pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
+    /// The role the request paths run as (`set role` on each connection): bound by row-level
+    /// security, with the tenant set per transaction. Empty: stay the connecting user.
+    #[arg(long, env = "DATABASE_APP_ROLE", default_value = "ventros_app")]
+    pub database_app_role: String,
+    /// The role of the work that spans tenants (projection workers, outbox relay, sweeper's
+    /// scan): `bypassrls`. Empty: stay the connecting user.
+    #[arg(
+        long,
+        env = "DATABASE_SYSTEM_ROLE",
+        default_value = "ventros_projector"
+    )]
+    pub database_system_role: String,
     /// NATS server URL (JetStream must be enabled).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -41,5 +53,26 @@ impl Settings {
             replicas: self.nats_stream_replicas,
             max_age: Duration::from_secs(7 * 24 * 3600),
         }
+    }
+}
+
+impl Settings {
+    /// The request paths' pool (see `database_app_role`), built on the owner pool's options.
+    pub async fn app_pool(&self, owner: &sqlx::PgPool) -> anyhow::Result<sqlx::PgPool> {
+        crate::db::role_pool(
+            owner,
+            self.database_max_connections,
+            &self.database_app_role,
+        )
+        .await
+    }
+
+    /// The cross-tenant work's pool (see `database_system_role`).
+    pub async fn system_pool(
+        &self,
+        owner: &sqlx::PgPool,
+        max_connections: u32,
+    ) -> anyhow::Result<sqlx::PgPool> {
+        crate::db::role_pool(owner, max_connections, &self.database_system_role).await
     }
 }

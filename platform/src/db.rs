@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool, Postgres, Transaction};
 
 /// The project's migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -61,4 +61,39 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
 pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
     matches!(error, sqlx::Error::Database(e)
         if e.code().as_deref() == Some("23505") && e.constraint() == Some(constraint))
+}
+
+/// A pool on the same server and database as `owner` whose connections run as `role` (`set role`
+/// right after connecting; the connecting user must be a member of it). An empty role keeps the
+/// connecting user.
+pub async fn role_pool(owner: &PgPool, max_connections: u32, role: &str) -> anyhow::Result<PgPool> {
+    let options = owner.connect_options().as_ref().clone();
+    let set_role =
+        (!role.is_empty()).then(|| format!("set role \"{}\"", role.replace('"', "\"\"")));
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .after_connect(move |conn, _| {
+            let set_role = set_role.clone();
+            Box::pin(async move {
+                if let Some(sql) = set_role {
+                    conn.execute(sql.as_str()).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_lazy_with(options))
+}
+
+/// A transaction in one tenant: row-level security shows and accepts that tenant's rows only.
+pub async fn tenant_tx<'a>(
+    pool: &'a PgPool,
+    tenant_id: &str,
+) -> Result<Transaction<'a, Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("select set_config('app.current_tenant_id', $1, true)")
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }

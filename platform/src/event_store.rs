@@ -180,6 +180,7 @@ impl EventStore {
     /// The latest snapshot of an aggregate in this tenant, if any.
     pub async fn latest_snapshot(
         &self,
+        executor: impl PgExecutor<'_>,
         tenant_id: &str,
         aggregate_id: Uuid,
     ) -> Result<Option<SnapshotRow>, StoreError> {
@@ -190,13 +191,14 @@ impl EventStore {
         )
         .bind(aggregate_id)
         .bind(tenant_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(executor)
         .await?)
     }
 
     /// The events of one stream in this tenant after `after_sequence`, in order.
     pub async fn load_stream(
         &self,
+        executor: impl PgExecutor<'_>,
         tenant_id: &str,
         aggregate_type: AggregateType,
         aggregate_id: Uuid,
@@ -211,7 +213,7 @@ impl EventStore {
         .bind(tenant_id)
         .bind(aggregate_type.as_str())
         .bind(after_sequence)
-        .fetch_all(&self.pool)
+        .fetch_all(executor)
         .await?;
         rows.into_iter().map(EventRow::into_envelope).collect()
     }
@@ -240,6 +242,7 @@ impl EventStore {
     /// A contact's events and its sessions' events in store order, optionally after a position.
     pub async fn read_contact_history(
         &self,
+        executor: impl PgExecutor<'_>,
         tenant_id: &str,
         contact_id: Uuid,
         after_position: i64,
@@ -255,7 +258,7 @@ impl EventStore {
         .bind(contact_id)
         .bind(after_position)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(executor)
         .await?;
         rows.into_iter().map(EventRow::into_envelope).collect()
     }

@@ -55,7 +55,21 @@ impl App {
         if let Err(e) = platform::nats::ensure_stream(&js, &stream).await {
             tracing::warn!(error = %e, "could not set up the JetStream stream yet; the workers keep trying");
         }
-        let store = EventStore::new(pool.clone());
+        // `pool` is the owner's (it migrated the database). The workers' batches mix tenants
+        // (the system role bypasses row-level security); queries run as the application role,
+        // one tenant per transaction.
+        let system_pool = config
+            .platform
+            .system_pool(
+                &pool,
+                config
+                    .platform
+                    .database_max_connections
+                    .max(stream.partitions + 2),
+            )
+            .await?;
+        let app_pool = config.platform.app_pool(&pool).await?;
+        let store = EventStore::new(system_pool);
         let stall_after = std::time::Duration::from_secs(config.stall_secs);
         let consumer_health = Arc::new(worker::ConsumerHealth::default());
         let workers = if config.workers {
@@ -74,11 +88,11 @@ impl App {
             Vec::new()
         };
         let (router, paths) = queries::router(queries::QueryState {
-            pool: pool.clone(),
-            store,
+            pool: app_pool.clone(),
+            store: EventStore::new(app_pool.clone()),
         })
         .merge(health::router(Probes {
-            pool,
+            pool: app_pool,
             nats,
             stalled: Some(Arc::new(move || consumer_health.stalled(stall_after))),
         }))

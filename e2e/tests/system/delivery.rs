@@ -66,12 +66,12 @@ async fn a_replayed_nats_message_changes_nothing() {
     let store = EventStore::new(system.db.pool.clone());
     let tenant = &system.tenant.tenant_id;
     let mut events = store
-        .load_stream(tenant, AggregateType::Contact, contact, 0)
+        .load_stream(&system.db.pool, tenant, AggregateType::Contact, contact, 0)
         .await
         .unwrap();
     events.extend(
         store
-            .load_stream(tenant, AggregateType::Session, session, 0)
+            .load_stream(&system.db.pool, tenant, AggregateType::Session, session, 0)
             .await
             .unwrap(),
     );
@@ -128,11 +128,11 @@ async fn applying_a_batch_twice_or_out_of_order_gives_the_same_rows() {
     let store = EventStore::new(system.db.pool.clone());
     let tenant = &system.tenant.tenant_id;
     let contact_events = store
-        .load_stream(tenant, AggregateType::Contact, contact, 0)
+        .load_stream(&system.db.pool, tenant, AggregateType::Contact, contact, 0)
         .await
         .unwrap();
     let session_events = store
-        .load_stream(tenant, AggregateType::Session, session, 0)
+        .load_stream(&system.db.pool, tenant, AggregateType::Session, session, 0)
         .await
         .unwrap();
 

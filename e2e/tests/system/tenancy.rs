@@ -353,3 +353,72 @@ async fn bootstrap_is_idempotent_and_a_key_belongs_to_one_user() {
         .unwrap();
     assert_eq!(projects, 1, "the refused bootstrap left nothing behind");
 }
+
+#[tokio::test]
+async fn the_services_database_role_is_bound_by_row_level_security() {
+    let system = TestSystem::start().await;
+    let (b, _, _) = tenant_b_with_data(&system).await;
+    system.create_contact(json!({"name": "A's"})).await;
+    system
+        .wait_until_projected(std::time::Duration::from_secs(20))
+        .await;
+
+    // The pool the request paths use, built as the services build it.
+    let settings = platform::Settings {
+        database_url: system.db.url.clone(),
+        database_max_connections: 2,
+        database_app_role: "ventros_app".into(),
+        database_system_role: "ventros_projector".into(),
+        nats_url: String::new(),
+        nats_stream: String::new(),
+        nats_subject_prefix: String::new(),
+        nats_stream_replicas: 1,
+        event_partitions: 1,
+    };
+    let app = settings.app_pool(&system.db.pool).await.unwrap();
+    let (user, superuser): (String, bool) = sqlx::query_as(
+        "select current_user::text, rolsuper from pg_roles where rolname = current_user",
+    )
+    .fetch_one(&app)
+    .await
+    .unwrap();
+    assert_eq!((user.as_str(), superuser), ("ventros_app", false));
+
+    // A query that forgets the tenant filter sees nothing without a tenant, and only its
+    // tenant's rows with one.
+    let all: i64 = sqlx::query_scalar("select count(*) from contacts")
+        .fetch_one(&app)
+        .await
+        .unwrap();
+    assert_eq!(all, 0, "no tenant, no rows");
+    for (tenant, name) in [(&system.tenant.tenant_id, "A's"), (&b.tenant_id, "B's")] {
+        let mut tx = platform::db::tenant_tx(&app, tenant).await.unwrap();
+        let names: Vec<String> = sqlx::query_scalar("select name from contacts")
+            .fetch_all(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            names,
+            vec![name.to_owned()],
+            "{tenant} sees its own contact only"
+        );
+        let events: i64 =
+            sqlx::query_scalar("select count(*) from contact_event_store where tenant_id <> $1")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        assert_eq!(events, 0, "{tenant} sees no other tenant's events");
+        let write = sqlx::query("update contacts set name = 'hijacked' where tenant_id <> $1")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(
+            write.rows_affected(),
+            0,
+            "{tenant} changes no other tenant's rows"
+        );
+    }
+    system.stop().await;
+}

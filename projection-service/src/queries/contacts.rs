@@ -136,9 +136,10 @@ async fn list(
         sql.push(" and c.id > ").push_bind(cursor);
     }
     sql.push(" order by c.id limit ").push_bind(limit + 1);
+    let mut tx = state.tx(&auth.tenant_id).await?;
     let rows: Vec<Json<ContactRecord>> = sql
         .build_query_scalar()
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::internal)?;
     let items: Vec<ContactDto> = rows.into_iter().map(|r| r.0.into()).collect();
@@ -150,13 +151,15 @@ pub async fn read_contact(
     tenant_id: &str,
     id: Uuid,
 ) -> Result<Option<ContactRecord>, sqlx::Error> {
+    let mut tx = platform::db::tenant_tx(&state.pool, tenant_id).await?;
     let row: Option<Json<ContactRecord>> = sqlx::query_scalar(
         "select to_jsonb(c) from contacts c where c.id = $1 and c.tenant_id = $2",
     )
     .bind(id)
     .bind(tenant_id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(row.map(|r| r.0))
 }
 
@@ -244,13 +247,14 @@ async fn events(
         cursor: None,
     }
     .limit()?;
+    let mut tx = state.tx(&auth.tenant_id).await?;
     let exists: bool = sqlx::query_scalar(
         "select exists (select 1 from contact_event_store \
           where aggregate_id = $1 and tenant_id = $2 and aggregate_type = 'contact')",
     )
     .bind(contact_id)
     .bind(&auth.tenant_id)
-    .fetch_one(&state.pool)
+    .fetch_one(&mut *tx)
     .await
     .map_err(ApiError::internal)?;
     if !exists {
@@ -259,6 +263,7 @@ async fn events(
     let mut events = state
         .store
         .read_contact_history(
+            &mut *tx,
             &auth.tenant_id,
             contact_id,
             p.after_sequence.unwrap_or(0),

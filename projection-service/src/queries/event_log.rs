@@ -98,9 +98,10 @@ async fn list(
         sql.push(" and id > ").push_bind(cursor);
     }
     sql.push(" order by id limit ").push_bind(limit + 1);
+    let mut tx = state.tx(&auth.tenant_id).await?;
     let rows: Vec<Row> = sql
         .build_query_as()
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::internal)?;
     let items: Vec<Entry> = rows

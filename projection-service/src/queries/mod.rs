@@ -25,6 +25,18 @@ pub struct QueryState {
     pub store: EventStore,
 }
 
+impl QueryState {
+    /// A read transaction in the caller's tenant: row-level security shows its rows only.
+    pub async fn tx(
+        &self,
+        tenant_id: &str,
+    ) -> Result<sqlx::Transaction<'_, sqlx::Postgres>, ApiError> {
+        platform::db::tenant_tx(&self.pool, tenant_id)
+            .await
+            .map_err(ApiError::internal)
+    }
+}
+
 impl FromRef<QueryState> for PgPool {
     fn from_ref(state: &QueryState) -> Self {
         state.pool.clone()
@@ -145,12 +157,13 @@ where
                 return Ok(row);
             }
         } else if !checked_store {
+            let mut tx = state.tx(tenant_id).await?;
             let exists: bool = sqlx::query_scalar(
                 "select exists (select 1 from contact_event_store where aggregate_id = $1 and tenant_id = $2)",
             )
             .bind(id)
             .bind(tenant_id)
-            .fetch_one(&state.pool)
+            .fetch_one(&mut *tx)
             .await
             .map_err(ApiError::internal)?;
             if !exists {

@@ -164,9 +164,10 @@ pub async fn list_sessions(
     }
     sql.push(" and s.deleted_at is null order by s.id limit ")
         .push_bind(limit + 1);
+    let mut tx = state.tx(tenant_id).await?;
     let rows: Vec<Json<SessionRecord>> = sql
         .build_query_scalar()
-        .fetch_all(&state.pool)
+        .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::internal)?;
     let items: Vec<SessionDto> = rows.into_iter().map(|r| r.0.into()).collect();
@@ -193,12 +194,13 @@ async fn one(
     Query(params): Query<ReadParams>,
 ) -> Result<Response, ApiError> {
     let read = || async {
+        let mut tx = platform::db::tenant_tx(&state.pool, &auth.tenant_id).await?;
         let row: Option<Json<SessionRecord>> = sqlx::query_scalar(
             "select to_jsonb(s) from sessions s where s.id = $1 and s.tenant_id = $2",
         )
         .bind(session_id)
         .bind(&auth.tenant_id)
-        .fetch_optional(&state.pool)
+        .fetch_optional(&mut *tx)
         .await?;
         Ok(row.map(|r| r.0))
     };
