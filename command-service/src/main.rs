@@ -34,11 +34,13 @@ impl Cli {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    platform::telemetry::run("command-service", serve(cli))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     let deadline = cli.shutdown_deadline();
-    let _telemetry = platform::telemetry::init("command-service");
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => {
             let app = App::build(cli.config).await?;

@@ -123,3 +123,18 @@ pub fn trace_id(span: &tracing::Span) -> Option<String> {
         .is_valid()
         .then(|| span_context.trace_id().to_string())
 }
+
+/// Runs a binary's async `main` with logging and tracing installed. The telemetry is set up
+/// before the Tokio runtime starts and flushed after it stops: the OTLP exporter's blocking
+/// HTTP client must live outside of any runtime.
+pub fn run<T>(service: &'static str, main: impl std::future::Future<Output = T>) -> T {
+    let telemetry = init(service);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    let result = runtime.block_on(main);
+    drop(runtime);
+    drop(telemetry);
+    result
+}

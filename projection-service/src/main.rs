@@ -23,11 +23,13 @@ impl Cli {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    platform::telemetry::run("projection-service", serve(cli))
+}
+
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     let deadline = cli.shutdown_deadline();
-    let _telemetry = platform::telemetry::init("projection-service");
     let app = App::build(cli.config).await?;
     tracing::info!(addr = %app.local_addr(), "projection-service listening");
     let token = app.shutdown_token();

@@ -233,10 +233,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry = platform::telemetry::init("replay-tool");
+    platform::telemetry::run("replay-tool", serve(cli))
+}
+
+async fn serve(cli: Cli) -> ExitCode {
     match run(cli).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),

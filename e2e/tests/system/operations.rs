@@ -631,3 +631,76 @@ async fn both_services_stop_gracefully_on_sigterm() {
         );
     }
 }
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
+    // A stand-in collector: it only records what is posted to /v1/traces.
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, usize)>::new()));
+    let collector = {
+        let received = received.clone();
+        axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let received = received.clone();
+                    async move {
+                        let content_type = headers
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        received.lock().unwrap().push((content_type, body.len()));
+                        StatusCode::OK
+                    }
+                },
+            ),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, collector).await });
+
+    let db = e2e::TestDb::new().await;
+    let stream = e2e::TestStream::new(None, 1);
+    let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
+    let env = [
+        ("DATABASE_URL", db.url.clone()),
+        ("NATS_URL", stream.url.clone()),
+        ("NATS_STREAM", stream.name.clone()),
+        ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
+        ("EVENT_PARTITIONS", "1".to_owned()),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
+    ];
+    let command =
+        e2e::process::ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
+    let created = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/projects/{}/contacts",
+            command.url(),
+            tenant.project_id
+        ))
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({"name": "Exported"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((content_type, size)) = received.lock().unwrap().first().cloned() {
+            assert_eq!(
+                content_type, "application/x-protobuf",
+                "OTLP/HTTP with protobuf"
+            );
+            assert!(size > 0);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no spans reached the collector:\n{}",
+            command.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
