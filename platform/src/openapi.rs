@@ -1,17 +1,15 @@
 //! OpenAPI 3.1: each service builds its document from its own handlers (utoipa + utoipa-axum,
 //! so a route cannot be served without being documented, nor documented without being served),
-//! serves it at `/openapi.json`, and a browsable page at `/docs` (Scalar) from which a request
-//! can be tried.
+//! serves it at `/openapi.json`, and a browsable page at `/docs` (Swagger UI, vendored in the binary so
+//! it works offline) from which a request can be tried.
 
-use axum::response::{Html, IntoResponse};
-use axum::routing::get;
 use axum::Router;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{InfoBuilder, OpenApi, OpenApiBuilder};
 use utoipa::{IntoResponses, ToSchema};
-use utoipa_scalar::Scalar;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::problem::FieldProblem;
 
@@ -170,18 +168,12 @@ pub fn docs_router(mut doc: OpenApi) -> Router {
         doc.paths
             .add_path_operation(path, vec![HttpMethod::Get], operation);
     }
-    let json = doc.to_json().expect("the OpenAPI document serialises");
-    let html = Scalar::new(doc).to_html();
-    Router::new()
-        .route(
-            "/openapi.json",
-            get(move || async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    json,
-                )
-                    .into_response()
-            }),
-        )
-        .route("/docs", get(move || async move { Html(html) }))
+    let config = Config::new(["/openapi.json"])
+        .try_it_out_enabled(true)
+        .persist_authorization(true);
+    Router::new().merge(
+        SwaggerUi::new("/docs")
+            .url("/openapi.json", doc)
+            .config(config),
+    )
 }

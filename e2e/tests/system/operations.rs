@@ -139,8 +139,32 @@ async fn each_openapi_document_lists_exactly_the_routes_its_service_serves() {
         assert_eq!(docs.status(), StatusCode::OK);
         let html = docs.text().await.unwrap();
         assert!(
-            html.contains("<html") && html.contains("/v1/projects/{project_id}"),
-            "the page embeds the document"
+            html.contains("<html") && html.contains("swagger-ui"),
+            "the docs page: {html}"
+        );
+        // The page (served from the binary, no CDN) loads this service's document, with
+        // "Try it out" on.
+        let init = system
+            .http
+            .get(format!("{base}/docs/swagger-initializer.js"))
+            .send()
+            .await
+            .unwrap();
+        let init = init.text().await.unwrap();
+        assert!(
+            init.contains("/openapi.json") && init.contains("tryItOutEnabled"),
+            "{init}"
+        );
+        let bundle = system
+            .http
+            .get(format!("{base}/docs/swagger-ui-bundle.js"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            bundle.status(),
+            StatusCode::OK,
+            "the UI's script is served by the service itself"
         );
     }
     system.stop().await;
