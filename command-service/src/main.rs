@@ -24,6 +24,9 @@ struct Cli {
 enum Cmd {
     /// Serve the HTTP API, relay the outbox and sweep idle sessions (the default).
     Serve,
+    /// Create the database if missing and apply the migrations, then exit (a deploy's migration
+    /// step; the services also migrate at start, serialised by sqlx's lock).
+    Migrate,
     /// Create (idempotently) a user, a project with its tenant and an API key; print them as JSON.
     Bootstrap(BootstrapSpec),
 }
@@ -49,6 +52,11 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             platform::shutdown::cancel_on_signal(token.clone());
             platform::shutdown::run_with_deadline(app.run_until_stopped(), token, deadline).await?;
             tracing::info!("command-service stopped");
+        }
+        Cmd::Migrate => {
+            platform::db::connect_and_migrate(&cli.config.platform.database_url, 2).await?;
+            let applied = platform::db::MIGRATOR.iter().count();
+            tracing::info!(migrations = applied, "database migrated");
         }
         Cmd::Bootstrap(spec) => {
             let pool =

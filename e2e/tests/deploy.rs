@@ -80,6 +80,19 @@ fn the_kubernetes_manifests_have_probes_limits_and_run_as_non_root() {
                     }
                 }
             }
+            if kind == "Job" {
+                let container = &doc["spec"]["template"]["spec"]["containers"][0];
+                let args: Vec<String> = container["args"]
+                    .as_vec()
+                    .map(|a| a.iter().map(text).collect())
+                    .unwrap_or_default();
+                assert_eq!(
+                    args,
+                    ["migrate"],
+                    "{}: the Job runs the migrations",
+                    path.display()
+                );
+            }
             if kind == "Deployment" {
                 let name = text(&doc["metadata"]["name"]);
                 let pod = &doc["spec"]["template"]["spec"];
