@@ -51,35 +51,72 @@ pub struct ServiceProcess {
     child: Child,
     pub addr: String,
     log: tempfile::NamedTempFile,
+    name: String,
+    addr_var: String,
+    env: Vec<(String, String)>,
 }
 
 impl ServiceProcess {
     /// Starts `name` with `env` (plus its listen address) and waits until `/readyz` answers 200.
     pub async fn start(name: &str, addr_var: &str, env: &[(&str, String)]) -> Self {
-        let addr = free_addr();
         let log = tempfile::NamedTempFile::new().expect("log file");
-        let child = Command::new(binary(name))
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env(addr_var, &addr)
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let addr = free_addr();
+        let child = Self::spawn(name, addr_var, &addr, &env, &log);
+        let service = Self {
+            child,
+            addr,
+            log,
+            name: name.to_owned(),
+            addr_var: addr_var.to_owned(),
+            env,
+        };
+        service.wait_ready().await;
+        service
+    }
+
+    fn spawn(
+        name: &str,
+        addr_var: &str,
+        addr: &str,
+        env: &[(String, String)],
+        log: &tempfile::NamedTempFile,
+    ) -> Child {
+        Command::new(binary(name))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(addr_var, addr)
             .env("LOG_FORMAT", "text")
             .stdout(Stdio::null())
             .stderr(log.reopen().expect("log file"))
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        let service = Self { child, addr, log };
-        let url = format!("http://{}/readyz", service.addr);
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"))
+    }
+
+    /// Starts the process again, on the same address, with the same settings (after a kill).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(&self.name, &self.addr_var, &self.addr, &self.env, &self.log);
+        self.wait_ready().await;
+    }
+
+    async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.addr);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if reqwest::get(&url)
                 .await
                 .is_ok_and(|r| r.status().is_success())
             {
-                return service;
+                return;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{name} never became ready:\n{}",
-                service.log()
+                "{} never became ready:\n{}",
+                self.name,
+                self.log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

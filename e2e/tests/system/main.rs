@@ -4,6 +4,7 @@
 mod cli;
 mod concurrency;
 mod delivery;
+mod faults;
 mod flow;
 mod operations;
 mod replay;
