@@ -3,6 +3,7 @@
 //! them, and small HTTP helpers. Everything a test creates is removed when it is dropped.
 
 pub mod nats;
+pub mod postgres;
 pub mod process;
 pub mod traces;
 
@@ -48,27 +49,31 @@ pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    server: String,
 }
 
 impl TestDb {
     pub async fn new() -> Self {
+        Self::on(&database_server()).await
+    }
+
+    /// A database of its own on another server (e.g. a [`postgres::PrivatePostgres`]).
+    pub async fn on(server: &str) -> Self {
         let name = format!("ventros_test_{}", Uuid::new_v4().simple());
-        let url = format!("{}/{name}", database_server());
+        let url = format!("{server}/{name}");
         let pool = platform::db::connect_and_migrate(&url, 20)
             .await
             .expect("test database");
-        Self { name, url, pool }
+        Self { name, url, pool, server: server.to_owned() }
     }
 }
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, server) = (self.name.clone(), self.server.clone());
         self.pool.close_event();
         block_on_cleanup(async move {
-            if let Ok(pool) =
-                sqlx::PgPool::connect(&format!("{}/postgres", database_server())).await
-            {
+            if let Ok(pool) = sqlx::PgPool::connect(&format!("{server}/postgres")).await {
                 let _ = sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
                     .execute(&pool)
                     .await;

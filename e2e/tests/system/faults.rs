@@ -213,3 +213,121 @@ async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_
         stored.len()
     );
 }
+
+#[tokio::test]
+async fn both_services_ride_out_a_postgresql_outage_and_readyz_reports_it() {
+    let postgres = e2e::postgres::PrivatePostgres::start().await;
+    let db = TestDb::on(&postgres.url()).await;
+    let stream = TestStream::new(None, 2);
+    let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
+    let env = [
+        ("DATABASE_URL", db.url.clone()),
+        ("NATS_URL", stream.url.clone()),
+        ("NATS_STREAM", stream.name.clone()),
+        ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
+        ("EVENT_PARTITIONS", "2".to_owned()),
+        ("RELAY_POLL_MS", "100".to_owned()),
+    ];
+    let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
+    let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let create = |name: &str| {
+        http.post(format!(
+            "{}/v1/projects/{}/contacts",
+            command.url(),
+            tenant.project_id
+        ))
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({ "name": name }))
+        .send()
+    };
+    assert_eq!(
+        create("before").await.unwrap().status(),
+        reqwest::StatusCode::CREATED
+    );
+
+    postgres.stop();
+    for service in [&command, &query] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = http
+                .get(format!("{}/readyz", service.url()))
+                .send()
+                .await
+                .unwrap();
+            if ready.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                let body: Value = ready.json().await.unwrap();
+                assert_eq!(body["database"], false, "{body}");
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "readyz never reported the outage"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let refused = create("during").await.unwrap();
+    assert_eq!(
+        refused.status(),
+        reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        "a command during the outage is 503"
+    );
+    assert_eq!(
+        refused.headers().get("content-type").unwrap(),
+        "application/problem+json"
+    );
+
+    postgres.resume().await;
+    // Neither service is restarted: they reconnect by themselves.
+    for service in [&command, &query] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while http
+            .get(format!("{}/readyz", service.url()))
+            .send()
+            .await
+            .map(|r| r.status())
+            .ok()
+            != Some(reqwest::StatusCode::OK)
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "readyz did not recover"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let after = create("after").await.unwrap();
+    assert_eq!(after.status(), reqwest::StatusCode::CREATED);
+    let id = after.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let read = http
+        .get(format!(
+            "{}/v1/projects/{}/contacts/{id}?min_version=1&wait_ms=20000",
+            query.url(),
+            tenant.project_id
+        ))
+        .bearer_auth(&tenant.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        read.status(),
+        reqwest::StatusCode::OK,
+        "the whole path works again"
+    );
+    let names: Vec<String> = sqlx::query_scalar("select name from contacts order by name")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        names,
+        ["after", "before"],
+        "the refused command wrote nothing"
+    );
+}
