@@ -335,7 +335,7 @@ impl CommandHandler {
                     return Err(CommandError::NotFound("session"));
                 }
                 let contact_id = session.view.contact_id;
-                let contact = self.load(actor, contact_id).await?;
+                let contact = self.load_in(conn, actor, contact_id).await?;
                 Ok(Loaded {
                     contact_id,
                     contact,

@@ -149,3 +149,42 @@ async fn of_racing_writers_with_the_same_if_match_exactly_one_wins() {
     );
     system.stop().await;
 }
+
+#[tokio::test]
+async fn more_concurrent_session_commands_than_pooled_connections_all_go_through() {
+    // Each session command reads its session and its contact: both inside the command's one
+    // transaction, never a second connection per command (which deadlocks a full pool).
+    let system = TestSystem::start().await;
+    let mut sessions = Vec::new();
+    for i in 0..48 {
+        let contact = system
+            .create_contact(json!({ "name": format!("c{i}") }))
+            .await;
+        let inbound = system
+            .command(
+                Method::POST,
+                &format!("/contacts/{contact}/messages"),
+                Some(json!({"channel_type_id": 1, "from_contact": true})),
+            )
+            .await;
+        sessions.push(inbound.id("session_id"));
+    }
+    let started = std::time::Instant::now();
+    let paths: Vec<String> = sessions
+        .iter()
+        .map(|s| format!("/sessions/{s}/messages"))
+        .collect();
+    let replies = join_all(
+        paths
+            .iter()
+            .map(|path| system.command(Method::POST, path, Some(json!({"from_contact": false})))),
+    )
+    .await;
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "no request waited for a pooled connection to time out"
+    );
+    system.stop().await;
+}
