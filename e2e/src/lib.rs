@@ -64,7 +64,12 @@ impl TestDb {
         let pool = platform::db::connect_and_migrate(&url, 20)
             .await
             .expect("test database");
-        Self { name, url, pool, server: server.to_owned() }
+        Self {
+            name,
+            url,
+            pool,
+            server: server.to_owned(),
+        }
     }
 }
 
