@@ -169,7 +169,6 @@ async fn more_concurrent_session_commands_than_pooled_connections_all_go_through
             .await;
         sessions.push(inbound.id("session_id"));
     }
-    let started = std::time::Instant::now();
     let paths: Vec<String> = sessions
         .iter()
         .map(|s| format!("/sessions/{s}/messages"))
@@ -181,10 +180,7 @@ async fn more_concurrent_session_commands_than_pooled_connections_all_go_through
     )
     .await;
     let statuses: Vec<u16> = replies.iter().map(|r| r.status.as_u16()).collect();
+    // With a second connection per command, a full pool waits out its acquire timeout: 503s.
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
-    assert!(
-        started.elapsed() < std::time::Duration::from_secs(4),
-        "no request waited for a pooled connection to time out"
-    );
     system.stop().await;
 }
