@@ -33,8 +33,8 @@ say() { printf 'run.sh: %s\n' "$*" >&2; }
 
 scripts/ensure-services.sh
 
-say "building release binaries (cargo build --release --bins)…"
-cargo build --release --bins
+say "building the release binaries…"
+cargo build --release -p command-service -p projection-service -p replay-tool
 
 mkdir -p "$LOG_DIR"
 if [[ ! -s $KEY_FILE ]]; then
