@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole system locally, in the foreground:
 #   - PostgreSQL and NATS started if down (scripts/ensure-services.sh);
-#   - release binaries built (cargo build --release --bins);
+#   - the release binaries of the three services built;
 #   - a demo user/project/API key bootstrapped (the key lives in .ventros/demo-api-key and is
 #     reused on later runs, so bootstrap stays idempotent; the database is created and migrated
 #     by the binary);
