@@ -449,6 +449,25 @@ impl TestSystem {
         reply.id("id")
     }
 
+    /// Records an inbound message for a contact of tenant A on channel 1, which opens a session;
+    /// returns the session's id.
+    pub async fn open_session(&self, contact: Uuid) -> Uuid {
+        let reply = self
+            .command(
+                Method::POST,
+                &format!("/contacts/{contact}/messages"),
+                Some(serde_json::json!({"channel_type_id": 1, "from_contact": true})),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "inbound message: {}",
+            reply.body
+        );
+        reply.id("session_id")
+    }
+
     /// Polls `check` until it holds or `within` passes (for what has no `min_version`).
     pub async fn eventually<F, Fut>(&self, within: Duration, what: &str, mut check: F)
     where

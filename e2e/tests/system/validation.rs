@@ -71,14 +71,7 @@ fn routes(contact: Uuid, session: Uuid) -> Vec<(Method, String, serde_json::Valu
 async fn malformed_requests_on_every_command_route_are_refused_and_write_nothing() {
     let system = TestSystem::start().await;
     let contact = system.create_contact(json!({"name": "Target"})).await;
-    let session = system
-        .command(
-            Method::POST,
-            &format!("/contacts/{contact}/messages"),
-            Some(json!({"channel_type_id": 1, "from_contact": true})),
-        )
-        .await
-        .id("session_id");
+    let session = system.open_session(contact).await;
     let before = system
         .count("select count(*) from contact_event_store")
         .await;
@@ -185,14 +178,7 @@ async fn malformed_requests_on_every_command_route_are_refused_and_write_nothing
 async fn field_rules_are_422_with_the_failing_fields_and_write_nothing() {
     let system = TestSystem::start().await;
     let contact = system.create_contact(json!({"name": "Target"})).await;
-    let session = system
-        .command(
-            Method::POST,
-            &format!("/contacts/{contact}/messages"),
-            Some(json!({"channel_type_id": 1, "from_contact": true})),
-        )
-        .await
-        .id("session_id");
+    let session = system.open_session(contact).await;
     let before = system
         .count("select count(*) from contact_event_store")
         .await;
