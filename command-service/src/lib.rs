@@ -87,7 +87,12 @@ impl App {
                 stalled: None,
             }))
             .split_for_parts();
-        let docs = platform::openapi::docs_router(openapi_document(paths));
+        let docs = platform::openapi::docs_router(platform::openapi::document(
+            "Ventros command-service",
+            "Commands on contacts and sessions. Each answers the aggregate's id, its new version (also in \
+         `ETag`) and the ids of the events it appended.",
+            paths,
+        ));
         let router = platform::http::finish_router(router.merge(docs));
         let listener = TcpListener::bind(&config.addr)
             .await
@@ -138,15 +143,4 @@ impl App {
         let _ = tokio::join!(relay, sweeper);
         served.context("HTTP server failed")
     }
-}
-
-/// The command API's OpenAPI document: the frame, and the paths the router registered.
-pub fn openapi_document(paths: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    let mut document = platform::openapi::document(
-        "Ventros command-service",
-        "Commands on contacts and sessions. Each answers the aggregate's id, its new version (also in \
-         `ETag`) and the ids of the events it appended.",
-    );
-    document.merge(paths);
-    document
 }

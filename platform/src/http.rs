@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
@@ -15,11 +15,6 @@ use crate::problem::ApiError;
 
 /// Default request body limit (API.md: 256 KiB).
 pub const BODY_LIMIT: usize = 256 * 1024;
-
-/// `axum::Json`, with malformed bodies answered as problem+json.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
-pub struct Json<T>(pub T);
 
 /// `axum::extract::Path`, with bad ids answered as problem+json 400.
 #[derive(Debug, FromRequestParts)]

@@ -123,8 +123,9 @@ pub enum QueryErrors {
     Unavailable(Problem),
 }
 
-/// The document's frame: title, description, the bearer scheme every `/v1` route uses.
-pub fn document(title: &str, description: &str) -> OpenApi {
+/// A service's document: its frame (title, description, the bearer scheme every `/v1` route
+/// uses) around the paths its router registered.
+pub fn document(title: &str, description: &str, paths: OpenApi) -> OpenApi {
     let mut doc = OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
@@ -144,6 +145,7 @@ pub fn document(title: &str, description: &str) -> OpenApi {
                 .build(),
         ),
     );
+    doc.merge(paths);
     doc
 }
 

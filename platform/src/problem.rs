@@ -2,7 +2,7 @@
 //!
 //! Only this module knows statuses. A 5xx says little to the client; the log carries the cause.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -161,22 +161,6 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::PayloadTooLarge("the body is over the size limit".into())
-            }
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::UnsupportedMediaType(
-                "the body must be JSON (Content-Type: application/json)".into(),
-            ),
-            // Syntax errors, wrong types and unknown fields are all malformed requests (400), not
-            // axum's default 422, which this API keeps for field rules.
-            _ => Self::BadRequest(rejection.body_text()),
-        }
     }
 }
 

@@ -97,7 +97,12 @@ impl App {
             stalled: Some(Arc::new(move || consumer_health.stalled(stall_after))),
         }))
         .split_for_parts();
-        let docs = platform::openapi::docs_router(openapi_document(paths));
+        let docs = platform::openapi::docs_router(platform::openapi::document(
+            "Ventros projection-service",
+            "Queries on the read model: contacts, sessions (with every metric) and the audit trail. \
+         `min_version` reads your own writes.",
+            paths,
+        ));
         let router = platform::http::finish_router(router.merge(docs));
         let listener = TcpListener::bind(&config.addr)
             .await
@@ -136,15 +141,4 @@ impl App {
         futures::future::join_all(workers).await;
         served.context("HTTP server failed")
     }
-}
-
-/// The query API's OpenAPI document: the frame, and the paths the router registered.
-pub fn openapi_document(paths: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    let mut document = platform::openapi::document(
-        "Ventros projection-service",
-        "Queries on the read model: contacts, sessions (with every metric) and the audit trail. \
-         `min_version` reads your own writes.",
-    );
-    document.merge(paths);
-    document
 }
