@@ -1,7 +1,7 @@
 //! The `contacts` projection: one row per contact, folded with the domain's own
 //! [`ContactView::apply`], plus `first/last_interaction_at` from its sessions' messages.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use event_model::{ContactEvent, ContactView, DomainEvent, EventEnvelope, SessionEvent};
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{decode, load_rows, upsert_rows, Decoded, ProjectionError};
+use super::{decode, load_rows, upsert_rows, Decoded, ProjectionError, ReadRow};
 
 /// A `contacts` row, column for column (it is read with `to_jsonb` and written with
 /// `jsonb_populate_recordset`, so the field names are the column names).
@@ -150,22 +150,10 @@ pub fn fold(record: &mut ContactRecord, envelope: &EventEnvelope, event: &Domain
     }
 }
 
-pub async fn load(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, ContactRecord>, ProjectionError> {
-    Ok(load_rows::<ContactRecord>(tx, "contacts", ids)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r))
-        .collect())
-}
-
-pub async fn upsert(
-    tx: &mut Transaction<'_, Postgres>,
-    records: &[&ContactRecord],
-) -> Result<(), ProjectionError> {
-    upsert_rows(tx, "contacts", COLUMNS, records).await
+impl ReadRow for ContactRecord {
+    fn id(&self) -> Uuid {
+        self.id
+    }
 }
 
 /// Applies events to the `contacts` rows; returns the ids of every event it took care of
@@ -178,7 +166,7 @@ pub async fn apply(
     let mut ids: Vec<Uuid> = events.iter().map(|d| d.envelope.contact_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut rows = load(tx, &ids).await?;
+    let mut rows = load_rows::<ContactRecord>(tx, "contacts", &ids).await?;
     let mut dirty = BTreeSet::new();
     let mut handled = Vec::with_capacity(events.len());
     for d in events {
@@ -223,6 +211,6 @@ pub async fn apply(
         handled.push(envelope.event_id);
     }
     let changed: Vec<&ContactRecord> = dirty.iter().filter_map(|id| rows.get(id)).collect();
-    upsert(tx, &changed).await?;
+    upsert_rows(tx, "contacts", COLUMNS, &changed).await?;
     Ok(handled)
 }

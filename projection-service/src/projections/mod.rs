@@ -12,7 +12,7 @@ pub mod contacts;
 pub mod event_log;
 pub mod sessions;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use event_model::{DomainEvent, EventEnvelope};
@@ -166,25 +166,31 @@ async fn record_processed(
     Ok(())
 }
 
-/// Reads rows of a read table by id, locked for the batch, as the serde records whose field
-/// names are the table's columns (`to_jsonb`).
-pub(crate) async fn load_rows<T: DeserializeOwned + Send + Unpin + 'static>(
+/// A read row: the serde record of a table whose field names are the columns, keyed by `id`.
+pub(crate) trait ReadRow:
+    DeserializeOwned + Serialize + Send + Sync + Unpin + 'static
+{
+    fn id(&self) -> Uuid;
+}
+
+/// Reads rows of a read table by id, locked for the batch (`to_jsonb`), keyed by id.
+pub(crate) async fn load_rows<T: ReadRow>(
     tx: &mut Transaction<'_, Postgres>,
     table: &str,
     ids: &[Uuid],
-) -> Result<Vec<T>, ProjectionError> {
+) -> Result<HashMap<Uuid, T>, ProjectionError> {
     let rows: Vec<sqlx::types::Json<T>> = sqlx::query_scalar(&format!(
         "select to_jsonb(t) from {table} t where t.id = any($1) for update"
     ))
     .bind(ids)
     .fetch_all(&mut **tx)
     .await?;
-    Ok(rows.into_iter().map(|r| r.0).collect())
+    Ok(rows.into_iter().map(|r| (r.0.id(), r.0)).collect())
 }
 
 /// Writes records into a read table in one statement (`jsonb_populate_recordset`), inserting new
 /// ids and overwriting every listed column of existing ones. `columns[0]` is the key, `id`.
-pub(crate) async fn upsert_rows<T: Serialize + Sync>(
+pub(crate) async fn upsert_rows<T: ReadRow>(
     tx: &mut Transaction<'_, Postgres>,
     table: &str,
     columns: &[&str],

@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{decode, load_rows, upsert_rows, Decoded, ProjectionError};
+use super::{decode, load_rows, upsert_rows, Decoded, ProjectionError, ReadRow};
 
 const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
@@ -219,22 +219,10 @@ pub fn fold(
     Some(next)
 }
 
-pub async fn load(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, SessionRecord>, ProjectionError> {
-    Ok(load_rows::<SessionRecord>(tx, "sessions", ids)
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r))
-        .collect())
-}
-
-pub async fn upsert(
-    tx: &mut Transaction<'_, Postgres>,
-    records: &[&SessionRecord],
-) -> Result<(), ProjectionError> {
-    upsert_rows(tx, "sessions", COLUMNS, records).await
+impl ReadRow for SessionRecord {
+    fn id(&self) -> Uuid {
+        self.id
+    }
 }
 
 /// Applies events to the `sessions` rows; returns the ids of every event it took care of.
@@ -250,11 +238,12 @@ pub async fn apply(
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    let mut rows: HashMap<Uuid, Option<SessionRecord>> = load(tx, &ids)
-        .await?
-        .into_iter()
-        .map(|(k, v)| (k, Some(v)))
-        .collect();
+    let mut rows: HashMap<Uuid, Option<SessionRecord>> =
+        load_rows::<SessionRecord>(tx, "sessions", &ids)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, Some(v)))
+            .collect();
     let mut dirty = BTreeSet::new();
     let mut handled = Vec::with_capacity(events.len());
     for d in events {
@@ -286,6 +275,6 @@ pub async fn apply(
         .iter()
         .filter_map(|id| rows.get(id).and_then(Option::as_ref))
         .collect();
-    upsert(tx, &changed).await?;
+    upsert_rows(tx, "sessions", COLUMNS, &changed).await?;
     Ok(handled)
 }
