@@ -24,6 +24,7 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::cache::{AggregateCache, Cached};
 use crate::idempotency::{self, IdempotencySlot, StoredResponse};
 
 /// Who a command acts for: the project and tenant, and the calling user (none for the system's
@@ -147,6 +148,7 @@ pub struct CommandHandler {
     clock: Clock,
     snapshot_every: i64,
     max_attempts: u32,
+    cache: Arc<AggregateCache>,
 }
 
 /// The streams a command read, at the versions it read them.
@@ -163,7 +165,14 @@ impl CommandHandler {
             clock,
             snapshot_every: snapshot_every.max(1),
             max_attempts: max_attempts.max(1),
+            cache: Arc::new(AggregateCache::new(0)),
         }
+    }
+
+    /// Keeps up to `capacity` aggregates of each type as last committed (see [`crate::cache`]).
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = Arc::new(AggregateCache::new(capacity));
+        self
     }
 
     /// Runs a command to completion: decides, appends, retries lost races.
@@ -243,24 +252,45 @@ impl CommandHandler {
         })
     }
 
-    /// Loads an aggregate of this tenant: its latest snapshot (when of the current schema), then
-    /// the events after it.
+    /// Loads an aggregate of this tenant from the store: its latest snapshot (when of the current
+    /// schema), then the events after it. Bypasses the cache.
     pub async fn load<A: Aggregate>(&self, actor: &Actor, id: Uuid) -> Result<A, StoreError> {
         let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
-        let state = self.load_in(&mut tx, actor, id).await?;
+        let state = self.restore(&mut tx, actor, id).await?;
+        let state = self.fold_newer(&mut tx, actor, id, state).await?;
         tx.commit().await?;
         Ok(state)
     }
 
-    /// [`CommandHandler::load`], inside the caller's tenant transaction.
-    async fn load_in<A: Aggregate>(
+    /// Loads an aggregate inside the caller's tenant transaction: from the cached state when
+    /// there is one, else from the latest snapshot; then the events after it.
+    async fn load_in<A: Cached>(
         &self,
         conn: &mut PgConnection,
         actor: &Actor,
         id: Uuid,
     ) -> Result<A, StoreError> {
         let started = std::time::Instant::now();
-        let mut state = A::default();
+        let cached = self.cache.get::<A>(&actor.tenant_id, id);
+        metrics::counter!("aggregate_cache_total", "result" => if cached.is_some() { "hit" } else { "miss" })
+            .increment(1);
+        let state = match cached {
+            Some(state) => state,
+            None => self.restore(&mut *conn, actor, id).await?,
+        };
+        let state = self.fold_newer(conn, actor, id, state).await?;
+        metrics::histogram!("aggregate_load_seconds", "aggregate" => A::AGGREGATE.as_str())
+            .record(started.elapsed().as_secs_f64());
+        Ok(state)
+    }
+
+    /// The aggregate as of its latest snapshot of the current schema, or a new one.
+    async fn restore<A: Aggregate>(
+        &self,
+        conn: &mut PgConnection,
+        actor: &Actor,
+        id: Uuid,
+    ) -> Result<A, StoreError> {
         if let Some(snapshot) = self
             .store
             .latest_snapshot(&mut *conn, &actor.tenant_id, id)
@@ -268,13 +298,24 @@ impl CommandHandler {
         {
             match A::decode(snapshot.snapshot_data) {
                 Ok(restored) if restored.version() == snapshot.last_sequence_number => {
-                    state = restored
+                    return Ok(restored)
                 }
                 Ok(_) | Err(_) => {
                     tracing::debug!(aggregate_id = %id, "ignoring a snapshot of another schema; folding from the start");
                 }
             }
         }
+        Ok(A::default())
+    }
+
+    /// Folds the stored events after `state`'s version into it.
+    async fn fold_newer<A: Aggregate>(
+        &self,
+        conn: &mut PgConnection,
+        actor: &Actor,
+        id: Uuid,
+        mut state: A,
+    ) -> Result<A, StoreError> {
         let events = self
             .store
             .load_stream(
@@ -293,10 +334,7 @@ impl CommandHandler {
                     reason: e.to_string(),
                 })?;
         }
-        let aggregate = A::AGGREGATE.as_str();
-        metrics::histogram!("aggregate_load_seconds", "aggregate" => aggregate)
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("aggregate_events_folded", "aggregate" => aggregate)
+        metrics::histogram!("aggregate_events_folded", "aggregate" => A::AGGREGATE.as_str())
             .record(events.len() as f64);
         Ok(state)
     }
@@ -421,7 +459,21 @@ impl CommandHandler {
             }
         }
         tx.commit().await?;
+        self.remember(actor, &loaded);
         Ok(outcome)
+    }
+
+    /// Caches the states a command committed (only streams that exist).
+    fn remember(&self, actor: &Actor, loaded: &Loaded) {
+        if loaded.contact.exists() {
+            self.cache
+                .put(&actor.tenant_id, loaded.contact_id, &loaded.contact);
+        }
+        for (id, session) in &loaded.sessions {
+            if session.exists() {
+                self.cache.put(&actor.tenant_id, *id, session);
+            }
+        }
     }
 
     /// Gives each decided event its place in its stream, folding it into the loaded state so that

@@ -14,6 +14,10 @@ pub struct CommandConfig {
     /// Write a snapshot of an aggregate every this many events.
     #[arg(long, env = "SNAPSHOT_EVERY", default_value_t = 100)]
     pub snapshot_every: i64,
+    /// Aggregates of each type kept in memory as last committed, so a command reads only newer
+    /// events (0 turns the cache off; a stale entry only costs the rows read after it).
+    #[arg(long, env = "AGGREGATE_CACHE_CAPACITY", default_value_t = 10_000)]
+    pub aggregate_cache_capacity: usize,
     /// How many times a command is decided again after losing a concurrency race, before 409.
     #[arg(long, env = "COMMAND_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,

@@ -6,6 +6,7 @@
 //! until the shutdown token is cancelled. `main` and the tests build the very same app.
 
 pub mod bootstrap;
+pub mod cache;
 pub mod commands;
 pub mod config;
 pub mod idempotency;
@@ -74,7 +75,8 @@ impl App {
             clock.clone(),
             config.snapshot_every,
             config.max_attempts,
-        );
+        )
+        .with_cache(config.aggregate_cache_capacity);
         let state = routes::AppState {
             pool: app_pool.clone(),
             handler: handler.clone(),

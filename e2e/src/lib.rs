@@ -110,6 +110,8 @@ pub struct Options {
     pub nats_url: Option<String>,
     pub ack_wait_secs: u64,
     pub stall_secs: u64,
+    /// `AGGREGATE_CACHE_CAPACITY` (0: every command loads from the store).
+    pub aggregate_cache_capacity: usize,
 }
 
 impl Default for Options {
@@ -122,6 +124,7 @@ impl Default for Options {
             nats_url: None,
             ack_wait_secs: 5,
             stall_secs: 60,
+            aggregate_cache_capacity: 10_000,
         }
     }
 }
@@ -305,6 +308,7 @@ impl TestSystem {
             addr: "127.0.0.1:0".into(),
             snapshot_every: self.options.snapshot_every,
             max_attempts: 10,
+            aggregate_cache_capacity: self.options.aggregate_cache_capacity,
             relay_batch_size: 500,
             relay_poll_ms: self.options.relay_poll_ms,
             sweep_interval_ms: self.options.sweep_interval_ms,

@@ -1,13 +1,15 @@
 //! Property tests: random command sequences, decided and folded, never break an invariant; and
-//! folding from a snapshot equals folding from the first event.
+//! folding from a snapshot equals folding from the first event; and the state a command leaves in
+//! memory equals the state folded from its events as stored (what the command-service's
+//! aggregate cache relies on).
 
 mod support;
 
 use event_model::contact::{NewContact, ProfilePatch};
 use event_model::session::{NewMessage, Outcome};
 use event_model::{
-    Contact, ContactCommand, DomainEvent, EndReason, Session, SessionCommand, SessionStatus,
-    Snapshot,
+    Aggregate, Contact, ContactCommand, DomainEvent, EndReason, Session, SessionCommand,
+    SessionStatus, Snapshot,
 };
 use proptest::prelude::*;
 use support::{ctx_at, t, World};
@@ -280,6 +282,24 @@ proptest! {
     #[test]
     fn random_command_sequences_keep_every_invariant(steps in prop::collection::vec(step(), 1..60)) {
         run(&steps);
+    }
+
+    #[test]
+    fn the_state_left_in_memory_equals_the_state_folded_from_the_stored_events(
+        steps in prop::collection::vec(step(), 1..60),
+    ) {
+        let world = run(&steps);
+        let mut contact = Contact::default();
+        let mut sessions = std::collections::BTreeMap::<Uuid, Session>::new();
+        for envelope in &world.stored {
+            if envelope.aggregate_id == world.contact_id {
+                contact.apply_envelope(envelope).unwrap();
+            } else {
+                sessions.entry(envelope.aggregate_id).or_default().apply_envelope(envelope).unwrap();
+            }
+        }
+        prop_assert_eq!(&contact, &world.contact);
+        prop_assert_eq!(&sessions, &world.sessions);
     }
 
     #[test]

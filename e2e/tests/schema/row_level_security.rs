@@ -226,3 +226,38 @@ async fn without_the_tenant_setting_the_application_role_sees_nothing() {
     assert_eq!(as_projector, 2, "the projector's batches mix tenants");
     tx.rollback().await.unwrap();
 }
+
+/// `tenant_tx` sends the tenant as a quoted literal (one round trip with `BEGIN`): quotes,
+/// backslashes and SQL-looking text arrive exactly as given, and the setting ends with the
+/// transaction.
+#[tokio::test]
+async fn a_tenant_transaction_sets_exactly_the_tenant_given_and_only_for_itself() {
+    let db = TestDb::new().await;
+    for tenant in [
+        "plain",
+        "o'brien",
+        r"back\slash\'",
+        "x'); select pg_sleep(10); --",
+        "ünïcødé 🦀",
+    ] {
+        let mut tx = platform::db::tenant_tx(&db.pool, tenant)
+            .await
+            .expect("begin");
+        let set: String = sqlx::query_scalar("select current_setting('app.current_tenant_id')")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(set, tenant);
+        tx.commit().await.unwrap();
+    }
+    assert!(
+        platform::db::tenant_tx(&db.pool, "nul\0").await.is_err(),
+        "a NUL cannot be a tenant id"
+    );
+    let after: Option<String> =
+        sqlx::query_scalar("select nullif(current_setting('app.current_tenant_id', true), '')")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(after, None, "the setting is transaction-local");
+}

@@ -1,5 +1,7 @@
 //! Acceptance 7: a snapshot every `SNAPSHOT_EVERY` events, used on load; a snapshot of another
-//! schema version is ignored and the aggregate still loads correctly.
+//! schema version is ignored and the aggregate still loads correctly. The command-service's
+//! aggregate cache is off here, so every command loads from the store (the cache has its own
+//! tests in `cache.rs`).
 
 use e2e::{Options, TestSystem};
 use reqwest::{Method, StatusCode};
@@ -22,6 +24,7 @@ async fn add_tag(system: &TestSystem, contact: Uuid, tag: &str) -> serde_json::V
 async fn snapshots_are_written_every_n_events_and_used_unless_of_another_schema() {
     let system = TestSystem::start_with(Options {
         snapshot_every: 5,
+        aggregate_cache_capacity: 0,
         ..Options::default()
     })
     .await;

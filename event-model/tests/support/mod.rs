@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use event_model::{
     decide_contact, decide_session, Contact, ContactCommand, ContactScope, Context, DomainError,
-    DomainEvent, PendingEvent, Session, SessionCommand,
+    DomainEvent, EventEnvelope, PendingEvent, Session, SessionCommand,
 };
 use uuid::Uuid;
 
@@ -28,6 +28,9 @@ pub struct World {
     pub contact: Contact,
     pub sessions: BTreeMap<Uuid, Session>,
     pub history: Vec<PendingEvent>,
+    /// The history as the store would give it back: each event's data through JSON, with its
+    /// stream position and time.
+    pub stored: Vec<EventEnvelope>,
 }
 
 impl World {
@@ -39,7 +42,7 @@ impl World {
     }
 
     pub fn apply(&mut self, pending: &PendingEvent, at: DateTime<Utc>) {
-        match &pending.event {
+        let sequence_number = match &pending.event {
             DomainEvent::Contact(e) => {
                 assert_eq!(
                     pending.aggregate_id, self.contact_id,
@@ -47,13 +50,34 @@ impl World {
                 );
                 let next = self.contact.version + 1;
                 self.contact.apply(next, e, at);
+                next
             }
             DomainEvent::Session(e) => {
                 let session = self.sessions.entry(pending.aggregate_id).or_default();
                 let next = session.version + 1;
                 session.apply(next, e);
+                next
             }
-        }
+        };
+        let data = serde_json::to_vec(&pending.event.data()).expect("event data serialises");
+        self.stored.push(EventEnvelope {
+            event_id: Uuid::now_v7(),
+            aggregate_id: pending.aggregate_id,
+            aggregate_type: pending.event.aggregate_type(),
+            event_type: pending.event.event_type().to_owned(),
+            event_version: pending.event.event_version().to_owned(),
+            sequence_number,
+            position: self.stored.len() as i64 + 1,
+            tenant_id: "t".into(),
+            project_id: Uuid::nil(),
+            contact_id: self.contact_id,
+            user_id: None,
+            occurred_at: at,
+            recorded_at: at,
+            causation_id: None,
+            correlation_id: None,
+            data: serde_json::from_slice(&data).expect("event data parses"),
+        });
         self.history.push(pending.clone());
     }
 

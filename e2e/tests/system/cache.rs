@@ -1,0 +1,122 @@
+//! The command-service's aggregate cache never decides on a stale state: a write by another
+//! instance (here a second command handler on the same database, with no cache) is seen by the
+//! next command, and another tenant asking for a cached id still gets 404.
+
+use command_service::commands::{Actor, Command, CommandMeta, Outcome};
+use command_service::idempotency::StoredResponse;
+use command_service::{system_clock, CommandHandler};
+use e2e::TestSystem;
+use event_model::ContactCommand;
+use platform::event_store::EventStore;
+use reqwest::Method;
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn unused(_: &Outcome) -> StoredResponse {
+    unreachable!("no Idempotency-Key is sent")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_by_another_instance_is_seen_by_the_next_command() {
+    let system = TestSystem::start().await;
+    let contact = system
+        .create_contact(json!({"name": "Cached", "tags": ["a"]}))
+        .await;
+    // The service now holds the contact at version 1 (and 2 after this).
+    let reply = system
+        .command(
+            Method::POST,
+            &format!("/contacts/{contact}/tags"),
+            Some(json!({"tag": "b"})),
+        )
+        .await;
+    assert_eq!(reply.body["version"], 2, "{}", reply.body);
+
+    // Another instance writes version 3.
+    let other = CommandHandler::new(
+        EventStore::new(system.db.pool.clone()),
+        system_clock(),
+        100,
+        10,
+    );
+    let actor = Actor {
+        tenant_id: system.tenant.tenant_id.clone(),
+        project_id: system.tenant.project_id,
+        user_id: Some(system.tenant.user_id),
+        session_timeout_seconds: 1_800,
+    };
+    let meta = CommandMeta {
+        correlation_id: Uuid::now_v7(),
+        causation_id: Uuid::now_v7(),
+        if_match: None,
+    };
+    let written = other
+        .execute(
+            &actor,
+            meta,
+            Command::Contact {
+                contact_id: contact,
+                command: ContactCommand::AddTag { tag: "c".into() },
+            },
+            None,
+            unused,
+        )
+        .await
+        .expect("the other instance's command");
+    assert_eq!(written.version, 3);
+
+    // The service's next command decides on version 3: If-Match 3 is accepted, and the tag
+    // written elsewhere is there.
+    let reply = system
+        .command_as(
+            &system.tenant,
+            Method::POST,
+            &format!("/contacts/{contact}/tags"),
+            Some(json!({"tag": "d"})),
+            &[("if-match", "\"3\"")],
+        )
+        .await;
+    assert_eq!(reply.body["version"], 4, "{}", reply.body);
+    // Removing the tag the other instance added is a change (not a no-op on a stale state).
+    let reply = system
+        .command(Method::DELETE, &format!("/contacts/{contact}/tags/c"), None)
+        .await;
+    assert_eq!(reply.body["version"], 5, "{}", reply.body);
+
+    system.wait_until_projected(Duration::from_secs(20)).await;
+    let read = system
+        .query(&format!("/contacts/{contact}?min_version=5"))
+        .await;
+    assert_eq!(read.body["tags"], json!(["a", "b", "d"]), "{}", read.body);
+    assert_eq!(read.body["version"], 5);
+    system.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_tenant_asking_for_a_cached_id_gets_404_and_writes_nothing() {
+    let system = TestSystem::start().await;
+    let contact = system.create_contact(json!({"name": "Mine"})).await;
+    let other = TestSystem::bootstrap_tenant(&system.db.pool, "other-tenant").await;
+    let before = system
+        .count("select count(*) from contact_event_store")
+        .await;
+
+    let reply = system
+        .command_as(
+            &other,
+            Method::POST,
+            &format!("/contacts/{contact}/tags"),
+            Some(json!({"tag": "x"})),
+            &[],
+        )
+        .await;
+    reply.assert_problem(404);
+    assert_eq!(
+        system
+            .count("select count(*) from contact_event_store")
+            .await,
+        before
+    );
+    system.stop().await;
+}
