@@ -218,6 +218,36 @@ impl EventStore {
         rows.into_iter().map(EventRow::into_envelope).collect()
     }
 
+    /// The events of several streams in this tenant, each after its own sequence number, in one
+    /// round trip: `(type, id, after)` per stream. The result is ordered by stream, then sequence.
+    pub async fn load_streams(
+        &self,
+        executor: impl PgExecutor<'_>,
+        tenant_id: &str,
+        streams: &[(AggregateType, Uuid, i64)],
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let types: Vec<&str> = streams.iter().map(|s| s.0.as_str()).collect();
+        let ids: Vec<Uuid> = streams.iter().map(|s| s.1).collect();
+        let after: Vec<i64> = streams.iter().map(|s| s.2).collect();
+        // A lateral subquery per stream: one index range scan each, whatever the planner thinks
+        // of the array's size.
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from unnest($1::uuid[], $2::text[], $3::int8[]) with ordinality as s(id, kind, after, n) \
+              cross join lateral (select * from contact_event_store e \
+                                   where e.aggregate_id = s.id and e.tenant_id = $4 and e.aggregate_type = s.kind \
+                                     and e.sequence_number > s.after \
+                                   order by e.sequence_number) e \
+              order by s.n, e.sequence_number"
+        ))
+        .bind(&ids)
+        .bind(&types)
+        .bind(&after)
+        .bind(tenant_id)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
     /// Events `from..=to` of one stream (the projections' gap fill).
     pub async fn read_range(
         &self,

@@ -1,14 +1,17 @@
 //! Rebuilding and verifying the read tables from `contact_event_store`.
 //!
-//! A rebuild folds the whole history into *shadow* tables (temporary tables of the same shape,
-//! which shadow the real ones for this session's unqualified SQL), streaming the store in
-//! `(transaction_id, position)` order in batches through
-//! [`projection_service::projections::apply_batch`], the live workers' own code. Only one batch is
-//! held in memory at a time, and the live tables stay untouched (and served) meanwhile.
+//! A rebuild folds the whole history into *shadow* tables (temporary tables of the same columns
+//! and checks, keyed by `id` but without the live tables' other indexes, which shadow the real
+//! ones for this session's unqualified SQL), streaming the store in `(transaction_id, position)`
+//! order in batches through [`projection_service::projections::apply_batch_once`], the live
+//! workers' own code minus `processed_events` (the store gives each event once). The ids of the
+//! events applied go to an unindexed list. Only one batch is held in memory at a time, and the
+//! live tables stay untouched (and served) meanwhile.
 //!
 //! Then, holding the live tables for a moment: a last pass applies what was committed since, and
 //! the live tables are brought to the shadow's rows: changed rows updated, missing ones inserted,
-//! rows the history does not produce deleted, `processed_events` replaced. Rows that are already
+//! rows the history does not produce deleted, `processed_events` completed from the list of
+//! applied events (one row per event and projection, written once). Rows that are already
 //! right are not touched, and rows of other tables that reference them (trackings, notes, ... with
 //! their ON DELETE rules) are left alone.
 //!
@@ -21,7 +24,7 @@
 pub mod status;
 
 use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
-use projection_service::projections::{apply_batch, Projection};
+use projection_service::projections::{apply_batch_once, Projection};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
@@ -78,7 +81,7 @@ pub async fn rebuild(
     for table in &tables {
         sync_table(&mut tx, table, tenant).await?;
     }
-    sync_processed(&mut tx, projections, tenant).await?;
+    sync_processed(&mut tx, projections).await?;
     tx.commit().await?;
     Ok(RebuildReport {
         events: report.events + late.events,
@@ -169,20 +172,22 @@ impl Shadow<'_> {
         progress: Progress<'_>,
     ) -> anyhow::Result<RebuildReport> {
         // Temporary tables come first in name resolution: the projection code's unqualified SQL
-        // writes here. `like` copies columns, defaults, checks and indexes, not foreign keys.
-        for table in self
-            .projections
-            .iter()
-            .map(|p| p.table())
-            .chain(["processed_events"])
-        {
+        // writes here. `like` copies columns, defaults and checks; of the indexes only the key
+        // the upserts need (the live ones' other indexes would only slow the fold down).
+        for table in self.projections.iter().map(|p| p.table()) {
             sqlx::query(&format!(
-                "create temp table {table} (like public.{table} including defaults including constraints \
-                 including indexes) on commit drop"
+                "create temp table {table} (like public.{table} including defaults including constraints) \
+                 on commit drop"
             ))
             .execute(&mut **tx)
             .await?;
+            sqlx::query(&format!("alter table pg_temp.{table} add primary key (id)"))
+                .execute(&mut **tx)
+                .await?;
         }
+        sqlx::query("create temp table rebuilt_events (event_id uuid not null) on commit drop")
+            .execute(&mut **tx)
+            .await?;
         let total: i64 = sqlx::query_scalar(
             "select count(*) from contact_event_store where ($1::text is null or tenant_id = $1)",
         )
@@ -223,7 +228,12 @@ impl Shadow<'_> {
                 .into_iter()
                 .map(|r| EventRow::into_envelope(r.event))
                 .collect::<Result<Vec<_>, _>>()?;
-            let batch = apply_batch(tx, &self.store, self.projections, &envelopes).await?;
+            let (batch, handled) =
+                apply_batch_once(tx, &self.store, self.projections, &envelopes).await?;
+            sqlx::query("insert into pg_temp.rebuilt_events select unnest($1::uuid[])")
+                .bind(&handled)
+                .execute(&mut **tx)
+                .await?;
             report.events += envelopes.len() as u64;
             report.applied += batch.applied as u64;
             report.checkpoint = last;
@@ -271,26 +281,19 @@ async fn sync_table(
     Ok(())
 }
 
-/// Replaces the rebuilt projections' `processed_events` rows with the shadow's.
+/// Completes `processed_events` with a row per (applied event, rebuilt projection). Rows of
+/// events applied live stay as they are; a row is never written twice.
 async fn sync_processed(
     tx: &mut Transaction<'_, Postgres>,
     projections: &[Projection],
-    tenant: Option<&str>,
 ) -> anyhow::Result<()> {
     let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
     sqlx::query(
-        "delete from public.processed_events p where p.consumer_name = any($1) and ($2::text is null or exists \
-            (select 1 from contact_event_store e where e.id = p.event_id and e.tenant_id = $2))",
-    )
-    .bind(&names)
-    .bind(tenant)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "insert into public.processed_events (event_id, consumer_name, processed_at, processing_duration_ms) \
-         select event_id, consumer_name, processed_at, processing_duration_ms from pg_temp.processed_events \
+        "insert into public.processed_events (event_id, consumer_name, processing_duration_ms) \
+         select r.event_id, p.name, 0 from pg_temp.rebuilt_events r cross join unnest($1::text[]) as p(name) \
          on conflict (event_id, consumer_name) do nothing",
     )
+    .bind(&names)
     .execute(&mut **tx)
     .await?;
     Ok(())

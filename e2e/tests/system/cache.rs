@@ -6,7 +6,8 @@ use command_service::commands::{Actor, Command, CommandMeta, Outcome};
 use command_service::idempotency::StoredResponse;
 use command_service::{system_clock, CommandHandler};
 use e2e::TestSystem;
-use event_model::ContactCommand;
+use event_model::session::NewMessage;
+use event_model::{ContactCommand, SessionCommand};
 use platform::event_store::EventStore;
 use reqwest::Method;
 use serde_json::json;
@@ -84,12 +85,67 @@ async fn a_write_by_another_instance_is_seen_by_the_next_command() {
         .await;
     assert_eq!(reply.body["version"], 5, "{}", reply.body);
 
-    system.wait_until_projected(Duration::from_secs(20)).await;
     let read = system
         .query(&format!("/contacts/{contact}?min_version=5"))
         .await;
     assert_eq!(read.body["tags"], json!(["a", "b", "d"]), "{}", read.body);
     assert_eq!(read.body["version"], 5);
+
+    // The same for a session and its contact, read together: the service holds the session (and
+    // its contact), the other instance records a message.
+    let session = system.open_session(contact).await;
+    let opened_at: i64 = sqlx::query_scalar(
+        "select max(sequence_number) from contact_event_store where aggregate_id = $1",
+    )
+    .bind(session)
+    .fetch_one(&system.db.pool)
+    .await
+    .unwrap();
+    let written = other
+        .execute(
+            &actor,
+            meta,
+            Command::Session {
+                session_id: session,
+                command: SessionCommand::RecordMessage(NewMessage {
+                    message_id: None,
+                    from_contact: true,
+                    agent_id: None,
+                    sent_at: chrono::Utc::now(),
+                }),
+            },
+            None,
+            unused,
+        )
+        .await
+        .expect("the other instance's message");
+    assert_eq!(written.version, opened_at + 1);
+    let if_match = format!("\"{}\"", written.version);
+    let reply = system
+        .command_as(
+            &system.tenant,
+            Method::POST,
+            &format!("/sessions/{session}/messages"),
+            Some(json!({"from_contact": true})),
+            &[("if-match", if_match.as_str())],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["version"], written.version + 1, "{}", reply.body);
+
+    system.wait_until_projected(Duration::from_secs(20)).await;
+    let read = system
+        .query(&format!(
+            "/sessions/{session}?min_version={}",
+            written.version + 1
+        ))
+        .await;
+    assert_eq!(read.body["version"], written.version + 1, "{}", read.body);
+    assert_eq!(
+        read.body["message_count"], 3,
+        "three messages: {}",
+        read.body
+    );
     system.stop().await;
 }
 

@@ -114,14 +114,43 @@ pub async fn apply_batch(
     .await?
     .into_iter()
     .collect();
+    let (report, processed) = apply_events(tx, store, projections, events, &done).await?;
+    record_processed(tx, &processed, started.elapsed().as_millis() as i64).await?;
+    Ok(report)
+}
 
+/// [`apply_batch`] for a reader that is given every event exactly once, in order (a rebuild from
+/// the store): `processed_events` is neither read nor written. Returns the report and the ids of
+/// the events taken care of (gap fills included; an id may repeat).
+pub async fn apply_batch_once(
+    tx: &mut Transaction<'_, Postgres>,
+    store: &EventStore,
+    projections: &[Projection],
+    events: &[EventEnvelope],
+) -> Result<(BatchReport, Vec<Uuid>), ProjectionError> {
+    let (report, processed) = apply_events(tx, store, projections, events, &HashSet::new()).await?;
+    let mut ids: Vec<Uuid> = processed.into_iter().map(|(id, _)| id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    Ok((report, ids))
+}
+
+/// The projections' work on a batch: every (event, projection) pair not in `done` is applied.
+async fn apply_events(
+    tx: &mut Transaction<'_, Postgres>,
+    store: &EventStore,
+    projections: &[Projection],
+    events: &[EventEnvelope],
+    done: &HashSet<(Uuid, String)>,
+) -> Result<(BatchReport, Vec<(Uuid, &'static str)>), ProjectionError> {
     let mut report = BatchReport::default();
     let mut processed: Vec<(Uuid, &'static str)> = Vec::new();
     for &projection in projections {
         let mut seen = HashSet::new();
         let mut todo = Vec::new();
         for envelope in events {
-            if done.contains(&(envelope.event_id, projection.name().to_owned()))
+            if (!done.is_empty()
+                && done.contains(&(envelope.event_id, projection.name().to_owned())))
                 || !seen.insert(envelope.event_id)
             {
                 report.duplicates += 1;
@@ -140,8 +169,7 @@ pub async fn apply_batch(
         report.applied += handled.len();
         processed.extend(handled.into_iter().map(|id| (id, projection.name())));
     }
-    record_processed(tx, &processed, started.elapsed().as_millis() as i64).await?;
-    Ok(report)
+    Ok((report, processed))
 }
 
 async fn record_processed(
