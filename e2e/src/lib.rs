@@ -2,6 +2,7 @@
 //! nats-server that a test may stop), both services built in-process exactly as `main` builds
 //! them, and small HTTP helpers. Everything a test creates is removed when it is dropped.
 
+pub mod checks;
 pub mod nats;
 pub mod postgres;
 pub mod process;

@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod dead_letters;
+pub mod ownership;
 pub mod projections;
 pub mod queries;
 pub mod worker;
@@ -27,7 +28,8 @@ pub use config::ProjectionConfig;
 pub struct App {
     listener: TcpListener,
     router: Router,
-    workers: Vec<worker::PartitionWorker>,
+    workers: Option<ownership::Coordinator>,
+    owned: Arc<ownership::Owned>,
     shutdown: CancellationToken,
 }
 
@@ -72,21 +74,23 @@ impl App {
         let store = EventStore::new(system_pool);
         let stall_after = std::time::Duration::from_secs(config.stall_secs);
         let consumer_health = Arc::new(worker::ConsumerHealth::default());
-        let workers = if config.workers {
-            (0..stream.partitions)
-                .map(|partition| worker::PartitionWorker {
-                    js: js.clone(),
-                    stream: stream.clone(),
-                    partition,
-                    store: store.clone(),
-                    batch_size: config.batch_size,
-                    ack_wait: config.ack_wait(),
-                    health: consumer_health.clone(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // The partitions are shared with the other instances (see `ownership`).
+        let owned = Arc::new(ownership::Owned::default());
+        let workers = config.workers.then(|| ownership::Coordinator {
+            pool: store.pool().clone(),
+            template: worker::PartitionWorker {
+                js: js.clone(),
+                stream: stream.clone(),
+                partition: 0,
+                store: store.clone(),
+                batch_size: config.batch_size,
+                ack_wait: config.ack_wait(),
+                health: consumer_health.clone(),
+                lease: None,
+            },
+            health: consumer_health.clone(),
+            owned: owned.clone(),
+        });
         let (router, paths) = queries::router(queries::QueryState {
             pool: app_pool.clone(),
             store: EventStore::new(app_pool.clone()),
@@ -111,6 +115,7 @@ impl App {
             listener,
             router,
             workers,
+            owned,
             shutdown: CancellationToken::new(),
         })
     }
@@ -125,6 +130,11 @@ impl App {
         self.shutdown.clone()
     }
 
+    /// The partitions this instance consumes now (they change as instances come and go).
+    pub fn owned_partitions(&self) -> Arc<ownership::Owned> {
+        self.owned.clone()
+    }
+
     /// Serves queries and runs the workers until shutdown; a worker finishes (commits and acks)
     /// the batch in hand before it stops.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -132,7 +142,7 @@ impl App {
         let workers: Vec<_> = self
             .workers
             .into_iter()
-            .map(|w| tokio::spawn(w.run(shutdown.clone())))
+            .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -20,10 +20,12 @@ use event_model::EventEnvelope;
 use futures::StreamExt;
 use platform::event_store::EventStore;
 use platform::nats::{StreamSettings, HEADER_TRACEPARENT};
+use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dead_letters;
+use crate::ownership::Lease;
 use crate::projections::{apply_batch, BatchReport, Projection, ProjectionError};
 
 /// How often a worker asks the broker how far behind it is.
@@ -65,6 +67,11 @@ impl ConsumerHealth {
         }
     }
 
+    /// Drops a partition this instance no longer owns (its new owner reports it).
+    pub fn forget(&self, partition: u32) {
+        self.partitions.remove(&partition);
+    }
+
     /// The consumers that have events waiting and have not advanced for `after`.
     pub fn stalled(&self, after: Duration) -> Vec<String> {
         let mut stalled: Vec<String> = self
@@ -87,6 +94,9 @@ pub struct PartitionWorker {
     pub batch_size: usize,
     pub ack_wait: Duration,
     pub health: Arc<ConsumerHealth>,
+    /// The connection holding this partition's lock (see [`crate::ownership`]): batches are
+    /// applied on it, so a worker that lost its lock cannot commit. `None`: the pool's.
+    pub lease: Option<Lease>,
 }
 
 impl PartitionWorker {
@@ -98,9 +108,14 @@ impl PartitionWorker {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
+            let started = Instant::now();
             match self.consume(&shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
+                    if started.elapsed() > Duration::from_secs(10) {
+                        // It ran for a while: a fresh failure (a broker node lost), not a loop.
+                        backoff = Duration::from_millis(200);
+                    }
                     tracing::warn!(partition = self.partition, error = %e, "consumer stopped; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -259,8 +274,15 @@ impl PartitionWorker {
         let consumer = self.consumer_name();
         let mut remaining = envelopes.to_vec();
         let mut parked: Vec<(EventEnvelope, String)> = Vec::new();
+        let mut lease = match &self.lease {
+            Some(lease) => Some(lease.lock().await),
+            None => None,
+        };
         loop {
-            let mut tx = self.store.pool().begin().await?;
+            let mut tx = match lease.as_mut() {
+                Some(conn) => conn.begin().await?,
+                None => self.store.pool().begin().await?,
+            };
             match apply_batch(&mut tx, &self.store, &Projection::ALL, &remaining).await {
                 Ok(report) => {
                     dead_letters::park(&mut tx, &consumer, &parked).await?;

@@ -2,6 +2,7 @@
 //! one module per concern. Each test gets its own database and stream.
 
 mod cli;
+mod cluster;
 mod concurrency;
 mod delivery;
 mod faults;
