@@ -24,6 +24,11 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The longest wait between publish attempts while the broker refuses. Short: a stream's leader
+/// election on a NATS cluster takes a second or two, and the relay should publish as soon as it
+/// is over; a failed attempt costs one quick round trip.
+const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(1);
+
 /// The advisory lock key of the relay ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
 
@@ -114,7 +119,7 @@ impl OutboxRelay {
                     _ = tokio::time::sleep(broker_backoff) => {}
                     _ = shutdown.cancelled() => return Ok(()),
                 }
-                broker_backoff = (broker_backoff * 2).min(Duration::from_secs(5));
+                broker_backoff = (broker_backoff * 2).min(MAX_BROKER_BACKOFF);
                 continue;
             }
             broker_backoff = Duration::from_millis(100);

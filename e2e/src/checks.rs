@@ -176,6 +176,24 @@ impl LagMonitor {
             .fold(0.0, f64::max)
     }
 
+    /// The worst lag of each second from `since` to `until`, e.g. `0.1 0.2 3.8 0.1`.
+    pub fn timeline(&self, since: tokio::time::Instant, until: tokio::time::Instant) -> String {
+        let samples = self.samples.lock().unwrap();
+        let mut seconds: Vec<f64> = Vec::new();
+        for (t, lag) in samples.iter().filter(|(t, _)| *t >= since && *t <= until) {
+            let i = (*t - since).as_secs() as usize;
+            if seconds.len() <= i {
+                seconds.resize(i + 1, 0.0);
+            }
+            seconds[i] = seconds[i].max(*lag);
+        }
+        seconds
+            .iter()
+            .map(|l| format!("{l:.1}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// How long after `since` the lag was last above [`LAGGING_SECS`] (zero if it never was),
     /// looking at the samples up to `until`; `None` if it was still above at `until`.
     pub fn recovered_after(

@@ -3,6 +3,7 @@
 //! them, and small HTTP helpers. Everything a test creates is removed when it is dropped.
 
 pub mod checks;
+pub mod cluster;
 pub mod nats;
 pub mod postgres;
 pub mod process;
