@@ -310,6 +310,7 @@ impl TestSystem {
             relay_batch_size: 500,
             relay_poll_ms: self.options.relay_poll_ms,
             sweep_interval_ms: self.options.sweep_interval_ms,
+            relay_enabled: true,
         };
         let nats = platform::nats::connect(&self.stream.url)
             .await

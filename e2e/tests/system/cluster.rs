@@ -2,14 +2,18 @@
 //! database, on a single NATS server or a 3-node JetStream cluster; instances and broker nodes
 //! killed under load. Every test ends with the fault suite's end check (`e2e::checks`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use e2e::checks::{self, LagMonitor, Traffic};
 use e2e::cluster::NatsCluster;
 use e2e::process::ServiceProcess;
 use e2e::{TestDb, TestStream, TestSystem};
-use platform::nats::StreamSettings;
+use platform::nats::{partition_for, StreamSettings};
+use serde_json::{json, Value};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 fn env(
     db: &TestDb,
@@ -310,4 +314,175 @@ async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_n
             "{what}: the lag recovered only {recovered:?} after the kill (bound {bound:?})"
         );
     }
+}
+
+/// `EVENT_PARTITIONS` 2 → 4 on a live system, by the README's procedure: projections first, then
+/// the relay paused, the consumers drained, and the relay resumed with the new count.
+#[tokio::test]
+async fn raising_event_partitions_on_a_live_system_keeps_per_contact_order() {
+    let db = TestDb::new().await;
+    let stream = TestStream::new(None, 2);
+    let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
+    let env = env(&db, &stream, &stream.url, 1);
+    let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
+    let mut projections = [
+        ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await,
+        ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await,
+    ];
+    let traffic = Traffic::start(vec![command.url()], tenant.clone(), 3);
+    // Beside it, a client that keeps tagging the same contacts, so that their histories span the
+    // switch (and half of them move partition).
+    let updating = Arc::new(AtomicBool::new(true));
+    let updater = tokio::spawn({
+        let (url, tenant, updating) = (command.url(), tenant.clone(), updating.clone());
+        async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(3))
+                .build()
+                .unwrap();
+            let base = format!("{url}/v1/projects/{}/contacts", tenant.project_id);
+            let mut contacts: Vec<Uuid> = Vec::new();
+            while contacts.len() < 16 {
+                let name = format!("long-lived-{}", contacts.len());
+                let Ok(r) = http
+                    .post(&base)
+                    .bearer_auth(&tenant.api_key)
+                    .json(&json!({ "name": name }))
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                let body: Value = r.json().await.unwrap_or(Value::Null);
+                if let Some(id) = body["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()) {
+                    contacts.push(id);
+                }
+            }
+            let mut i = 0;
+            while updating.load(Ordering::SeqCst) {
+                let contact = contacts[i % contacts.len()];
+                i += 1;
+                let _ = http
+                    .post(format!("{base}/{contact}/tags"))
+                    .bearer_auth(&tenant.api_key)
+                    .json(&json!({ "tag": format!("t{i}") }))
+                    .send()
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 1. Roll projection-service to the new count (it consumes old and new partitions).
+    for p in &mut projections {
+        p.terminate();
+        assert!(p.exited(Duration::from_secs(30)).await.is_some());
+        p.set_env("EVENT_PARTITIONS", "4");
+        p.restart().await;
+    }
+    // 2. Roll command-service with the relay off: commands are still accepted.
+    command.terminate();
+    assert!(command.exited(Duration::from_secs(30)).await.is_some());
+    command.set_env("RELAY_ENABLED", "false");
+    command.restart().await;
+    // 3. Wait until every consumer has applied (and acked) everything published.
+    let js = async_nats::jetstream::new(platform::nats::connect(&stream.url).await.unwrap());
+    let events = js.get_stream(&stream.name).await.unwrap();
+    let took = until(
+        Duration::from_secs(60),
+        "every consumer drained",
+        || async {
+            for partition in 0..4 {
+                match events
+                    .consumer_info(format!("projections-p{partition}"))
+                    .await
+                {
+                    Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+                    _ => return false,
+                }
+            }
+            true
+        },
+    )
+    .await;
+    let published_before = events.get_info().await.unwrap().state.last_sequence;
+    let waiting: i64 =
+        sqlx::query_scalar("select count(*) from outbox_events where status <> 'processed'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    println!("relay paused: drained after {took:.1?}; {published_before} events published with 2 partitions, {waiting} waiting in the outbox");
+    // 4. Roll command-service to the new count with the relay on again.
+    command.terminate();
+    assert!(command.exited(Duration::from_secs(30)).await.is_some());
+    command.set_env("EVENT_PARTITIONS", "4");
+    command.set_env("RELAY_ENABLED", "true");
+    command.restart().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let (sent, acked) = traffic.stop().await;
+    updating.store(false, Ordering::SeqCst);
+    updater.await.unwrap();
+    checks::wait_converged(&db.pool, Duration::from_secs(90)).await;
+    let counts = checks::end_check(&db.pool, &stream.url, &stream.name, sent, &acked).await;
+    println!("{counts}");
+
+    // The stream has a clean cut: every event up to it on its 2-partition subject, every later
+    // one on its 4-partition subject; and every event before the cut was applied before the
+    // first one after it was published.
+    let last = events.get_info().await.unwrap().state.last_sequence;
+    assert!(
+        last > published_before,
+        "events were published after the switch"
+    );
+    let mut before_cut = Vec::new();
+    let mut first_after: Option<i128> = None;
+    let mut contacts_across = std::collections::HashSet::new();
+    let mut contacts_before = std::collections::HashSet::new();
+    for seq in 1..=last {
+        let message = events.get_raw_message(seq).await.unwrap();
+        let envelope: event_model::EventEnvelope =
+            serde_json::from_slice(&message.payload).unwrap();
+        let partition: u32 = message.subject.split('.').nth(2).unwrap().parse().unwrap();
+        let contact = envelope.contact_id;
+        if seq <= published_before {
+            assert_eq!(
+                partition,
+                partition_for(contact, 2),
+                "seq {seq}: before the cut"
+            );
+            before_cut.push(envelope.event_id);
+            contacts_before.insert(contact);
+        } else {
+            assert_eq!(
+                partition,
+                partition_for(contact, 4),
+                "seq {seq}: after the cut"
+            );
+            first_after.get_or_insert(message.time.unix_timestamp_nanos());
+            if contacts_before.contains(&contact) && partition_for(contact, 2) != partition {
+                contacts_across.insert(contact);
+            }
+        }
+    }
+    let applied_last: f64 = sqlx::query_scalar(
+        "select extract(epoch from max(processed_at))::float8 from processed_events where event_id = any($1)",
+    )
+    .bind(&before_cut)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let first_after = first_after.unwrap() as f64 / 1e9;
+    assert!(
+        applied_last <= first_after,
+        "an event of the old partitioning was applied at {applied_last}, after the first of the new was published at {first_after}"
+    );
+    println!(
+        "{} events before the cut (all applied {:.2}s before the first after it was published); {} after; {} contacts moved partition with events on both sides",
+        before_cut.len(),
+        first_after - applied_last,
+        last - published_before,
+        contacts_across.len()
+    );
 }
