@@ -343,6 +343,7 @@ impl TestSystem {
             ack_wait_secs: self.options.ack_wait_secs,
             stall_secs: self.options.stall_secs,
             workers: true,
+            query_database_url: None,
         };
         let nats = platform::nats::connect(&self.stream.url)
             .await

@@ -71,6 +71,16 @@ impl App {
             )
             .await?;
         let app_pool = config.platform.app_pool(&pool).await?;
+        // Queries may read a replica; the workers and the existence check of a `min_version`
+        // read stay on the primary.
+        let query_pool = match &config.query_database_url {
+            Some(url) if !url.is_empty() => {
+                let replica =
+                    platform::db::pool_lazy(url, config.platform.database_max_connections)?;
+                config.platform.app_pool(&replica).await?
+            }
+            _ => app_pool.clone(),
+        };
         let store = EventStore::new(system_pool);
         let stall_after = std::time::Duration::from_secs(config.stall_secs);
         let consumer_health = Arc::new(worker::ConsumerHealth::default());
@@ -92,8 +102,9 @@ impl App {
             owned: owned.clone(),
         });
         let (router, paths) = queries::router(queries::QueryState {
-            pool: app_pool.clone(),
-            store: EventStore::new(app_pool.clone()),
+            pool: query_pool.clone(),
+            store: EventStore::new(query_pool),
+            primary: app_pool.clone(),
         })
         .merge(health::router(Probes {
             pool: app_pool,

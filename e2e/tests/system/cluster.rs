@@ -486,3 +486,55 @@ async fn raising_event_partitions_on_a_live_system_keeps_per_contact_order() {
         contacts_across.len()
     );
 }
+
+/// `QUERY_DATABASE_URL` (a read replica in production; here the same database under another
+/// `application_name`, so its connections can be told apart): the queries read there, and a
+/// `min_version` read still returns the caller's write.
+#[tokio::test]
+async fn queries_read_the_query_database_and_min_version_still_reads_your_writes() {
+    let db = TestDb::new().await;
+    let stream = TestStream::new(None, 2);
+    let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
+    let mut env = env(&db, &stream, &stream.url, 1);
+    env.push((
+        "QUERY_DATABASE_URL",
+        format!("{}?application_name=ventros_query_replica", db.url),
+    ));
+    let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
+    let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
+    let http = reqwest::Client::new();
+    let project = format!("/v1/projects/{}", tenant.project_id);
+    let created: Value = http
+        .post(format!("{}{project}/contacts", command.url()))
+        .bearer_auth(&tenant.api_key)
+        .json(&json!({"name": "Ada"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let read = http
+        .get(format!(
+            "{}{project}/contacts/{id}?min_version=1&wait_ms=10000",
+            query.url()
+        ))
+        .bearer_auth(&tenant.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), reqwest::StatusCode::OK);
+    assert_eq!(read.json::<Value>().await.unwrap()["name"], "Ada");
+    let on_replica: i64 = sqlx::query_scalar(
+        "select count(*) from pg_stat_activity where datname = current_database() \
+            and application_name = 'ventros_query_replica'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        on_replica > 0,
+        "the query ran on the query database's connections"
+    );
+}
