@@ -1,6 +1,7 @@
-//! projection-service: the read side. One JetStream worker per partition folds the events into
-//! `contacts`, `sessions` and `domain_event_logs` (exactly once, through `processed_events`), and
-//! the query API serves those tables.
+//! projection-service: the read side. One JetStream worker per partition (the partitions shared
+//! among the instances: see [`ownership`]) folds the events into `contacts`, `sessions` and
+//! `domain_event_logs` (exactly once, through `processed_events`), and the query API serves
+//! those tables.
 //!
 //! The projections ([`projections`]) are a library the replay tool calls too, so a rebuild runs
 //! the very code the live workers run.

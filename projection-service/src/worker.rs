@@ -1,5 +1,6 @@
 //! The JetStream side of the projections: one durable pull consumer per partition
-//! (`projections-p<N>`), each worker applying what it receives in batches.
+//! (`projections-p<N>`), each worker applying what it receives in batches. Which instance runs a
+//! partition's worker is decided by [`crate::ownership`]: one at a time, across instances.
 //!
 //! A batch is whatever is ready, up to `batch_size`: it is applied to every projection in one
 //! transaction (see [`crate::projections::apply_batch`]), committed, and only then acked. A crash
@@ -27,6 +28,11 @@ use tracing::Instrument;
 use crate::dead_letters;
 use crate::ownership::Lease;
 use crate::projections::{apply_batch, BatchReport, Projection, ProjectionError};
+
+/// The longest wait before a worker sets its consumer up again after a broker failure. Short: on
+/// a NATS cluster, a consumer whose leader was lost is back as soon as the survivors elected a new
+/// one (seconds), and a worker should not sleep through that; a failed attempt costs one request.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How often a worker asks the broker how far behind it is.
 const LAG_POLL: Duration = Duration::from_secs(2);
@@ -121,7 +127,7 @@ impl PartitionWorker {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
                 }
             }
         }
@@ -147,7 +153,9 @@ impl PartitionWorker {
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.batch_size)
-            .heartbeat(Duration::from_secs(5))
+            // A pull request lost with a broker node (its consumer's leader moved) shows as
+            // missed heartbeats after twice this, and the worker pulls again.
+            .heartbeat(Duration::from_secs(1))
             .expires(Duration::from_secs(30))
             .messages()
             .await?;
