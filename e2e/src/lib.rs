@@ -287,7 +287,8 @@ impl TestSystem {
         .into()
     }
 
-    fn settings(&self) -> Settings {
+    /// The settings the services of this system run with (for starting more instances).
+    pub fn settings(&self) -> Settings {
         Settings {
             database_url: self.db.url.clone(),
             database_max_connections: 20,
