@@ -12,7 +12,8 @@
 //!
 //! Scenarios ([`scenarios`]): 1 HTTP commands vs baseline (a), raw SQL; 2 end-to-end lag;
 //! 3 projection catch-up vs baseline (b), raw JetStream; 4 rebuild vs baseline (c), `COPY`;
-//! 5 loading a long stream with and without snapshots; 6 the GIN index on the insert path.
+//! 5 loading a long stream with and without snapshots; 6 the GIN index on the insert path;
+//! 7 one instance of each service against two ([`scale`]).
 //!
 //! Every database and stream it creates is dropped afterwards (the harness's `Drop`s), also on
 //! Ctrl-C and on a failure. Progress goes to stderr, the table (or JSON) to stdout.
@@ -25,6 +26,7 @@ mod raw_jetstream;
 mod raw_sql;
 mod rebuild;
 mod report;
+mod scale;
 mod scenarios;
 mod workload;
 
@@ -46,7 +48,7 @@ struct Cli {
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Run only these scenarios (1–6), e.g. `--only 1,5`.
+    /// Run only these scenarios (1–7), e.g. `--only 1,5`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
     #[command(subcommand)]

@@ -1,4 +1,5 @@
-//! The six scenarios of issue 4, in the order they run, each returning its rows.
+//! The scenarios, in the order they run, each returning its rows (7, the scale-out one, is in
+//! [`crate::scale`]).
 //!
 //! 1–3 share one system (both services in-process, a fresh database and stream); 4–6 each use
 //! bare databases of their own. Progress goes to stderr, the table to stdout.
@@ -114,6 +115,9 @@ pub async fn run_all(sizes: &Sizes, only: &[u32]) -> anyhow::Result<Vec<Row>> {
     }
     if wants(6) {
         rows.extend(gin(sizes).await?);
+    }
+    if wants(7) {
+        rows.extend(crate::scale::rows(sizes).await?);
     }
     Ok(rows)
 }

@@ -27,6 +27,11 @@ pub struct CommandConfig {
     /// The relay's fallback poll, in milliseconds (it also wakes on LISTEN/NOTIFY).
     #[arg(long, env = "RELAY_POLL_MS", default_value_t = 1000)]
     pub relay_poll_ms: u64,
+    /// Run the outbox relay (the instances elect one relay among those that do). Off on every
+    /// instance pauses publishing while commands are still accepted (their events wait in the
+    /// outbox): a step of raising `EVENT_PARTITIONS` on a live system (README, "Scaling out").
+    #[arg(long, env = "RELAY_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub relay_enabled: bool,
     /// How often the timeout sweeper looks for idle sessions, in milliseconds.
     #[arg(long, env = "SWEEP_INTERVAL_MS", default_value_t = 15_000)]
     pub sweep_interval_ms: u64,

@@ -31,7 +31,7 @@ pub use config::CommandConfig;
 pub struct App {
     listener: TcpListener,
     router: Router,
-    relay: relay::OutboxRelay,
+    relay: Option<relay::OutboxRelay>,
     sweeper: sweeper::TimeoutSweeper,
     shutdown: CancellationToken,
 }
@@ -99,13 +99,13 @@ impl App {
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;
-        let relay = relay::OutboxRelay {
+        let relay = config.relay_enabled.then(|| relay::OutboxRelay {
             pool: system_pool.clone(),
             js,
             stream,
             batch_size: config.relay_batch_size,
             poll: config.relay_poll(),
-        };
+        });
         let sweeper = sweeper::TimeoutSweeper {
             pool: system_pool,
             handler,
@@ -136,7 +136,15 @@ impl App {
     /// the relay stops between batches (an unmarked batch is republished and de-duplicated).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
-        let relay = tokio::spawn(self.relay.run(shutdown.clone()));
+        let relay = tokio::spawn({
+            let (relay, shutdown) = (self.relay, shutdown.clone());
+            async move {
+                match relay {
+                    Some(relay) => relay.run(shutdown).await,
+                    None => tracing::info!("outbox relay disabled (RELAY_ENABLED=false)"),
+                }
+            }
+        });
         let sweeper = tokio::spawn(self.sweeper.run(shutdown.clone()));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

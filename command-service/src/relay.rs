@@ -27,6 +27,11 @@ use uuid::Uuid;
 /// How long a wake-up waits for more commits to join its batch.
 const LINGER: Duration = Duration::from_millis(2);
 
+/// The longest wait between publish attempts while the broker refuses. Short: a stream's leader
+/// election on a NATS cluster takes a second or two, and the relay should publish as soon as it
+/// is over; a failed attempt costs one quick round trip.
+const MAX_BROKER_BACKOFF: Duration = Duration::from_secs(1);
+
 /// The advisory lock key of the relay ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
 
@@ -117,7 +122,7 @@ impl OutboxRelay {
                     _ = tokio::time::sleep(broker_backoff) => {}
                     _ = shutdown.cancelled() => return Ok(()),
                 }
-                broker_backoff = (broker_backoff * 2).min(Duration::from_secs(5));
+                broker_backoff = (broker_backoff * 2).min(MAX_BROKER_BACKOFF);
                 continue;
             }
             broker_backoff = Duration::from_millis(100);

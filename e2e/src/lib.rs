@@ -2,6 +2,8 @@
 //! nats-server that a test may stop), both services built in-process exactly as `main` builds
 //! them, and small HTTP helpers. Everything a test creates is removed when it is dropped.
 
+pub mod checks;
+pub mod cluster;
 pub mod nats;
 pub mod postgres;
 pub mod process;
@@ -288,7 +290,8 @@ impl TestSystem {
         .into()
     }
 
-    fn settings(&self) -> Settings {
+    /// The settings the services of this system run with (for starting more instances).
+    pub fn settings(&self) -> Settings {
         Settings {
             database_url: self.db.url.clone(),
             database_max_connections: 20,
@@ -312,6 +315,7 @@ impl TestSystem {
             relay_batch_size: 500,
             relay_poll_ms: self.options.relay_poll_ms,
             sweep_interval_ms: self.options.sweep_interval_ms,
+            relay_enabled: true,
         };
         let nats = platform::nats::connect(&self.stream.url)
             .await
@@ -344,6 +348,7 @@ impl TestSystem {
             ack_wait_secs: self.options.ack_wait_secs,
             stall_secs: self.options.stall_secs,
             workers: true,
+            query_database_url: None,
         };
         let nats = platform::nats::connect(&self.stream.url)
             .await

@@ -102,6 +102,12 @@ impl ServiceProcess {
         self.wait_ready().await;
     }
 
+    /// Changes (or adds) a setting for the next [`ServiceProcess::restart`].
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
     async fn wait_ready(&self) {
         let url = format!("http://{}/readyz", self.addr);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

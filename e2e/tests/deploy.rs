@@ -236,3 +236,16 @@ fn the_dockerfile_is_multi_stage_and_runs_as_non_root() {
         "the runtime user is root: {user}"
     );
 }
+
+#[test]
+fn the_nats_helm_values_ask_for_a_jetstream_cluster_of_three_on_disk() {
+    let values = &load(&deploy().join("nats/helm-values.yaml"))[0];
+    let config = &values["config"];
+    assert_eq!(config["cluster"]["enabled"], Yaml::Boolean(true));
+    assert_eq!(config["cluster"]["replicas"], Yaml::Integer(3));
+    assert_eq!(config["jetstream"]["enabled"], Yaml::Boolean(true));
+    assert_eq!(
+        config["jetstream"]["fileStore"]["enabled"],
+        Yaml::Boolean(true)
+    );
+}

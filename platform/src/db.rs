@@ -34,6 +34,15 @@ pub async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Re
         .await?)
 }
 
+/// A pool that connects when first used, without creating or migrating anything (a read
+/// replica's).
+pub fn pool_lazy(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(connect_options(url)?))
+}
+
 async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
     let Some(name) = options.get_database().map(str::to_owned) else {
         return Ok(());

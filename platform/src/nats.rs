@@ -42,16 +42,29 @@ pub fn partition_for(contact_id: Uuid, partitions: u32) -> u32 {
     (hash % u64::from(partitions.max(1))) as u32
 }
 
+/// Connects to `url`, which may name several servers of a cluster separated by commas
+/// (`nats://a:4222,nats://b:4222`): the client starts with whichever answers and fails over to
+/// the others (and to the servers the cluster announces) when its server goes away.
 pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+    let servers = server_list(url);
     let client = async_nats::ConnectOptions::new()
         .name(env!("CARGO_PKG_NAME"))
         // Keep trying while the broker is away: the outbox holds what it cannot take.
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect(servers)
         .await?;
     Ok(client)
+}
+
+/// The servers of a comma-separated `NATS_URL`, blanks dropped.
+pub fn server_list(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Creates the stream, or brings an existing one to this configuration.
@@ -81,6 +94,18 @@ pub const HEADER_TRACEPARENT: &str = "traceparent";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nats_url_may_list_the_servers_of_a_cluster() {
+        assert_eq!(
+            server_list("nats://a:4222, nats://b:4223,,nats://c:4224"),
+            ["nats://a:4222", "nats://b:4223", "nats://c:4224"]
+        );
+        assert_eq!(
+            server_list("nats://127.0.0.1:4222"),
+            ["nats://127.0.0.1:4222"]
+        );
+    }
 
     #[test]
     fn partitions_are_stable_and_spread() {

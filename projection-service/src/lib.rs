@@ -1,12 +1,14 @@
-//! projection-service: the read side. One JetStream worker per partition folds the events into
-//! `contacts`, `sessions` and `domain_event_logs` (exactly once, through `processed_events`), and
-//! the query API serves those tables.
+//! projection-service: the read side. One JetStream worker per partition (the partitions shared
+//! among the instances: see [`ownership`]) folds the events into `contacts`, `sessions` and
+//! `domain_event_logs` (exactly once, through `processed_events`), and the query API serves
+//! those tables.
 //!
 //! The projections ([`projections`]) are a library the replay tool calls too, so a rebuild runs
 //! the very code the live workers run.
 
 pub mod config;
 pub mod dead_letters;
+pub mod ownership;
 pub mod projections;
 pub mod queries;
 pub mod worker;
@@ -27,7 +29,8 @@ pub use config::ProjectionConfig;
 pub struct App {
     listener: TcpListener,
     router: Router,
-    workers: Vec<worker::PartitionWorker>,
+    workers: Option<ownership::Coordinator>,
+    owned: Arc<ownership::Owned>,
     shutdown: CancellationToken,
 }
 
@@ -69,27 +72,40 @@ impl App {
             )
             .await?;
         let app_pool = config.platform.app_pool(&pool).await?;
+        // Queries may read a replica; the workers and the existence check of a `min_version`
+        // read stay on the primary.
+        let query_pool = match &config.query_database_url {
+            Some(url) if !url.is_empty() => {
+                let replica =
+                    platform::db::pool_lazy(url, config.platform.database_max_connections)?;
+                config.platform.app_pool(&replica).await?
+            }
+            _ => app_pool.clone(),
+        };
         let store = EventStore::new(system_pool);
         let stall_after = std::time::Duration::from_secs(config.stall_secs);
         let consumer_health = Arc::new(worker::ConsumerHealth::default());
-        let workers = if config.workers {
-            (0..stream.partitions)
-                .map(|partition| worker::PartitionWorker {
-                    js: js.clone(),
-                    stream: stream.clone(),
-                    partition,
-                    store: store.clone(),
-                    batch_size: config.batch_size,
-                    ack_wait: config.ack_wait(),
-                    health: consumer_health.clone(),
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        // The partitions are shared with the other instances (see `ownership`).
+        let owned = Arc::new(ownership::Owned::default());
+        let workers = config.workers.then(|| ownership::Coordinator {
+            pool: store.pool().clone(),
+            template: worker::PartitionWorker {
+                js: js.clone(),
+                stream: stream.clone(),
+                partition: 0,
+                store: store.clone(),
+                batch_size: config.batch_size,
+                ack_wait: config.ack_wait(),
+                health: consumer_health.clone(),
+                lease: None,
+            },
+            health: consumer_health.clone(),
+            owned: owned.clone(),
+        });
         let (router, paths) = queries::router(queries::QueryState {
-            pool: app_pool.clone(),
-            store: EventStore::new(app_pool.clone()),
+            pool: query_pool.clone(),
+            store: EventStore::new(query_pool),
+            primary: app_pool.clone(),
         })
         .merge(health::router(Probes {
             pool: app_pool,
@@ -111,6 +127,7 @@ impl App {
             listener,
             router,
             workers,
+            owned,
             shutdown: CancellationToken::new(),
         })
     }
@@ -125,6 +142,11 @@ impl App {
         self.shutdown.clone()
     }
 
+    /// The partitions this instance consumes now (they change as instances come and go).
+    pub fn owned_partitions(&self) -> Arc<ownership::Owned> {
+        self.owned.clone()
+    }
+
     /// Serves queries and runs the workers until shutdown; a worker finishes (commits and acks)
     /// the batch in hand before it stops.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
@@ -132,7 +154,7 @@ impl App {
         let workers: Vec<_> = self
             .workers
             .into_iter()
-            .map(|w| tokio::spawn(w.run(shutdown.clone())))
+            .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

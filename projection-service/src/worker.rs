@@ -1,11 +1,12 @@
 //! The JetStream side of the projections: one durable pull consumer per partition
-//! (`projections-p<N>`), each worker applying what it receives in batches.
+//! (`projections-p<N>`), each worker applying what it receives in batches. Which instance runs a
+//! partition's worker is decided by [`crate::ownership`]: one at a time, across instances.
 //!
 //! A batch is whatever is ready, up to `batch_size`; a burst (a worker catching up) is topped up
-//! for at most [`TOP_UP`] so that one transaction carries a full batch. It is applied to every projection in one
-//! transaction (see [`crate::projections::apply_batch`]), committed, and only then acked. A crash
-//! between commit and ack means a redelivery, which `processed_events` turns into a no-op. A batch
-//! that fails is nak'ed with a delay and retried.
+//! for at most [`TOP_UP`] so that one transaction carries a full batch. It is applied to every
+//! projection in one transaction (see [`crate::projections::apply_batch`]), committed, and only
+//! then acked. A crash between commit and ack means a redelivery, which `processed_events` turns
+//! into a no-op. A batch that fails is nak'ed with a delay and retried.
 //!
 //! Each worker reports its progress to [`ConsumerHealth`]: a consumer with events waiting that
 //! has not advanced for a while is stalled, and `/readyz` says so.
@@ -21,15 +22,22 @@ use event_model::EventEnvelope;
 use futures::StreamExt;
 use platform::event_store::EventStore;
 use platform::nats::{StreamSettings, HEADER_TRACEPARENT};
+use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dead_letters;
+use crate::ownership::Lease;
 use crate::projections::{apply_batch, BatchReport, Projection, ProjectionError};
 
 /// How long a burst waits for more messages to fill its batch. A trickle (fewer than an eighth of
 /// a batch ready) is applied at once, so live lag does not pay for it.
 const TOP_UP: Duration = Duration::from_millis(5);
+
+/// The longest wait before a worker sets its consumer up again after a broker failure. Short: on
+/// a NATS cluster, a consumer whose leader was lost is back as soon as the survivors elected a new
+/// one (seconds), and a worker should not sleep through that; a failed attempt costs one request.
+const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How often a worker asks the broker how far behind it is.
 const LAG_POLL: Duration = Duration::from_secs(2);
@@ -70,6 +78,11 @@ impl ConsumerHealth {
         }
     }
 
+    /// Drops a partition this instance no longer owns (its new owner reports it).
+    pub fn forget(&self, partition: u32) {
+        self.partitions.remove(&partition);
+    }
+
     /// The consumers that have events waiting and have not advanced for `after`.
     pub fn stalled(&self, after: Duration) -> Vec<String> {
         let mut stalled: Vec<String> = self
@@ -92,6 +105,9 @@ pub struct PartitionWorker {
     pub batch_size: usize,
     pub ack_wait: Duration,
     pub health: Arc<ConsumerHealth>,
+    /// The connection holding this partition's lock (see [`crate::ownership`]): batches are
+    /// applied on it, so a worker that lost its lock cannot commit. `None`: the pool's.
+    pub lease: Option<Lease>,
 }
 
 impl PartitionWorker {
@@ -103,15 +119,20 @@ impl PartitionWorker {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
+            let started = Instant::now();
             match self.consume(&shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
+                    if started.elapsed() > Duration::from_secs(10) {
+                        // It ran for a while: a fresh failure (a broker node lost), not a loop.
+                        backoff = Duration::from_millis(200);
+                    }
                     tracing::warn!(partition = self.partition, error = %e, "consumer stopped; retrying");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = shutdown.cancelled() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(MAX_RETRY_BACKOFF);
                 }
             }
         }
@@ -137,7 +158,9 @@ impl PartitionWorker {
         let messages = consumer
             .stream()
             .max_messages_per_batch(self.batch_size)
-            .heartbeat(Duration::from_secs(5))
+            // A pull request lost with a broker node (its consumer's leader moved) shows as
+            // missed heartbeats after twice this, and the worker pulls again.
+            .heartbeat(Duration::from_secs(1))
             .expires(Duration::from_secs(30))
             .messages()
             .await?;
@@ -273,8 +296,15 @@ impl PartitionWorker {
         let consumer = self.consumer_name();
         let mut remaining = envelopes.to_vec();
         let mut parked: Vec<(EventEnvelope, String)> = Vec::new();
+        let mut lease = match &self.lease {
+            Some(lease) => Some(lease.lock().await),
+            None => None,
+        };
         loop {
-            let mut tx = self.store.pool().begin().await?;
+            let mut tx = match lease.as_mut() {
+                Some(conn) => conn.begin().await?,
+                None => self.store.pool().begin().await?,
+            };
             match apply_batch(&mut tx, &self.store, &Projection::ALL, &remaining).await {
                 Ok(report) => {
                     dead_letters::park(&mut tx, &consumer, &parked).await?;

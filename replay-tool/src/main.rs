@@ -185,7 +185,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             bar.finish_and_clear();
             let nats = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(5))
-                .connect(&cli.settings.nats_url)
+                .connect(platform::nats::server_list(&cli.settings.nats_url))
                 .await?;
             let status = replay_tool::status::status(&pool, &nats, &cli.settings.stream()).await?;
             print(cli.json, &status, || status.to_string())?;

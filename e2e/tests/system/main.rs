@@ -3,6 +3,7 @@
 
 mod cache;
 mod cli;
+mod cluster;
 mod concurrency;
 mod delivery;
 mod faults;

@@ -21,8 +21,12 @@ use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct QueryState {
+    /// Where the queries read: `QUERY_DATABASE_URL` (a read replica) when set.
     pub pool: PgPool,
     pub store: EventStore,
+    /// The primary (`DATABASE_URL`): asked whether an aggregate exists at all when a
+    /// `min_version` read finds no row, so that a replica that lags makes the read wait, not 404.
+    pub primary: PgPool,
 }
 
 impl QueryState {
@@ -157,7 +161,9 @@ where
                 return Ok(row);
             }
         } else if !checked_store {
-            let mut tx = state.tx(tenant_id).await?;
+            let mut tx = platform::db::tenant_tx(&state.primary, tenant_id)
+                .await
+                .map_err(ApiError::internal)?;
             let exists: bool = sqlx::query_scalar(
                 "select exists (select 1 from contact_event_store where aggregate_id = $1 and tenant_id = $2)",
             )
