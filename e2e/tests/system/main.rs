@@ -6,6 +6,7 @@ mod concurrency;
 mod delivery;
 mod faults;
 mod flow;
+mod hostile;
 mod operations;
 mod replay;
 mod sessions;

@@ -127,11 +127,13 @@ pub struct ReadParams {
 }
 
 /// Reads a row until it holds at least `min_version`, polling with a deadline. Without
-/// `min_version` it reads once. A row that exists in no form in this tenant's store is 404 at
-/// once; one that still lags at the deadline is 503 with `Retry-After`.
+/// `min_version` it reads once. An aggregate (of this type) that is not in this tenant's store,
+/// or whose last stored version is below `min_version`, is 404 at once: no wait can reach it.
+/// One that still lags at the deadline is 503 with `Retry-After`.
 pub async fn read_at_least<T, F, Fut>(
     state: &QueryState,
     tenant_id: &str,
+    aggregate_type: &str,
     id: Uuid,
     params: &ReadParams,
     version_of: impl Fn(&T) -> i64,
@@ -156,18 +158,30 @@ where
             if version_of(&row) >= wanted {
                 return Ok(row);
             }
-        } else if !checked_store {
+        }
+        if !checked_store {
+            // The store is the truth: an aggregate it does not hold is 404 at once, and a version
+            // it does not hold yet will never be reached by waiting (an honest client only asks
+            // for a version a command answered with, which was committed before the answer).
             let mut tx = state.tx(tenant_id).await?;
-            let exists: bool = sqlx::query_scalar(
-                "select exists (select 1 from contact_event_store where aggregate_id = $1 and tenant_id = $2)",
+            let stored: Option<i64> = sqlx::query_scalar(
+                "select max(sequence_number)::bigint from contact_event_store \
+                  where aggregate_id = $1 and tenant_id = $2 and aggregate_type = $3",
             )
             .bind(id)
             .bind(tenant_id)
+            .bind(aggregate_type)
             .fetch_one(&mut *tx)
             .await
             .map_err(ApiError::internal)?;
-            if !exists {
-                return Err(not_found());
+            match stored {
+                None => return Err(not_found()),
+                Some(last) if last < wanted => {
+                    return Err(ApiError::NotFound(format!(
+                        "no version {wanted} of this resource: its last is {last}"
+                    )))
+                }
+                Some(_) => {}
             }
             checked_store = true;
         }
