@@ -9,6 +9,7 @@ mod flow;
 mod hostile;
 mod operations;
 mod replay;
+mod schemathesis;
 mod sessions;
 mod snapshots;
 mod tenancy;
