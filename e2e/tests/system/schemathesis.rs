@@ -248,6 +248,10 @@ fn config(project: Uuid, contacts: &[Uuid], sessions: &[Uuid], aggregates: &[Uui
 "path.session_id" = {{ dictionary = "sessions", probability = 0.5 }}
 "query.aggregate_id" = {{ dictionary = "aggregates", probability = 0.3 }}
 "query.cursor" = {{ dictionary = "aggregates", probability = 0.3 }}
+# A read with min_version waits up to wait_ms (30 s at most) for a version that may never come:
+# keep the generated waits short so the run stays bounded (the waiting itself is tested in
+# hostile::a_min_version_the_store_does_not_hold_is_404_after_the_wait).
+"query.wait_ms" = {{ dictionary = "waits", probability = 1.0 }}
 
 [checks.positive_data_acceptance]
 # Schema-valid requests may still be refused with two documented answers that JSON Schema cannot
@@ -262,6 +266,9 @@ values = [{contacts}]
 
 [dictionaries.sessions]
 values = [{sessions}]
+
+[dictionaries.waits]
+values = [0, 1, 20]
 
 [dictionaries.aggregates]
 values = [{aggregates}]

@@ -127,9 +127,9 @@ pub struct ReadParams {
 }
 
 /// Reads a row until it holds at least `min_version`, polling with a deadline. Without
-/// `min_version` it reads once. An aggregate (of this type) that is not in this tenant's store,
-/// or whose last stored version is below `min_version`, is 404 at once: no wait can reach it.
-/// One that still lags at the deadline is 503 with `Retry-After`.
+/// `min_version` it reads once. An aggregate (of this type) that is not in this tenant's store is
+/// 404 at once. At the deadline, a read model still behind a version the store holds is 503 with
+/// `Retry-After`; a version the store does not hold yet is 404.
 pub async fn read_at_least<T, F, Fut>(
     state: &QueryState,
     tenant_id: &str,
@@ -151,6 +151,20 @@ where
     };
     let wait = Duration::from_millis(params.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
     let deadline = tokio::time::Instant::now() + wait;
+    // The store is the truth: the last version it holds of this aggregate (of this type).
+    let stored_version = || async {
+        let mut tx = state.tx(tenant_id).await?;
+        sqlx::query_scalar::<_, Option<i64>>(
+            "select max(sequence_number)::bigint from contact_event_store \
+              where aggregate_id = $1 and tenant_id = $2 and aggregate_type = $3",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(aggregate_type)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(ApiError::internal)
+    };
     let mut checked_store = false;
     let mut pause = Duration::from_millis(5);
     loop {
@@ -160,35 +174,25 @@ where
             }
         }
         if !checked_store {
-            // The store is the truth: an aggregate it does not hold is 404 at once, and a version
-            // it does not hold yet will never be reached by waiting (an honest client only asks
-            // for a version a command answered with, which was committed before the answer).
-            let mut tx = state.tx(tenant_id).await?;
-            let stored: Option<i64> = sqlx::query_scalar(
-                "select max(sequence_number)::bigint from contact_event_store \
-                  where aggregate_id = $1 and tenant_id = $2 and aggregate_type = $3",
-            )
-            .bind(id)
-            .bind(tenant_id)
-            .bind(aggregate_type)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(ApiError::internal)?;
-            match stored {
-                None => return Err(not_found()),
-                Some(last) if last < wanted => {
-                    return Err(ApiError::NotFound(format!(
-                        "no version {wanted} of this resource: its last is {last}"
-                    )))
-                }
-                Some(_) => {}
+            // An aggregate the store does not hold is 404 at once.
+            if stored_version().await?.is_none() {
+                return Err(not_found());
             }
             checked_store = true;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::Unavailable {
-                detail: format!("the read model has not reached version {wanted} yet"),
-                retry_after_secs: 1,
+            // Lagging behind a version the store holds is the service's to catch up (503,
+            // retry); a version the store does not hold yet is nothing to retry for (404). It
+            // may still come (the caller waited for a later command, or the sweeper), so the
+            // wait happens either way.
+            return Err(match stored_version().await? {
+                Some(last) if last < wanted => ApiError::NotFound(format!(
+                    "no version {wanted} of this resource yet: its last is {last}"
+                )),
+                _ => ApiError::Unavailable {
+                    detail: format!("the read model has not reached version {wanted} yet"),
+                    retry_after_secs: 1,
+                },
             });
         }
         tokio::time::sleep(pause).await;
