@@ -137,9 +137,9 @@ async fn run_schemathesis(
     };
     let out = tokio::spawn(read_all(Box::new(stdout)));
     let err = tokio::spawn(read_all(Box::new(stderr)));
-    let status = tokio::time::timeout(Duration::from_secs(300), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(480), child.wait())
         .await
-        .unwrap_or_else(|_| panic!("schemathesis against {name} ran over 300 s"))
+        .unwrap_or_else(|_| panic!("schemathesis against {name} ran over 480 s"))
         .expect("schemathesis ran");
     let (out, err) = (out.await.unwrap(), err.await.unwrap());
     println!(
