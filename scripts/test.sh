@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the whole test suite, as a newcomer (or CI, through .ci/run) would:
-#   1. make sure PostgreSQL and NATS are up (scripts/ensure-services.sh);
+#   1. make sure PostgreSQL and NATS are up (scripts/ensure-services.sh), and the tools the suite
+#      runs besides cargo are installed (scripts/ensure-tools.sh: schemathesis in target/tools);
 #   2. `cargo nextest run --workspace --no-fail-fast` when cargo-nextest is installed, followed by
 #      `cargo test --workspace --doc` (nextest does not run doctests);
 #      otherwise `cargo test --workspace --no-fail-fast` (which runs doctests too).
@@ -11,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-services.sh
+scripts/ensure-tools.sh
 
 if cargo nextest --version >/dev/null 2>&1; then
     status=0

@@ -8,6 +8,7 @@ pub mod nats;
 pub mod postgres;
 pub mod process;
 pub mod traces;
+pub mod traffic;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;

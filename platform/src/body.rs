@@ -43,9 +43,52 @@ async fn read_bytes<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes
         })
 }
 
+/// The path of the first string (value or key) holding a NUL, e.g. `tags[2]`.
+fn nul_in(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains('\0') => Some(path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_in(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let at = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(at)
+            } else {
+                nul_in(v, &at)
+            }
+        }),
+        _ => None,
+    }
+}
+
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
-    let value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let invalid = |e: serde_json::Error| ApiError::BadRequest(format!("invalid JSON body: {e}"));
+    // PostgreSQL can store no NUL character, in text or in jsonb: a `\u0000` anywhere in the body
+    // is a field rule broken (422), found before anything is loaded or written.
+    if bytes.windows(6).any(|w| w == b"\\u0000") {
+        let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+        if let Some(field) = nul_in(&value, "") {
+            return Err(ApiError::Unprocessable {
+                detail: "the request breaks a field rule".into(),
+                errors: vec![crate::FieldProblem {
+                    field: if field.is_empty() {
+                        "body".into()
+                    } else {
+                        field
+                    },
+                    message: "must not contain the NUL character (\\u0000)".into(),
+                }],
+            });
+        }
+    }
+    let value = serde_json::from_slice(bytes).map_err(invalid)?;
     Ok(JsonBody {
         value,
         sha256: Sha256::digest(bytes).into(),
@@ -74,6 +117,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJsonBody<T>
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }
+        // JSON `null` is "no body" too, as the document says (`oneOf: [null, {...}]`).
+        if json && bytes.trim_ascii() == b"null" {
+            return Ok(Self(None));
+        }
         if !json {
             return Err(ApiError::UnsupportedMediaType(
                 "the body must be JSON (Content-Type: application/json)".into(),
@@ -91,4 +138,24 @@ where
     D: serde::Deserializer<'de>,
 {
     serde::Deserialize::deserialize(deserializer).map(Some)
+}
+
+/// An integer field that also takes a JSON number with a zero fraction (`4.0`), as JSON Schema's
+/// `integer` does (and JavaScript clients, which only have doubles, may send):
+/// `#[serde(deserialize_with = "integer")]`.
+pub fn integer<'de, D>(deserializer: D) -> Result<i64, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let number: serde_json::Number = serde::Deserialize::deserialize(deserializer)?;
+    if let Some(i) = number.as_i64() {
+        return Ok(i);
+    }
+    match number.as_f64() {
+        Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => Ok(f as i64),
+        _ => Err(D::Error::custom(format!(
+            "invalid value: {number}, expected a 64-bit integer"
+        ))),
+    }
 }

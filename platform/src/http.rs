@@ -30,11 +30,20 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-async fn method_not_allowed() -> impl IntoResponse {
-    let mut response =
-        ApiError::BadRequest("method not allowed on this route".into()).into_response();
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    response
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A NUL (`%00`) in the path or the query is refused before any handler runs: no text column
+/// of PostgreSQL can hold or be compared with it (the database would answer an error, a 500).
+async fn refuse_nul(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let has_nul = |s: &str| s.as_bytes().windows(3).any(|w| w == b"%00");
+    if has_nul(uri.path()) || uri.query().is_some_and(has_nul) {
+        return ApiError::BadRequest("the path and query must not contain NUL (%00)".into())
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// The span of a request: its route, a correlation id the handler fills in, and, when the caller
@@ -91,6 +100,7 @@ pub fn finish_router(router: Router) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(refuse_nul))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(30),

@@ -145,7 +145,62 @@ pub fn document(title: &str, description: &str, paths: OpenApi) -> OpenApi {
                 .build(),
         ),
     );
+    // The error bodies every operation refers to (`#/components/schemas/Problem`).
+    components.schemas.insert(
+        "Problem".into(),
+        <Problem as utoipa::PartialSchema>::schema(),
+    );
+    components.schemas.insert(
+        "FieldProblem".into(),
+        <FieldProblem as utoipa::PartialSchema>::schema(),
+    );
     doc.merge(paths);
+    non_null_parameters(doc)
+}
+
+/// A path, query or header parameter is a string on the wire: it can be absent, never JSON
+/// `null`. utoipa documents an `Option<T>` parameter as `type: [T, "null"]`, which tells a client
+/// (and schemathesis) that `?limit=null` is valid; drop the `null` so the document says only
+/// what the service accepts. String parameters also say that they hold no NUL (`%00` is 400).
+fn non_null_parameters(mut doc: OpenApi) -> OpenApi {
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    use utoipa::openapi::RefOr;
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.options,
+            &mut item.head,
+            &mut item.patch,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() {
+                    if let SchemaType::Array(types) = &object.schema_type {
+                        let kept: Vec<Type> = types
+                            .iter()
+                            .filter(|t| **t != Type::Null)
+                            .cloned()
+                            .collect();
+                        object.schema_type = match kept.as_slice() {
+                            [one] => SchemaType::Type(one.clone()),
+                            _ => SchemaType::Array(kept),
+                        };
+                    }
+                    // A NUL in a path or query is refused (400): say so.
+                    if object.schema_type == SchemaType::Type(Type::String)
+                        && object.pattern.is_none()
+                        && object.enum_values.is_none()
+                    {
+                        object.pattern = Some("^[^\\u0000]*$".into());
+                    }
+                }
+            }
+        }
+    }
     doc
 }
 

@@ -35,6 +35,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
     #[error("{0}")]
     Conflict(String),
     #[error("the resource is at version {current}, not the one in If-Match")]
@@ -68,6 +70,17 @@ impl ApiError {
                 _ => None,
             }
         });
+        // A value the database refuses to hold (class 22, data exception: a NUL in text, a
+        // character outside UTF-8, a number out of range) came from the request: 422, not 500.
+        if let Some(sqlx::Error::Database(e)) = database {
+            if e.code().is_some_and(|c| c.starts_with("22")) {
+                tracing::info!(error = %e, "a request value the database cannot hold");
+                return Self::Unprocessable {
+                    detail: "a value in the request cannot be stored or searched for".into(),
+                    errors: Vec::new(),
+                };
+            }
+        }
         if database.is_some_and(is_unreachable) {
             tracing::warn!(error = %error, "database unreachable");
             return Self::Unavailable {
@@ -84,6 +97,7 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -100,6 +114,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
             Self::PreconditionFailed { .. } => "precondition-failed",
             Self::PayloadTooLarge(_) => "payload-too-large",

@@ -50,7 +50,7 @@ struct CreateContact {
     tags: Option<Vec<String>>,
 }
 
-#[utoipa::path(post, path = "/contacts", tag = "contacts", summary = "Create a contact", params(("project_id" = Uuid, Path, description = "The project"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = CreateContact, responses((status = 201, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/contacts", tag = "contacts", summary = "Create a contact", params(("project_id" = Uuid, Path, description = "The project"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = CreateContact, responses((status = 201, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn create(ctx: CommandContext, body: JsonBody<CreateContact>) -> Result<Response, ApiError> {
     let b = body.value;
     let contact_id = Uuid::now_v7();
@@ -94,7 +94,7 @@ struct UpdateContact {
     tags: Option<Option<Vec<String>>>,
 }
 
-#[utoipa::path(patch, path = "/contacts/{contact_id}", tag = "contacts", summary = "Update profile fields (null clears an optional one)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = UpdateContact, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
+#[utoipa::path(patch, path = "/contacts/{contact_id}", tag = "contacts", summary = "Update profile fields (null clears an optional one)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = UpdateContact, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn update(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -125,7 +125,7 @@ struct Tag {
     tag: String,
 }
 
-#[utoipa::path(post, path = "/contacts/{contact_id}/tags", tag = "contacts", summary = "Add a tag", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = Tag, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/contacts/{contact_id}/tags", tag = "contacts", summary = "Add a tag", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = Tag, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn add_tag(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -142,7 +142,7 @@ async fn add_tag(
     .await
 }
 
-#[utoipa::path(delete, path = "/contacts/{contact_id}/tags/{tag}", tag = "contacts", summary = "Remove a tag", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("tag" = String, Path, description = "The tag"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
+#[utoipa::path(delete, path = "/contacts/{contact_id}/tags/{tag}", tag = "contacts", summary = "Remove a tag", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("tag" = String, Path, description = "The tag"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn remove_tag(
     ctx: CommandContext,
     Path((_, contact_id, tag)): Path<(Uuid, Uuid, String)>,
@@ -163,7 +163,7 @@ struct Picture {
     fetched_at: Option<DateTime<Utc>>,
 }
 
-#[utoipa::path(put, path = "/contacts/{contact_id}/profile-picture", tag = "contacts", summary = "Set the profile picture", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = Picture, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
+#[utoipa::path(put, path = "/contacts/{contact_id}/profile-picture", tag = "contacts", summary = "Set the profile picture", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = Picture, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn set_picture(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -188,7 +188,7 @@ struct Delete {
     reason: Option<String>,
 }
 
-#[utoipa::path(delete, path = "/contacts/{contact_id}", tag = "contacts", summary = "Delete the contact (soft; its open sessions end)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = Option<Delete>, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
+#[utoipa::path(delete, path = "/contacts/{contact_id}", tag = "contacts", summary = "Delete the contact (soft; its open sessions end)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = Option<Delete>, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn remove(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -209,6 +209,7 @@ async fn remove(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ContactMessage {
+    #[serde(deserialize_with = "platform::body::integer")]
     channel_type_id: i64,
     from_contact: bool,
     agent_id: Option<Uuid>,
@@ -217,7 +218,7 @@ struct ContactMessage {
     pipeline_id: Option<Uuid>,
 }
 
-#[utoipa::path(post, path = "/contacts/{contact_id}/messages", tag = "contacts", summary = "Record a message on the contact's active session of that channel, starting one if none", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = ContactMessage, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/contacts/{contact_id}/messages", tag = "contacts", summary = "Record a message on the contact's active session of that channel, starting one if none", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = ContactMessage, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn record_message(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
@@ -247,11 +248,12 @@ async fn record_message(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StartSession {
+    #[serde(deserialize_with = "platform::body::integer")]
     channel_type_id: i64,
     pipeline_id: Option<Uuid>,
 }
 
-#[utoipa::path(post, path = "/contacts/{contact_id}/sessions", tag = "contacts", summary = "Start a session on a channel (409 if one is active there)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\""), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back")), request_body = StartSession, responses((status = 201, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
+#[utoipa::path(post, path = "/contacts/{contact_id}/sessions", tag = "contacts", summary = "Start a session on a channel (409 if one is active there)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = StartSession, responses((status = 201, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
 async fn start_session(
     ctx: CommandContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,

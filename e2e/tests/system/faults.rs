@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use e2e::checks::{self, Traffic};
 use e2e::process::ServiceProcess;
+use e2e::traffic::{assert_end_state, stream_messages, wait_converged, Traffic};
 use e2e::{TestDb, TestStream, TestSystem};
 use serde_json::{json, Value};
 
@@ -25,7 +25,7 @@ async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_
     ];
     let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let mut query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
-    let traffic = Traffic::start(vec![command.url()], tenant.clone(), 4);
+    let mut traffic = Traffic::start(command.url(), tenant.clone(), 4);
 
     // Crashes at moments the traffic does not choose: mid-request, between commit and answer,
     // in the relay between publish and marking processed, in a worker mid-batch.
@@ -51,11 +51,20 @@ async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_
         }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (sent, acked) = traffic.stop().await;
+    traffic.stop().await;
 
-    checks::wait_converged(&db.pool, Duration::from_secs(90)).await;
-    let counts = checks::end_check(&db.pool, &stream.url, &stream.name, sent, &acked).await;
-    println!("{counts}");
+    wait_converged(&db.pool, Duration::from_secs(90)).await;
+    let counts = assert_end_state(&db.pool, &traffic).await;
+    assert!(
+        counts.acknowledged > 20,
+        "enough traffic got through: {counts}"
+    );
+    assert_eq!(
+        stream_messages(&stream.url, &stream.name).await as usize,
+        counts.stored,
+        "each event in the stream exactly once"
+    );
+    println!("SIGKILL under load: {counts}");
 }
 
 #[tokio::test]
@@ -165,9 +174,6 @@ async fn both_services_ride_out_a_postgresql_outage_and_readyz_reports_it() {
         reqwest::StatusCode::OK,
         "the whole path works again"
     );
-    // The refused command wrote nothing: the store holds two contacts, and the read table,
-    // once "before" is applied too (its partition may still be backing off from the outage; it
-    // is not ordered with "after"), holds those two.
     let created: i64 = sqlx::query_scalar(
         "select count(*) from contact_event_store where event_type = 'contact.created'",
     )
@@ -175,20 +181,16 @@ async fn both_services_ride_out_a_postgresql_outage_and_readyz_reports_it() {
     .await
     .unwrap();
     assert_eq!(created, 2, "the refused command stored nothing");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let names: Vec<String> = sqlx::query_scalar("select name from contacts order by name")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
-        if names == ["after", "before"] || tokio::time::Instant::now() > deadline {
-            assert_eq!(
-                names,
-                ["after", "before"],
-                "the refused command wrote nothing; the accepted ones are applied"
-            );
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Another partition's worker may still be in its retry backoff: wait until every stored
+    // event is applied (it fails here if a worker never recovers), then compare.
+    wait_converged(&db.pool, Duration::from_secs(60)).await;
+    let names: Vec<String> = sqlx::query_scalar("select name from contacts order by name")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        names,
+        ["after", "before"],
+        "the refused command wrote nothing"
+    );
 }

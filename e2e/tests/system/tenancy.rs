@@ -422,3 +422,269 @@ async fn the_services_database_role_is_bound_by_row_level_security() {
     }
     system.stop().await;
 }
+
+/// Everything of tenant A's, as one fingerprint: its events, outbox rows, idempotency rows and
+/// read rows.
+async fn tenant_fingerprint(system: &TestSystem, tenant: &str) -> String {
+    let mut parts = Vec::new();
+    for (table, key) in [
+        ("contact_event_store", "tenant_id"),
+        ("outbox_events", "tenant_id"),
+        ("idempotency_keys", "tenant_id"),
+        ("contacts", "tenant_id"),
+        ("sessions", "tenant_id"),
+        ("domain_event_logs", "tenant_id"),
+    ] {
+        let digest: Option<String> = sqlx::query_scalar(&format!(
+            "select md5(string_agg(to_jsonb(t)::text, ',' order by to_jsonb(t)::text)) \
+               from {table} t where {key} = $1"
+        ))
+        .bind(tenant)
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{table}: {e}"));
+        parts.push(format!("{table}={}", digest.unwrap_or_default()));
+    }
+    parts.join(" ")
+}
+
+/// The route-by-route probe: tenant B holds tenant A's cursors (from A's paginated answers),
+/// filters naming A's ids and values, A's ids in paths, and A's `Idempotency-Key`, on every query
+/// and command route. No answer to B carries anything of A's, and nothing of A's is written.
+#[tokio::test]
+async fn tenant_b_with_a_s_cursors_filters_and_ids_sees_nothing_of_a_and_writes_nothing() {
+    let system = TestSystem::start().await;
+    let a = system.tenant.clone();
+    let agent = Uuid::now_v7();
+    // A: five contacts with distinctive values, each with two sessions and an agent's reply.
+    let mut a_contacts = Vec::new();
+    let mut a_sessions = Vec::new();
+    for n in 0..5 {
+        let headers: &[(&str, &str)] = if n == 0 {
+            &[
+                ("Idempotency-Key", "shared-key"),
+                ("X-Correlation-Id", "a-correlation"),
+            ]
+        } else {
+            &[]
+        };
+        let created = system
+            .command_as(
+                &a,
+                Method::POST,
+                "/contacts",
+                Some(
+                    json!({"name": format!("Victim {n}"), "email": format!("victim{n}@a.test"),
+                    "phone": format!("+1555000000{n}"), "external_id": format!("ext-victim-{n}"),
+                    "tags": ["victim-tag"]}),
+                ),
+                headers,
+            )
+            .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+        let contact = created.id("id");
+        a_contacts.push(contact);
+        for channel in [1, 2] {
+            let session = system
+                .command(
+                    Method::POST,
+                    &format!("/contacts/{contact}/messages"),
+                    Some(json!({"channel_type_id": channel, "from_contact": true})),
+                )
+                .await
+                .id("session_id");
+            let reply = system
+                .command(
+                    Method::POST,
+                    &format!("/sessions/{session}/messages"),
+                    Some(json!({"from_contact": false, "agent_id": agent})),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            a_sessions.push(session);
+        }
+    }
+    let (b, b_contact, b_session) = tenant_b_with_data(&system).await;
+    let reply = system
+        .command_as(
+            &b,
+            Method::POST,
+            &format!("/sessions/{b_session}/messages"),
+            Some(json!({"from_contact": false, "agent_id": agent})),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    system
+        .wait_until_projected(std::time::Duration::from_secs(30))
+        .await;
+
+    // What must never show in B's answers: A's ids, event ids and values.
+    let mut secrets: Vec<String> = sqlx::query_scalar(
+        "select id::text from contact_event_store where tenant_id = $1 \
+         union select aggregate_id::text from contact_event_store where tenant_id = $1",
+    )
+    .bind(&a.tenant_id)
+    .fetch_all(&system.db.pool)
+    .await
+    .unwrap();
+    secrets.extend(
+        [
+            "Victim",
+            "victim",
+            "+1555000000",
+            "ext-victim",
+            "a-correlation",
+        ]
+        .map(String::from),
+    );
+    secrets.push(a.project_id.to_string());
+
+    // A's cursors, from A's own paginated answers.
+    let cursor = |path: String| {
+        let system = &system;
+        async move {
+            let page = system.query(&path).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.body);
+            page.body["next_cursor"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{path} has a next page: {}", page.body))
+                .to_owned()
+        }
+    };
+    let a_contact_cursor = cursor("/contacts?limit=2".into()).await;
+    let a_session_cursor = cursor("/sessions?limit=2".into()).await;
+    let a_log_cursor = cursor("/event-log?limit=2".into()).await;
+    let a_contact_sessions_cursor =
+        cursor(format!("/contacts/{}/sessions?limit=1", a_contacts[0])).await;
+    let a_events_cursor = cursor(format!("/contacts/{}/events?limit=2", a_contacts[0])).await;
+    let before = tenant_fingerprint(&system, &a.tenant_id).await;
+
+    let (ac, asn) = (a_contacts[1], a_sessions[3]);
+    let probes = [
+        // A's cursors on B's lists.
+        format!("/contacts?cursor={a_contact_cursor}"),
+        format!("/contacts?cursor={a_contact_cursor}&limit=500&include_deleted=true"),
+        format!("/sessions?cursor={a_session_cursor}"),
+        format!("/sessions?cursor={a_session_cursor}&agent_id={agent}"),
+        format!("/event-log?cursor={a_log_cursor}"),
+        format!("/event-log?cursor={a_log_cursor}&aggregate_id={ac}"),
+        format!("/contacts/{b_contact}/sessions?cursor={a_contact_sessions_cursor}"),
+        format!("/contacts/{ac}/sessions?cursor={a_contact_sessions_cursor}"),
+        format!("/contacts/{b_contact}/events?after_sequence={a_events_cursor}"),
+        format!("/contacts/{ac}/events?after_sequence={a_events_cursor}"),
+        format!("/contacts/{b_contact}/events?after_sequence=0"),
+        // Filters naming A's ids and values.
+        "/contacts?q=Victim".into(),
+        "/contacts?q=victim".into(),
+        "/contacts?email=victim1@a.test".into(),
+        "/contacts?phone=%2B15550000001".into(),
+        "/contacts?external_id=ext-victim-1".into(),
+        "/contacts?tag=victim-tag".into(),
+        "/contacts?updated_since=2000-01-01T00:00:00Z&include_deleted=true".into(),
+        format!("/sessions?agent_id={agent}"),
+        "/sessions?channel_type_id=2".into(),
+        "/sessions?status=active".into(),
+        "/sessions?started_after=2000-01-01T00:00:00Z".into(),
+        format!("/event-log?aggregate_id={ac}"),
+        format!("/event-log?aggregate_id={asn}"),
+        "/event-log?aggregate_type=session".into(),
+        "/event-log?event_type=contact.created".into(),
+        "/event-log?occurred_after=2000-01-01T00:00:00Z".into(),
+        // A's ids in the path.
+        format!("/contacts/{ac}"),
+        format!("/contacts/{ac}?min_version=1&wait_ms=100"),
+        format!("/contacts/{ac}/sessions"),
+        format!("/contacts/{ac}/sessions?status=active"),
+        format!("/contacts/{ac}/events"),
+        format!("/sessions/{asn}"),
+        format!("/sessions/{asn}?min_version=1&wait_ms=100"),
+    ];
+    let mut b_saw_its_own = 0;
+    for path in &probes {
+        let reply = system.query_as(&b, path).await;
+        assert!(
+            matches!(reply.status.as_u16(), 200 | 404),
+            "{path}: {} {}",
+            reply.status,
+            reply.body
+        );
+        let text = reply.body.to_string();
+        for secret in &secrets {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{path} shows B something of A's ({secret}): {text}"
+            );
+        }
+        if text.contains(&b_contact.to_string()) || text.contains(&b_session.to_string()) {
+            b_saw_its_own += 1;
+        }
+    }
+    assert!(
+        b_saw_its_own >= 5,
+        "the probe reached B's own rows ({b_saw_its_own} answers): it would have shown a leak"
+    );
+
+    // Commands: A's ids in the path are 404 on every route.
+    for (method, path, body) in command_routes(ac, asn) {
+        let reply = system
+            .command_as(&b, method.clone(), &path, body, &[])
+            .await;
+        reply.assert_problem(404);
+    }
+    // A's values in B's bodies, and A's Idempotency-Key: B's own commands, answered for B alone.
+    let created = system
+        .command_as(
+            &b,
+            Method::POST,
+            "/contacts",
+            Some(json!({"name": "B again", "email": "victim0@a.test", "external_id": "ext-victim-0"})),
+            &[("Idempotency-Key", "shared-key"), ("X-Correlation-Id", "a-correlation")],
+        )
+        .await;
+    assert_eq!(
+        created.status,
+        StatusCode::CREATED,
+        "A's Idempotency-Key means nothing in B's project: {}",
+        created.body
+    );
+    assert!(
+        !a_contacts.contains(&created.id("id")),
+        "B got A's stored answer"
+    );
+    let patched = system
+        .command_as(
+            &b,
+            Method::PATCH,
+            &format!("/contacts/{b_contact}"),
+            Some(json!({"phone": "+15550000001", "external_id": "ext-victim-1"})),
+            &[],
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    let assigned = system
+        .command_as(
+            &b,
+            Method::POST,
+            &format!("/sessions/{b_session}/agents"),
+            Some(json!({"agent_id": agent})),
+            &[],
+        )
+        .await;
+    assert!(assigned.status.is_success(), "{}", assigned.body);
+
+    system
+        .wait_until_projected(std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        tenant_fingerprint(&system, &a.tenant_id).await,
+        before,
+        "B's requests wrote something of A's"
+    );
+    println!(
+        "tenant probe: {} query probes and {} command probes by B, 0 leaks, A unchanged",
+        probes.len(),
+        command_routes(ac, asn).len() + 3
+    );
+    system.stop().await;
+}

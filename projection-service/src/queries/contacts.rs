@@ -89,6 +89,8 @@ struct ContactFilters {
     updated_since: Option<DateTime<Utc>>,
     #[serde(default)]
     include_deleted: bool,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     cursor: Option<Uuid>,
 }
@@ -173,6 +175,7 @@ async fn one(
     let record = read_at_least(
         &state,
         &auth.tenant_id,
+        "contact",
         contact_id,
         &params,
         |r: &ContactRecord| r.version,
@@ -212,7 +215,10 @@ async fn sessions(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct ContactSessionFilters {
+    #[param(inline, value_type = Option<super::sessions::StatusFilter>)]
     status: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     cursor: Option<Uuid>,
 }
@@ -232,6 +238,8 @@ struct EventPage {
 struct EventParams {
     /// The store position after which to read (each event carries its `position`).
     after_sequence: Option<i64>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 

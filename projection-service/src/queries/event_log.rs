@@ -30,6 +30,8 @@ struct Filters {
     event_type: Option<String>,
     occurred_after: Option<DateTime<Utc>>,
     occurred_before: Option<DateTime<Utc>>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     cursor: Option<Uuid>,
 }

@@ -63,7 +63,8 @@ pub fn router(state: QueryState) -> OpenApiRouter {
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
 const DEFAULT_WAIT_MS: u64 = 2_000;
-const MAX_WAIT_MS: u64 = 30_000;
+/// Below the 30 s request timeout, so a wait always ends in this handler's own answer.
+const MAX_WAIT_MS: u64 = 25_000;
 
 /// `?limit=&cursor=`: the cursor is the last id of the previous page (ids are time-ordered
 /// UUIDv7s, and every list is ordered by id).
@@ -127,15 +128,19 @@ pub fn with_etag(body: impl Serialize, version: Option<i64>) -> Response {
 #[into_params(parameter_in = Query)]
 pub struct ReadParams {
     pub min_version: Option<i64>,
+    /// How long to wait for `min_version`, in milliseconds: 0 to 25000 (default 2000).
+    #[param(minimum = 0, maximum = 25000)]
     pub wait_ms: Option<u64>,
 }
 
 /// Reads a row until it holds at least `min_version`, polling with a deadline. Without
-/// `min_version` it reads once. A row that exists in no form in this tenant's store is 404 at
-/// once; one that still lags at the deadline is 503 with `Retry-After`.
+/// `min_version` it reads once. An aggregate (of this type) that is not in this tenant's store is
+/// 404 at once. At the deadline, a read model still behind a version the store holds is 503 with
+/// `Retry-After`; a version the store does not hold yet is 404.
 pub async fn read_at_least<T, F, Fut>(
     state: &QueryState,
     tenant_id: &str,
+    aggregate_type: &str,
     id: Uuid,
     params: &ReadParams,
     version_of: impl Fn(&T) -> i64,
@@ -151,8 +156,31 @@ where
             .map_err(ApiError::internal)?
             .ok_or_else(not_found);
     };
-    let wait = Duration::from_millis(params.wait_ms.unwrap_or(DEFAULT_WAIT_MS).min(MAX_WAIT_MS));
+    let wait_ms = params.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
+    if wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::BadRequest(format!(
+            "wait_ms must be at most {MAX_WAIT_MS}"
+        )));
+    }
+    let wait = Duration::from_millis(wait_ms);
     let deadline = tokio::time::Instant::now() + wait;
+    // The store is the truth: the last version it holds of this aggregate (of this type). Asked
+    // of the primary: a replica that lags makes the read wait, not 404.
+    let stored_version = || async {
+        let mut tx = platform::db::tenant_tx(&state.primary, tenant_id)
+            .await
+            .map_err(ApiError::internal)?;
+        sqlx::query_scalar::<_, Option<i64>>(
+            "select max(sequence_number)::bigint from contact_event_store \
+              where aggregate_id = $1 and tenant_id = $2 and aggregate_type = $3",
+        )
+        .bind(id)
+        .bind(tenant_id)
+        .bind(aggregate_type)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(ApiError::internal)
+    };
     let mut checked_store = false;
     let mut pause = Duration::from_millis(5);
     loop {
@@ -160,27 +188,27 @@ where
             if version_of(&row) >= wanted {
                 return Ok(row);
             }
-        } else if !checked_store {
-            let mut tx = platform::db::tenant_tx(&state.primary, tenant_id)
-                .await
-                .map_err(ApiError::internal)?;
-            let exists: bool = sqlx::query_scalar(
-                "select exists (select 1 from contact_event_store where aggregate_id = $1 and tenant_id = $2)",
-            )
-            .bind(id)
-            .bind(tenant_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(ApiError::internal)?;
-            if !exists {
+        }
+        if !checked_store {
+            // An aggregate the store does not hold is 404 at once.
+            if stored_version().await?.is_none() {
                 return Err(not_found());
             }
             checked_store = true;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::Unavailable {
-                detail: format!("the read model has not reached version {wanted} yet"),
-                retry_after_secs: 1,
+            // Lagging behind a version the store holds is the service's to catch up (503,
+            // retry); a version the store does not hold yet is nothing to retry for (404). It
+            // may still come (the caller waited for a later command, or the sweeper), so the
+            // wait happens either way.
+            return Err(match stored_version().await? {
+                Some(last) if last < wanted => ApiError::NotFound(format!(
+                    "no version {wanted} of this resource yet: its last is {last}"
+                )),
+                _ => ApiError::Unavailable {
+                    detail: format!("the read model has not reached version {wanted} yet"),
+                    retry_after_secs: 1,
+                },
             });
         }
         tokio::time::sleep(pause).await;

@@ -113,13 +113,25 @@ pub struct SessionFilters {
     #[serde(skip)]
     #[param(ignore)]
     pub contact_id: Option<Uuid>,
+    #[param(inline, value_type = Option<StatusFilter>)]
     pub status: Option<String>,
     pub agent_id: Option<Uuid>,
     pub channel_type_id: Option<i64>,
     pub started_after: Option<DateTime<Utc>>,
     pub started_before: Option<DateTime<Utc>>,
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     pub cursor: Option<Uuid>,
+}
+
+/// The values of the `status` filter (any other is 400), for the document.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+pub enum StatusFilter {
+    Active,
+    Ended,
 }
 
 pub async fn list_sessions(
@@ -207,6 +219,7 @@ async fn one(
     let record = read_at_least(
         &state,
         &auth.tenant_id,
+        "session",
         session_id,
         &params,
         |r: &SessionRecord| r.version,

@@ -1,0 +1,300 @@
+//! Steady command traffic from several clients, and the check every fault scenario ends with:
+//! every command that got a 2xx is in the store exactly once, every event is applied exactly
+//! once (`processed_events`, read-row versions), no outbox row is stuck, and the read tables
+//! equal a rebuild from the store.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::Tenant;
+
+/// What the clients sent and which event ids their 2xx answers named.
+pub struct Traffic {
+    running: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<Uuid>>>,
+    acked_commands: Arc<AtomicUsize>,
+    sent: Arc<AtomicUsize>,
+    clients: Vec<JoinHandle<()>>,
+}
+
+/// The counts of a run, for the test's output and the closing note.
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    pub sent: usize,
+    pub acknowledged: usize,
+    pub acknowledged_events: usize,
+    pub stored: usize,
+    pub lost: usize,
+    pub duplicates: usize,
+}
+
+impl std::fmt::Display for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "commands sent {}, acknowledged {} ({} events), events found in the store {}, duplicates {}, lost {}",
+            self.sent, self.acknowledged, self.acknowledged_events, self.stored, self.duplicates, self.lost
+        )
+    }
+}
+
+impl Traffic {
+    /// `clients` clients, each in a loop until [`Traffic::stop`]: create a contact, tag it, and
+    /// every other round send it an inbound message (opening a session) and an agent's reply.
+    /// A client whose request fails (service down, timeout) waits a little and goes on.
+    pub fn start(command_url: String, tenant: Tenant, clients: usize) -> Self {
+        let running = Arc::new(AtomicBool::new(true));
+        let acked: Arc<Mutex<Vec<Uuid>>> = Arc::default();
+        let acked_commands = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let handles = (0..clients)
+            .map(|client| {
+                let (running, acked, acked_commands, sent) = (
+                    running.clone(),
+                    acked.clone(),
+                    acked_commands.clone(),
+                    sent.clone(),
+                );
+                let (url, tenant) = (command_url.clone(), tenant.clone());
+                tokio::spawn(async move {
+                    let http = reqwest::Client::builder()
+                        .timeout(Duration::from_secs(3))
+                        .build()
+                        .unwrap();
+                    let base = format!("{url}/v1/projects/{}", tenant.project_id);
+                    // One command: its answer's body on a 2xx (event ids kept), None otherwise.
+                    let command = |path: String, body: Value| {
+                        let (http, base, tenant, acked, acked_commands, sent) = (
+                            &http,
+                            &base,
+                            &tenant,
+                            &acked,
+                            &acked_commands,
+                            &sent,
+                        );
+                        async move {
+                            sent.fetch_add(1, Ordering::SeqCst);
+                            let answer = match http
+                                .post(format!("{base}{path}"))
+                                .bearer_auth(&tenant.api_key)
+                                .json(&body)
+                                .send()
+                                .await
+                            {
+                                Ok(answer) => answer,
+                                Err(_) => {
+                                    tokio::time::sleep(Duration::from_millis(50)).await;
+                                    return None;
+                                }
+                            };
+                            if !answer.status().is_success() {
+                                return None;
+                            }
+                            let body: Value = answer.json().await.ok()?;
+                            acked_commands.fetch_add(1, Ordering::SeqCst);
+                            acked.lock().unwrap().extend(
+                                body["event_ids"]
+                                    .as_array()
+                                    .into_iter()
+                                    .flatten()
+                                    .filter_map(|v| {
+                                        v.as_str().and_then(|s| Uuid::parse_str(s).ok())
+                                    }),
+                            );
+                            Some(body)
+                        }
+                    };
+                    let mut i = 0;
+                    while running.load(Ordering::SeqCst) {
+                        i += 1;
+                        let Some(created) = command(
+                            "/contacts".into(),
+                            json!({"name": format!("client{client}-{i}")}),
+                        )
+                        .await
+                        else {
+                            continue;
+                        };
+                        let Some(id) = created["id"].as_str().map(str::to_owned) else {
+                            continue;
+                        };
+                        command(format!("/contacts/{id}/tags"), json!({"tag": "load"})).await;
+                        if i % 2 == 0 {
+                            let Some(inbound) = command(
+                                format!("/contacts/{id}/messages"),
+                                json!({"channel_type_id": 1, "from_contact": true}),
+                            )
+                            .await
+                            else {
+                                continue;
+                            };
+                            if let Some(session) = inbound["session_id"].as_str() {
+                                command(
+                                    format!("/sessions/{session}/messages"),
+                                    json!({"from_contact": false, "agent_id": Uuid::from_u128(client as u128 + 1)}),
+                                )
+                                .await;
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            running,
+            acked,
+            acked_commands,
+            sent,
+            clients: handles,
+        }
+    }
+
+    /// Stops the clients and waits for their last requests.
+    pub async fn stop(&mut self) {
+        self.running.store(false, Ordering::SeqCst);
+        for client in self.clients.drain(..) {
+            client.await.expect("a client panicked");
+        }
+    }
+
+    pub fn acknowledged_commands(&self) -> usize {
+        self.acked_commands.load(Ordering::SeqCst)
+    }
+
+    pub fn acknowledged_events(&self) -> Vec<Uuid> {
+        self.acked.lock().unwrap().clone()
+    }
+
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+}
+
+async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Waits until no outbox row is pending and every stored event is in `processed_events` once
+/// per projection.
+pub async fn wait_converged(pool: &PgPool, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let events = count(pool, "select count(*) from contact_event_store").await;
+        let pending = count(
+            pool,
+            "select count(*) from outbox_events where status <> 'processed'",
+        )
+        .await;
+        let processed = count(pool, "select count(*) from processed_events").await;
+        if pending == 0 && processed == 3 * events {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no convergence within {within:?}: {events} events, {pending} outbox rows not processed, {processed} processed_events rows"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The messages a stream holds.
+pub async fn stream_messages(nats_url: &str, stream: &str) -> u64 {
+    let js = async_nats::jetstream::new(platform::nats::connect(nats_url).await.expect("nats"));
+    js.get_stream(stream)
+        .await
+        .expect("stream")
+        .get_info()
+        .await
+        .expect("stream info")
+        .state
+        .messages
+}
+
+/// The end check of every fault scenario, after [`wait_converged`]. Returns the counts.
+pub async fn assert_end_state(pool: &PgPool, traffic: &Traffic) -> Counts {
+    let acked = traffic.acknowledged_events();
+    let stored: Vec<Uuid> = sqlx::query_scalar("select id from contact_event_store")
+        .fetch_all(pool)
+        .await
+        .unwrap();
+    let stored_set: HashSet<Uuid> = stored.iter().copied().collect();
+    let lost: Vec<&Uuid> = acked.iter().filter(|id| !stored_set.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged events missing from the store: {lost:?}"
+    );
+    // Exactly once: an event id is the store's primary key, so a command that took effect twice
+    // shows as two contacts of one client's name (each name is sent once).
+    let duplicates = count(
+        pool,
+        "select count(*) from (select name from contacts group by name having count(*) > 1) d",
+    )
+    .await as usize;
+    assert_eq!(duplicates, 0, "a command took effect twice");
+    let answered_twice = acked.len() - acked.iter().collect::<HashSet<_>>().len();
+    assert_eq!(answered_twice, 0, "an event id was answered twice");
+    // Applied exactly once: one processed_events row per event and projection, no more.
+    assert_eq!(
+        count(pool, "select count(*) from (select event_id, consumer_name from processed_events group by 1, 2 having count(*) > 1) d").await,
+        0,
+        "an event was applied twice"
+    );
+    assert_eq!(
+        count(pool, "select count(*) from processed_events").await,
+        3 * stored.len() as i64,
+        "every event applied once by each projection"
+    );
+    // Read-row versions: each row is at its aggregate's last stored event.
+    for (table, kind) in [("contacts", "contact"), ("sessions", "session")] {
+        let behind = count(
+            pool,
+            &format!(
+                "select count(*) from (select aggregate_id, max(sequence_number) as last \
+                   from contact_event_store where aggregate_type = '{kind}' group by 1) s \
+                   left join {table} r on r.id = s.aggregate_id \
+                  where r.version is distinct from s.last"
+            ),
+        )
+        .await;
+        assert_eq!(behind, 0, "{table} rows not at their last stored version");
+    }
+    assert_eq!(
+        count(
+            pool,
+            "select count(*) from outbox_events where status <> 'processed'"
+        )
+        .await,
+        0,
+        "an outbox row is stuck"
+    );
+    assert_eq!(
+        count(pool, "select count(*) from outbox_events").await,
+        stored.len() as i64,
+        "one outbox row per event"
+    );
+    let diffs = replay_tool::verify(pool, None, 500, &|_, _| {})
+        .await
+        .expect("verify");
+    assert!(
+        diffs.is_empty(),
+        "read tables differ from a rebuild: {diffs:?}"
+    );
+    Counts {
+        sent: traffic.sent(),
+        acknowledged: traffic.acknowledged_commands(),
+        acknowledged_events: acked.len(),
+        stored: stored.len(),
+        lost: lost.len(),
+        duplicates,
+    }
+}
