@@ -2,8 +2,7 @@
 //! (`projections-p<N>`), each worker applying what it receives in batches. Which instance runs a
 //! partition's worker is decided by [`crate::ownership`]: one at a time, across instances.
 //!
-//! A batch is whatever is ready, up to `batch_size`; a burst (a worker catching up) is topped up
-//! for at most [`TOP_UP`] so that one transaction carries a full batch. It is applied to every
+//! A batch is whatever is ready, up to `batch_size`. It is applied to every
 //! projection in one transaction (see [`crate::projections::apply_batch`]), committed, and only
 //! then acked. A crash between commit and ack means a redelivery, which `processed_events` turns
 //! into a no-op. A batch that fails is nak'ed with a delay and retried.
@@ -29,10 +28,6 @@ use tracing::Instrument;
 use crate::dead_letters;
 use crate::ownership::Lease;
 use crate::projections::{apply_batch, BatchReport, Projection, ProjectionError};
-
-/// How long a burst waits for more messages to fill its batch. A trickle (fewer than an eighth of
-/// a batch ready) is applied at once, so live lag does not pay for it.
-const TOP_UP: Duration = Duration::from_millis(5);
 
 /// The longest wait before a worker sets its consumer up again after a broker failure. Short: on
 /// a NATS cluster, a consumer whose leader was lost is back as soon as the survivors elected a new
@@ -184,18 +179,9 @@ impl PartitionWorker {
                 batch = batches.next() => batch,
                 _ = shutdown.cancelled() => return Ok(()),
             };
-            let Some(mut batch) = batch else {
+            let Some(batch) = batch else {
                 anyhow::bail!("message stream ended");
             };
-            if batch.len() >= self.batch_size.div_ceil(8) {
-                let deadline = tokio::time::Instant::now() + TOP_UP;
-                while batch.len() < self.batch_size {
-                    match tokio::time::timeout_at(deadline, batches.next()).await {
-                        Ok(Some(more)) => batch.extend(more),
-                        Ok(None) | Err(_) => break,
-                    }
-                }
-            }
             let mut messages = Vec::with_capacity(batch.len());
             for message in batch {
                 messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
