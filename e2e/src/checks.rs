@@ -233,27 +233,7 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
-/// Waits until every stored event is published and applied by every projection.
-pub async fn wait_converged(pool: &PgPool, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let events = count(pool, "select count(*) from contact_event_store").await;
-        let pending = count(
-            pool,
-            "select count(*) from outbox_events where status <> 'processed'",
-        )
-        .await;
-        let processed = count(pool, "select count(*) from processed_events").await;
-        if pending == 0 && processed == 3 * events {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no convergence: {events} events, {pending} pending, {processed} processed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
+pub use crate::traffic::wait_converged;
 
 /// The end check's figures.
 #[derive(Debug, Clone, Copy)]
