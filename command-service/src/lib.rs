@@ -85,7 +85,7 @@ impl App {
         let (router, paths) = routes::router(state)
             .merge(health::router(Probes {
                 pool: app_pool,
-                nats,
+                nats: nats.clone(),
                 stalled: None,
             }))
             .split_for_parts();
@@ -101,7 +101,7 @@ impl App {
             .with_context(|| format!("binding {}", config.addr))?;
         let relay = config.relay_enabled.then(|| relay::OutboxRelay {
             pool: system_pool.clone(),
-            js,
+            js: relay::publish_context(&nats),
             stream,
             batch_size: config.relay_batch_size,
             poll: config.relay_poll(),

@@ -394,3 +394,77 @@ async fn a_redelivery_storm_under_load_applies_nothing_twice() {
     );
     system.stop().await;
 }
+
+/// The relay's batch query stays on the indexes while the event store grows from empty. A plan
+/// cached while the tables were tiny (a nested loop over a sequential scan of the event store,
+/// once per pending row) made each batch take seconds on a fresh system, until the next ANALYZE.
+#[tokio::test]
+async fn the_relays_batch_query_is_planned_for_the_tables_as_they_are() {
+    let db = e2e::TestDb::new().await;
+    let mut conn = db.pool.acquire().await.unwrap().detach();
+    sqlx::query(command_service::relay::SESSION_SETUP)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "prepare batch(int8) as {}",
+        command_service::relay::batch_query()
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    // Events published long ago, and the last 10 still pending.
+    let store = |n: i64| {
+        sqlx::query(
+            "with e as ( \
+               insert into contact_event_store \
+                   (aggregate_id, event_type, sequence_number, event_data, occurred_at, tenant_id) \
+               select gen_random_uuid(), 'contact.created', 1, '{\"name\": \"Ada\"}', now(), 'tenant-a' \
+                 from generate_series(1, $1) \
+               returning id, aggregate_id, event_data) \
+             insert into outbox_events (event_id, aggregate_id, aggregate_type, event_type, event_data, tenant_id, status) \
+             select id, aggregate_id, 'contact', 'contact.created', event_data, 'tenant-a', 'processed' from e",
+        )
+        .bind(n)
+    };
+    let pending =
+        "update outbox_events set status = 'pending' where seq > (select max(seq) - 10 from outbox_events)";
+    store(20).execute(&db.pool).await.unwrap();
+    sqlx::query(pending).execute(&db.pool).await.unwrap();
+    // More than the five executions after which PostgreSQL may settle on a generic plan.
+    for _ in 0..10 {
+        let rows = sqlx::query("execute batch(500)")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 10);
+    }
+    store(30_000).execute(&db.pool).await.unwrap();
+    sqlx::query(pending).execute(&db.pool).await.unwrap();
+
+    let plan: Value = sqlx::query_scalar("explain (format json) execute batch(500)")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    fn scans(node: &Value, found: &mut Vec<String>) {
+        if let Some(relation) = node["Relation Name"].as_str() {
+            found.push(format!(
+                "{} on {relation}",
+                node["Node Type"].as_str().unwrap_or("?")
+            ));
+        }
+        for child in node["Plans"].as_array().into_iter().flatten() {
+            scans(child, found);
+        }
+    }
+    let mut found = Vec::new();
+    scans(&plan[0]["Plan"], &mut found);
+    assert!(
+        found.contains(&"Index Scan on contact_event_store".to_owned()),
+        "the batch query does not look its events up by id: {found:?}"
+    );
+    assert!(
+        !found.contains(&"Seq Scan on contact_event_store".to_owned()),
+        "the batch query scans the whole event store: {found:?}"
+    );
+}
