@@ -121,7 +121,7 @@ pub async fn statements(
         sweep_interval_ms: 60_000,
         relay_poll_ms: 1_000,
         nats_url: None,
-        ack_wait_secs: 30,
+        ack_wait_secs: 3,
         ..Options::default()
     })
     .await;

@@ -85,7 +85,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
         partitions: sizes.partitions,
         sweep_interval_ms: 15_000,
         relay_poll_ms: 1_000,
-        ack_wait_secs: 30,
+        ack_wait_secs: 3,
         ..Options::default()
     })
     .await;

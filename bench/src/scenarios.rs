@@ -65,7 +65,7 @@ pub async fn run_all(sizes: &Sizes, only: &[u32]) -> anyhow::Result<Vec<Row>> {
             sweep_interval_ms: 15_000,
             relay_poll_ms: 1_000,
             nats_url: None,
-            ack_wait_secs: 30,
+            ack_wait_secs: 3,
             ..Options::default()
         })
         .await;

@@ -19,8 +19,11 @@ pub struct ProjectionConfig {
     /// Most events a worker applies in one transaction.
     #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = 256)]
     pub batch_size: usize,
-    /// How long JetStream waits for an ack before redelivering, in seconds.
-    #[arg(long, env = "PROJECTION_ACK_WAIT_SECS", default_value_t = 30)]
+    /// How long JetStream waits for an ack before redelivering, in seconds. It bounds how long
+    /// the events a dead instance had received wait before another takes them; a worker whose
+    /// batch takes longer keeps its messages with progress acks.
+    #[arg(long, env = "PROJECTION_ACK_WAIT_SECS", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub ack_wait_secs: u64,
     /// A consumer with events waiting that has not advanced for this long is reported stalled
     /// (and `/readyz` answers 503), in seconds.

@@ -90,7 +90,7 @@ impl App {
         let workers = config.workers.then(|| ownership::Coordinator {
             pool: store.pool().clone(),
             template: worker::PartitionWorker {
-                js: js.clone(),
+                js: worker::requests_context(&nats),
                 stream: stream.clone(),
                 partition: 0,
                 store: store.clone(),

@@ -37,6 +37,20 @@ const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 /// How often a worker asks the broker how far behind it is.
 const LAG_POLL: Duration = Duration::from_secs(2);
 
+/// How long the workers wait for an answer from the JetStream API (stream and consumer info,
+/// consumer creation). When a broker node dies, its consumers elect new leaders (4 to 9 s in
+/// nats-server) and every request until then goes unanswered: with the client's default of 5 s
+/// (10 s for a get-or-create), a worker re-subscribed up to 10 s after the election was over.
+/// These requests are small and answered in milliseconds when a leader is there.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The JetStream context of the workers (see [`REQUEST_TIMEOUT`]).
+pub fn requests_context(client: &async_nats::Client) -> async_nats::jetstream::Context {
+    let mut js = async_nats::jetstream::new(client.clone());
+    js.set_timeout(REQUEST_TIMEOUT);
+    js
+}
+
 /// Every partition's progress, shared by the workers and `/readyz`.
 #[derive(Debug, Default)]
 pub struct ConsumerHealth {
@@ -237,7 +251,24 @@ impl PartitionWorker {
             .record(envelopes.len() as f64);
         let batch_span =
             tracing::info_span!("projection.batch", consumer = %consumer, events = envelopes.len());
-        match self.apply(&envelopes).instrument(batch_span).await {
+        // The ack wait is short, so that a dead instance's unacked messages come back within
+        // seconds; a batch that takes longer (a lock wait, a slow disk) tells the broker it is
+        // still at work on them instead of having them redelivered.
+        let apply = self.apply(&envelopes).instrument(batch_span);
+        tokio::pin!(apply);
+        let mut progress = tokio::time::interval(self.ack_wait / 3);
+        progress.tick().await;
+        let result = loop {
+            tokio::select! {
+                result = &mut apply => break result,
+                _ = progress.tick() => {
+                    for message in &acceptable {
+                        let _ = message.ack_with(AckKind::Progress).await;
+                    }
+                }
+            }
+        };
+        match result {
             Ok((report, parked)) => {
                 if parked > 0 {
                     metrics::counter!("projection_events_parked_total", "consumer" => consumer.clone())
