@@ -143,20 +143,42 @@ impl LagMonitor {
         let handle = tokio::spawn({
             let samples = samples.clone();
             async move {
+                // A connection of its own: a sample never waits for the pool.
+                let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>> = None;
                 loop {
-                    if let Ok(lag) = sqlx::query_scalar::<_, f64>(
-                        "select coalesce(extract(epoch from localtimestamp - min(e.created_at)), 0)::float8 \
+                    if conn.is_none() {
+                        conn = pool.acquire().await.ok();
+                        // The tables grow faster than autovacuum analyses them; on stale
+                        // statistics the planner picks a nested-loop anti-join that takes
+                        // seconds. A hash anti-join stays linear.
+                        if let Some(c) = conn.as_mut() {
+                            if sqlx::query("set enable_nestloop = off")
+                                .execute(&mut **c)
+                                .await
+                                .is_err()
+                            {
+                                conn = None;
+                            }
+                        }
+                    }
+                    let Some(c) = conn.as_mut() else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    // Stamped when asked, not when answered: on a starved machine the answer can
+                    // take seconds, and the lag it reports is the lag at the query's snapshot.
+                    let asked = tokio::time::Instant::now();
+                    match sqlx::query_scalar::<_, f64>(
+                        "select coalesce(extract(epoch from statement_timestamp()::timestamp - min(e.created_at)), 0)::float8 \
                            from contact_event_store e \
                           where not exists (select 1 from processed_events p \
                                              where p.event_id = e.id and p.consumer_name = 'domain_event_logs')",
                     )
-                    .fetch_one(&pool)
+                    .fetch_one(&mut **c)
                     .await
                     {
-                        samples
-                            .lock()
-                            .unwrap()
-                            .push((tokio::time::Instant::now(), lag));
+                        Ok(lag) => samples.lock().unwrap().push((asked, lag)),
+                        Err(_) => conn = None,
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -176,20 +198,21 @@ impl LagMonitor {
             .fold(0.0, f64::max)
     }
 
-    /// The worst lag of each second from `since` to `until`, e.g. `0.1 0.2 3.8 0.1`.
+    /// The worst lag of each second from `since` to `until`, e.g. `0.1 0.2 3.8 - 0.1` (`-`: no
+    /// sample that second).
     pub fn timeline(&self, since: tokio::time::Instant, until: tokio::time::Instant) -> String {
         let samples = self.samples.lock().unwrap();
-        let mut seconds: Vec<f64> = Vec::new();
+        let mut seconds: Vec<Option<f64>> = Vec::new();
         for (t, lag) in samples.iter().filter(|(t, _)| *t >= since && *t <= until) {
             let i = (*t - since).as_secs() as usize;
             if seconds.len() <= i {
-                seconds.resize(i + 1, 0.0);
+                seconds.resize(i + 1, None);
             }
-            seconds[i] = seconds[i].max(*lag);
+            seconds[i] = Some(seconds[i].map_or(*lag, |worst| worst.max(*lag)));
         }
         seconds
             .iter()
-            .map(|l| format!("{l:.1}"))
+            .map(|l| l.map_or("-".to_owned(), |l| format!("{l:.1}")))
             .collect::<Vec<_>>()
             .join(" ")
     }

@@ -21,7 +21,6 @@ async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_
         ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
         ("EVENT_PARTITIONS", "2".to_owned()),
         ("RELAY_POLL_MS", "100".to_owned()),
-        ("PROJECTION_ACK_WAIT_SECS", "3".to_owned()),
     ];
     let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let mut query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
