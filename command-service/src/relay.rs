@@ -46,6 +46,10 @@ pub fn publish_context(client: &async_nats::Client) -> jetstream::Context {
     js
 }
 
+/// How often an instance that does not relay asks for the relay's lock: the longest a dead
+/// relay's backlog waits for the next one (one trivial query per interval).
+const STANDBY_POLL: Duration = Duration::from_millis(250);
+
 /// The advisory lock key of the relay ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
 
@@ -118,7 +122,7 @@ impl OutboxRelay {
                 break;
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(STANDBY_POLL) => {}
                 _ = shutdown.cancelled() => return Ok(()),
             }
         }
