@@ -2,7 +2,6 @@
 //! nats-server that a test may stop), both services built in-process exactly as `main` builds
 //! them, and small HTTP helpers. Everything a test creates is removed when it is dropped.
 
-pub mod checks;
 pub mod cluster;
 pub mod nats;
 pub mod postgres;

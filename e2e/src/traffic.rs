@@ -1,7 +1,8 @@
-//! Steady command traffic from several clients, and the check every fault scenario ends with:
-//! every command that got a 2xx is in the store exactly once, every event is applied exactly
-//! once (`processed_events`, read-row versions), no outbox row is stuck, and the read tables
-//! equal a rebuild from the store.
+//! What the fault and failover tests share: steady command traffic from several clients (over
+//! one command-service instance or several), a lag monitor, and the check every scenario ends
+//! with: every command that got a 2xx is in the store exactly once, every event is applied
+//! exactly once (`processed_events`, read-row versions), no outbox row is stuck, and the read
+//! tables equal a rebuild from the store.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -31,6 +32,8 @@ pub struct Counts {
     pub acknowledged: usize,
     pub acknowledged_events: usize,
     pub stored: usize,
+    /// Events applied (by each projection: checked to be the same number).
+    pub applied: usize,
     pub lost: usize,
     pub duplicates: usize,
 }
@@ -39,8 +42,8 @@ impl std::fmt::Display for Counts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "commands sent {}, acknowledged {} ({} events), events found in the store {}, duplicates {}, lost {}",
-            self.sent, self.acknowledged, self.acknowledged_events, self.stored, self.duplicates, self.lost
+            "commands sent {}, acknowledged {} ({} events), events stored {}, applied {}, lost {}, duplicates {}",
+            self.sent, self.acknowledged, self.acknowledged_events, self.stored, self.applied, self.lost, self.duplicates
         )
     }
 }
@@ -48,8 +51,12 @@ impl std::fmt::Display for Counts {
 impl Traffic {
     /// `clients` clients, each in a loop until [`Traffic::stop`]: create a contact, tag it, and
     /// every other round send it an inbound message (opening a session) and an agent's reply.
-    /// A client whose request fails (service down, timeout) waits a little and goes on.
-    pub fn start(command_url: String, tenant: Tenant, clients: usize) -> Self {
+    /// A client whose request fails (service down, timeout) waits a little and goes on. With
+    /// several command-service URLs each client sends its commands to them in turn, so a contact
+    /// is created through one instance and tagged through the next.
+    pub fn start(command_urls: Vec<String>, tenant: Tenant, clients: usize) -> Self {
+        assert!(!command_urls.is_empty(), "a command-service URL");
+        let urls = Arc::new(command_urls);
         let running = Arc::new(AtomicBool::new(true));
         let acked: Arc<Mutex<Vec<Uuid>>> = Arc::default();
         let acked_commands = Arc::new(AtomicUsize::new(0));
@@ -62,18 +69,19 @@ impl Traffic {
                     acked_commands.clone(),
                     sent.clone(),
                 );
-                let (url, tenant) = (command_url.clone(), tenant.clone());
+                let (urls, tenant) = (urls.clone(), tenant.clone());
                 tokio::spawn(async move {
                     let http = reqwest::Client::builder()
                         .timeout(Duration::from_secs(3))
                         .build()
                         .unwrap();
-                    let base = format!("{url}/v1/projects/{}", tenant.project_id);
+                    let turn = AtomicUsize::new(client);
                     // One command: its answer's body on a 2xx (event ids kept), None otherwise.
                     let command = |path: String, body: Value| {
-                        let (http, base, tenant, acked, acked_commands, sent) = (
+                        let (http, urls, turn, tenant, acked, acked_commands, sent) = (
                             &http,
-                            &base,
+                            &urls,
+                            &turn,
                             &tenant,
                             &acked,
                             &acked_commands,
@@ -81,8 +89,9 @@ impl Traffic {
                         );
                         async move {
                             sent.fetch_add(1, Ordering::SeqCst);
+                            let url = &urls[turn.fetch_add(1, Ordering::SeqCst) % urls.len()];
                             let answer = match http
-                                .post(format!("{base}{path}"))
+                                .post(format!("{url}/v1/projects/{}{path}", tenant.project_id))
                                 .bearer_auth(&tenant.api_key)
                                 .json(&body)
                                 .send()
@@ -177,6 +186,128 @@ impl Traffic {
     }
 }
 
+/// End-to-end lag, sampled: the age of the oldest stored event not yet applied (0 when every
+/// event is applied).
+pub struct LagMonitor {
+    samples: Arc<Mutex<Vec<(tokio::time::Instant, f64)>>>,
+    handle: JoinHandle<()>,
+}
+
+/// The lag above which the system counts as behind.
+pub const LAGGING_SECS: f64 = 1.0;
+
+impl LagMonitor {
+    pub fn start(pool: PgPool) -> Self {
+        let samples: Arc<Mutex<Vec<(tokio::time::Instant, f64)>>> = Arc::default();
+        let handle = tokio::spawn({
+            let samples = samples.clone();
+            async move {
+                // A connection of its own: a sample never waits for the pool.
+                let mut conn: Option<sqlx::pool::PoolConnection<sqlx::Postgres>> = None;
+                loop {
+                    if conn.is_none() {
+                        conn = pool.acquire().await.ok();
+                        // The tables grow faster than autovacuum analyses them; on stale
+                        // statistics the planner picks a nested-loop anti-join that takes
+                        // seconds. A hash anti-join stays linear.
+                        if let Some(c) = conn.as_mut() {
+                            if sqlx::query("set enable_nestloop = off")
+                                .execute(&mut **c)
+                                .await
+                                .is_err()
+                            {
+                                conn = None;
+                            }
+                        }
+                    }
+                    let Some(c) = conn.as_mut() else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    // Stamped when asked, not when answered: on a starved machine the answer can
+                    // take seconds, and the lag it reports is the lag at the query's snapshot.
+                    let asked = tokio::time::Instant::now();
+                    match sqlx::query_scalar::<_, f64>(
+                        "select coalesce(extract(epoch from statement_timestamp()::timestamp - min(e.created_at)), 0)::float8 \
+                           from contact_event_store e \
+                          where not exists (select 1 from processed_events p \
+                                             where p.event_id = e.id and p.consumer_name = 'domain_event_logs')",
+                    )
+                    .fetch_one(&mut **c)
+                    .await
+                    {
+                        Ok(lag) => samples.lock().unwrap().push((asked, lag)),
+                        Err(_) => conn = None,
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        Self { samples, handle }
+    }
+
+    /// The worst lag sampled between `from` and `to`.
+    pub fn worst(&self, from: tokio::time::Instant, to: tokio::time::Instant) -> f64 {
+        self.samples
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, lag)| *lag)
+            .fold(0.0, f64::max)
+    }
+
+    /// The worst lag of each second from `since` to `until`, e.g. `0.1 0.2 3.8 - 0.1` (`-`: no
+    /// sample that second).
+    pub fn timeline(&self, since: tokio::time::Instant, until: tokio::time::Instant) -> String {
+        let samples = self.samples.lock().unwrap();
+        let mut seconds: Vec<Option<f64>> = Vec::new();
+        for (t, lag) in samples.iter().filter(|(t, _)| *t >= since && *t <= until) {
+            let i = (*t - since).as_secs() as usize;
+            if seconds.len() <= i {
+                seconds.resize(i + 1, None);
+            }
+            seconds[i] = Some(seconds[i].map_or(*lag, |worst| worst.max(*lag)));
+        }
+        seconds
+            .iter()
+            .map(|l| l.map_or("-".to_owned(), |l| format!("{l:.1}")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// How long after `since` the lag was last above [`LAGGING_SECS`] (zero if it never was),
+    /// looking at the samples up to `until`; `None` if it was still above at `until`.
+    pub fn recovered_after(
+        &self,
+        since: tokio::time::Instant,
+        until: tokio::time::Instant,
+    ) -> Option<Duration> {
+        let samples = self.samples.lock().unwrap();
+        let window: Vec<_> = samples
+            .iter()
+            .filter(|(t, _)| *t >= since && *t <= until)
+            .collect();
+        if window.last().is_some_and(|(_, lag)| *lag > LAGGING_SECS) {
+            return None;
+        }
+        Some(
+            window
+                .iter()
+                .rev()
+                .find(|(_, lag)| *lag > LAGGING_SECS)
+                .map(|(t, _)| *t - since)
+                .unwrap_or_default(),
+        )
+    }
+}
+
+impl Drop for LagMonitor {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
 async fn count(pool: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(pool)
@@ -233,6 +364,12 @@ pub async fn assert_end_state(pool: &PgPool, traffic: &Traffic) -> Counts {
         lost.is_empty(),
         "acknowledged events missing from the store: {lost:?}"
     );
+    assert!(
+        acked.len() > 20,
+        "enough traffic got through: {} events acknowledged, {} commands sent",
+        acked.len(),
+        traffic.sent()
+    );
     // Exactly once: an event id is the store's primary key, so a command that took effect twice
     // shows as two contacts of one client's name (each name is sent once).
     let duplicates = count(
@@ -249,9 +386,20 @@ pub async fn assert_end_state(pool: &PgPool, traffic: &Traffic) -> Counts {
         0,
         "an event was applied twice"
     );
+    let applied: Vec<(String, i64)> = sqlx::query_as(
+        "select consumer_name::text, count(*) from processed_events group by 1 order by 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let each = |n: i64| {
+        ["contacts", "domain_event_logs", "sessions"]
+            .map(|consumer| (consumer.to_owned(), n))
+            .to_vec()
+    };
     assert_eq!(
-        count(pool, "select count(*) from processed_events").await,
-        3 * stored.len() as i64,
+        applied,
+        each(stored.len() as i64),
         "every event applied once by each projection"
     );
     // Read-row versions: each row is at its aggregate's last stored event.
@@ -294,6 +442,7 @@ pub async fn assert_end_state(pool: &PgPool, traffic: &Traffic) -> Counts {
         acknowledged: traffic.acknowledged_commands(),
         acknowledged_events: acked.len(),
         stored: stored.len(),
+        applied: stored.len(),
         lost: lost.len(),
         duplicates,
     }

@@ -1,14 +1,16 @@
 //! Scale-out: several instances of each service (the real binaries, as processes) sharing one
 //! database, on a single NATS server or a 3-node JetStream cluster; instances and broker nodes
-//! killed under load. Every test ends with the fault suite's end check (`e2e::checks`).
+//! killed under load. Every test ends with the fault suite's end check (`e2e::traffic`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use e2e::checks::{self, LagMonitor, Traffic};
 use e2e::cluster::NatsCluster;
 use e2e::process::ServiceProcess;
+use e2e::traffic::{
+    assert_end_state, stream_messages, wait_converged, Counts, LagMonitor, Traffic, LAGGING_SECS,
+};
 use e2e::{TestDb, TestStream, TestSystem};
 use platform::nats::{partition_for, StreamSettings};
 use serde_json::{json, Value};
@@ -89,7 +91,7 @@ async fn projection_instances_share_the_partitions_and_hand_them_over() {
     let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let mut a = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
     let b = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
-    let traffic = Traffic::start(vec![command.url()], tenant, 3);
+    let mut traffic = Traffic::start(vec![command.url()], tenant, 3);
 
     let shared = |a: Option<u32>, b: Option<u32>| a == Some(2) && b == Some(2);
     let took = until(
@@ -147,10 +149,21 @@ async fn projection_instances_share_the_partitions_and_hand_them_over() {
     .await;
     println!("instance restarted: shared 2 + 2 again after {took:.1?}");
 
-    let (sent, acked) = traffic.stop().await;
-    checks::wait_converged(&db.pool, Duration::from_secs(90)).await;
-    let counts = checks::end_check(&db.pool, &stream.url, &stream.name, sent, &acked).await;
+    traffic.stop().await;
+    wait_converged(&db.pool, Duration::from_secs(90)).await;
+    end_check(&db.pool, &stream.url, &stream.name, &traffic).await;
+}
+
+/// The fault suite's end check, and each event in the stream exactly once; prints the counts.
+async fn end_check(db: &sqlx::PgPool, nats_url: &str, stream: &str, traffic: &Traffic) -> Counts {
+    let counts = assert_end_state(db, traffic).await;
+    assert_eq!(
+        stream_messages(nats_url, stream).await as usize,
+        counts.stored,
+        "each event in the stream exactly once"
+    );
     println!("{counts}");
+    counts
 }
 
 /// The index of the node named `name` (`nats-N`).
@@ -260,7 +273,7 @@ async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_n
         ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await,
         ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await,
     ];
-    let traffic = Traffic::start(
+    let mut traffic = Traffic::start(
         commands.iter().map(ServiceProcess::url).collect(),
         tenant,
         3,
@@ -276,7 +289,7 @@ async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_n
         "steady state: worst lag {:.2}s over 3 s; {} commands sent, {} events acknowledged",
         lag.worst(steady_from, Instant::now()),
         traffic.sent(),
-        traffic.acknowledged()
+        traffic.acknowledged_events().len()
     );
     // Each kill is watched for a window, and the lag must be back under LAGGING_SECS within 5 s.
     // For a service instance that counts from the kill. A broker node's death first costs a Raft
@@ -298,7 +311,7 @@ async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_n
         let recovered = lag.recovered_after(since, Instant::now());
         println!(
             "{what}: lag back under {}s {} after the kill, {} after the elections ({elections:.1?}); worst {:.2}s; per second: {}",
-            checks::LAGGING_SECS,
+            LAGGING_SECS,
             recovered.map_or("NOT within the window".to_owned(), |d| format!("{d:.1?}")),
             recovered.map_or("-".to_owned(), |d| format!("{:.1?}", d.saturating_sub(elections))),
             lag.worst(since, Instant::now()),
@@ -426,10 +439,9 @@ async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_n
     tokio::time::sleep(WINDOW.saturating_sub(killed.elapsed())).await;
     observe("projection-service killed", killed, Duration::ZERO, &lag);
 
-    let (sent, acked) = traffic.stop().await;
-    checks::wait_converged(&db.pool, Duration::from_secs(120)).await;
-    let counts = checks::end_check(&db.pool, &nats.urls(), &stream.name, sent, &acked).await;
-    println!("{counts}");
+    traffic.stop().await;
+    wait_converged(&db.pool, Duration::from_secs(120)).await;
+    end_check(&db.pool, &nats.urls(), &stream.name, &traffic).await;
     for Recovery {
         what,
         lag_recovered,
@@ -458,7 +470,7 @@ async fn raising_event_partitions_on_a_live_system_keeps_per_contact_order() {
         ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await,
         ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await,
     ];
-    let traffic = Traffic::start(vec![command.url()], tenant.clone(), 3);
+    let mut traffic = Traffic::start(vec![command.url()], tenant.clone(), 3);
     // Beside it, a client that keeps tagging the same contacts, so that their histories span the
     // switch (and half of them move partition).
     let updating = Arc::new(AtomicBool::new(true));
@@ -550,12 +562,11 @@ async fn raising_event_partitions_on_a_live_system_keeps_per_contact_order() {
     command.restart().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let (sent, acked) = traffic.stop().await;
+    traffic.stop().await;
     updating.store(false, Ordering::SeqCst);
     updater.await.unwrap();
-    checks::wait_converged(&db.pool, Duration::from_secs(90)).await;
-    let counts = checks::end_check(&db.pool, &stream.url, &stream.name, sent, &acked).await;
-    println!("{counts}");
+    wait_converged(&db.pool, Duration::from_secs(90)).await;
+    end_check(&db.pool, &stream.url, &stream.name, &traffic).await;
 
     // The stream has a clean cut: every event up to it on its 2-partition subject, every later
     // one on its 4-partition subject; and every event before the cut was applied before the

@@ -265,7 +265,7 @@ async fn a_30_second_broker_outage_under_load_loses_nothing_and_delivers_once() 
         ..Options::default()
     })
     .await;
-    let mut traffic = Traffic::start(system.command_url.clone(), system.tenant.clone(), 4);
+    let mut traffic = Traffic::start(vec![system.command_url.clone()], system.tenant.clone(), 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
     nats.kill();
     let during = traffic.acknowledged_commands();
@@ -316,7 +316,7 @@ async fn a_30_second_broker_outage_under_load_loses_nothing_and_delivers_once() 
 #[tokio::test]
 async fn a_redelivery_storm_under_load_applies_nothing_twice() {
     let mut system = TestSystem::start().await;
-    let mut traffic = Traffic::start(system.command_url.clone(), system.tenant.clone(), 4);
+    let mut traffic = Traffic::start(vec![system.command_url.clone()], system.tenant.clone(), 4);
     let js = async_nats::jetstream::new(platform::nats::connect(&system.stream.url).await.unwrap());
     let stream = js.get_stream(&system.stream.name).await.unwrap();
     let (mut dropped, mut republished) = (0usize, 0usize);

@@ -24,7 +24,7 @@ async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_
     ];
     let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let mut query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
-    let mut traffic = Traffic::start(command.url(), tenant.clone(), 4);
+    let mut traffic = Traffic::start(vec![command.url()], tenant.clone(), 4);
 
     // Crashes at moments the traffic does not choose: mid-request, between commit and answer,
     // in the relay between publish and marking processed, in a worker mid-batch.
