@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Request};
-use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::IntoResponse;
 use axum::response::Response;
@@ -15,6 +14,11 @@ use crate::problem::ApiError;
 
 /// Default request body limit (API.md: 256 KiB).
 pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// How long a request may take. One that takes longer is answered 503, problem+json, and its
+/// handler is dropped (an open transaction rolls back; a command caught at its commit may have
+/// taken effect, so the answer says to retry with the same `Idempotency-Key`).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `axum::extract::Path`, with bad ids answered as problem+json 400.
 #[derive(Debug, FromRequestParts)]
@@ -94,20 +98,101 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     response
 }
 
+async fn deadline(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(timeout = ?timeout, "request timed out");
+            ApiError::Unavailable {
+                detail: format!(
+                    "the request took longer than {} s and was abandoned; a command may or may \
+                     not have taken effect: retry it with the same Idempotency-Key",
+                    timeout.as_secs_f64()
+                ),
+                retry_after_secs: 1,
+            }
+            .into_response()
+        }
+    }
+}
+
 /// The layers and fallbacks every service's router gets.
 pub fn finish_router(router: Router) -> Router {
+    finish_router_with(router, REQUEST_TIMEOUT)
+}
+
+/// [`finish_router`] with another request timeout (tests).
+pub fn finish_router_with(router: Router, timeout: Duration) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(refuse_nul))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
+        .layer(middleware::from_fn_with_state(timeout, deadline))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .layer(middleware::from_fn(record_metrics))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_over_the_timeout_is_answered_503_problem_json() {
+        let router = finish_router_with(
+            Router::new()
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        "done"
+                    }),
+                )
+                .route("/fast", get(|| async { "done" })),
+            Duration::from_millis(100),
+        );
+        let slow = router
+            .clone()
+            .oneshot(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(slow.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            slow.headers()["content-type"],
+            "application/problem+json",
+            "{:?}",
+            slow.headers()
+        );
+        assert_eq!(slow.headers()["retry-after"], "1");
+        let body = axum::body::to_bytes(slow.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["status"], 503);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("Idempotency-Key")),
+            "{problem}"
+        );
+
+        let fast = router
+            .oneshot(Request::get("/fast").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(fast.status(), StatusCode::OK);
+    }
 }
