@@ -75,13 +75,6 @@ enum Published {
     Permanent(Uuid, String),
 }
 
-/// Set on the relay's connection once elected. Its statements are prepared once and run for the
-/// connection's life, while the tables grow from empty to millions of rows: a generic plan cached
-/// while the event store was tiny (a nested loop over a sequential scan of it, 500 scans per
-/// batch) would stay until the next ANALYZE, and it did, for a minute at a time, on fresh
-/// systems. A custom plan per execution costs a fraction of a millisecond per batch.
-pub const SESSION_SETUP: &str = "set plan_cache_mode = force_custom_plan";
-
 /// The pending rows, oldest first, with their events (`$1`: how many).
 pub fn batch_query() -> String {
     format!(
@@ -127,7 +120,6 @@ impl OutboxRelay {
             }
         }
         tracing::info!("outbox relay elected");
-        sqlx::query(SESSION_SETUP).execute(&mut conn).await?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("outbox_events").await?;
         let result = self

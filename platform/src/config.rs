@@ -73,6 +73,12 @@ impl Settings {
         owner: &sqlx::PgPool,
         max_connections: u32,
     ) -> anyhow::Result<sqlx::PgPool> {
-        crate::db::role_pool(owner, max_connections, &self.database_system_role).await
+        crate::db::role_pool_with(
+            owner,
+            max_connections,
+            &self.database_system_role,
+            Some(crate::db::PLAN_PER_EXECUTION),
+        )
+        .await
     }
 }

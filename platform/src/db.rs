@@ -76,6 +76,27 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
 /// right after connecting; the connecting user must be a member of it). An empty role keeps the
 /// connecting user.
 pub async fn role_pool(owner: &PgPool, max_connections: u32, role: &str) -> anyhow::Result<PgPool> {
+    role_pool_with(owner, max_connections, role, None).await
+}
+
+/// Set on every connection of the cross-tenant pool: the outbox relay and the projection workers.
+/// They run the same few statements for hours while the tables grow from empty, and PostgreSQL
+/// keeps the generic plan it settled on after five executions until the table is next analyzed.
+/// Settled on while the tables were tiny, those plans scanned them whole: the relay's batch query
+/// scanned the event store once per pending row (1.3 to 2.2 s a batch), the workers' duplicate
+/// check walked every `processed_events` row of its projection (58 ms a batch), for the first
+/// minutes of a fresh system. Their statements run once per batch, so planning each execution
+/// for the tables as they are costs a fraction of a millisecond per batch. (Request paths keep
+/// the plan cache: they run several statements per request.)
+pub const PLAN_PER_EXECUTION: &str = "set plan_cache_mode = force_custom_plan";
+
+/// [`role_pool`], each connection also running `setup` once.
+pub async fn role_pool_with(
+    owner: &PgPool,
+    max_connections: u32,
+    role: &str,
+    setup: Option<&'static str>,
+) -> anyhow::Result<PgPool> {
     let options = owner.connect_options().as_ref().clone();
     let set_role =
         (!role.is_empty()).then(|| format!("set role \"{}\"", role.replace('"', "\"\"")));
@@ -87,6 +108,9 @@ pub async fn role_pool(owner: &PgPool, max_connections: u32, role: &str) -> anyh
             Box::pin(async move {
                 if let Some(sql) = set_role {
                     conn.execute(sql.as_str()).await?;
+                }
+                if let Some(sql) = setup {
+                    conn.execute(sql).await?;
                 }
                 Ok(())
             })
