@@ -198,6 +198,19 @@ async fn health_readiness_and_metrics_answer() {
 
 /// The value of a Prometheus sample: the sum over every series of `family` whose labels contain
 /// all of `labels`.
+/// The Prometheus text of the service at `base_url`.
+async fn scrape(system: &TestSystem, base_url: &str) -> String {
+    system
+        .http
+        .get(format!("{base_url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 fn sample(text: &str, family: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
@@ -214,18 +227,7 @@ async fn metrics_move_with_traffic() {
         ..e2e::Options::default()
     })
     .await;
-    let scrape = || async {
-        system
-            .http
-            .get(format!("{}/metrics", system.command_url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
-    let before = scrape().await;
+    let before = scrape(&system, &system.command_url).await;
     let contact = system.create_contact(json!({"name": "Counted"})).await;
     for tag in ["a", "a", ""] {
         system
@@ -238,7 +240,7 @@ async fn metrics_move_with_traffic() {
     }
     system.wait_until_projected(Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await; // the lag and backlog gauges refresh
-    let after = scrape().await;
+    let after = scrape(&system, &system.command_url).await;
     let moved = |family: &str, labels: &[&str]| {
         let (b, a) = (
             sample(&before, family, labels),
@@ -349,15 +351,7 @@ async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = system
-        .http
-        .get(format!("{}/metrics", system.query_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&system, &system.query_url).await;
     assert_eq!(
         sample(
             &metrics,
@@ -449,15 +443,7 @@ async fn a_poison_event_is_parked_the_partition_keeps_flowing_and_a_retry_applie
         ready.body
     );
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let metrics = system
-        .http
-        .get(format!("{}/metrics", system.query_url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&system, &system.query_url).await;
     assert!(
         sample(
             &metrics,
