@@ -37,6 +37,9 @@ const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
 /// How often a worker asks the broker how far behind it is.
 const LAG_POLL: Duration = Duration::from_secs(2);
 
+/// How long a catching-up worker waits for its batch to fill (see `consume`).
+const CATCH_UP_FILL: Duration = Duration::from_millis(20);
+
 /// How long the workers wait for an answer from the JetStream API (stream and consumer info,
 /// consumer creation). When a broker node dies, its consumers elect new leaders (4 to 9 s in
 /// nats-server) and every request until then goes unanswered: with the client's default of 5 s
@@ -196,9 +199,32 @@ impl PartitionWorker {
             let Some(batch) = batch else {
                 anyhow::bail!("message stream ended");
             };
-            let mut messages = Vec::with_capacity(batch.len());
+            let mut messages = Vec::with_capacity(self.batch_size);
             for message in batch {
                 messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
+            }
+            // Catching up (the broker says more is waiting behind the last message), fill the
+            // batch before applying it: one transaction for a full batch instead of one for
+            // whatever had crossed the socket. Live traffic (nothing waiting) never waits.
+            let filling = Instant::now();
+            while messages.len() < self.batch_size
+                && messages
+                    .last()
+                    .and_then(|m| m.info().ok())
+                    .is_some_and(|info| info.pending > 0)
+            {
+                let Some(left) = CATCH_UP_FILL.checked_sub(filling.elapsed()) else {
+                    break;
+                };
+                match tokio::time::timeout(left, batches.next()).await {
+                    Ok(Some(more)) => {
+                        for message in more {
+                            messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
+                        }
+                    }
+                    Ok(None) => anyhow::bail!("message stream ended"),
+                    Err(_) => break,
+                }
             }
             // Finish the batch even when shutdown arrives meanwhile: commit, then ack.
             self.handle(messages).await;
