@@ -21,6 +21,18 @@ pub struct TestStream {
 }
 
 impl TestStream {
+    /// The settings every service process of a test needs: its database, this stream and its
+    /// partitions (add the test's own after them).
+    pub fn service_env(&self, database_url: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("DATABASE_URL", database_url.to_owned()),
+            ("NATS_URL", self.url.clone()),
+            ("NATS_STREAM", self.name.clone()),
+            ("NATS_SUBJECT_PREFIX", self.prefix.clone()),
+            ("EVENT_PARTITIONS", self.partitions.to_string()),
+        ]
+    }
+
     pub fn new(url: Option<String>, partitions: u32) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         Self {

@@ -17,21 +17,11 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-fn env(
-    db: &TestDb,
-    stream: &TestStream,
-    nats_url: &str,
-    replicas: usize,
-) -> Vec<(&'static str, String)> {
-    vec![
-        ("DATABASE_URL", db.url.clone()),
-        ("NATS_URL", nats_url.to_owned()),
-        ("NATS_STREAM", stream.name.clone()),
-        ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
-        ("NATS_STREAM_REPLICAS", replicas.to_string()),
-        ("EVENT_PARTITIONS", stream.partitions.to_string()),
-        ("RELAY_POLL_MS", "100".to_owned()),
-    ]
+fn env(db: &TestDb, stream: &TestStream, replicas: usize) -> Vec<(&'static str, String)> {
+    let mut env = stream.service_env(&db.url);
+    env.push(("NATS_STREAM_REPLICAS", replicas.to_string()));
+    env.push(("RELAY_POLL_MS", "100".to_owned()));
+    env
 }
 
 /// `projection_owned_partitions` of an instance's `/metrics` (None while it does not answer).
@@ -87,7 +77,7 @@ async fn projection_instances_share_the_partitions_and_hand_them_over() {
     let db = TestDb::new().await;
     let stream = TestStream::new(None, 4);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let env = env(&db, &stream, &stream.url, 1);
+    let env = env(&db, &stream, 1);
     let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let mut a = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
     let b = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
@@ -264,7 +254,7 @@ async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_n
     };
     nats.create_stream(&settings).await;
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let env = env(&db, &stream, &nats.urls(), 3);
+    let env = env(&db, &stream, 3);
     let mut commands = [
         ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await,
         ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await,
@@ -464,7 +454,7 @@ async fn raising_event_partitions_on_a_live_system_keeps_per_contact_order() {
     let db = TestDb::new().await;
     let stream = TestStream::new(None, 2);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let env = env(&db, &stream, &stream.url, 1);
+    let env = env(&db, &stream, 1);
     let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let mut projections = [
         ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await,
@@ -635,7 +625,7 @@ async fn queries_read_the_query_database_and_min_version_still_reads_your_writes
     let db = TestDb::new().await;
     let stream = TestStream::new(None, 2);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let mut env = env(&db, &stream, &stream.url, 1);
+    let mut env = env(&db, &stream, 1);
     env.push((
         "QUERY_DATABASE_URL",
         format!("{}?application_name=ventros_query_replica", db.url),

@@ -15,13 +15,10 @@ async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_
     let stream = TestStream::new(None, 2);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
     let env = [
-        ("DATABASE_URL", db.url.clone()),
-        ("NATS_URL", stream.url.clone()),
-        ("NATS_STREAM", stream.name.clone()),
-        ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
-        ("EVENT_PARTITIONS", "2".to_owned()),
-        ("RELAY_POLL_MS", "100".to_owned()),
-    ];
+        stream.service_env(&db.url),
+        vec![("RELAY_POLL_MS", "100".to_owned())],
+    ]
+    .concat();
     let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let mut query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
     let mut traffic = Traffic::start(vec![command.url()], tenant.clone(), 4);
@@ -73,13 +70,10 @@ async fn both_services_ride_out_a_postgresql_outage_and_readyz_reports_it() {
     let stream = TestStream::new(None, 2);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
     let env = [
-        ("DATABASE_URL", db.url.clone()),
-        ("NATS_URL", stream.url.clone()),
-        ("NATS_STREAM", stream.name.clone()),
-        ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
-        ("EVENT_PARTITIONS", "2".to_owned()),
-        ("RELAY_POLL_MS", "100".to_owned()),
-    ];
+        stream.service_env(&db.url),
+        vec![("RELAY_POLL_MS", "100".to_owned())],
+    ]
+    .concat();
     let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
     let http = reqwest::Client::builder()

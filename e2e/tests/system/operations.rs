@@ -586,13 +586,10 @@ async fn both_services_stop_gracefully_on_sigterm() {
     let stream = e2e::TestStream::new(None, 2);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
     let env = [
-        ("DATABASE_URL", db.url.clone()),
-        ("NATS_URL", stream.url.clone()),
-        ("NATS_STREAM", stream.name.clone()),
-        ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
-        ("EVENT_PARTITIONS", "2".to_owned()),
-        ("SHUTDOWN_DEADLINE_SECS", "10".to_owned()),
-    ];
+        stream.service_env(&db.url),
+        vec![("SHUTDOWN_DEADLINE_SECS", "10".to_owned())],
+    ]
+    .concat();
     let mut command =
         e2e::process::ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let mut query =
@@ -682,14 +679,13 @@ async fn spans_are_exported_over_otlp_when_the_endpoint_is_set() {
     let stream = e2e::TestStream::new(None, 1);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
     let env = [
-        ("DATABASE_URL", db.url.clone()),
-        ("NATS_URL", stream.url.clone()),
-        ("NATS_STREAM", stream.name.clone()),
-        ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
-        ("EVENT_PARTITIONS", "1".to_owned()),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-        ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
-    ];
+        stream.service_env(&db.url),
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
+        ],
+    ]
+    .concat();
     let command =
         e2e::process::ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let created = reqwest::Client::new()

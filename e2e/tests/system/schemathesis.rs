@@ -289,16 +289,15 @@ async fn schemathesis_finds_no_server_error_and_rejected_requests_write_nothing(
     let stream = TestStream::new(None, 2);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
     let env = [
-        ("DATABASE_URL", db.url.clone()),
-        ("NATS_URL", stream.url.clone()),
-        ("NATS_STREAM", stream.name.clone()),
-        ("NATS_SUBJECT_PREFIX", stream.prefix.clone()),
-        ("EVENT_PARTITIONS", "2".to_owned()),
-        ("RELAY_POLL_MS", "100".to_owned()),
-        // The sweeper writes events no request answered with: keep it out of this test.
-        ("SWEEP_INTERVAL_MS", "3600000".to_owned()),
-        ("RUST_LOG", "warn".to_owned()),
-    ];
+        stream.service_env(&db.url),
+        vec![
+            ("RELAY_POLL_MS", "100".to_owned()),
+            // The sweeper writes events no request answered with: keep it out of this test.
+            ("SWEEP_INTERVAL_MS", "3600000".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ],
+    ]
+    .concat();
     let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
     let http = reqwest::Client::new();
