@@ -315,7 +315,7 @@ async fn lag_split(system: &TestSystem, after_position: i64) -> anyhow::Result<S
                         extract(epoch from pe.processed_at - o.processed_at)::float8 * 1e3 as p \
                    from contact_event_store e \
                    join outbox_events o on o.event_id = e.id \
-                   join processed_events pe on pe.event_id = e.id and pe.consumer_name = 'contacts' \
+                   join processed_events pe on pe.event_id = e.id and 'contacts' = any(string_to_array(pe.consumer_name, '+')) \
                   where e.position > $1) d",
     )
     .bind(after_position)

@@ -27,6 +27,11 @@ use uuid::Uuid;
 
 pub use nats::{NatsServer, TestStream};
 
+/// `processed_events` as `(event_id, name)` pairs, one per projection an event was applied to
+/// (a row names every projection its batch applied the event to, joined by `+`).
+pub const APPLIED_PAIRS: &str = "(select pe.event_id, p.name from processed_events pe \
+     cross join unnest(string_to_array(pe.consumer_name, '+')) as p(name))";
+
 /// The PostgreSQL server the tests use (`TEST_DATABASE_SERVER`, default the project's local one).
 pub fn database_server() -> String {
     std::env::var("TEST_DATABASE_SERVER")
@@ -510,8 +515,10 @@ impl TestSystem {
             let pending = self
                 .count("select count(*) from outbox_events where status <> 'processed'")
                 .await;
-            let processed = self.count("select count(*) from processed_events").await;
-            pending == 0 && processed == events * 3
+            let applied = self
+                .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
+                .await;
+            pending == 0 && applied == events * 3
         })
         .await;
     }

@@ -11,7 +11,7 @@
 //! Then, holding the live tables for a moment: a last pass applies what was committed since, and
 //! the live tables are brought to the shadow's rows: changed rows updated, missing ones inserted,
 //! rows the history does not produce deleted, `processed_events` completed from the list of
-//! applied events (one row per event and projection, written once). Rows that are already
+//! applied events (one row per event naming the projections rebuilt, written once). Rows that are already
 //! right are not touched, and rows of other tables that reference them (trackings, notes, ... with
 //! their ON DELETE rules) are left alone.
 //!
@@ -24,7 +24,7 @@
 pub mod status;
 
 use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
-use projection_service::projections::{apply_batch_once, Projection};
+use projection_service::projections::{apply_batch_once, covers_sql, Projection};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
@@ -281,18 +281,29 @@ async fn sync_table(
     Ok(())
 }
 
-/// Completes `processed_events` with a row per (applied event, rebuilt projection). Rows of
-/// events applied live stay as they are; a row is never written twice.
+/// Completes `processed_events`: for each applied event, one row naming the rebuilt projections
+/// that no row of it covers yet. Rows of events applied live stay as they are, and no
+/// (event, projection) is ever covered twice.
 async fn sync_processed(
     tx: &mut Transaction<'_, Postgres>,
     projections: &[Projection],
 ) -> anyhow::Result<()> {
-    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
-    sqlx::query(
+    let names: Vec<&str> = Projection::ALL
+        .into_iter()
+        .filter(|p| projections.contains(p))
+        .map(Projection::name)
+        .collect();
+    sqlx::query(&format!(
         "insert into public.processed_events (event_id, consumer_name, processing_duration_ms) \
-         select r.event_id, p.name, 0 from pg_temp.rebuilt_events r cross join unnest($1::text[]) as p(name) \
+         select r.event_id, string_agg(p.name, '+' order by p.position), 0 \
+           from (select distinct event_id from pg_temp.rebuilt_events) r \
+          cross join unnest($1::text[]) with ordinality as p(name, position) \
+          where not exists (select 1 from public.processed_events e \
+                             where e.event_id = r.event_id and {}) \
+          group by r.event_id \
          on conflict (event_id, consumer_name) do nothing",
-    )
+        covers_sql("e", "p.name")
+    ))
     .bind(&names)
     .execute(&mut **tx)
     .await?;

@@ -1,7 +1,7 @@
 //! `replay-tool status`: where every consumer and projection stands.
 
 use platform::nats::StreamSettings;
-use projection_service::projections::Projection;
+use projection_service::projections::{covers_sql, Projection};
 use serde::Serialize;
 use sqlx::PgPool;
 
@@ -87,11 +87,13 @@ pub async fn status(
         let rows: i64 = sqlx::query_scalar(&format!("select count(*) from {}", p.table()))
             .fetch_one(pool)
             .await?;
-        let processed: i64 =
-            sqlx::query_scalar("select count(*) from processed_events where consumer_name = $1")
-                .bind(p.name())
-                .fetch_one(pool)
-                .await?;
+        let processed: i64 = sqlx::query_scalar(&format!(
+            "select count(*) from processed_events p where {}",
+            covers_sql("p", "$1::text")
+        ))
+        .bind(p.name())
+        .fetch_one(pool)
+        .await?;
         projections.push(ProjectionStatus {
             projection: p.name(),
             rows,

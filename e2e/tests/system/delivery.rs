@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use e2e::traffic::{assert_end_state, stream_messages, wait_converged, Traffic};
-use e2e::{NatsServer, Options, TestSystem};
+use e2e::{NatsServer, Options, TestSystem, APPLIED_PAIRS};
 use event_model::AggregateType;
 use futures::future::join_all;
 use platform::event_store::EventStore;
@@ -168,7 +168,18 @@ async fn applying_a_batch_twice_or_out_of_order_gives_the_same_rows() {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(
-        system.count("select count(*) from processed_events").await,
+        system
+            .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
+            .await,
+        (all.len() * 3) as i64,
+        "each event applied to each projection once (gap fills included)"
+    );
+    assert_eq!(
+        system
+            .count(&format!(
+                "select count(distinct (event_id, name)) from {APPLIED_PAIRS} a"
+            ))
+            .await,
         (all.len() * 3) as i64
     );
     assert!(

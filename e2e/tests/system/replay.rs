@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::TestSystem;
+use e2e::{TestSystem, APPLIED_PAIRS};
 use projection_service::projections::Projection;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -155,11 +155,26 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
     traffic(&system, &system.tenant.clone(), 3).await;
     system.wait_until_projected(Duration::from_secs(30)).await;
     assert_eq!(
-        system.count("select count(*) from processed_events").await,
+        system
+            .count(&format!(
+                "select count(distinct (event_id, name)) from {APPLIED_PAIRS} a"
+            ))
+            .await,
         3 * system
             .count("select count(*) from contact_event_store")
             .await,
-        "exactly one processed_events row per (event, projection)"
+        "every event applied to each projection"
+    );
+    assert_eq!(
+        system
+            .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
+            .await,
+        system
+            .count(&format!(
+                "select count(distinct (event_id, name)) from {APPLIED_PAIRS} a"
+            ))
+            .await,
+        "no (event, projection) recorded twice"
     );
     let diffs = system.verify().await;
     assert!(diffs.is_empty(), "{diffs:?}");

@@ -2,9 +2,10 @@
 //! those rows in sets. The live JetStream workers and the replay tool call the very same
 //! [`apply_batch`], so a rebuild gives exactly the rows the live path gives.
 //!
-//! Exactly-once effect: a batch is applied in one transaction that also records
-//! `processed_events(event_id, consumer_name)` for every (event, projection) it handled; a
-//! redelivered event finds its rows and changes nothing. Each read row also keeps its
+//! Exactly-once effect: a batch is applied in one transaction that also records, for every event
+//! it handled, one `processed_events(event_id, consumer_name)` row naming the projections it was
+//! applied to ([`consumer_name`]: `contacts+sessions+domain_event_logs` on the live path); a
+//! redelivered event finds its row and changes nothing. Each read row also keeps its
 //! aggregate's `version`: an event older than the row is a duplicate, and a gap (an event whose
 //! predecessors have not arrived) is filled from `contact_event_store` before it is applied.
 
@@ -12,7 +13,7 @@ pub mod contacts;
 pub mod event_log;
 pub mod sessions;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use event_model::{DomainEvent, EventEnvelope};
@@ -54,6 +55,28 @@ impl Projection {
     pub fn table(self) -> &'static str {
         self.name()
     }
+}
+
+/// The `processed_events.consumer_name` of `projections` applied to an event together: their
+/// names in [`Projection::ALL`] order, joined by `+`. One row per event then records all of them
+/// (a third of the rows, and of the index entries, that a row per projection would cost).
+pub fn consumer_name(projections: &[Projection]) -> String {
+    Projection::ALL
+        .into_iter()
+        .filter(|p| projections.contains(p))
+        .map(Projection::name)
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
+/// The projections a `processed_events.consumer_name` covers (see [`consumer_name`]).
+pub fn covered(consumer_name: &str) -> impl Iterator<Item = Projection> + '_ {
+    consumer_name.split('+').filter_map(Projection::parse)
+}
+
+/// SQL: whether `processed_events` row `$row` covers projection `$name` (see [`consumer_name`]).
+pub fn covers_sql(row: &str, name: &str) -> String {
+    format!("{name} = any(string_to_array({row}.consumer_name, '+'))")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,15 +127,14 @@ pub async fn apply_batch(
 ) -> Result<BatchReport, ProjectionError> {
     let started = Instant::now();
     let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
-    let done: HashSet<(Uuid, String)> = sqlx::query_as::<_, (Uuid, String)>(
-        "select event_id, consumer_name::text from processed_events where event_id = any($1) and consumer_name = any($2)",
+    let done: HashSet<(Uuid, Projection)> = sqlx::query_as::<_, (Uuid, String)>(
+        "select event_id, consumer_name::text from processed_events where event_id = any($1)",
     )
     .bind(&ids)
-    .bind(&names)
     .fetch_all(&mut **tx)
     .await?
-    .into_iter()
+    .iter()
+    .flat_map(|(id, name)| covered(name).map(move |p| (*id, p)))
     .collect();
     let (report, processed) = apply_events(tx, store, projections, events, &done).await?;
     record_processed(tx, &processed, started.elapsed().as_millis() as i64).await?;
@@ -141,18 +163,15 @@ async fn apply_events(
     store: &EventStore,
     projections: &[Projection],
     events: &[EventEnvelope],
-    done: &HashSet<(Uuid, String)>,
-) -> Result<(BatchReport, Vec<(Uuid, &'static str)>), ProjectionError> {
+    done: &HashSet<(Uuid, Projection)>,
+) -> Result<(BatchReport, Vec<(Uuid, Projection)>), ProjectionError> {
     let mut report = BatchReport::default();
-    let mut processed: Vec<(Uuid, &'static str)> = Vec::new();
+    let mut processed: Vec<(Uuid, Projection)> = Vec::new();
     for &projection in projections {
         let mut seen = HashSet::new();
         let mut todo = Vec::new();
         for envelope in events {
-            if (!done.is_empty()
-                && done.contains(&(envelope.event_id, projection.name().to_owned())))
-                || !seen.insert(envelope.event_id)
-            {
+            if done.contains(&(envelope.event_id, projection)) || !seen.insert(envelope.event_id) {
                 report.duplicates += 1;
             } else {
                 todo.push(decode(envelope)?);
@@ -167,20 +186,28 @@ async fn apply_events(
             Projection::DomainEventLogs => event_log::apply(tx, &todo).await?,
         };
         report.applied += handled.len();
-        processed.extend(handled.into_iter().map(|id| (id, projection.name())));
+        processed.extend(handled.into_iter().map(|id| (id, projection)));
     }
     Ok((report, processed))
 }
 
+/// One `processed_events` row per event, naming the projections it was applied to.
 async fn record_processed(
     tx: &mut Transaction<'_, Postgres>,
-    processed: &[(Uuid, &'static str)],
+    processed: &[(Uuid, Projection)],
     duration_ms: i64,
 ) -> Result<(), sqlx::Error> {
     if processed.is_empty() {
         return Ok(());
     }
-    let (ids, names): (Vec<Uuid>, Vec<&str>) = processed.iter().copied().unzip();
+    let mut by_event: BTreeMap<Uuid, Vec<Projection>> = BTreeMap::new();
+    for &(id, projection) in processed {
+        by_event.entry(id).or_default().push(projection);
+    }
+    let (ids, names): (Vec<Uuid>, Vec<String>) = by_event
+        .into_iter()
+        .map(|(id, projections)| (id, consumer_name(&projections)))
+        .unzip();
     sqlx::query(
         "insert into processed_events (event_id, consumer_name, processing_duration_ms) \
          select id, name, $3 from unnest($1::uuid[], $2::text[]) as t(id, name) \
@@ -241,4 +268,34 @@ pub(crate) async fn upsert_rows<T: ReadRow>(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consumer_name_lists_its_projections_in_apply_order_and_reads_back() {
+        assert_eq!(
+            consumer_name(&Projection::ALL),
+            "contacts+sessions+domain_event_logs"
+        );
+        assert_eq!(
+            consumer_name(&[Projection::DomainEventLogs, Projection::Contacts]),
+            "contacts+domain_event_logs"
+        );
+        for subset in [
+            vec![Projection::Sessions],
+            vec![Projection::Contacts, Projection::DomainEventLogs],
+            Projection::ALL.to_vec(),
+        ] {
+            assert_eq!(covered(&consumer_name(&subset)).collect::<Vec<_>>(), subset);
+        }
+        // Rows written one per projection (before the names were joined) still read back.
+        assert_eq!(
+            covered("domain_event_logs").collect::<Vec<_>>(),
+            [Projection::DomainEventLogs]
+        );
+        assert_eq!(covered("something-else").count(), 0);
+    }
 }
