@@ -19,6 +19,8 @@ pub struct ChildReport {
     /// Resident set before the rebuild started (runtime, pool) and its high-water mark after.
     pub rss_before_kib: u64,
     pub hwm_after_kib: u64,
+    /// Where the rebuild's time went (`RebuildReport::phases_line`).
+    pub phases: String,
 }
 
 /// A `VmXxx:  1234 kB` line of `/proc/<pid>/status`.
@@ -53,6 +55,7 @@ pub async fn child(database_url: &str, batch_size: i64) -> anyhow::Result<()> {
             seconds,
             rss_before_kib,
             hwm_after_kib,
+            phases: report.phases_line(),
         })?
     );
     pool.close().await;

@@ -507,9 +507,10 @@ async fn rebuild_rows(sizes: &Sizes, template: Arc<Template>) -> anyhow::Result<
         Row::new(
             "4",
             format!(
-                "replay-tool rebuild of all projections from {} stored events (batches of 2,000; vs baseline (c): COPY of the {} rebuilt rows into contacts, sessions, domain_event_logs)",
+                "replay-tool rebuild of all projections from {} stored events (batches of 2,000; vs baseline (c): COPY of the {} rebuilt rows into contacts, sessions, domain_event_logs); its phases: {}",
                 number(n as f64),
-                number(copy.rows as f64)
+                number(copy.rows as f64),
+                r.phases
             ),
         )
         .ours(ours, "events/s")

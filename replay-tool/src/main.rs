@@ -151,8 +151,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             bar.finish_and_clear();
             print(cli.json, &report, || {
                 format!(
-                    "rebuilt from {} events ({} projection updates)\n",
-                    report.events, report.applied
+                    "rebuilt from {} events ({} projection updates); {}\n",
+                    report.events,
+                    report.applied,
+                    report.phases_line()
                 )
             })?;
             Ok(true)

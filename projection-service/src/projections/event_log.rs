@@ -5,32 +5,50 @@
 //! became a fact others can see. It is taken from the store, not from the clock, so a rebuild
 //! writes the very rows the live path wrote.
 
+use chrono::NaiveDateTime;
+use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{Decoded, ProjectionError};
 
+/// A `domain_event_logs` row, borrowed from its event (field names are the columns).
+#[derive(Serialize)]
+struct LogRow<'a> {
+    id: Uuid,
+    event_type: &'a str,
+    aggregate_id: Uuid,
+    aggregate_type: &'a str,
+    tenant_id: &'a str,
+    project_id: Uuid,
+    user_id: Option<Uuid>,
+    payload: &'a serde_json::Value,
+    occurred_at: NaiveDateTime,
+    published_at: NaiveDateTime,
+    created_at: NaiveDateTime,
+}
+
 pub async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     events: &[Decoded<'_>],
 ) -> Result<Vec<Uuid>, ProjectionError> {
-    let rows: Vec<serde_json::Value> = events
+    let rows: Vec<LogRow<'_>> = events
         .iter()
         .map(|d| {
             let e = d.envelope;
-            serde_json::json!({
-                "id": e.event_id,
-                "event_type": e.event_type,
-                "aggregate_id": e.aggregate_id,
-                "aggregate_type": e.aggregate_type,
-                "tenant_id": e.tenant_id,
-                "project_id": e.project_id,
-                "user_id": e.user_id,
-                "payload": e.data,
-                "occurred_at": e.occurred_at.naive_utc(),
-                "published_at": e.recorded_at.naive_utc(),
-                "created_at": e.recorded_at.naive_utc(),
-            })
+            LogRow {
+                id: e.event_id,
+                event_type: &e.event_type,
+                aggregate_id: e.aggregate_id,
+                aggregate_type: e.aggregate_type.as_str(),
+                tenant_id: &e.tenant_id,
+                project_id: e.project_id,
+                user_id: e.user_id,
+                payload: &e.data,
+                occurred_at: e.occurred_at.naive_utc(),
+                published_at: e.recorded_at.naive_utc(),
+                created_at: e.recorded_at.naive_utc(),
+            }
         })
         .collect();
     sqlx::query(
