@@ -203,15 +203,17 @@ impl PartitionWorker {
             for message in batch {
                 messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
             }
-            // Catching up (the broker says more is waiting behind the last message), fill the
-            // batch before applying it: one transaction for a full batch instead of one for
-            // whatever had crossed the socket. Live traffic (nothing waiting) never waits.
+            // Catching up (the broker says at least the rest of a batch is waiting behind the
+            // last message), fill the batch before applying it: one transaction for a full batch
+            // instead of one for whatever had crossed the socket. Live traffic, even a little
+            // behind, never waits: a worker that waited for a few stragglers added up to the
+            // whole fill time to their lag.
             let filling = Instant::now();
             while messages.len() < self.batch_size
                 && messages
                     .last()
                     .and_then(|m| m.info().ok())
-                    .is_some_and(|info| info.pending > 0)
+                    .is_some_and(|info| info.pending >= (self.batch_size - messages.len()) as u64)
             {
                 let Some(left) = CATCH_UP_FILL.checked_sub(filling.elapsed()) else {
                     break;
