@@ -2,8 +2,10 @@
 //!
 //! Only one relay runs at a time across all command-service instances: the one holding a
 //! PostgreSQL advisory lock, on a connection it also does all its work on, so that losing the
-//! connection (and with it the lock) stops the work too. It wakes on `LISTEN outbox_events` (the
-//! trigger fires once per inserting statement) and on a fallback poll.
+//! connection (and with it the lock) stops the work too. While rows keep coming it looks for
+//! more every couple of milliseconds; when there are none it sleeps until `NOTIFY outbox_events`
+//! (sent by the outbox trigger only while the relay sleeps: see [`RELAY_IDLE_LOCK`]) or a
+//! fallback poll.
 //!
 //! Each batch is published with `Nats-Msg-Id = event_id` (the broker drops a republished event
 //! within its duplicate window; the projections' `processed_events` catch the rest), the acks
@@ -52,6 +54,10 @@ const STANDBY_POLL: Duration = Duration::from_millis(250);
 
 /// The advisory lock key of the relay ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+
+/// The advisory lock the relay holds while it sleeps ("outidle"): the outbox trigger notifies
+/// only when it cannot take it in shared mode (migration 0020). A NOTIFY serializes commits.
+const RELAY_IDLE_LOCK: i64 = 0x006f_7574_6964_6c65;
 
 #[derive(Clone)]
 pub struct OutboxRelay {
@@ -157,21 +163,41 @@ impl OutboxRelay {
             if published as i64 >= self.batch_size {
                 continue; // more is waiting
             }
-            tokio::select! {
-                notification = listener.recv() => {
-                    notification?;
-                    // Every commit notifies. Linger a moment so that the commits close behind
-                    // this one share its batch, then drain what has arrived: one batch query
-                    // for all of them instead of one each (most of which would find nothing).
-                    tokio::time::sleep(LINGER).await;
-                    while let Ok(notification) =
-                        tokio::time::timeout(Duration::ZERO, listener.recv()).await
-                    {
+            // Awake, the relay gets no notifications (commits do not send them: see
+            // RELAY_IDLE_LOCK); it looks again after a moment, and sleeps only when it gets the
+            // idle lock, which waits for every transaction that inserted without notifying.
+            let idle: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+                .bind(RELAY_IDLE_LOCK)
+                .fetch_one(&mut *conn)
+                .await?;
+            if !idle {
+                tokio::select! {
+                    _ = tokio::time::sleep(LINGER) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                continue;
+            }
+            // The last look: what committed between the batch above and the lock.
+            let (published, failed) = self.relay_batch(conn).await?;
+            if published + failed == 0 {
+                tokio::select! {
+                    notification = listener.recv() => {
                         notification?;
                     }
+                    _ = tokio::time::sleep(self.poll) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
                 }
-                _ = tokio::time::sleep(self.poll) => {}
-                _ = shutdown.cancelled() => return Ok(()),
+            }
+            sqlx::query("select pg_advisory_unlock($1)")
+                .bind(RELAY_IDLE_LOCK)
+                .execute(&mut *conn)
+                .await?;
+            // Linger a moment so that the commits close behind the one that woke the relay share
+            // its batch, then drain the notifications that arrived meanwhile.
+            tokio::time::sleep(LINGER).await;
+            while let Ok(notification) = tokio::time::timeout(Duration::ZERO, listener.recv()).await
+            {
+                notification?;
             }
         }
     }
@@ -302,5 +328,22 @@ impl Pending {
                 Err(e) => Published::Transient(outbox_id, e.to_string()),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_outbox_trigger_tries_the_lock_the_relay_sleeps_with() {
+        let migration =
+            include_str!("../../migrations/0020_outbox_notify_only_to_wake_an_idle_relay.sql");
+        assert!(
+            migration.contains(&format!(
+                "pg_try_advisory_xact_lock_shared({RELAY_IDLE_LOCK})"
+            )),
+            "migration 0020 and RELAY_IDLE_LOCK name different keys"
+        );
     }
 }

@@ -480,3 +480,46 @@ async fn the_relays_batch_query_is_planned_for_the_tables_as_they_are() {
         "the batch query scans the whole event store: {found:?}"
     );
 }
+
+/// The relay sleeps between bursts and wakes on the outbox trigger's `NOTIFY`, which commits
+/// send only while it sleeps (migration 0020: a NOTIFY serializes commits). With its fallback
+/// poll an hour away, every burst of concurrent commands, each after the relay has gone idle, is
+/// published and applied: no wake-up is lost between the relay's last look and its sleep.
+#[tokio::test]
+async fn with_its_fallback_poll_an_hour_away_the_relay_wakes_for_every_burst() {
+    let system = TestSystem::start_with(Options {
+        relay_poll_ms: 3_600_000,
+        ..Options::default()
+    })
+    .await;
+    let mut stored_before = 0;
+    for round in 0..8u64 {
+        let mut traffic =
+            Traffic::start(vec![system.command_url.clone()], system.tenant.clone(), 4);
+        tokio::time::sleep(Duration::from_millis(40 * (round % 4 + 1))).await;
+        traffic.stop().await;
+        assert!(
+            traffic.acknowledged_commands() > 0,
+            "round {round}: commands were accepted"
+        );
+        wait_converged(&system.db.pool, Duration::from_secs(30)).await;
+        let stored = system
+            .count("select count(*) from contact_event_store")
+            .await;
+        assert!(stored > stored_before, "round {round} stored events");
+        stored_before = stored;
+        // Idle long enough for the relay to take its idle lock and sleep.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And one lone command into the silence.
+    system.create_contact(json!({"name": "Lone"})).await;
+    wait_converged(&system.db.pool, Duration::from_secs(30)).await;
+    assert_eq!(
+        stream_messages(&system.stream.url, &system.stream.name).await as i64,
+        system
+            .count("select count(*) from contact_event_store")
+            .await,
+        "each event is in the stream exactly once"
+    );
+    system.stop().await;
+}
