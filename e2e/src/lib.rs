@@ -119,6 +119,9 @@ pub struct Options {
     pub stall_secs: u64,
     /// `AGGREGATE_CACHE_CAPACITY` (0: every command loads from the store).
     pub aggregate_cache_capacity: usize,
+    /// `DATABASE_APP_ROLE`, the request paths' role. `ventros_projector` bypasses row-level
+    /// security: the routes' own tenant filters are then all that keeps tenants apart.
+    pub app_role: &'static str,
 }
 
 impl Default for Options {
@@ -132,6 +135,7 @@ impl Default for Options {
             ack_wait_secs: 5,
             stall_secs: 60,
             aggregate_cache_capacity: 10_000,
+            app_role: "ventros_app",
         }
     }
 }
@@ -300,7 +304,7 @@ impl TestSystem {
         Settings {
             database_url: self.db.url.clone(),
             database_max_connections: 20,
-            database_app_role: "ventros_app".into(),
+            database_app_role: self.options.app_role.into(),
             database_system_role: "ventros_projector".into(),
             nats_url: self.stream.url.clone(),
             nats_stream: self.stream.name.clone(),

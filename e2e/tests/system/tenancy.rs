@@ -1,7 +1,7 @@
 //! Acceptance 8: another tenant's ids are 404 on every route and change nothing; a viewer cannot
 //! send commands; a missing or bad key is 401.
 
-use e2e::{Tenant, TestSystem};
+use e2e::{Options, Tenant, TestSystem};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -98,7 +98,27 @@ async fn tenant_b_with_data(system: &TestSystem) -> (Tenant, Uuid, Uuid) {
 
 #[tokio::test]
 async fn another_tenants_ids_are_not_found_on_every_route_and_nothing_changes() {
-    let system = TestSystem::start().await;
+    ids_probe(APP_ROLE).await;
+}
+
+/// The same probe with row-level security out of the way (the request paths run as a role that
+/// bypasses it): every route's own SQL keeps the tenants apart.
+#[tokio::test]
+async fn without_row_level_security_another_tenants_ids_are_still_not_found() {
+    ids_probe(RLS_BYPASSING_ROLE).await;
+}
+
+/// The request paths' role, bound by row-level security.
+const APP_ROLE: &str = "ventros_app";
+/// A role the policies do not bind (the workers' own).
+const RLS_BYPASSING_ROLE: &str = "ventros_projector";
+
+async fn ids_probe(app_role: &'static str) {
+    let system = TestSystem::start_with(Options {
+        app_role,
+        ..Options::default()
+    })
+    .await;
     let (b, contact, session) = tenant_b_with_data(&system).await;
     // Let B's rows reach the read model, so a leak would have something to show.
     let seen = system
@@ -453,7 +473,21 @@ async fn tenant_fingerprint(system: &TestSystem, tenant: &str) -> String {
 /// and command route. No answer to B carries anything of A's, and nothing of A's is written.
 #[tokio::test]
 async fn tenant_b_with_a_s_cursors_filters_and_ids_sees_nothing_of_a_and_writes_nothing() {
-    let system = TestSystem::start().await;
+    cursors_probe(APP_ROLE).await;
+}
+
+/// The same probe with row-level security out of the way: the routes' own tenant filters hold.
+#[tokio::test]
+async fn without_row_level_security_a_s_cursors_filters_and_ids_still_show_b_nothing() {
+    cursors_probe(RLS_BYPASSING_ROLE).await;
+}
+
+async fn cursors_probe(app_role: &'static str) {
+    let system = TestSystem::start_with(Options {
+        app_role,
+        ..Options::default()
+    })
+    .await;
     let a = system.tenant.clone();
     let agent = Uuid::now_v7();
     // A: five contacts with distinctive values, each with two sessions and an agent's reply.
