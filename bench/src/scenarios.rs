@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use e2e::{Options, TestDb, TestStream, TestSystem};
 use platform::event_store::{EventRow, EVENT_COLUMNS};
 use platform::nats::StreamSettings;
+use projection_service::projections::covers_sql;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -308,16 +309,17 @@ async fn lag(sizes: &Sizes, system: &TestSystem, api: &Api) -> anyhow::Result<Ve
 /// (`processed_events.processed_at`).
 async fn lag_split(system: &TestSystem, after_position: i64) -> anyhow::Result<String> {
     system.wait_until_projected(Duration::from_secs(120)).await;
-    let (relay50, relay99, proj50, proj99): (f64, f64, f64, f64) = sqlx::query_as(
+    let (relay50, relay99, proj50, proj99): (f64, f64, f64, f64) = sqlx::query_as(&format!(
         "select percentile_cont(0.5) within group (order by r), percentile_cont(0.99) within group (order by r), \
                 percentile_cont(0.5) within group (order by p), percentile_cont(0.99) within group (order by p) \
            from (select extract(epoch from o.processed_at - e.created_at)::float8 * 1e3 as r, \
                         extract(epoch from pe.processed_at - o.processed_at)::float8 * 1e3 as p \
                    from contact_event_store e \
                    join outbox_events o on o.event_id = e.id \
-                   join processed_events pe on pe.event_id = e.id and 'contacts' = any(string_to_array(pe.consumer_name, '+')) \
+                   join processed_events pe on pe.event_id = e.id and {} \
                   where e.position > $1) d",
-    )
+        covers_sql("pe", "'contacts'")
+    ))
     .bind(after_position)
     .fetch_one(&system.db.pool)
     .await?;

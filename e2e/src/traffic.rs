@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use projection_service::projections::covers_sql;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -227,13 +228,13 @@ impl LagMonitor {
                     // Stamped when asked, not when answered: on a starved machine the answer can
                     // take seconds, and the lag it reports is the lag at the query's snapshot.
                     let asked = tokio::time::Instant::now();
-                    match sqlx::query_scalar::<_, f64>(
+                    match sqlx::query_scalar::<_, f64>(&format!(
                         "select coalesce(extract(epoch from statement_timestamp()::timestamp - min(e.created_at)), 0)::float8 \
                            from contact_event_store e \
                           where not exists (select 1 from processed_events p \
-                                             where p.event_id = e.id \
-                                               and 'domain_event_logs' = any(string_to_array(p.consumer_name, '+')))",
-                    )
+                                             where p.event_id = e.id and {})",
+                        covers_sql("p", "'domain_event_logs'")
+                    ))
                     .fetch_one(&mut **c)
                     .await
                     {

@@ -200,9 +200,7 @@ impl PartitionWorker {
                 anyhow::bail!("message stream ended");
             };
             let mut messages = Vec::with_capacity(self.batch_size);
-            for message in batch {
-                messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
-            }
+            take_received(batch, &mut messages)?;
             // Catching up (the broker says at least the rest of a batch is waiting behind the
             // last message), fill the batch before applying it: one transaction for a full batch
             // instead of one for whatever had crossed the socket. Live traffic, even a little
@@ -219,11 +217,7 @@ impl PartitionWorker {
                     break;
                 };
                 match tokio::time::timeout(left, batches.next()).await {
-                    Ok(Some(more)) => {
-                        for message in more {
-                            messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
-                        }
-                    }
+                    Ok(Some(more)) => take_received(more, &mut messages)?,
                     Ok(None) => anyhow::bail!("message stream ended"),
                     Err(_) => break,
                 }
@@ -410,6 +404,17 @@ fn event_span(
         platform::telemetry::continue_trace(&span, traceparent);
     }
     span
+}
+
+/// Moves a chunk the broker delivered into `messages`; a delivery error ends the subscription.
+fn take_received<E: std::fmt::Display>(
+    chunk: Vec<Result<jetstream::Message, E>>,
+    messages: &mut Vec<jetstream::Message>,
+) -> anyhow::Result<()> {
+    for message in chunk {
+        messages.push(message.map_err(|e| anyhow::anyhow!("receiving: {e}"))?);
+    }
+    Ok(())
 }
 
 /// Aborts a background task when its owner goes away.

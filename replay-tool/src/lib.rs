@@ -23,10 +23,12 @@
 
 pub mod status;
 
-use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
-use projection_service::projections::{apply_batch_once, consumer_name, covers_sql, Projection};
 use std::time::Instant;
 
+use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
+use projection_service::projections::{
+    apply_batch_once, consumer_name, covered, covers_sql, Projection,
+};
 use serde::Serialize;
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
@@ -334,11 +336,8 @@ async fn sync_processed(
     tx: &mut Transaction<'_, Postgres>,
     projections: &[Projection],
 ) -> anyhow::Result<()> {
-    let names: Vec<&str> = Projection::ALL
-        .into_iter()
-        .filter(|p| projections.contains(p))
-        .map(Projection::name)
-        .collect();
+    let all = consumer_name(projections);
+    let names: Vec<&str> = covered(&all).map(Projection::name).collect();
     sqlx::query(
         "create temp table rebuilt_ids on commit drop as \
          select distinct event_id from pg_temp.rebuilt_events",
@@ -373,7 +372,7 @@ async fn sync_processed(
           order by r.event_id \
          on conflict (event_id, consumer_name) do nothing",
     )
-    .bind(consumer_name(projections))
+    .bind(&all)
     .execute(&mut **tx)
     .await?;
     Ok(())
