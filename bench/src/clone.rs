@@ -48,6 +48,7 @@ pub struct Owner {
 
 #[derive(sqlx::FromRow)]
 struct SourceRow {
+    id: Uuid,
     aggregate_id: Uuid,
     aggregate_type: Option<String>,
     event_type: String,
@@ -74,23 +75,48 @@ fn uuid_in(metadata: &Option<Value>, key: &str) -> Option<Uuid> {
 }
 
 impl Template {
-    /// The first `limit` events of a store, in reading order.
-    pub async fn load(conn: &mut PgConnection, limit: i64) -> anyhow::Result<Self> {
+    /// The first `limit` events of a store, in reading order, their personal fields opened with
+    /// `keys`: copies are written in the clear (`v1`, as the previous release wrote them), since
+    /// a sealed payload is bound to its event and contact and would not open in a copy.
+    pub async fn load(
+        conn: &mut PgConnection,
+        keys: &platform::personal::DataKeys,
+        limit: i64,
+    ) -> anyhow::Result<Self> {
         let rows: Vec<SourceRow> = sqlx::query_as(
-            "select aggregate_id, aggregate_type, event_type, event_version, sequence_number, event_data, \
+            "select id, aggregate_id, aggregate_type, event_type, event_version, sequence_number, event_data, \
                     metadata, occurred_at, created_at \
                from contact_event_store order by transaction_id, position limit $1",
         )
         .bind(limit)
-        .fetch_all(conn)
+        .fetch_all(&mut *conn)
         .await?;
         let mut index: HashMap<Uuid, usize> = HashMap::new();
         for r in &rows {
             let n = index.len();
             index.entry(r.aggregate_id).or_insert(n);
         }
+        let contacts: Vec<Uuid> = rows
+            .iter()
+            .filter_map(|r| uuid_in(&r.metadata, "contact_id"))
+            .chain(
+                rows.iter()
+                    .filter(|r| r.aggregate_type.as_deref() == Some("contact"))
+                    .map(|r| r.aggregate_id),
+            )
+            .collect();
+        let key_set = keys.load(conn, &contacts).await?;
         let mut events = Vec::with_capacity(rows.len());
-        for r in rows {
+        for mut r in rows {
+            let version = r.event_version.clone().unwrap_or_else(|| "v1".into());
+            let contact_id = uuid_in(&r.metadata, "contact_id").unwrap_or(r.aggregate_id);
+            let payload = event_model::Payload::from_stored(&r.event_type, &version, r.event_data)?;
+            let opened = key_set.open_payload(r.id, Some(contact_id), payload);
+            r.event_data = match opened {
+                Ok(p) => p.joined().unwrap_or_default(),
+                Err(_) => anyhow::bail!("a template event does not open with its contact's key"),
+            };
+            r.event_version = Some("v1".into());
             let aggregate = index[&r.aggregate_id];
             let contact = match uuid_in(&r.metadata, "contact_id") {
                 Some(c) => *index

@@ -11,7 +11,9 @@ use chrono::Utc;
 use command_service::commands::Actor;
 use command_service::{system_clock, CommandHandler};
 use event_model::{Contact, ContactEvent, DomainEvent, Snapshot};
+use platform::crypto::Keyring;
 use platform::event_store::EventStore;
+use platform::personal::DataKeys;
 use sqlx::{Connection, PgPool};
 use uuid::Uuid;
 
@@ -21,7 +23,7 @@ fn event(i: i64) -> ContactEvent {
     let tag = format!("segment-{}", (i / 2) % 40);
     match i {
         1 => ContactEvent::Created {
-            name: "Grace Hopper".into(),
+            name: Some("Grace Hopper".into()),
             email: Some("grace@example.com".into()),
             phone: Some("+5511987654321".into()),
             external_id: Some("crm-42".into()),
@@ -31,8 +33,8 @@ fn event(i: i64) -> ContactEvent {
             tags: vec!["vip".into()],
         },
         _ if i % 10 == 0 => ContactEvent::NameChanged {
-            name: format!("Grace Hopper {i}"),
-            previous: format!("Grace Hopper {}", i - 10),
+            name: Some(format!("Grace Hopper {i}")),
+            previous: Some(format!("Grace Hopper {}", i - 10)),
         },
         _ if i % 10 == 5 => ContactEvent::SessionOpened {
             session_id: Uuid::from_u128(i as u128),
@@ -104,7 +106,9 @@ pub async fn write_contact(
 }
 
 pub fn handler(pool: &PgPool) -> CommandHandler {
-    CommandHandler::new(EventStore::new(pool.clone()), system_clock(), 100, 10)
+    // The stream is written as the previous release wrote it (`v1`, in the clear): no key needed.
+    let keys = DataKeys::new(Keyring::unwrapped(), 0);
+    CommandHandler::new(EventStore::new(pool.clone()), keys, system_clock(), 100, 10)
 }
 
 /// Loads the contact `iterations` times (after a few untimed loads) and checks what it got.

@@ -38,6 +38,17 @@ use sqlx::Connection as _;
 
 use report::Row;
 
+/// The data keys of a bench child process: the `DATA_KEK` it was given, else unwrapped.
+fn data_keys() -> platform::personal::DataKeys {
+    let keyring = std::env::var("DATA_KEK")
+        .ok()
+        .and_then(|k| platform::crypto::Kek::from_base64(&k).ok())
+        .map_or_else(platform::crypto::Keyring::unwrapped, |kek| {
+            platform::crypto::Keyring::new(Some(kek), vec![])
+        });
+    platform::personal::DataKeys::new(keyring, 0)
+}
+
 /// Benchmarks of the Ventros core against this machine's PostgreSQL and NATS JetStream.
 #[derive(Parser)]
 #[command(about)]

@@ -185,7 +185,7 @@ pub async fn statements(
     // projection stopped; then the projection catches up.
     system.stop_projection().await;
     sqlx::query("vacuum analyze").execute(&mut conn).await?;
-    let template = std::sync::Arc::new(Template::load(&mut conn, 100_000).await?);
+    let template = std::sync::Arc::new(Template::load(&mut conn, &system.keys(), 100_000).await?);
     let owner = Owner {
         tenant_id: system.tenant.tenant_id.clone(),
         project_id: system.tenant.project_id,
@@ -219,7 +219,15 @@ pub async fn statements(
         .await?;
     system.stop_projection().await;
     let started = Instant::now();
-    replay_tool::rebuild(&system.db.pool, &Projection::ALL, None, 2_000, &|_, _| {}).await?;
+    replay_tool::rebuild(
+        &system.db.pool,
+        &system.keys(),
+        &Projection::ALL,
+        None,
+        2_000,
+        &|_, _| {},
+    )
+    .await?;
     let rebuilt = started.elapsed();
     let rebuild_to = log_len(log)?;
     sqlx::query(&format!("alter database \"{name}\" reset all"))

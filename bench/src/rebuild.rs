@@ -43,8 +43,15 @@ pub async fn child(database_url: &str, batch_size: i64) -> anyhow::Result<()> {
     let pool = platform::db::connect_and_migrate(database_url, 4).await?;
     let rss_before_kib = proc_status_kib("self", "VmRSS:").unwrap_or(0);
     let started = Instant::now();
-    let report =
-        replay_tool::rebuild(&pool, &Projection::ALL, None, batch_size, &|_, _| {}).await?;
+    let report = replay_tool::rebuild(
+        &pool,
+        &crate::data_keys(),
+        &Projection::ALL,
+        None,
+        batch_size,
+        &|_, _| {},
+    )
+    .await?;
     let seconds = started.elapsed().as_secs_f64();
     let hwm_after_kib = proc_status_kib("self", "VmHWM:").unwrap_or(0);
     println!(

@@ -90,7 +90,7 @@ pub async fn run_all(sizes: &Sizes, only: &[u32]) -> anyhow::Result<Vec<Row>> {
             }
             let mut conn =
                 PgConnection::connect_with(&platform::db::connect_options(&system.db.url)?).await?;
-            let t = Arc::new(Template::load(&mut conn, 100_000).await?);
+            let t = Arc::new(Template::load(&mut conn, &system.keys(), 100_000).await?);
             let _ = conn.close().await;
             progress(format!(
                 "template: {} events written through the command path",

@@ -19,6 +19,7 @@ use event_model::{
 };
 use platform::db::tenant_tx;
 use platform::event_store::{EventStore, NewEvent, StoreError};
+use platform::personal::{self, DataKeys, KeySet, StoredSnapshot, WritingKey};
 use rand::Rng;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -69,6 +70,7 @@ impl Command {
                 ContactCommand::RemoveTag { .. } => "remove_tag",
                 ContactCommand::SetProfilePicture { .. } => "set_profile_picture",
                 ContactCommand::Delete { .. } => "delete_contact",
+                ContactCommand::Forget { .. } => "forget_contact",
                 ContactCommand::StartSession { .. } => "start_session",
                 ContactCommand::RecordMessage { .. } => "record_inbound_message",
             },
@@ -130,6 +132,12 @@ impl From<StoreError> for CommandError {
     }
 }
 
+impl From<personal::PersonalError> for CommandError {
+    fn from(e: personal::PersonalError) -> Self {
+        Self::Store(StoreError::Personal(e))
+    }
+}
+
 impl From<sqlx::Error> for CommandError {
     fn from(e: sqlx::Error) -> Self {
         Self::Store(StoreError::Database(e))
@@ -149,6 +157,7 @@ pub struct CommandHandler {
     snapshot_every: i64,
     max_attempts: u32,
     cache: Arc<AggregateCache>,
+    keys: DataKeys,
 }
 
 /// The streams a command read, at the versions it read them.
@@ -159,14 +168,25 @@ struct Loaded {
 }
 
 impl CommandHandler {
-    pub fn new(store: EventStore, clock: Clock, snapshot_every: i64, max_attempts: u32) -> Self {
+    pub fn new(
+        store: EventStore,
+        keys: DataKeys,
+        clock: Clock,
+        snapshot_every: i64,
+        max_attempts: u32,
+    ) -> Self {
         Self {
             store,
             clock,
             snapshot_every: snapshot_every.max(1),
             max_attempts: max_attempts.max(1),
             cache: Arc::new(AggregateCache::new(0)),
+            keys,
         }
+    }
+
+    pub fn keys(&self) -> &DataKeys {
+        &self.keys
     }
 
     /// Keeps up to `capacity` aggregates of each type as last committed (see [`crate::cache`]).
@@ -291,21 +311,68 @@ impl CommandHandler {
         actor: &Actor,
         id: Uuid,
     ) -> Result<A, StoreError> {
-        if let Some(snapshot) = self
+        let Some(snapshot) = self
             .store
             .latest_snapshot(&mut *conn, &actor.tenant_id, id)
             .await?
-        {
-            match A::decode(snapshot.snapshot_data) {
-                Ok(restored) if restored.version() == snapshot.last_sequence_number => {
-                    return Ok(restored)
-                }
-                Ok(_) | Err(_) => {
-                    tracing::debug!(aggregate_id = %id, "ignoring a snapshot of another schema; folding from the start");
+        else {
+            return Ok(A::default());
+        };
+        // A snapshot is only a shortcut: one that does not open (its contact forgotten, a seal
+        // that was tampered with) is passed over and the state folded from the events.
+        let data = match StoredSnapshot::parse(snapshot.snapshot_data) {
+            Ok(StoredSnapshot::Plain(data)) => Some(data),
+            Ok(sealed @ StoredSnapshot::Sealed { contact_id, .. }) => {
+                match self.keys.current(&mut *conn, contact_id).await? {
+                    Some(key) => sealed
+                        .open(&key, id, snapshot.last_sequence_number)
+                        .unwrap_or_else(|e| {
+                            tracing::warn!(aggregate_id = %id, error = %e, "a snapshot does not open; folding from the start");
+                            None
+                        }),
+                    None => None,
                 }
             }
+            Err(e) => {
+                tracing::warn!(aggregate_id = %id, error = %e, "a malformed snapshot; folding from the start");
+                None
+            }
+        };
+        match data.map(A::decode) {
+            Some(Ok(restored)) if restored.version() == snapshot.last_sequence_number => {
+                Ok(restored)
+            }
+            _ => {
+                tracing::debug!(aggregate_id = %id, "ignoring a snapshot of another schema or a forgotten contact; folding from the start");
+                Ok(A::default())
+            }
         }
-        Ok(A::default())
+    }
+
+    /// Opens stored events of one contact's streams with its key (see [`platform::personal`]).
+    async fn open_events(
+        &self,
+        conn: &mut PgConnection,
+        events: &[event_model::EventEnvelope],
+    ) -> Result<Vec<DomainEvent>, StoreError> {
+        let Some(first) = events.first() else {
+            return Ok(Vec::new());
+        };
+        let keys = match self.keys.current(&mut *conn, first.contact_id).await? {
+            Some(state) => KeySet::single(first.contact_id, state),
+            None => KeySet::default(),
+        };
+        events
+            .iter()
+            .map(|envelope| {
+                keys.open(envelope)
+                    .map(|opened| opened.event)
+                    .map_err(|e| StoreError::Corrupt {
+                        event_id: envelope.event_id,
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
     }
 
     /// Folds the stored events after `state`'s version into it.
@@ -326,9 +393,10 @@ impl CommandHandler {
                 state.version(),
             )
             .await?;
-        for envelope in &events {
+        let decoded = self.open_events(conn, &events).await?;
+        for (envelope, event) in events.iter().zip(&decoded) {
             state
-                .apply_envelope(envelope)
+                .apply_event(envelope, event)
                 .map_err(|e| StoreError::Corrupt {
                     event_id: envelope.event_id,
                     reason: e.to_string(),
@@ -439,11 +507,12 @@ impl CommandHandler {
             .store
             .load_streams(&mut *conn, tenant, &streams)
             .await?;
-        for envelope in &newer {
+        let decoded = self.open_events(conn, &newer).await?;
+        for (envelope, event) in newer.iter().zip(&decoded) {
             let folded = if envelope.aggregate_id == contact_id {
-                contact.apply_envelope(envelope)
+                contact.apply_event(envelope, event)
             } else if let Some(session) = sessions.get_mut(&envelope.aggregate_id) {
-                session.apply_envelope(envelope)
+                session.apply_event(envelope, event)
             } else {
                 continue; // not asked for
             };
@@ -526,15 +595,60 @@ impl CommandHandler {
             std::iter::once((loaded.contact_id, loaded.contact.version))
                 .chain(loaded.sessions.iter().map(|(id, s)| (*id, s.version)))
                 .collect();
-        let events = self.sequence(actor, meta, &ctx, &mut loaded, &pending);
+        // The contact's data key, when something is to be sealed with it (it is created with
+        // the contact, or on first need for a contact of the previous release).
+        let needs_key = pending
+            .iter()
+            .any(|p| !event_model::personal::fields(p.event.event_type()).is_empty());
+        let mut writing = if needs_key {
+            Some(self.writing_key(&mut tx, actor, loaded.contact_id).await?)
+        } else {
+            None
+        };
+        let events = self.sequence(actor, meta, &ctx, &mut loaded, &pending, writing.as_ref())?;
+        let snapshots_due = self.due_snapshots(&loaded, &before);
+        if !snapshots_due.is_empty() && writing.is_none() {
+            writing = Some(self.writing_key(&mut tx, actor, loaded.contact_id).await?);
+        }
         let outcome = outcome_of(target, &loaded, &events, current);
+        let forgotten = pending.iter().any(|p| {
+            matches!(
+                p.event,
+                DomainEvent::Contact(event_model::ContactEvent::Forgotten { .. })
+            )
+        });
 
         if !events.is_empty() {
             EventStore::append(&mut tx, &events).await?;
-            for (id, data, version) in self.due_snapshots(&loaded, &before) {
-                EventStore::save_snapshot(&mut tx, &actor.tenant_id, id, version, data).await?;
-                metrics::counter!("snapshots_written_total").increment(1);
+            if let Some(writing) = &writing {
+                for (id, state, version) in snapshots_due {
+                    let data = personal::seal_snapshot(
+                        &writing.key,
+                        loaded.contact_id,
+                        id,
+                        version,
+                        &state,
+                    );
+                    EventStore::save_snapshot(&mut tx, &actor.tenant_id, id, version, data).await?;
+                    metrics::counter!("snapshots_written_total").increment(1);
+                }
             }
+        }
+        if forgotten {
+            // In the very transaction that records the erasure: there is no moment at which
+            // `contact.forgotten` is stored and the key still opens anything.
+            self.keys
+                .destroy(&mut tx, &actor.tenant_id, loaded.contact_id)
+                .await?;
+            EventStore::delete_contact_snapshots(&mut tx, &actor.tenant_id, loaded.contact_id)
+                .await?;
+            // Events the previous release stored in the clear have no key to destroy.
+            platform::history::redact_plain_of_contact(
+                &mut tx,
+                &actor.tenant_id,
+                loaded.contact_id,
+            )
+            .await?;
         }
         if let Some(slot) = idempotency {
             if !idempotency::record(&mut tx, actor, slot, &render(&outcome)).await? {
@@ -548,6 +662,11 @@ impl CommandHandler {
         }
         tx.commit().await?;
         self.remember(actor, &loaded);
+        match writing {
+            Some(WritingKey { key, created: true }) => self.keys.remember(loaded.contact_id, &key),
+            _ if forgotten => self.keys.evict(loaded.contact_id),
+            _ => {}
+        }
         Ok(outcome)
     }
 
@@ -573,7 +692,8 @@ impl CommandHandler {
         ctx: &Context,
         loaded: &mut Loaded,
         pending: &[PendingEvent],
-    ) -> Vec<NewEvent> {
+        writing: Option<&WritingKey>,
+    ) -> Result<Vec<NewEvent>, CommandError> {
         let traceparent = platform::telemetry::traceparent(&tracing::Span::current());
         pending
             .iter()
@@ -591,14 +711,24 @@ impl CommandHandler {
                         next
                     }
                 };
-                NewEvent {
-                    event_id: Uuid::now_v7(),
+                let event_id = Uuid::now_v7();
+                let data = match writing {
+                    Some(w) => personal::seal_event(&w.key, loaded.contact_id, event_id, &p.event)?,
+                    // Nothing personal in these events (see `needs_key` in `attempt`).
+                    None => p
+                        .event
+                        .payload()
+                        .into_stored()
+                        .map_err(personal::PersonalError::from)?,
+                };
+                Ok(NewEvent {
+                    event_id,
                     aggregate_id: p.aggregate_id,
                     aggregate_type: p.event.aggregate_type(),
                     event_type: p.event.event_type(),
                     event_version: p.event.event_version(),
                     sequence_number,
-                    data: p.event.data(),
+                    data,
                     contact_id: loaded.contact_id,
                     user_id: actor.user_id,
                     occurred_at: ctx.now,
@@ -607,12 +737,32 @@ impl CommandHandler {
                     causation_id: Some(meta.causation_id),
                     correlation_id: Some(meta.correlation_id),
                     traceparent: traceparent.clone(),
-                }
+                })
             })
             .collect()
     }
 
-    /// A snapshot for every stream that crossed a multiple of `snapshot_every`.
+    /// The key to seal a contact's new events and snapshots with.
+    async fn writing_key(
+        &self,
+        conn: &mut PgConnection,
+        actor: &Actor,
+        contact_id: Uuid,
+    ) -> Result<WritingKey, CommandError> {
+        self.keys
+            .for_writing(conn, &actor.tenant_id, contact_id)
+            .await?
+            .ok_or_else(|| {
+                CommandError::Store(StoreError::Corrupt {
+                    event_id: Uuid::nil(),
+                    reason: format!(
+                        "contact {contact_id} was forgotten, yet a command decided personal data for it"
+                    ),
+                })
+            })
+    }
+
+    /// A snapshot (unsealed state) for every stream that crossed a multiple of `snapshot_every`.
     fn due_snapshots(
         &self,
         loaded: &Loaded,

@@ -21,6 +21,7 @@ use anyhow::Context as _;
 use axum::Router;
 use platform::event_store::EventStore;
 use platform::health::{self, Probes};
+use platform::personal::DataKeys;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -70,8 +71,12 @@ impl App {
         // bound by row-level security; the relay and the sweeper's scan span tenants.
         let app_pool = config.platform.app_pool(&pool).await?;
         let system_pool = config.platform.system_pool(&pool, 4).await?;
+        let keyring = config.platform.keyring()?;
+        platform::personal::log_key_protection(&keyring);
+        let keys = DataKeys::new(keyring, config.aggregate_cache_capacity);
         let handler = CommandHandler::new(
             EventStore::new(app_pool.clone()),
+            keys.clone(),
             clock.clone(),
             config.snapshot_every,
             config.max_attempts,
@@ -87,6 +92,7 @@ impl App {
                 pool: app_pool,
                 nats: nats.clone(),
                 stalled: None,
+                key_protection: platform::personal::key_protection(keys.keyring()),
             }))
             .split_for_parts();
         let docs = platform::openapi::docs_router(platform::openapi::document(

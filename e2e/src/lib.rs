@@ -278,8 +278,13 @@ impl TestSystem {
 
     /// Another user of an existing tenant, with a member role (admin, supervisor, agent, viewer).
     pub async fn add_member(&self, tenant: &Tenant, role: &str) -> Tenant {
+        Self::bootstrap_member(&self.db.pool, tenant, role).await
+    }
+
+    /// [`TestSystem::add_member`] on a database without a running system.
+    pub async fn bootstrap_member(pool: &PgPool, tenant: &Tenant, role: &str) -> Tenant {
         bootstrap(
-            &self.db.pool,
+            pool,
             &BootstrapSpec {
                 email: format!(
                     "{role}-{}@{}.test",
@@ -311,7 +316,15 @@ impl TestSystem {
             nats_subject_prefix: self.stream.prefix.clone(),
             nats_stream_replicas: 1,
             event_partitions: self.options.partitions,
+            data_kek: Some(self.stream.kek.clone()),
+            data_kek_file: None,
+            data_kek_previous: vec![],
         }
+    }
+
+    /// The data keys as this system's services hold them.
+    pub fn keys(&self) -> platform::personal::DataKeys {
+        self.stream.keys()
     }
 
     pub async fn start_command(&mut self) {
@@ -583,7 +596,7 @@ impl TestSystem {
     /// Rebuilds every projection in a rolled-back transaction and diffs it against the live
     /// tables: empty = identical, column for column.
     pub async fn verify(&self) -> Vec<replay_tool::TableDiff> {
-        replay_tool::verify(&self.db.pool, None, 500, &|_, _| {})
+        replay_tool::verify(&self.db.pool, &self.keys(), None, 500, &|_, _| {})
             .await
             .expect("verify")
     }

@@ -18,6 +18,9 @@ pub struct TestStream {
     pub name: String,
     pub prefix: String,
     pub partitions: u32,
+    /// The `DATA_KEK` the test's services run with (a fresh one per test: every test exercises
+    /// wrapped data keys, as production does).
+    pub kek: String,
 }
 
 impl TestStream {
@@ -30,7 +33,14 @@ impl TestStream {
             ("NATS_STREAM", self.name.clone()),
             ("NATS_SUBJECT_PREFIX", self.prefix.clone()),
             ("EVENT_PARTITIONS", self.partitions.to_string()),
+            ("DATA_KEK", self.kek.clone()),
         ]
+    }
+
+    /// The data keys as the test's services hold them (for a rebuild or verify in the test).
+    pub fn keys(&self) -> platform::personal::DataKeys {
+        let kek = platform::crypto::Kek::from_base64(&self.kek).expect("a generated KEK");
+        platform::personal::DataKeys::new(platform::crypto::Keyring::new(Some(kek), vec![]), 0)
     }
 
     pub fn new(url: Option<String>, partitions: u32) -> Self {
@@ -42,6 +52,7 @@ impl TestStream {
             name: format!("TEST_{id}"),
             prefix: format!("test.{id}"),
             partitions,
+            kek: platform::crypto::Kek::generate_base64().to_string(),
         }
     }
 }
@@ -91,6 +102,11 @@ impl NatsServer {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The JetStream store directory (`-sd`): what the broker keeps on disk.
+    pub fn store_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Starts the server again on the same port and store (after [`NatsServer::kill`]).

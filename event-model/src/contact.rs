@@ -19,9 +19,11 @@ pub const DEFAULT_LANGUAGE: &str = "en";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
 pub enum ContactEvent {
+    /// Personal fields (see [`crate::personal::fields`]) are `Option`s even where a command
+    /// requires them: a forgotten contact's events decode with them redacted (`None`).
     #[serde(rename = "contact.created")]
     Created {
-        name: String,
+        name: Option<String>,
         email: Option<String>,
         phone: Option<String>,
         external_id: Option<String>,
@@ -31,7 +33,10 @@ pub enum ContactEvent {
         tags: Vec<String>,
     },
     #[serde(rename = "contact.name_changed")]
-    NameChanged { name: String, previous: String },
+    NameChanged {
+        name: Option<String>,
+        previous: Option<String>,
+    },
     #[serde(rename = "contact.email_set")]
     EmailSet {
         email: Option<String>,
@@ -67,7 +72,7 @@ pub enum ContactEvent {
     TagsCleared { tags: Vec<String> },
     #[serde(rename = "contact.profile_picture_updated")]
     ProfilePictureUpdated {
-        url: String,
+        url: Option<String>,
         fetched_at: DateTime<Utc>,
     },
     #[serde(rename = "contact.session_opened")]
@@ -82,6 +87,11 @@ pub enum ContactEvent {
     },
     #[serde(rename = "contact.deleted")]
     Deleted { reason: Option<String> },
+    /// The contact's personal data is to be unreadable for good: its data key is destroyed in
+    /// the transaction that stores this event, and every read row drops its personal columns.
+    /// Always after `contact.deleted`; the last event of the contact.
+    #[serde(rename = "contact.forgotten")]
+    Forgotten { reason: Option<String> },
 }
 
 impl ContactEvent {
@@ -102,6 +112,7 @@ impl ContactEvent {
             Self::SessionOpened { .. } => "contact.session_opened",
             Self::SessionClosed { .. } => "contact.session_closed",
             Self::Deleted { .. } => "contact.deleted",
+            Self::Forgotten { .. } => "contact.forgotten",
         }
     }
 }
@@ -111,7 +122,8 @@ impl ContactEvent {
 /// [`ContactView::apply`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ContactView {
-    pub name: String,
+    /// `None` only once redacted: a forgotten contact's.
+    pub name: Option<String>,
     pub email: Option<String>,
     pub phone: Option<String>,
     pub external_id: Option<String>,
@@ -124,6 +136,8 @@ pub struct ContactView {
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub forgotten_at: Option<DateTime<Utc>>,
 }
 
 impl ContactView {
@@ -171,11 +185,20 @@ impl ContactView {
             }
             ContactEvent::TagsCleared { .. } => self.tags.clear(),
             ContactEvent::ProfilePictureUpdated { url, fetched_at } => {
-                self.profile_picture_url = Some(url.clone());
+                self.profile_picture_url = url.clone();
                 self.profile_picture_fetched_at = Some(*fetched_at);
             }
             ContactEvent::SessionOpened { .. } | ContactEvent::SessionClosed { .. } => {}
             ContactEvent::Deleted { .. } => self.deleted_at = Some(occurred_at),
+            ContactEvent::Forgotten { .. } => {
+                // Every personal field; the rest of the row (times, tags, language) stays.
+                self.name = None;
+                self.email = None;
+                self.phone = None;
+                self.external_id = None;
+                self.profile_picture_url = None;
+                self.forgotten_at = Some(occurred_at);
+            }
         }
         self.updated_at = Some(occurred_at);
     }
@@ -198,6 +221,10 @@ impl Contact {
 
     pub fn is_deleted(&self) -> bool {
         self.view.deleted_at.is_some()
+    }
+
+    pub fn is_forgotten(&self) -> bool {
+        self.view.forgotten_at.is_some()
     }
 
     /// Folds one stored event. Infallible: a stored event is a fact.
@@ -270,6 +297,12 @@ pub enum ContactCommand {
     Delete {
         reason: Option<String>,
     },
+    /// Erasure: end the active sessions, delete the contact if it is not yet, and record
+    /// `contact.forgotten` (the store destroys the contact's data key with it). Forgetting a
+    /// forgotten contact decides nothing.
+    Forget {
+        reason: Option<String>,
+    },
     StartSession {
         session_id: Uuid,
         channel_type_id: i64,
@@ -314,11 +347,16 @@ pub fn decide_contact(
     if !contact.exists() {
         return Err(DomainError::ContactNotFound);
     }
+    if let ContactCommand::Forget { reason } = command {
+        return forget(scope, reason, ctx);
+    }
     if contact.is_deleted() {
         return Err(DomainError::ContactDeleted);
     }
     match command {
-        ContactCommand::Create(_) => unreachable!("handled above"),
+        ContactCommand::Create(_) | ContactCommand::Forget { .. } => {
+            unreachable!("handled above")
+        }
         ContactCommand::UpdateProfile(patch) => update_profile(&contact.view, patch)
             .map(|events| events.into_iter().map(on_contact).collect()),
         ContactCommand::AddTag { tag } => {
@@ -348,29 +386,13 @@ pub fn decide_contact(
                 return Ok(vec![]);
             }
             Ok(vec![on_contact(ContactEvent::ProfilePictureUpdated {
-                url,
+                url: Some(url),
                 fetched_at: values::instant(fetched_at),
             })])
         }
         ContactCommand::Delete { reason } => {
-            let reason = reason
-                .map(|r| values::optional_text("reason", &r, MAX_TEXT_LEN))
-                .transpose()
-                .map_err(|e| DomainError::Invalid(vec![e]))?;
-            let mut events = Vec::new();
-            for (&channel_type_id, &session_id) in &contact.active_sessions {
-                events.push(PendingEvent {
-                    aggregate_id: session_id,
-                    event: DomainEvent::Session(SessionEvent::Ended {
-                        reason: EndReason::SystemClose,
-                        ended_at: values::instant(ctx.now),
-                    }),
-                });
-                events.push(on_contact(ContactEvent::SessionClosed {
-                    session_id,
-                    channel_type_id,
-                }));
-            }
+            let reason = optional_reason(reason)?;
+            let mut events = end_active_sessions(scope, ctx);
             events.push(on_contact(ContactEvent::Deleted { reason }));
             Ok(events)
         }
@@ -442,6 +464,57 @@ pub fn decide_contact(
             Ok(events)
         }
     }
+}
+
+fn optional_reason(reason: Option<String>) -> Result<Option<String>, DomainError> {
+    reason
+        .map(|r| values::optional_text("reason", &r, MAX_TEXT_LEN))
+        .transpose()
+        .map_err(|e| DomainError::Invalid(vec![e]))
+}
+
+/// `session.ended` (system close) and `contact.session_closed` for every active session.
+fn end_active_sessions(scope: ContactScope<'_>, ctx: &Context) -> Vec<PendingEvent> {
+    let mut events = Vec::new();
+    for (&channel_type_id, &session_id) in &scope.contact.active_sessions {
+        events.push(PendingEvent {
+            aggregate_id: session_id,
+            event: DomainEvent::Session(SessionEvent::Ended {
+                reason: EndReason::SystemClose,
+                ended_at: values::instant(ctx.now),
+            }),
+        });
+        events.push(PendingEvent {
+            aggregate_id: scope.contact_id,
+            event: DomainEvent::Contact(ContactEvent::SessionClosed {
+                session_id,
+                channel_type_id,
+            }),
+        });
+    }
+    events
+}
+
+fn forget(
+    scope: ContactScope<'_>,
+    reason: Option<String>,
+    ctx: &Context,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let reason = optional_reason(reason)?;
+    if scope.contact.is_forgotten() {
+        return Ok(vec![]);
+    }
+    let on_contact = |e: ContactEvent| PendingEvent {
+        aggregate_id: scope.contact_id,
+        event: DomainEvent::Contact(e),
+    };
+    let mut events = Vec::new();
+    if !scope.contact.is_deleted() {
+        events = end_active_sessions(scope, ctx);
+        events.push(on_contact(ContactEvent::Deleted { reason: None }));
+    }
+    events.push(on_contact(ContactEvent::Forgotten { reason }));
+    Ok(events)
 }
 
 fn open_session(
@@ -529,7 +602,7 @@ fn create(new: NewContact) -> Result<ContactEvent, DomainError> {
     let tags = tag_set(&mut checks, "tags", new.tags).unwrap_or_default();
     checks.finish()?;
     Ok(ContactEvent::Created {
-        name: name.unwrap_or_default(),
+        name: Some(name.unwrap_or_default()),
         email,
         phone,
         external_id,
@@ -586,9 +659,9 @@ fn update_profile(
         Some(Some(name)) => {
             if let Some(name) = checks.check(values::required_text("name", &name, MAX_TEXT_LEN)) {
                 let name = name.trim().to_owned();
-                if name != view.name {
+                if Some(&name) != view.name.as_ref() {
                     events.push(ContactEvent::NameChanged {
-                        name,
+                        name: Some(name),
                         previous: view.name.clone(),
                     });
                 }

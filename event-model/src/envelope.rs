@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{DomainEvent, EventDecodeError};
+use crate::personal::Payload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -65,7 +66,15 @@ pub struct EventEnvelope {
 }
 
 impl EventEnvelope {
-    /// The typed event, upcast to the current shape.
+    /// The payload in the current shape (upcast from `v1` where need be), its personal fields
+    /// still as stored.
+    pub fn payload(&self) -> Result<Payload, EventDecodeError> {
+        Payload::from_stored(&self.event_type, &self.event_version, self.data.clone())
+    }
+
+    /// The typed event, upcast to the current shape, when its personal fields are in the clear
+    /// (`v1`) or it has none; a sealed one is opened with its contact's key instead
+    /// (`platform::personal`).
     pub fn decode(&self) -> Result<DomainEvent, EventDecodeError> {
         DomainEvent::decode(
             self.aggregate_type,

@@ -1,8 +1,10 @@
 //! The closed set of domain events and how they are named and (de)serialised.
 //!
 //! An event is stored as `(event_type, event_version, event_data)`. Names are `<aggregate>.<verb>`
-//! and never change; a payload that must change shape gets a new version and an upcaster in
-//! [`DomainEvent::decode`], so stored rows are never rewritten.
+//! and never change; a payload that must change shape gets a new version and an upcaster
+//! ([`Payload::from_stored`] for `v1` → `v2`), so stored rows are never rewritten (the one
+//! sanctioned exception, sealing the personal fields of `v1` rows, is `replay-tool
+//! encrypt-history`).
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -11,9 +13,15 @@ use uuid::Uuid;
 
 use crate::contact::ContactEvent;
 use crate::envelope::AggregateType;
+use crate::error::value_free;
+use crate::personal::{Payload, Personal};
 use crate::session::SessionEvent;
 
-pub const CURRENT_EVENT_VERSION: &str = "v1";
+/// The version new events are stored at: `v2`, personal fields sealed (see [`crate::personal`]).
+pub const CURRENT_EVENT_VERSION: &str = "v2";
+
+/// The version of events stored with every field in the clear, by the previous release.
+pub const PLAIN_EVENT_VERSION: &str = "v1";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {
@@ -36,11 +44,23 @@ pub enum EventDecodeError {
         event_type: String,
         event_version: String,
     },
-    #[error("event {event_type} has a payload that does not fit its type: {source}")]
-    Payload {
+    /// The message says what does not fit without quoting any value (see
+    /// [`crate::error::value_free`]): a payload may hold personal data.
+    #[error("event {event_type} has a payload that does not fit its type: {reason}")]
+    Payload { event_type: String, reason: String },
+    #[error("event {event_type} has an unknown version {event_version}")]
+    UnknownVersion {
         event_type: String,
-        source: serde_json::Error,
+        event_version: String,
     },
+    #[error("event {event_type} has a payload of the wrong shape: {reason}")]
+    Shape {
+        event_type: String,
+        reason: &'static str,
+    },
+    /// A `v2` event whose personal fields were not opened with its contact's key.
+    #[error("event {event_type} still has its personal fields sealed")]
+    Sealed { event_type: String },
 }
 
 impl DomainEvent {
@@ -62,7 +82,7 @@ impl DomainEvent {
         CURRENT_EVENT_VERSION
     }
 
-    /// The payload alone (`event_data`): what the event adds, without the envelope.
+    /// The payload alone, every field in the clear: what the event adds, without the envelope.
     pub fn data(&self) -> Value {
         match self {
             Self::Contact(e) => split_data(e),
@@ -70,25 +90,44 @@ impl DomainEvent {
         }
     }
 
+    /// The payload in the current shape, its personal fields apart and in the clear, ready to be
+    /// sealed and stored.
+    pub fn payload(&self) -> Payload {
+        Payload::split(self.event_type(), self.data())
+    }
+
+    /// Decodes a stored payload of any version whose personal fields are in the clear (`v1`) or
+    /// that has none; a sealed one must be opened first ([`DomainEvent::from_payload`]).
     pub fn decode(
         aggregate_type: AggregateType,
         event_type: &str,
         event_version: &str,
         data: Value,
     ) -> Result<Self, EventDecodeError> {
-        // Upcasters go here, one arm per (type, old version), each turning the old payload into
-        // the current one. Only v1 exists so far.
-        if event_version != CURRENT_EVENT_VERSION {
-            return Err(EventDecodeError::Unknown {
-                aggregate_type,
+        let payload =
+            Payload::from_stored(event_type, event_version, data).map_err(|e| match e {
+                EventDecodeError::UnknownVersion { .. } => EventDecodeError::Unknown {
+                    aggregate_type,
+                    event_type: event_type.to_owned(),
+                    event_version: event_version.to_owned(),
+                },
+                other => other,
+            })?;
+        Self::from_payload(aggregate_type, &payload)
+    }
+
+    /// The typed event of a payload in the current shape whose personal fields are in the clear
+    /// or redacted (then `None`: see the event types).
+    pub fn from_payload(
+        aggregate_type: AggregateType,
+        payload: &Payload,
+    ) -> Result<Self, EventDecodeError> {
+        let event_type = payload.event_type.as_str();
+        let Some(data) = payload.joined() else {
+            debug_assert!(matches!(payload.personal, Personal::Sealed(_)));
+            return Err(EventDecodeError::Sealed {
                 event_type: event_type.to_owned(),
-                event_version: event_version.to_owned(),
             });
-        }
-        let unknown = || EventDecodeError::Unknown {
-            aggregate_type,
-            event_type: event_type.to_owned(),
-            event_version: event_version.to_owned(),
         };
         match aggregate_type {
             AggregateType::Contact if event_type.starts_with("contact.") => {
@@ -97,7 +136,11 @@ impl DomainEvent {
             AggregateType::Session if event_type.starts_with("session.") => {
                 join_data(event_type, data).map(Self::Session)
             }
-            _ => Err(unknown()),
+            _ => Err(EventDecodeError::Unknown {
+                aggregate_type,
+                event_type: event_type.to_owned(),
+                event_version: CURRENT_EVENT_VERSION.to_owned(),
+            }),
         }
     }
 }
@@ -115,7 +158,7 @@ fn join_data<E: DeserializeOwned>(event_type: &str, data: Value) -> Result<E, Ev
     serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|source| {
         EventDecodeError::Payload {
             event_type: event_type.to_owned(),
-            source,
+            reason: value_free(&source.to_string()),
         }
     })
 }

@@ -14,6 +14,7 @@ pub mod contact;
 pub mod envelope;
 pub mod error;
 pub mod event;
+pub mod personal;
 pub mod session;
 pub mod snapshot;
 pub mod values;
@@ -25,6 +26,7 @@ pub use contact::{NewContact, ProfilePatch};
 pub use envelope::{AggregateType, EventEnvelope};
 pub use error::{DomainError, FieldError};
 pub use event::{DomainEvent, EventDecodeError, PendingEvent};
+pub use personal::{Payload, Personal};
 pub use session::{
     decide_session, EndReason, Sentiment, Session, SessionCommand, SessionEvent, SessionStatus,
     SessionView,
@@ -45,38 +47,56 @@ pub struct Context {
 
 /// An event-sourced aggregate: a default (empty) state, folded one stored event at a time.
 pub trait Aggregate: Default + Snapshot {
-    /// Folds a stored event. An event of another aggregate type is a decode error.
-    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<(), EventDecodeError>;
+    /// Folds a stored event, already decoded (its personal fields opened or redacted). An event
+    /// of another aggregate type is a decode error.
+    fn apply_event(
+        &mut self,
+        envelope: &EventEnvelope,
+        event: &DomainEvent,
+    ) -> Result<(), EventDecodeError>;
+
+    /// Folds a stored event that has no sealed personal fields (see [`EventEnvelope::decode`]).
+    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<(), EventDecodeError> {
+        self.apply_event(envelope, &envelope.decode()?)
+    }
+}
+
+fn wrong_aggregate(aggregate_type: AggregateType, envelope: &EventEnvelope) -> EventDecodeError {
+    EventDecodeError::Unknown {
+        aggregate_type,
+        event_type: envelope.event_type.clone(),
+        event_version: envelope.event_version.clone(),
+    }
 }
 
 impl Aggregate for Contact {
-    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<(), EventDecodeError> {
-        match envelope.decode()? {
+    fn apply_event(
+        &mut self,
+        envelope: &EventEnvelope,
+        event: &DomainEvent,
+    ) -> Result<(), EventDecodeError> {
+        match event {
             DomainEvent::Contact(event) => {
-                self.apply(envelope.sequence_number, &event, envelope.occurred_at);
+                self.apply(envelope.sequence_number, event, envelope.occurred_at);
                 Ok(())
             }
-            DomainEvent::Session(_) => Err(EventDecodeError::Unknown {
-                aggregate_type: AggregateType::Contact,
-                event_type: envelope.event_type.clone(),
-                event_version: envelope.event_version.clone(),
-            }),
+            DomainEvent::Session(_) => Err(wrong_aggregate(AggregateType::Contact, envelope)),
         }
     }
 }
 
 impl Aggregate for Session {
-    fn apply_envelope(&mut self, envelope: &EventEnvelope) -> Result<(), EventDecodeError> {
-        match envelope.decode()? {
+    fn apply_event(
+        &mut self,
+        envelope: &EventEnvelope,
+        event: &DomainEvent,
+    ) -> Result<(), EventDecodeError> {
+        match event {
             DomainEvent::Session(event) => {
-                self.apply(envelope.sequence_number, &event);
+                self.apply(envelope.sequence_number, event);
                 Ok(())
             }
-            DomainEvent::Contact(_) => Err(EventDecodeError::Unknown {
-                aggregate_type: AggregateType::Session,
-                event_type: envelope.event_type.clone(),
-                event_version: envelope.event_version.clone(),
-            }),
+            DomainEvent::Contact(_) => Err(wrong_aggregate(AggregateType::Session, envelope)),
         }
     }
 }

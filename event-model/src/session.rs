@@ -102,13 +102,14 @@ pub enum SessionEvent {
         strategy: Option<String>,
         reason: Option<String>,
     },
+    /// `summary`, `topics`, `next_steps` and `key_entities` are personal: `None` once redacted.
     #[serde(rename = "session.summarized")]
     Summarized {
-        summary: String,
+        summary: Option<String>,
         sentiment: Option<Sentiment>,
         sentiment_score: Option<f64>,
-        topics: Vec<String>,
-        next_steps: Vec<String>,
+        topics: Option<Vec<String>>,
+        next_steps: Option<Vec<String>>,
         key_entities: Option<serde_json::Value>,
     },
     #[serde(rename = "session.escalated")]
@@ -254,11 +255,11 @@ impl SessionView {
                 next_steps,
                 key_entities,
             } => {
-                self.summary = Some(summary.clone());
+                self.summary = summary.clone();
                 self.sentiment = *sentiment;
                 self.sentiment_score = *sentiment_score;
-                self.topics = Some(topics.clone());
-                self.next_steps = Some(next_steps.clone());
+                self.topics = topics.clone();
+                self.next_steps = next_steps.clone();
                 self.key_entities = key_entities.clone();
             }
             SessionEvent::Escalated { .. } => self.escalated = true,
@@ -473,11 +474,11 @@ pub fn decide_session(
         SessionCommand::Summarize(new) => {
             let event = summarize(new)?;
             let unchanged = matches!(&event, SessionEvent::Summarized { summary, sentiment, sentiment_score, topics, next_steps, key_entities }
-                if view.summary.as_ref() == Some(summary)
+                if view.summary == *summary
                     && view.sentiment == *sentiment
                     && view.sentiment_score == *sentiment_score
-                    && view.topics.as_ref() == Some(topics)
-                    && view.next_steps.as_ref() == Some(next_steps)
+                    && view.topics == *topics
+                    && view.next_steps == *next_steps
                     && view.key_entities == *key_entities);
             Ok(if unchanged {
                 vec![]
@@ -617,11 +618,11 @@ fn summarize(new: NewSummary) -> Result<SessionEvent, DomainError> {
     }
     checks.finish()?;
     Ok(SessionEvent::Summarized {
-        summary: summary.unwrap_or_default(),
+        summary: Some(summary.unwrap_or_default()),
         sentiment: new.sentiment,
         sentiment_score: new.sentiment_score,
-        topics,
-        next_steps,
+        topics: Some(topics),
+        next_steps: Some(next_steps),
         key_entities: new.key_entities,
     })
 }

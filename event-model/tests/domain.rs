@@ -483,6 +483,71 @@ fn deleting_closes_open_sessions_and_then_refuses_everything() {
 }
 
 #[test]
+fn forgetting_ends_sessions_deletes_nulls_the_personal_fields_and_is_idempotent() {
+    let mut world = created();
+    let s1 = inbound(&mut world, 1, 0);
+    let events = world
+        .run_contact(
+            ContactCommand::Forget {
+                reason: Some("erasure request 118".into()),
+            },
+            &ctx_at(60),
+        )
+        .unwrap();
+    assert_eq!(
+        types(&events),
+        [
+            "session.ended",
+            "contact.session_closed",
+            "contact.deleted",
+            "contact.forgotten"
+        ]
+    );
+    assert_eq!(
+        world.sessions[&s1].view.end_reason,
+        Some(EndReason::SystemClose)
+    );
+    let view = &world.contact.view;
+    assert_eq!(
+        (&view.name, &view.email, &view.phone),
+        (&None, &None, &None)
+    );
+    assert_eq!(view.forgotten_at, Some(t(60)));
+    assert_eq!(view.deleted_at, Some(t(60)));
+    assert_eq!(
+        view.tags.iter().collect::<Vec<_>>(),
+        ["lead"],
+        "tags are not personal"
+    );
+    // Again: nothing new; other commands are refused as on any deleted contact.
+    assert_eq!(
+        world.when_contact(ContactCommand::Forget { reason: None }, &ctx_at(61)),
+        Ok(vec![])
+    );
+    assert_eq!(
+        world.when_contact(ContactCommand::AddTag { tag: "x".into() }, &ctx_at(61)),
+        Err(DomainError::ContactDeleted)
+    );
+}
+
+#[test]
+fn forgetting_a_deleted_contact_adds_only_the_erasure() {
+    let mut world = created();
+    world
+        .run_contact(ContactCommand::Delete { reason: None }, &ctx_at(10))
+        .unwrap();
+    let events = world
+        .run_contact(ContactCommand::Forget { reason: None }, &ctx_at(20))
+        .unwrap();
+    assert_eq!(types(&events), ["contact.forgotten"]);
+    assert_eq!(world.contact.view.deleted_at, Some(t(10)));
+    assert_eq!(
+        World::new().when_contact(ContactCommand::Forget { reason: None }, &ctx_at(0)),
+        Err(DomainError::ContactNotFound)
+    );
+}
+
+#[test]
 fn summaries_are_validated_and_a_repeat_is_a_no_op() {
     let mut world = created();
     let session = inbound(&mut world, 1, 0);
@@ -551,16 +616,39 @@ fn every_event_round_trips_through_its_stored_form() {
     world
         .run_contact(ContactCommand::Delete { reason: None }, &ctx_at(4))
         .unwrap();
+    world
+        .run_contact(
+            ContactCommand::Forget {
+                reason: Some("erasure request 118".into()),
+            },
+            &ctx_at(5),
+        )
+        .unwrap();
     for pending in &world.history {
         let e = &pending.event;
+        // As the previous release stored it: every field in the clear.
         let back = DomainEvent::decode(
             e.aggregate_type(),
             e.event_type(),
-            e.event_version(),
+            event_model::event::PLAIN_EVENT_VERSION,
             e.data(),
         )
         .unwrap();
         assert_eq!(&back, e);
+        // As it is stored now: the personal fields apart, to be sealed.
+        let payload = e.payload();
+        assert_eq!(
+            DomainEvent::from_payload(e.aggregate_type(), &payload).unwrap(),
+            *e
+        );
+        let names = event_model::personal::fields(e.event_type());
+        for name in names {
+            assert!(
+                !payload.public.contains_key(*name),
+                "{name} of {} is personal",
+                e.event_type()
+            );
+        }
         assert!(
             e.data().get("type").is_none(),
             "the payload holds only the event's data"

@@ -69,7 +69,13 @@ fn nul_in(value: &serde_json::Value, path: &str) -> Option<String> {
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<JsonBody<T>, ApiError> {
-    let invalid = |e: serde_json::Error| ApiError::BadRequest(format!("invalid JSON body: {e}"));
+    // Says what does not fit, never the value sent: it may be personal (see `value_free`).
+    let invalid = |e: serde_json::Error| {
+        ApiError::BadRequest(format!(
+            "invalid JSON body: {}",
+            event_model::error::value_free(&e.to_string())
+        ))
+    };
     // PostgreSQL can store no NUL character, in text or in jsonb: a `\u0000` anywhere in the body
     // is a field rule broken (422), found before anything is loaded or written.
     if bytes.windows(6).any(|w| w == b"\\u0000") {

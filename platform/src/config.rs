@@ -42,9 +42,52 @@ pub struct Settings {
     /// Number of partitions (one durable consumer each); a contact and its sessions share one.
     #[arg(long, env = "EVENT_PARTITIONS", default_value_t = 8)]
     pub event_partitions: u32,
+    /// The key-encryption key that wraps every contact's data key at rest: 32 bytes in base64
+    /// (`replay-tool kek generate` makes one). Unset, with `DATA_KEK_FILE` unset too: data keys
+    /// are stored unwrapped, for development only (logged at start, shown on `/readyz`).
+    #[arg(long, env = "DATA_KEK", hide_env_values = true)]
+    pub data_kek: Option<String>,
+    /// A file holding the KEK (base64), e.g. a mounted secret; instead of `DATA_KEK`.
+    #[arg(long, env = "DATA_KEK_FILE")]
+    pub data_kek_file: Option<std::path::PathBuf>,
+    /// Earlier KEKs (base64, comma-separated) still accepted for unwrapping while
+    /// `replay-tool kek rotate` moves their keys under the current one.
+    #[arg(
+        long,
+        env = "DATA_KEK_PREVIOUS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub data_kek_previous: Vec<String>,
 }
 
 impl Settings {
+    /// The KEKs this process holds (see `data_kek`).
+    pub fn keyring(&self) -> anyhow::Result<crate::crypto::Keyring> {
+        use crate::crypto::{Kek, Keyring};
+        // An empty value (a compose file's `${DATA_KEK:-}`) is no value.
+        let kek = self.data_kek.as_deref().filter(|k| !k.trim().is_empty());
+        let current = match (kek, &self.data_kek_file) {
+            (Some(_), Some(_)) => anyhow::bail!("set DATA_KEK or DATA_KEK_FILE, not both"),
+            (Some(encoded), None) => Some(Kek::from_base64(encoded)?),
+            (None, Some(path)) => Some(
+                Kek::from_file(path)
+                    .map_err(|e| anyhow::anyhow!("DATA_KEK_FILE {}: {e}", path.display()))?,
+            ),
+            (None, None) => None,
+        };
+        let previous = self
+            .data_kek_previous
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .map(|k| Kek::from_base64(k))
+            .collect::<Result<Vec<_>, _>>()?;
+        if current.is_none() && !previous.is_empty() {
+            anyhow::bail!("DATA_KEK_PREVIOUS needs a current DATA_KEK");
+        }
+        Ok(Keyring::new(current, previous))
+    }
+
     pub fn stream(&self) -> crate::nats::StreamSettings {
         crate::nats::StreamSettings {
             name: self.nats_stream.clone(),

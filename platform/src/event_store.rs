@@ -26,6 +26,9 @@ pub enum StoreError {
     Corrupt { event_id: Uuid, reason: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A data key could not be read, unwrapped or used (see [`crate::personal`]).
+    #[error(transparent)]
+    Personal(#[from] crate::personal::PersonalError),
 }
 
 /// An event about to be appended, with its place in its stream.
@@ -428,6 +431,28 @@ impl EventStore {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Deletes the snapshots of a contact and of its sessions (forgetting it: sealed with a key
+    /// that is being destroyed, they could never be read again).
+    pub async fn delete_contact_snapshots(
+        tx: &mut Transaction<'_, Postgres>,
+        tenant_id: &str,
+        contact_id: Uuid,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "delete from contact_snapshots s \
+              where s.tenant_id = $1 \
+                and (s.aggregate_id = $2 \
+                     or s.aggregate_id in (select e.aggregate_id from contact_event_store e \
+                                            where e.tenant_id = $1 and e.aggregate_type = 'session' \
+                                              and e.metadata->>'contact_id' = $2::text))",
+        )
+        .bind(tenant_id)
+        .bind(contact_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// Writes a snapshot of an aggregate at `last_sequence_number` (idempotent).

@@ -21,6 +21,8 @@ pub struct Probes {
     pub nats: async_nats::Client,
     /// projection-service: the consumers that stopped advancing while events wait.
     pub stalled: Option<StuckCheck>,
+    /// How data keys are protected (`crate::personal::key_protection`): shown, never failing.
+    pub key_protection: &'static str,
 }
 
 /// The process-wide Prometheus recorder (installed once, even when tests build many apps).
@@ -80,7 +82,11 @@ async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
     .map(|r| r.is_ok())
     .unwrap_or(false);
     let broker = probes.nats.connection_state() == async_nats::connection::State::Connected;
-    let mut body = json!({ "database": database, "broker": broker });
+    let mut body = json!({
+        "database": database,
+        "broker": broker,
+        "data_keys": probes.key_protection,
+    });
     let mut ready = database && broker;
     if let Some(stalled) = &probes.stalled {
         let stalled = stalled();

@@ -5,12 +5,15 @@
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod crypto;
 pub mod db;
 pub mod event_store;
 pub mod health;
+pub mod history;
 pub mod http;
 pub mod nats;
 pub mod openapi;
+pub mod personal;
 pub mod problem;
 pub mod shutdown;
 pub mod telemetry;

@@ -74,7 +74,8 @@ impl ApiError {
         // character outside UTF-8, a number out of range) came from the request: 422, not 500.
         if let Some(sqlx::Error::Database(e)) = database {
             if e.code().is_some_and(|c| c.starts_with("22")) {
-                tracing::info!(error = %e, "a request value the database cannot hold");
+                // The code only: the database's message quotes the value, which may be personal.
+                tracing::info!(code = ?e.code(), "a request value the database cannot hold");
                 return Self::Unprocessable {
                     detail: "a value in the request cannot be stored or searched for".into(),
                     errors: Vec::new(),
@@ -187,6 +188,10 @@ impl From<PathRejection> for ApiError {
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        Self::BadRequest(format!("invalid query: {}", rejection.body_text()))
+        // A filter value may be personal (an e-mail searched for): never echoed.
+        Self::BadRequest(format!(
+            "invalid query: {}",
+            event_model::error::value_free(&rejection.body_text())
+        ))
     }
 }

@@ -5,6 +5,7 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use event_model::EventEnvelope;
 use platform::event_store::{EventRow, EventStore, EVENT_COLUMNS};
+use platform::personal::DataKeys;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
@@ -105,7 +106,11 @@ pub struct RetryReport {
 /// the workers: the stored event when the store has it (the source of truth, perhaps fixed since),
 /// else the envelope as received. One that applies is marked resolved; one that fails again
 /// stays parked with the new error.
-pub async fn retry(pool: &PgPool, ids: Option<&[Uuid]>) -> Result<RetryReport, ProjectionError> {
+pub async fn retry(
+    pool: &PgPool,
+    keys: &DataKeys,
+    ids: Option<&[Uuid]>,
+) -> Result<RetryReport, ProjectionError> {
     let store = EventStore::new(pool.clone());
     let parked: Vec<(Uuid, Uuid, sqlx::types::Json<EventEnvelope>)> = sqlx::query_as(
         "select id, event_id, envelope from dead_letter_events \
@@ -131,6 +136,7 @@ pub async fn retry(pool: &PgPool, ids: Option<&[Uuid]>) -> Result<RetryReport, P
         match apply_batch(
             &mut tx,
             &store,
+            keys,
             &Projection::ALL,
             std::slice::from_ref(&envelope),
         )

@@ -20,6 +20,7 @@ use anyhow::Context as _;
 use axum::Router;
 use platform::event_store::EventStore;
 use platform::health::{self, Probes};
+use platform::personal::DataKeys;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -83,6 +84,10 @@ impl App {
             _ => app_pool.clone(),
         };
         let store = EventStore::new(system_pool);
+        let keyring = config.platform.keyring()?;
+        platform::personal::log_key_protection(&keyring);
+        // Readers never cache keys: a forgotten contact's are gone at once.
+        let keys = DataKeys::new(keyring, 0);
         let stall_after = std::time::Duration::from_secs(config.stall_secs);
         let consumer_health = Arc::new(worker::ConsumerHealth::default());
         // The partitions are shared with the other instances (see `ownership`).
@@ -94,6 +99,7 @@ impl App {
                 stream: stream.clone(),
                 partition: 0,
                 store: store.clone(),
+                keys: keys.clone(),
                 batch_size: config.batch_size,
                 ack_wait: config.ack_wait(),
                 health: consumer_health.clone(),
@@ -106,11 +112,13 @@ impl App {
             pool: query_pool.clone(),
             store: EventStore::new(query_pool),
             primary: app_pool.clone(),
+            keys: keys.clone(),
         })
         .merge(health::router(Probes {
             pool: app_pool,
             nats,
             stalled: Some(Arc::new(move || consumer_health.stalled(stall_after))),
+            key_protection: platform::personal::key_protection(keys.keyring()),
         }))
         .split_for_parts();
         let docs = platform::openapi::docs_router(platform::openapi::document(

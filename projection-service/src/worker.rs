@@ -21,6 +21,7 @@ use event_model::EventEnvelope;
 use futures::StreamExt;
 use platform::event_store::EventStore;
 use platform::nats::{StreamSettings, HEADER_TRACEPARENT};
+use platform::personal::DataKeys;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -114,6 +115,9 @@ pub struct PartitionWorker {
     pub stream: StreamSettings,
     pub partition: u32,
     pub store: EventStore,
+    /// Opens the personal fields of the events (read per batch, never cached: see
+    /// [`platform::personal`]).
+    pub keys: DataKeys,
     pub batch_size: usize,
     pub ack_wait: Duration,
     pub health: Arc<ConsumerHealth>,
@@ -344,7 +348,15 @@ impl PartitionWorker {
                 Some(conn) => conn.begin().await?,
                 None => self.store.pool().begin().await?,
             };
-            match apply_batch(&mut tx, &self.store, &Projection::ALL, &remaining).await {
+            match apply_batch(
+                &mut tx,
+                &self.store,
+                &self.keys,
+                &Projection::ALL,
+                &remaining,
+            )
+            .await
+            {
                 Ok(report) => {
                     dead_letters::park(&mut tx, &consumer, &parked).await?;
                     tx.commit().await?;

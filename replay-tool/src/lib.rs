@@ -21,11 +21,13 @@
 //!
 //! `verify` builds the same shadow and diffs it against the live tables, writing nothing.
 
+pub mod personal;
 pub mod status;
 
 use std::time::Instant;
 
 use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
+use platform::personal::DataKeys;
 use projection_service::projections::{
     apply_batch_once, consumer_name, covered, covers_sql, Projection,
 };
@@ -89,6 +91,7 @@ pub struct TableDiff {
 /// Rebuilds `projections` (for one tenant, or all) and commits.
 pub async fn rebuild(
     pool: &PgPool,
+    keys: &DataKeys,
     projections: &[Projection],
     tenant: Option<&str>,
     batch_size: i64,
@@ -96,6 +99,7 @@ pub async fn rebuild(
 ) -> anyhow::Result<RebuildReport> {
     let shadow = Shadow {
         store: EventStore::new(pool.clone()),
+        keys,
         projections,
         tenant,
         batch_size,
@@ -136,12 +140,14 @@ pub async fn rebuild(
 /// nothing. An empty result means live = rebuilt, column for column.
 pub async fn verify(
     pool: &PgPool,
+    keys: &DataKeys,
     tenant: Option<&str>,
     batch_size: i64,
     progress: Progress<'_>,
 ) -> anyhow::Result<Vec<TableDiff>> {
     let shadow = Shadow {
         store: EventStore::new(pool.clone()),
+        keys,
         projections: &Projection::ALL,
         tenant,
         batch_size,
@@ -201,6 +207,8 @@ fn qualified(tables: &[&str]) -> Vec<String> {
 /// One rebuild: which projections, for which tenant, in batches of what size.
 struct Shadow<'a> {
     store: EventStore,
+    /// Read per batch, as they are now: a forgotten contact's fields come out redacted.
+    keys: &'a DataKeys,
     projections: &'a [Projection],
     tenant: Option<&'a str>,
     batch_size: i64,
@@ -274,7 +282,7 @@ impl Shadow<'_> {
             report.add("read", started.elapsed());
             let started = Instant::now();
             let (batch, handled) =
-                apply_batch_once(tx, &self.store, self.projections, &envelopes).await?;
+                apply_batch_once(tx, &self.store, self.keys, self.projections, &envelopes).await?;
             report.add("apply", started.elapsed());
             let started = Instant::now();
             sqlx::query("insert into pg_temp.rebuilt_events select unnest($1::uuid[])")

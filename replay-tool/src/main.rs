@@ -52,6 +52,29 @@ enum Cmd {
     /// Events a projection worker could not apply.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
+    /// Seal the personal fields of events, outbox rows, audit rows, dead letters and snapshots
+    /// that the previous release stored in the clear, each under its contact's key (created where
+    /// missing); a forgotten contact's are dropped. The one sanctioned rewrite of history:
+    /// idempotent, resumable, safe beside live traffic.
+    EncryptHistory {
+        /// Count what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// The key-encryption key that wraps the contacts' data keys.
+    #[command(subcommand)]
+    Kek(Kek),
+}
+
+#[derive(Subcommand)]
+enum Kek {
+    /// Print a new random KEK (base64, for DATA_KEK or the file DATA_KEK_FILE names).
+    Generate,
+    /// Wrap every data key under DATA_KEK, unwrapping with DATA_KEK_PREVIOUS (or none, for keys
+    /// stored unwrapped): run with the services already holding both, then drop the old one.
+    Rotate,
+    /// How many keys each KEK wraps (and how many were destroyed).
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -133,6 +156,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         serve_metrics(addr).await?;
     }
     let pool = platform::db::connect_and_migrate(&cli.settings.database_url, 4).await?;
+    if let Cmd::Kek(Kek::Generate) = cli.command {
+        // No database: a KEK is made offline and kept out of it.
+        println!("{}", platform::crypto::Kek::generate_base64().as_str());
+        return Ok(true);
+    }
+    let keys = platform::personal::DataKeys::new(cli.settings.keyring()?, 0);
     let bar = progress_bar(cli.json);
     let progress = |done: u64, total: u64| {
         bar.set_length(total);
@@ -142,6 +171,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::Rebuild { projection, tenant } => {
             let report = replay_tool::rebuild(
                 &pool,
+                &keys,
                 &projection.projections(),
                 tenant.as_deref(),
                 cli.batch_size,
@@ -161,7 +191,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Cmd::Verify { tenant } => {
             let diffs =
-                replay_tool::verify(&pool, tenant.as_deref(), cli.batch_size, &progress).await?;
+                replay_tool::verify(&pool, &keys, tenant.as_deref(), cli.batch_size, &progress)
+                    .await?;
             bar.finish_and_clear();
             print(cli.json, &diffs, || {
                 if diffs.is_empty() {
@@ -220,10 +251,49 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             })?;
             Ok(true)
         }
+        Cmd::EncryptHistory { dry_run } => {
+            let report = replay_tool::personal::encrypt_history(
+                &pool,
+                &keys,
+                cli.batch_size,
+                dry_run,
+                &progress,
+            )
+            .await?;
+            bar.finish_and_clear();
+            print(cli.json, &report, || report.to_string())?;
+            Ok(true)
+        }
+        Cmd::Kek(Kek::Rotate) => {
+            let report =
+                replay_tool::personal::rotate_kek(&pool, &keys, cli.batch_size, &progress).await?;
+            bar.finish_and_clear();
+            print(cli.json, &report, || report.to_string())?;
+            Ok(true)
+        }
+        Cmd::Kek(Kek::Status) => {
+            bar.finish_and_clear();
+            let mut conn = pool.acquire().await?;
+            let census = platform::personal::DataKeys::census(&mut conn).await?;
+            let current = keys.keyring().current_id().to_owned();
+            print(
+                cli.json,
+                &serde_json::json!({"current_kek": current, "keys": census}),
+                || {
+                    let mut text = format!("current KEK: {current}\n");
+                    for (kek, n) in &census {
+                        text.push_str(&format!("  {kek}: {n}\n"));
+                    }
+                    text
+                },
+            )?;
+            Ok(true)
+        }
+        Cmd::Kek(Kek::Generate) => unreachable!("answered before connecting"),
         Cmd::DeadLetters(DeadLetters::Retry { ids }) => {
             bar.finish_and_clear();
             let ids = (!ids.is_empty()).then_some(ids);
-            let report = dead_letters::retry(&pool, ids.as_deref()).await?;
+            let report = dead_letters::retry(&pool, &keys, ids.as_deref()).await?;
             print(cli.json, &report, || {
                 format!(
                     "{} resolved, {} still failing\n",

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use event_model::contact::{NewContact, ProfilePatch};
 use event_model::session::NewMessage;
 use event_model::ContactCommand;
+use platform::auth::Role;
 use platform::body::{double_option, JsonBody, OptionalJsonBody};
 use platform::http::Path;
 use platform::openapi::CommandErrors;
@@ -23,6 +24,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create))
         .routes(routes!(update, remove))
+        .routes(routes!(forget))
         .routes(routes!(add_tag))
         .routes(routes!(remove_tag))
         .routes(routes!(set_picture))
@@ -201,6 +203,36 @@ async fn remove(
     ctx.run(
         sha256,
         on_contact(contact_id, ContactCommand::Delete { reason }),
+        Answer::Updated,
+    )
+    .await
+}
+
+/// Why the contact is forgotten. It stays readable after the erasure, so that the erasure is
+/// itself accountable: say why (a ticket, a legal basis), never who.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Forget {
+    reason: Option<String>,
+}
+
+#[utoipa::path(post, path = "/contacts/{contact_id}/forget", tag = "contacts", summary = "Forget the contact: its personal data becomes unreadable everywhere, for good (owner and admin only)", description = "Ends its active sessions, deletes it if it is not yet, records contact.forgotten and destroys its data key in the same transaction. Its events stay, with their personal fields redacted; its read row keeps only non-personal columns. Forgetting again answers 200 and changes nothing.", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = Option<Forget>, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
+async fn forget(
+    ctx: CommandContext,
+    Path((_, contact_id)): Path<(Uuid, Uuid)>,
+    OptionalJsonBody(body): OptionalJsonBody<Forget>,
+) -> Result<Response, ApiError> {
+    ctx.require_role(
+        &[Role::Owner, Role::Admin],
+        "only an owner or an admin can forget a contact",
+    )?;
+    let (reason, sha256) = match body {
+        Some(b) => (b.value.reason, b.sha256),
+        None => (None, Sha256::digest(b"").into()),
+    };
+    ctx.run(
+        sha256,
+        on_contact(contact_id, ContactCommand::Forget { reason }),
         Answer::Updated,
     )
     .await

@@ -13,7 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashSet;
-use platform::auth::AuthContext;
+use platform::auth::{AuthContext, Role};
 use platform::{ApiError, FieldProblem};
 use serde::Serialize;
 use serde_json::json;
@@ -204,6 +204,15 @@ fn render_created_session(o: &Outcome) -> StoredResponse {
 }
 
 impl CommandContext {
+    /// Refuses (403) a caller whose role is not one of `roles`.
+    pub fn require_role(&self, roles: &[Role], why: &str) -> Result<(), ApiError> {
+        if roles.contains(&self.auth.role) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(why.to_owned()))
+        }
+    }
+
     fn actor(&self) -> Actor {
         Actor {
             tenant_id: self.auth.tenant_id.clone(),

@@ -219,7 +219,11 @@ fn the_conformance_data_holds_together() {
             .filter(|t| t.origin == "addition")
             .map(|t| t.name.as_str())
             .collect::<Vec<_>>(),
-        vec!["idempotency_keys", "dead_letter_events"],
+        vec![
+            "idempotency_keys",
+            "dead_letter_events",
+            "contact_data_keys"
+        ],
         "the core's own tables, beyond the inventory"
     );
 

@@ -86,9 +86,16 @@ async fn rebuilds_and_live_projections_work_with_rows_pointing_at_contacts_and_s
         vec![Projection::Contacts],
         vec![Projection::Sessions],
     ] {
-        replay_tool::rebuild(&system.db.pool, &projections, None, 100, &quiet)
-            .await
-            .unwrap_or_else(|e| panic!("rebuilding {projections:?} on the full schema: {e:#}"));
+        replay_tool::rebuild(
+            &system.db.pool,
+            &system.keys(),
+            &projections,
+            None,
+            100,
+            &quiet,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("rebuilding {projections:?} on the full schema: {e:#}"));
     }
     for table in DEPENDENTS {
         let (rows, pointing): (i64, i64) = sqlx::query_as(&format!(

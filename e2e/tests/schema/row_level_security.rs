@@ -182,8 +182,8 @@ async fn without_the_tenant_setting_the_application_role_sees_nothing() {
         .collect();
     assert_eq!(
         tenant_tables.len(),
-        28,
-        "the 27 tenant tables of 0016 and dead_letter_events"
+        29,
+        "the 27 tenant tables of 0016, dead_letter_events and contact_data_keys"
     );
 
     let mut conn = db.pool.acquire().await.unwrap();

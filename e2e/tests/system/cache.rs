@@ -37,6 +37,7 @@ async fn a_write_by_another_instance_is_seen_by_the_next_command() {
     // Another instance writes version 3.
     let other = CommandHandler::new(
         EventStore::new(system.db.pool.clone()),
+        system.keys(),
         system_clock(),
         100,
         10,

@@ -16,6 +16,7 @@ fn replay_tool(system: &TestSystem, args: &[&str]) -> (i32, Value, String) {
         .env("NATS_STREAM", &system.stream.name)
         .env("NATS_SUBJECT_PREFIX", &system.stream.prefix)
         .env("EVENT_PARTITIONS", system.options.partitions.to_string())
+        .env("DATA_KEK", &system.stream.kek)
         .output()
         .expect("replay-tool");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();

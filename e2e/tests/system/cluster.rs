@@ -141,12 +141,18 @@ async fn projection_instances_share_the_partitions_and_hand_them_over() {
 
     traffic.stop().await;
     wait_converged(&db.pool, Duration::from_secs(90)).await;
-    end_check(&db.pool, &stream.url, &stream.name, &traffic).await;
+    end_check(&db.pool, &stream, &stream.url, &traffic).await;
 }
 
 /// The fault suite's end check, and each event in the stream exactly once; prints the counts.
-async fn end_check(db: &sqlx::PgPool, nats_url: &str, stream: &str, traffic: &Traffic) -> Counts {
-    let counts = assert_end_state(db, traffic).await;
+async fn end_check(
+    db: &sqlx::PgPool,
+    test_stream: &TestStream,
+    nats_url: &str,
+    traffic: &Traffic,
+) -> Counts {
+    let stream = test_stream.name.as_str();
+    let counts = assert_end_state(db, &test_stream.keys(), traffic).await;
     assert_eq!(
         stream_messages(nats_url, stream).await as usize,
         counts.stored,
@@ -431,7 +437,7 @@ async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_n
 
     traffic.stop().await;
     wait_converged(&db.pool, Duration::from_secs(120)).await;
-    end_check(&db.pool, &nats.urls(), &stream.name, &traffic).await;
+    end_check(&db.pool, &stream, &nats.urls(), &traffic).await;
     for Recovery {
         what,
         lag_recovered,
@@ -556,7 +562,7 @@ async fn raising_event_partitions_on_a_live_system_keeps_per_contact_order() {
     updating.store(false, Ordering::SeqCst);
     updater.await.unwrap();
     wait_converged(&db.pool, Duration::from_secs(90)).await;
-    end_check(&db.pool, &stream.url, &stream.name, &traffic).await;
+    end_check(&db.pool, &stream, &stream.url, &traffic).await;
 
     // The stream has a clean cut: every event up to it on its 2-partition subject, every later
     // one on its 4-partition subject; and every event before the cut was applied before the

@@ -141,6 +141,7 @@ async fn applying_a_batch_twice_or_out_of_order_gives_the_same_rows() {
     let report = apply_batch(
         &mut tx,
         &store,
+        &system.keys(),
         &Projection::ALL,
         std::slice::from_ref(&last),
     )
@@ -163,7 +164,7 @@ async fn applying_a_batch_twice_or_out_of_order_gives_the_same_rows() {
         .collect();
     all.reverse();
     let mut tx = system.db.pool.begin().await.unwrap();
-    apply_batch(&mut tx, &store, &Projection::ALL, &all)
+    apply_batch(&mut tx, &store, &system.keys(), &Projection::ALL, &all)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -191,7 +192,7 @@ async fn applying_a_batch_twice_or_out_of_order_gives_the_same_rows() {
     let before = snapshot_of_read_tables(&system).await;
     for _ in 0..2 {
         let mut tx = system.db.pool.begin().await.unwrap();
-        let report = apply_batch(&mut tx, &store, &Projection::ALL, &all)
+        let report = apply_batch(&mut tx, &store, &system.keys(), &Projection::ALL, &all)
             .await
             .unwrap();
         tx.commit().await.unwrap();
@@ -298,7 +299,7 @@ async fn a_30_second_broker_outage_under_load_loses_nothing_and_delivers_once() 
     traffic.stop().await;
 
     wait_converged(&system.db.pool, Duration::from_secs(120)).await;
-    let counts = assert_end_state(&system.db.pool, &traffic).await;
+    let counts = assert_end_state(&system.db.pool, &system.keys(), &traffic).await;
     assert_eq!(
         stream_messages(&nats.url(), &system.stream.name).await as usize,
         counts.stored,
@@ -393,7 +394,7 @@ async fn a_redelivery_storm_under_load_applies_nothing_twice() {
 
     wait_converged(&system.db.pool, Duration::from_secs(120)).await;
     system.wait_until_consumed(Duration::from_secs(60)).await;
-    let counts = assert_end_state(&system.db.pool, &traffic).await;
+    let counts = assert_end_state(&system.db.pool, &system.keys(), &traffic).await;
     assert_eq!(
         stream_messages(&system.stream.url, &system.stream.name).await as usize,
         counts.stored + republished,

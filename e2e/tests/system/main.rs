@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod concurrency;
 mod delivery;
+mod erasure;
 mod faults;
 mod flow;
 mod hostile;

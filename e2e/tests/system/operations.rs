@@ -17,10 +17,11 @@ const OPERATIONS: [&str; 5] = [
 ];
 
 /// API.md's command routes.
-const COMMANDS: [&str; 13] = [
+const COMMANDS: [&str; 14] = [
     "POST /v1/projects/{project_id}/contacts",
     "PATCH /v1/projects/{project_id}/contacts/{contact_id}",
     "DELETE /v1/projects/{project_id}/contacts/{contact_id}",
+    "POST /v1/projects/{project_id}/contacts/{contact_id}/forget",
     "POST /v1/projects/{project_id}/contacts/{contact_id}/tags",
     "DELETE /v1/projects/{project_id}/contacts/{contact_id}/tags/{tag}",
     "PUT /v1/projects/{project_id}/contacts/{contact_id}/profile-picture",
@@ -176,11 +177,12 @@ async fn health_readiness_and_metrics_answer() {
     for (base, expected) in [
         (
             &system.command_url,
-            json!({"database": true, "broker": true}),
+            json!({"database": true, "broker": true, "data_keys": "data keys wrapped by DATA_KEK"}),
         ),
         (
             &system.query_url,
-            json!({"database": true, "broker": true, "stalled_consumers": []}),
+            json!({"database": true, "broker": true, "stalled_consumers": [],
+                   "data_keys": "data keys wrapped by DATA_KEK"}),
         ),
     ] {
         let alive = system
@@ -387,11 +389,11 @@ async fn a_poison_event_is_parked_the_partition_keeps_flowing_and_a_retry_applie
     .await;
     let poisoned = system.create_contact(json!({"name": "Poisoned"})).await;
     system.wait_until_projected(Duration::from_secs(20)).await;
-    // A newer producer stored an event this version cannot read (v2 of contact.tag_added).
+    // A newer producer stored an event this version cannot read (v9 of contact.tag_added).
     let poison: uuid::Uuid = sqlx::query_scalar(
         "with e as (insert into contact_event_store (aggregate_id, aggregate_type, event_type, event_version, sequence_number, \
                     event_data, metadata, occurred_at, tenant_id, project_id) \
-             select aggregate_id, 'contact', 'contact.tag_added', 'v2', 2, '{\"tag\": \"from-v2\"}', metadata, occurred_at, \
+             select aggregate_id, 'contact', 'contact.tag_added', 'v9', 2, '{\"tag\": \"from-v9\"}', metadata, occurred_at, \
                     tenant_id, project_id from contact_event_store where aggregate_id = $1 \
              returning *) \
          insert into outbox_events (event_id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata, \
@@ -423,7 +425,7 @@ async fn a_poison_event_is_parked_the_partition_keeps_flowing_and_a_retry_applie
         (poison, "projections-p0")
     );
     assert!(
-        parked[0].error.contains("v2"),
+        parked[0].error.contains("v9"),
         "the error says why: {}",
         parked[0].error
     );
@@ -455,17 +457,17 @@ async fn a_poison_event_is_parked_the_partition_keeps_flowing_and_a_retry_applie
     assert!(sample(&metrics, "projection_events_parked_total", &[]) >= 1.0);
 
     // Retrying before the fix changes nothing but the attempt count.
-    let report = projection_service::dead_letters::retry(&system.db.pool, None)
+    let report = projection_service::dead_letters::retry(&system.db.pool, &system.keys(), None)
         .await
         .unwrap();
     assert_eq!((report.resolved, report.still_failing), (0, 1));
-    // The fix: the v2 payload is upcast to v1 in the store (what a new release's upcaster does).
-    sqlx::query("update contact_event_store set event_version = 'v1' where id = $1")
+    // The fix: the v9 payload is upcast to v2 in the store (what a new release's upcaster does).
+    sqlx::query("update contact_event_store set event_version = 'v2' where id = $1")
         .bind(poison)
         .execute(&system.db.pool)
         .await
         .unwrap();
-    let report = projection_service::dead_letters::retry(&system.db.pool, None)
+    let report = projection_service::dead_letters::retry(&system.db.pool, &system.keys(), None)
         .await
         .unwrap();
     assert_eq!((report.resolved, report.still_failing), (1, 0));
@@ -480,7 +482,7 @@ async fn a_poison_event_is_parked_the_partition_keeps_flowing_and_a_retry_applie
         .await;
     assert_eq!(
         read.body["tags"],
-        json!(["from-v2"]),
+        json!(["from-v9"]),
         "the retried event took effect"
     );
     assert!(

@@ -79,9 +79,16 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
         vec![Projection::Contacts],
         vec![Projection::Sessions],
     ] {
-        let report = replay_tool::rebuild(&system.db.pool, &projections, None, 7, &quiet)
-            .await
-            .unwrap();
+        let report = replay_tool::rebuild(
+            &system.db.pool,
+            &system.keys(),
+            &projections,
+            None,
+            7,
+            &quiet,
+        )
+        .await
+        .unwrap();
         assert_eq!(
             report.events as i64,
             system
@@ -100,6 +107,7 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
     );
     let report = replay_tool::rebuild(
         &system.db.pool,
+        &system.keys(),
         &Projection::ALL,
         Some("tenant-b"),
         100,
@@ -138,9 +146,16 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
         2,
         "verify sees both differences"
     );
-    replay_tool::rebuild(&system.db.pool, &Projection::ALL, None, 50, &quiet)
-        .await
-        .unwrap();
+    replay_tool::rebuild(
+        &system.db.pool,
+        &system.keys(),
+        &Projection::ALL,
+        None,
+        50,
+        &quiet,
+    )
+    .await
+    .unwrap();
     assert_eq!(rows(&system).await, live);
     assert_eq!(
         system
@@ -255,6 +270,7 @@ async fn a_rebuild_records_each_event_once_for_each_projection_it_rebuilt() {
 
     replay_tool::rebuild(
         &system.db.pool,
+        &system.keys(),
         &[Projection::Contacts],
         None,
         5,
@@ -282,9 +298,16 @@ async fn a_rebuild_records_each_event_once_for_each_projection_it_rebuilt() {
         ["contacts,sessions", "contacts,sessions"]
     );
 
-    replay_tool::rebuild(&system.db.pool, &Projection::ALL, None, 5, &|_, _| {})
-        .await
-        .unwrap();
+    replay_tool::rebuild(
+        &system.db.pool,
+        &system.keys(),
+        &Projection::ALL,
+        None,
+        5,
+        &|_, _| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(
         names(&gone).await,
         [

@@ -4,6 +4,7 @@
 //! tests in `cache.rs`).
 
 use e2e::{Options, TestSystem};
+use platform::personal::{KeyState, StoredSnapshot};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -47,20 +48,48 @@ async fn snapshots_are_written_every_n_events_and_used_unless_of_another_schema(
     .fetch_one(&system.db.pool)
     .await
     .unwrap();
-    assert_eq!(latest["schema_version"], 1);
-    assert_eq!(latest["state"]["version"], 10);
+    assert!(
+        latest["sealed"].is_string() && !latest.to_string().contains("Snap"),
+        "a snapshot is sealed with its contact's key: {latest}"
+    );
+    let key = {
+        let mut conn = system.db.pool.acquire().await.unwrap();
+        match system
+            .keys()
+            .load(&mut conn, &[contact])
+            .await
+            .unwrap()
+            .get(contact)
+        {
+            Some(KeyState::Active(key)) => key.clone(),
+            _ => panic!("the contact has a key"),
+        }
+    };
+    let opened = StoredSnapshot::parse(latest)
+        .unwrap()
+        .open(&KeyState::Active(key.clone()), contact, 10)
+        .unwrap()
+        .unwrap();
+    assert_eq!(opened["schema_version"], 1);
+    assert_eq!(opened["state"]["version"], 10);
+    assert_eq!(opened["state"]["view"]["name"], "Snap");
 
-    // Plant a tag in the snapshot only: a load that uses the snapshot believes it is there.
+    // Plant a tag in the snapshot only (sealed again with the contact's key): a load that uses
+    // the snapshot believes it is there.
     let plant = |schema_version: i64| {
-        let pool = system.db.pool.clone();
+        let (pool, key, mut state) = (system.db.pool.clone(), key.clone(), opened.clone());
         async move {
+            state["state"]["view"]["tags"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("planted"));
+            state["schema_version"] = json!(schema_version);
+            let sealed = platform::personal::seal_snapshot(&key, contact, contact, 10, &state);
             sqlx::query(
-                "update contact_snapshots set snapshot_data = jsonb_set(jsonb_set(snapshot_data, '{state,view,tags}', \
-                   (snapshot_data #> '{state,view,tags}') || '[\"planted\"]'), '{schema_version}', to_jsonb($2::int)) \
-                 where aggregate_id = $1 and last_sequence_number = 10",
+                "update contact_snapshots set snapshot_data = $2 where aggregate_id = $1 and last_sequence_number = 10",
             )
             .bind(contact)
-            .bind(schema_version as i32)
+            .bind(sealed)
             .execute(&pool)
             .await
             .unwrap();
@@ -84,6 +113,17 @@ async fn snapshots_are_written_every_n_events_and_used_unless_of_another_schema(
         "folded from events, the tag was absent"
     );
     assert_eq!(ignored["version"], 13);
+    // A seal that was tampered with is passed over the same way.
+    sqlx::query(
+        "update contact_snapshots set snapshot_data = jsonb_build_object('sealed', \
+           overlay(snapshot_data->>'sealed' placing \
+                   (case when substr(snapshot_data->>'sealed', 80, 1) = 'A' then 'B' else 'A' end) from 80 for 1)) \
+         where aggregate_id = $1 and last_sequence_number = 10",
+    )
+    .bind(contact)
+    .execute(&system.db.pool)
+    .await
+    .unwrap();
     let present = add_tag(&system, contact, "t3").await;
     assert_eq!(
         present["event_ids"],

@@ -394,6 +394,9 @@ async fn the_services_database_role_is_bound_by_row_level_security() {
         nats_subject_prefix: String::new(),
         nats_stream_replicas: 1,
         event_partitions: 1,
+        data_kek: None,
+        data_kek_file: None,
+        data_kek_previous: vec![],
     };
     let app = settings.app_pool(&system.db.pool).await.unwrap();
     let (user, superuser): (String, bool) = sqlx::query_as(

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use event_model::{ContactEvent, ContactView, DomainEvent, EventEnvelope, SessionEvent};
 use platform::event_store::EventStore;
+use platform::personal::KeySet;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -35,6 +36,7 @@ pub struct ContactRecord {
     pub created_at: Option<NaiveDateTime>,
     pub updated_at: Option<NaiveDateTime>,
     pub deleted_at: Option<NaiveDateTime>,
+    pub forgotten_at: Option<NaiveDateTime>,
 }
 
 const COLUMNS: &[&str] = &[
@@ -57,6 +59,7 @@ const COLUMNS: &[&str] = &[
     "created_at",
     "updated_at",
     "deleted_at",
+    "forgotten_at",
 ];
 
 fn naive(at: Option<DateTime<Utc>>) -> Option<NaiveDateTime> {
@@ -89,12 +92,13 @@ impl ContactRecord {
             created_at: None,
             updated_at: None,
             deleted_at: None,
+            forgotten_at: None,
         }
     }
 
     fn view(&self) -> ContactView {
         ContactView {
-            name: self.name.clone().unwrap_or_default(),
+            name: self.name.clone(),
             email: self.email.clone(),
             phone: self.phone.clone(),
             external_id: self.external_id.clone(),
@@ -107,11 +111,12 @@ impl ContactRecord {
             created_at: utc(self.created_at),
             updated_at: utc(self.updated_at),
             deleted_at: utc(self.deleted_at),
+            forgotten_at: utc(self.forgotten_at),
         }
     }
 
     fn set_view(&mut self, view: ContactView) {
-        self.name = Some(view.name);
+        self.name = view.name;
         self.email = view.email;
         self.phone = view.phone;
         self.external_id = view.external_id;
@@ -124,6 +129,7 @@ impl ContactRecord {
         self.created_at = naive(view.created_at);
         self.updated_at = naive(view.updated_at);
         self.deleted_at = naive(view.deleted_at);
+        self.forgotten_at = naive(view.forgotten_at);
     }
 }
 
@@ -161,6 +167,7 @@ impl ReadRow for ContactRecord {
 pub async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
+    keys: &KeySet,
     events: &[Decoded<'_>],
 ) -> Result<Vec<Uuid>, ProjectionError> {
     let mut ids: Vec<Uuid> = events.iter().map(|d| d.envelope.contact_id).collect();
@@ -199,7 +206,7 @@ pub async fn apply(
             _ => Vec::new(),
         };
         for earlier in &missing {
-            let earlier_event = decode(earlier)?;
+            let earlier_event = decode(keys, earlier)?;
             fold(row, earlier, &earlier_event.event);
             handled.push(earlier.event_id);
         }

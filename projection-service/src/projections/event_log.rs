@@ -6,6 +6,7 @@
 //! writes the very rows the live path wrote.
 
 use chrono::NaiveDateTime;
+use event_model::{ContactEvent, DomainEvent};
 use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
@@ -63,5 +64,20 @@ pub async fn apply(
     .bind(sqlx::types::Json(&rows))
     .execute(&mut **tx)
     .await?;
+    // A forgotten contact's rows that were written from messages published in the clear (by the
+    // previous release) take the store's redacted form, which a rebuild would write.
+    let forgotten: Vec<Uuid> = events
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.event,
+                DomainEvent::Contact(ContactEvent::Forgotten { .. })
+            )
+        })
+        .map(|d| d.envelope.contact_id)
+        .collect();
+    if !forgotten.is_empty() {
+        platform::history::sync_log_copies_of(tx, &forgotten).await?;
+    }
     Ok(events.iter().map(|d| d.envelope.event_id).collect())
 }

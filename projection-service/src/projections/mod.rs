@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use event_model::{DomainEvent, EventEnvelope};
 use platform::event_store::{EventStore, StoreError};
+use platform::personal::{DataKeys, KeySet, PersonalError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use sqlx::{Postgres, Transaction};
@@ -89,24 +90,46 @@ pub enum ProjectionError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The batch's data keys could not be read or unwrapped (a missing or wrong `DATA_KEK`):
+    /// the whole batch waits, nothing is parked for a configuration fault.
+    #[error("reading the batch's data keys: {0}")]
+    Keys(#[source] PersonalError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
-/// An event with its decoded form.
+/// An event with its decoded form (personal fields opened, or redacted for a forgotten contact).
 pub struct Decoded<'a> {
     pub envelope: &'a EventEnvelope,
     pub event: DomainEvent,
 }
 
-pub fn decode(envelope: &EventEnvelope) -> Result<Decoded<'_>, ProjectionError> {
-    envelope
-        .decode()
-        .map(|event| Decoded { envelope, event })
+/// Decodes an event with the batch's keys; one that cannot be (an unknown type, a payload that
+/// does not fit, a seal that does not open) is poison.
+pub fn decode<'a>(
+    keys: &KeySet,
+    envelope: &'a EventEnvelope,
+) -> Result<Decoded<'a>, ProjectionError> {
+    keys.open(envelope)
+        .map(|opened| Decoded {
+            envelope,
+            event: opened.event,
+        })
         .map_err(|e| ProjectionError::Poison {
             envelope: Box::new(envelope.clone()),
             reason: e.to_string(),
         })
+}
+
+/// The data keys of the contacts in `events`, as they are now, read in the batch's transaction.
+async fn batch_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    keys: &DataKeys,
+    events: &[EventEnvelope],
+) -> Result<KeySet, ProjectionError> {
+    keys.load_for(tx, events)
+        .await
+        .map_err(ProjectionError::Keys)
 }
 
 /// What a batch did.
@@ -122,6 +145,7 @@ pub struct BatchReport {
 pub async fn apply_batch(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
+    keys: &DataKeys,
     projections: &[Projection],
     events: &[EventEnvelope],
 ) -> Result<BatchReport, ProjectionError> {
@@ -136,7 +160,8 @@ pub async fn apply_batch(
     .iter()
     .flat_map(|(id, name)| covered(name).map(move |p| (*id, p)))
     .collect();
-    let (report, processed) = apply_events(tx, store, projections, events, &done).await?;
+    let keys = batch_keys(tx, keys, events).await?;
+    let (report, processed) = apply_events(tx, store, &keys, projections, events, &done).await?;
     record_processed(tx, &processed, started.elapsed().as_millis() as i64).await?;
     Ok(report)
 }
@@ -147,10 +172,13 @@ pub async fn apply_batch(
 pub async fn apply_batch_once(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
+    keys: &DataKeys,
     projections: &[Projection],
     events: &[EventEnvelope],
 ) -> Result<(BatchReport, Vec<Uuid>), ProjectionError> {
-    let (report, processed) = apply_events(tx, store, projections, events, &HashSet::new()).await?;
+    let keys = batch_keys(tx, keys, events).await?;
+    let (report, processed) =
+        apply_events(tx, store, &keys, projections, events, &HashSet::new()).await?;
     let mut ids: Vec<Uuid> = processed.into_iter().map(|(id, _)| id).collect();
     ids.sort_unstable();
     ids.dedup();
@@ -161,6 +189,7 @@ pub async fn apply_batch_once(
 async fn apply_events(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
+    keys: &KeySet,
     projections: &[Projection],
     events: &[EventEnvelope],
     done: &HashSet<(Uuid, Projection)>,
@@ -174,15 +203,15 @@ async fn apply_events(
             if done.contains(&(envelope.event_id, projection)) || !seen.insert(envelope.event_id) {
                 report.duplicates += 1;
             } else {
-                todo.push(decode(envelope)?);
+                todo.push(decode(keys, envelope)?);
             }
         }
         if todo.is_empty() {
             continue;
         }
         let handled = match projection {
-            Projection::Contacts => contacts::apply(tx, store, &todo).await?,
-            Projection::Sessions => sessions::apply(tx, store, &todo).await?,
+            Projection::Contacts => contacts::apply(tx, store, keys, &todo).await?,
+            Projection::Sessions => sessions::apply(tx, store, keys, &todo).await?,
             Projection::DomainEventLogs => event_log::apply(tx, &todo).await?,
         };
         report.applied += handled.len();

@@ -4,8 +4,11 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use event_model::{DomainEvent, EndReason, EventEnvelope, Sentiment, SessionStatus, SessionView};
+use event_model::{
+    ContactEvent, DomainEvent, EndReason, EventEnvelope, Sentiment, SessionStatus, SessionView,
+};
 use platform::event_store::EventStore;
+use platform::personal::KeySet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
@@ -229,6 +232,7 @@ impl ReadRow for SessionRecord {
 pub async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
+    keys: &KeySet,
     events: &[Decoded<'_>],
 ) -> Result<Vec<Uuid>, ProjectionError> {
     let mut ids: Vec<Uuid> = events
@@ -246,9 +250,13 @@ pub async fn apply(
             .collect();
     let mut dirty = BTreeSet::new();
     let mut handled = Vec::with_capacity(events.len());
+    let mut forgotten = Vec::new();
     for d in events {
         let envelope = d.envelope;
         handled.push(envelope.event_id);
+        if let DomainEvent::Contact(ContactEvent::Forgotten { .. }) = d.event {
+            forgotten.push(envelope.contact_id);
+        }
         if !matches!(d.event, DomainEvent::Session(_)) {
             continue;
         }
@@ -263,7 +271,7 @@ pub async fn apply(
                 .read_range(&mut **tx, id, version + 1, envelope.sequence_number - 1)
                 .await?
             {
-                let earlier_event = decode(&earlier)?;
+                let earlier_event = decode(keys, &earlier)?;
                 *slot = fold(slot.take(), &earlier, &earlier_event.event);
                 handled.push(earlier.event_id);
             }
@@ -276,5 +284,25 @@ pub async fn apply(
         .filter_map(|id| rows.get(id).and_then(Option::as_ref))
         .collect();
     upsert_rows(tx, "sessions", COLUMNS, &changed).await?;
+    if !forgotten.is_empty() {
+        forget_personal_columns(tx, &forgotten).await?;
+    }
     Ok(handled)
+}
+
+/// Nulls the personal columns of a forgotten contact's sessions (the events' personal fields,
+/// see `event_model::personal::fields`): what a fold of their now-redacted events gives.
+async fn forget_personal_columns(
+    tx: &mut Transaction<'_, Postgres>,
+    contact_ids: &[Uuid],
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "update sessions set summary = null, topics = null, next_steps = null, key_entities = null \
+          where contact_id = any($1) \
+            and (summary, topics, next_steps, key_entities) is distinct from (null, null, null, null)",
+    )
+    .bind(contact_ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -50,6 +50,8 @@ pub struct ContactDto {
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub deleted_at: Option<DateTime<Utc>>,
+    /// Forgotten (erased): every personal field is null for good.
+    pub forgotten: bool,
 }
 
 impl From<ContactRecord> for ContactDto {
@@ -73,6 +75,7 @@ impl From<ContactRecord> for ContactDto {
             created_at: r.created_at.map(|t| t.and_utc()),
             updated_at: r.updated_at.map(|t| t.and_utc()),
             deleted_at: r.deleted_at.map(|t| t.and_utc()),
+            forgotten: r.forgotten_at.is_some(),
         }
     }
 }
@@ -182,6 +185,10 @@ async fn one(
         || read_contact(&state, &auth.tenant_id, contact_id),
     )
     .await?;
+    if record.forgotten_at.is_some() {
+        // Erased: listed only with `include_deleted`, as a row without personal data.
+        return Err(super::not_found());
+    }
     let version = record.version;
     Ok(with_etag(ContactDto::from(record), Some(version)))
 }
@@ -223,11 +230,13 @@ struct ContactSessionFilters {
     cursor: Option<Uuid>,
 }
 
-/// A page of stored events (each an event envelope, with its `position`).
+/// A page of stored events: each an event envelope with its `position`, its `data` with the
+/// personal fields in the clear, or `null` with `"redacted": true` once the contact was
+/// forgotten.
 #[derive(Serialize, ToSchema)]
 struct EventPage {
     #[schema(value_type = Vec<Object>)]
-    items: Vec<event_model::EventEnvelope>,
+    items: Vec<serde_json::Value>,
     /// The `after_sequence` of the next page.
     next_cursor: Option<String>,
 }
@@ -281,13 +290,25 @@ async fn events(
         .map_err(ApiError::internal)?;
     let more = events.len() as i64 > limit;
     events.truncate(limit as usize);
+    let keys = state
+        .keys
+        .load(&mut tx, &[contact_id])
+        .await
+        .map_err(ApiError::internal)?;
     let next_cursor = if more {
         events.last().map(|e| e.position.to_string())
     } else {
         None
     };
-    Ok(with_etag(
-        serde_json::json!({ "items": events, "next_cursor": next_cursor }),
-        None,
-    ))
+    let items = events
+        .into_iter()
+        .map(|envelope| {
+            let opened = keys.open(&envelope).map_err(ApiError::internal)?;
+            let mut item = serde_json::to_value(&envelope).map_err(ApiError::internal)?;
+            item["data"] = opened.data();
+            item["redacted"] = opened.redacted().into();
+            Ok(item)
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(with_etag(EventPage { items, next_cursor }, None))
 }

@@ -6,6 +6,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use platform::auth::AuthContext;
 use platform::http::Query;
 use platform::openapi::QueryErrors;
+use platform::personal;
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -57,8 +58,11 @@ struct Entry {
     aggregate_type: String,
     project_id: Option<Uuid>,
     user_id: Option<Uuid>,
+    /// The event's data, personal fields in the clear, or `null` once its contact was forgotten.
     #[schema(value_type = Option<Object>)]
     payload: Option<Value>,
+    /// The personal fields are gone for good (the contact was forgotten).
+    redacted: bool,
     occurred_at: DateTime<Utc>,
     published_at: DateTime<Utc>,
 }
@@ -106,19 +110,45 @@ async fn list(
         .fetch_all(&mut *tx)
         .await
         .map_err(ApiError::internal)?;
+    // The log keeps each payload as stored, personal fields sealed: open them with the keys of
+    // the contacts the page names, as those keys are now.
+    let mut contacts: Vec<Uuid> = rows
+        .iter()
+        .filter_map(|r| r.payload.as_ref().and_then(personal::sealed_contact))
+        .collect();
+    contacts.sort_unstable();
+    contacts.dedup();
+    let keys = state
+        .keys
+        .load(&mut tx, &contacts)
+        .await
+        .map_err(ApiError::internal)?;
     let items: Vec<Entry> = rows
         .into_iter()
-        .map(|r| Entry {
-            id: r.id,
-            event_type: r.event_type,
-            aggregate_id: r.aggregate_id,
-            aggregate_type: r.aggregate_type,
-            project_id: r.project_id,
-            user_id: r.user_id,
-            payload: r.payload,
-            occurred_at: r.occurred_at.and_utc(),
-            published_at: r.published_at.and_utc(),
+        .map(|r| {
+            let (payload, redacted) = match r.payload {
+                Some(stored) => {
+                    let contact = personal::sealed_contact(&stored);
+                    let opened = personal::logged_payload(&r.event_type, stored)
+                        .and_then(|p| keys.open_payload(r.id, contact, p))
+                        .map_err(ApiError::internal)?;
+                    (opened.joined(), opened.is_redacted())
+                }
+                None => (None, false),
+            };
+            Ok(Entry {
+                id: r.id,
+                event_type: r.event_type,
+                aggregate_id: r.aggregate_id,
+                aggregate_type: r.aggregate_type,
+                project_id: r.project_id,
+                user_id: r.user_id,
+                payload,
+                redacted,
+                occurred_at: r.occurred_at.and_utc(),
+                published_at: r.published_at.and_utc(),
+            })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     Ok(with_etag(page(items, limit, |e| e.id), None))
 }

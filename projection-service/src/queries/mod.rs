@@ -27,6 +27,8 @@ pub struct QueryState {
     /// The primary (`DATABASE_URL`): asked whether an aggregate exists at all when a
     /// `min_version` read finds no row, so that a replica that lags makes the read wait, not 404.
     pub primary: PgPool,
+    /// Opens the personal fields of stored events (`/contacts/{id}/events`, `/event-log`).
+    pub keys: platform::personal::DataKeys,
 }
 
 impl QueryState {

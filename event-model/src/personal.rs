@@ -1,0 +1,240 @@
+//! Personal data in events: which fields are personal, and how an event's payload is stored with
+//! them set apart.
+//!
+//! Every personal field of an event is sealed with its contact's own data key before it leaves
+//! command-service, so that destroying the key (forgetting the contact) makes those fields
+//! unreadable everywhere a copy went, history included, while the event itself and its public
+//! fields stay. The list of fields is a domain decision and lives here, in one place; the
+//! cryptography is the platform's (`platform::personal`).
+//!
+//! Stored forms, told apart by `event_version`:
+//! - `v1` (written before personal data was sealed): every field in the clear.
+//! - `v2`: the public fields, plus the personal ones as one sealed string under [`SEALED_FIELD`]
+//!   (absent when the event type has no personal field).
+//!
+//! [`Payload::from_stored`] is the upcaster: it reads either form into the current shape, a
+//! [`Payload`] whose personal part is sealed, in the clear, or redacted for good.
+
+use serde_json::{Map, Value};
+
+use crate::event::EventDecodeError;
+
+/// The key of a `v2` payload that holds its sealed personal fields.
+pub const SEALED_FIELD: &str = "personal";
+
+/// The personal fields of an event type (top-level keys of its payload).
+///
+/// Not personal, on purpose: tags and outcome tags (labels the project chooses, used to segment),
+/// language, timezone and source channel (coarse, shared by many people), ids, times, counts and
+/// sentiment. `contact.forgotten`'s reason stays readable so that an erasure is itself
+/// accountable; the API documents that it must say why, not who.
+pub fn fields(event_type: &str) -> &'static [&'static str] {
+    match event_type {
+        "contact.created" => &["name", "email", "phone", "external_id"],
+        "contact.name_changed" => &["name", "previous"],
+        "contact.email_set" => &["email", "previous"],
+        "contact.phone_set" => &["phone", "previous"],
+        "contact.external_id_set" => &["external_id", "previous"],
+        "contact.profile_picture_updated" => &["url"],
+        "contact.deleted" => &["reason"],
+        "session.agent_assigned" => &["reason"],
+        "session.summarized" => &["summary", "topics", "next_steps", "key_entities"],
+        _ => &[],
+    }
+}
+
+/// The personal part of a payload, as far as its reader can know it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Personal {
+    /// The event type has no personal field.
+    None,
+    /// As stored: one ciphertext, to be opened with the contact's data key.
+    Sealed(String),
+    /// In the clear: just decided, opened, or written by the previous release (`v1`).
+    Plain(Map<String, Value>),
+    /// Unreadable for good: the contact's data key was destroyed.
+    Redacted,
+}
+
+/// An event's payload in the current shape: its public fields, and its personal ones apart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Payload {
+    pub event_type: String,
+    pub public: Map<String, Value>,
+    pub personal: Personal,
+}
+
+impl Payload {
+    /// Splits a payload whose fields are all in the clear (a decided event, or a `v1` row).
+    pub fn split(event_type: &str, data: Value) -> Self {
+        let mut public = match data {
+            Value::Object(map) => map,
+            other => {
+                // Every event is a struct; keep anything else whole rather than lose it.
+                let mut map = Map::new();
+                map.insert("value".to_owned(), other);
+                map
+            }
+        };
+        let names = fields(event_type);
+        let personal = if names.is_empty() {
+            Personal::None
+        } else {
+            Personal::Plain(
+                names
+                    .iter()
+                    .map(|&name| (name.to_owned(), public.remove(name).unwrap_or(Value::Null)))
+                    .collect(),
+            )
+        };
+        Self {
+            event_type: event_type.to_owned(),
+            public,
+            personal,
+        }
+    }
+
+    /// The upcaster: a stored payload of either version in the current shape.
+    pub fn from_stored(
+        event_type: &str,
+        event_version: &str,
+        data: Value,
+    ) -> Result<Self, EventDecodeError> {
+        match event_version {
+            "v1" => Ok(Self::split(event_type, data)),
+            "v2" => {
+                let Value::Object(mut public) = data else {
+                    return Err(EventDecodeError::Shape {
+                        event_type: event_type.to_owned(),
+                        reason: "a v2 payload is a JSON object",
+                    });
+                };
+                let personal = match (public.remove(SEALED_FIELD), fields(event_type).is_empty()) {
+                    (None, true) => Personal::None,
+                    (Some(Value::String(sealed)), false) => Personal::Sealed(sealed),
+                    // Scrubbed in place when its contact was forgotten (a `v1` row rewritten).
+                    (Some(Value::Null), false) => Personal::Redacted,
+                    _ => {
+                        return Err(EventDecodeError::Shape {
+                            event_type: event_type.to_owned(),
+                            reason: "its sealed personal fields are missing or malformed",
+                        })
+                    }
+                };
+                Ok(Self {
+                    event_type: event_type.to_owned(),
+                    public,
+                    personal,
+                })
+            }
+            _ => Err(EventDecodeError::UnknownVersion {
+                event_type: event_type.to_owned(),
+                event_version: event_version.to_owned(),
+            }),
+        }
+    }
+
+    /// The stored (`v2`) form. The personal part must have been sealed (or redacted) first.
+    pub fn into_stored(self) -> Result<Value, EventDecodeError> {
+        let mut data = self.public;
+        match self.personal {
+            Personal::None => {}
+            Personal::Sealed(sealed) => {
+                data.insert(SEALED_FIELD.to_owned(), Value::String(sealed));
+            }
+            Personal::Redacted => {
+                data.insert(SEALED_FIELD.to_owned(), Value::Null);
+            }
+            Personal::Plain(_) => {
+                return Err(EventDecodeError::Shape {
+                    event_type: self.event_type,
+                    reason: "personal fields must be sealed before they are stored",
+                })
+            }
+        }
+        Ok(Value::Object(data))
+    }
+
+    /// Whether the personal fields are gone for good.
+    pub fn is_redacted(&self) -> bool {
+        matches!(self.personal, Personal::Redacted)
+    }
+
+    /// The payload with its personal fields back in place: their values when in the clear, `null`
+    /// when redacted. `None` while they are still sealed.
+    pub fn joined(&self) -> Option<Value> {
+        let mut data = self.public.clone();
+        match &self.personal {
+            Personal::None => {}
+            Personal::Plain(personal) => {
+                for (name, value) in personal {
+                    data.insert(name.clone(), value.clone());
+                }
+            }
+            Personal::Redacted => {
+                for &name in fields(&self.event_type) {
+                    data.insert(name.to_owned(), Value::Null);
+                }
+            }
+            Personal::Sealed(_) => return None,
+        }
+        Some(Value::Object(data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_v1_payload_is_upcast_with_its_personal_fields_apart_and_joins_back_whole() {
+        let data = json!({"name": "Ana", "email": "ana@example.com", "phone": null,
+                          "external_id": null, "language": "pt", "tags": ["vip"]});
+        let payload = Payload::from_stored("contact.created", "v1", data.clone()).unwrap();
+        assert_eq!(
+            payload.public,
+            json!({"language": "pt", "tags": ["vip"]})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        let Personal::Plain(personal) = &payload.personal else {
+            panic!("v1 is in the clear")
+        };
+        assert_eq!(personal["name"], "Ana");
+        assert_eq!(payload.joined(), Some(data));
+    }
+
+    #[test]
+    fn a_v2_payload_keeps_its_seal_until_opened_and_redacts_to_nulls() {
+        let stored = json!({"language": "pt", "tags": [], "personal": "sealed-bytes"});
+        let payload = Payload::from_stored("contact.created", "v2", stored.clone()).unwrap();
+        assert_eq!(payload.personal, Personal::Sealed("sealed-bytes".into()));
+        assert_eq!(payload.joined(), None);
+        assert_eq!(payload.clone().into_stored().unwrap(), stored);
+        let redacted = Payload {
+            personal: Personal::Redacted,
+            ..payload
+        };
+        assert_eq!(
+            redacted.joined().unwrap(),
+            json!({"language": "pt", "tags": [], "name": null, "email": null, "phone": null, "external_id": null})
+        );
+    }
+
+    #[test]
+    fn an_event_without_personal_fields_stores_no_seal_and_plain_fields_are_never_stored() {
+        let tag = Payload::split("contact.tag_added", json!({"tag": "vip"}));
+        assert_eq!(tag.personal, Personal::None);
+        assert_eq!(tag.into_stored().unwrap(), json!({"tag": "vip"}));
+        let plain = Payload::split(
+            "contact.name_changed",
+            json!({"name": "a", "previous": "b"}),
+        );
+        assert!(plain.into_stored().is_err());
+        assert!(Payload::from_stored("contact.created", "v2", json!({"name": "x"})).is_err());
+        assert!(Payload::from_stored("contact.tag_added", "v9", json!({})).is_err());
+    }
+}
