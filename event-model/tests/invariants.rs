@@ -28,6 +28,7 @@ enum Step {
     Sweep { channel: i64, gap: i64 },
     Resolve { channel: i64 },
     Delete,
+    Forget,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -48,6 +49,7 @@ fn step() -> impl Strategy<Value = Step> {
         (channel.clone(), 0i64..4_000).prop_map(|(channel, gap)| Step::Sweep { channel, gap }),
         channel.prop_map(|channel| Step::Resolve { channel }),
         Just(Step::Delete),
+        Just(Step::Forget),
     ]
 }
 
@@ -187,6 +189,9 @@ fn run(steps: &[Step]) -> World {
             Step::Delete => {
                 world.run_contact(ContactCommand::Delete { reason: None }, &ctx_at(now))
             }
+            Step::Forget => {
+                world.run_contact(ContactCommand::Forget { reason: None }, &ctx_at(now))
+            }
         };
         // A refusal is a rule doing its job; what matters is that accepted commands keep the invariants.
         drop(result);
@@ -222,6 +227,14 @@ fn check_invariants(world: &World) {
         assert!(
             contact.active_sessions.is_empty(),
             "a deleted contact keeps an open session"
+        );
+    }
+    if contact.is_forgotten() {
+        let v = &contact.view;
+        assert!(contact.is_deleted(), "a forgotten contact is deleted");
+        assert!(
+            v.name.is_none() && v.email.is_none() && v.phone.is_none() && v.external_id.is_none(),
+            "a forgotten contact keeps personal data"
         );
     }
     for session in world.sessions.values() {
