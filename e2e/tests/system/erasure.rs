@@ -303,6 +303,17 @@ async fn a_forgotten_contact_is_unreadable_everywhere_and_survives_a_rebuild() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
+    // Searched for by its personal data (the read tables serve that); the logs must not keep
+    // the query either.
+    for filter in [
+        format!("email={}", forgotten.email),
+        format!("q={}", forgotten.renamed.replace(' ', "%20")),
+        format!("phone={}", forgotten.phone.replace('+', "%2B")),
+    ] {
+        let (status, found) = api.query(&format!("/contacts?{filter}")).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        assert_eq!(found["items"][0]["id"], contact.to_string(), "{filter}: {found}");
+    }
     let (_, session_before) = api.query(&format!("/sessions/{session}")).await;
     assert_eq!(session_before["summary"], forgotten.summary.as_str());
 
