@@ -12,6 +12,7 @@ pub mod http;
 pub mod nats;
 pub mod openapi;
 pub mod problem;
+pub mod retention;
 pub mod shutdown;
 pub mod telemetry;
 
