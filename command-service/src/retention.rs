@@ -51,9 +51,10 @@ const OUTBOX_DELETE: &str = "delete from outbox_events where ctid = any(array(\
         order by seq limit $2))";
 
 /// The age of the oldest published row (the first in insertion order: the relay publishes in it).
+/// Null when there is none (a scalar subquery: one row either way).
 const OUTBOX_OLDEST: &str =
-    "select extract(epoch from (now() at time zone 'utc') - processed_at)::float8 \
-       from outbox_events where status = 'processed' order by seq limit 1";
+    "select (select extract(epoch from (now() at time zone 'utc') - processed_at)::float8 \
+               from outbox_events where status = 'processed' order by seq limit 1)";
 
 const IDEMPOTENCY_DELETE: &str = "delete from idempotency_keys where ctid = any(array(\
        select ctid from idempotency_keys where created_at < $1 order by created_at limit $2))";
