@@ -11,6 +11,7 @@ mod flow;
 mod hostile;
 mod operations;
 mod replay;
+mod retention;
 mod schemathesis;
 mod sessions;
 mod snapshots;
