@@ -17,7 +17,7 @@
 //!   sweep). A sweep thus reads the old rows and little else.
 //! * `idempotency_keys`: by `created_at`, through its index (migration 0005).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use platform::retention::{cutoff, sweep_table, Elected, Sweep, Swept, CHUNK_ROWS};
 use sqlx::{PgConnection, PgPool};
@@ -69,6 +69,7 @@ impl RetentionSweep {
         conn: &mut PgConnection,
         shutdown: &CancellationToken,
     ) -> sqlx::Result<Swept> {
+        let started = Instant::now();
         let cutoff = cutoff(conn, self.outbox_retention).await?;
         let young_from: Option<i64> = sqlx::query_scalar(OUTBOX_YOUNG_FROM)
             .bind(cutoff)
@@ -78,6 +79,7 @@ impl RetentionSweep {
         sweep_table(
             conn,
             "outbox_events",
+            started,
             self.chunk_rows,
             shutdown,
             || {
@@ -97,10 +99,12 @@ impl RetentionSweep {
         conn: &mut PgConnection,
         shutdown: &CancellationToken,
     ) -> sqlx::Result<Swept> {
+        let started = Instant::now();
         let cutoff = cutoff(conn, self.idempotency_ttl).await?;
         sweep_table(
             conn,
             "idempotency_keys",
+            started,
             self.chunk_rows,
             shutdown,
             || {

@@ -20,9 +20,10 @@
 //!   that wrote the timestamps being compared, never the service's own.
 //!
 //! Metrics, each labelled `table`: `retention_rows_deleted_total`, `retention_sweep_seconds`
-//! (a histogram, one sample per table per sweep), `retention_oldest_age_seconds` (the age of the
-//! oldest row that retention governs, after the sweep; 0 for none) and
-//! `retention_sweep_failures_total`.
+//! (a histogram, one sample per table per sweep) and `retention_oldest_age_seconds` (the age of
+//! the oldest row that retention governs, after the sweep; 0 for none); and
+//! `retention_sweep_failures_total{sweeper}`: sweeps that failed (the sweeper then gives up the
+//! lock and stands for election again).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -117,6 +118,8 @@ impl<S: Sweep> Elected<S> {
             match self.lead(&shutdown).await {
                 Ok(()) => return,
                 Err(e) => {
+                    metrics::counter!("retention_sweep_failures_total", "sweeper" => self.name)
+                        .increment(1);
                     tracing::warn!(sweeper = self.name, error = %e, "retention sweep failed; standing for election again");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
@@ -184,31 +187,24 @@ pub async fn cutoff(conn: &mut PgConnection, retention: Duration) -> sqlx::Resul
         .await
 }
 
-/// One table's sweep: runs `chunk` (a delete of at most `chunk_rows` rows) until it deletes fewer
+/// One table's sweep, begun at `started` (its cutoff, and whatever bound the statements need,
+/// taken since): runs `chunk` (a delete of at most `chunk_rows` rows) until it deletes fewer
 /// than that or `shutdown` is cancelled, then reads the oldest remaining age with `oldest` (SQL
 /// answering one nullable `float8`: seconds). Records the table's metrics.
 pub async fn sweep_table<'q>(
     conn: &mut PgConnection,
     table: &'static str,
+    started: Instant,
     chunk_rows: i64,
     shutdown: &CancellationToken,
     chunk: impl Fn() -> Query<'q, Postgres, PgArguments>,
     oldest: &str,
 ) -> sqlx::Result<Swept> {
-    let started = Instant::now();
-    let result = delete_in_chunks(conn, table, chunk_rows, shutdown, chunk, oldest).await;
-    match &result {
-        Ok(swept) => {
-            metrics::histogram!("retention_sweep_seconds", "table" => table)
-                .record(started.elapsed().as_secs_f64());
-            metrics::gauge!("retention_oldest_age_seconds", "table" => table)
-                .set(swept.oldest_age_seconds);
-        }
-        Err(_) => {
-            metrics::counter!("retention_sweep_failures_total", "table" => table).increment(1)
-        }
-    }
-    result
+    let swept = delete_in_chunks(conn, table, chunk_rows, shutdown, chunk, oldest).await?;
+    metrics::histogram!("retention_sweep_seconds", "table" => table)
+        .record(started.elapsed().as_secs_f64());
+    metrics::gauge!("retention_oldest_age_seconds", "table" => table).set(swept.oldest_age_seconds);
+    Ok(swept)
 }
 
 async fn delete_in_chunks<'q>(

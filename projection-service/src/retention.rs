@@ -13,7 +13,7 @@
 //! [`RETENTION_LOCK`] (see `platform::retention` for the election, the chunking and the metrics),
 //! on the cross-tenant pool. It deletes by `processed_at`, through its index.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use platform::retention::{cutoff, sweep_table, Elected, Sweep, Swept, CHUNK_ROWS};
 use sqlx::{PgConnection, PgPool};
@@ -46,10 +46,12 @@ impl RetentionSweep {
         conn: &mut PgConnection,
         shutdown: &CancellationToken,
     ) -> sqlx::Result<Swept> {
+        let started = Instant::now();
         let cutoff = cutoff(conn, self.retention).await?;
         sweep_table(
             conn,
             "processed_events",
+            started,
             self.chunk_rows,
             shutdown,
             || {
