@@ -35,6 +35,13 @@ pub struct CommandConfig {
     /// How often the timeout sweeper looks for idle sessions, in milliseconds.
     #[arg(long, env = "SWEEP_INTERVAL_MS", default_value_t = 15_000)]
     pub sweep_interval_ms: u64,
+    /// How long published outbox rows and idempotency keys are kept (`retention`).
+    #[command(flatten)]
+    pub retention: platform::retention::RetentionPeriods,
+    /// How often the instance elected to sweep deletes what is past its retention, e.g. `60s`.
+    #[arg(long, env = "RETENTION_INTERVAL", default_value = "60s",
+          value_parser = platform::retention::parse_duration)]
+    pub retention_interval: Duration,
 }
 
 impl CommandConfig {

@@ -1,6 +1,7 @@
 //! command-service: the write side. HTTP commands become events in `contact_event_store` (with
 //! their outbox rows, in one transaction); the outbox relay publishes them to JetStream; the
-//! sweeper ends idle sessions.
+//! sweeper ends idle sessions; the retention sweeper deletes published outbox rows and expired
+//! idempotency keys.
 //!
 //! [`App::build`] binds the listener and connects everything; [`App::run_until_stopped`] serves
 //! until the shutdown token is cancelled. `main` and the tests build the very same app.
@@ -11,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod idempotency;
 pub mod relay;
+pub mod retention;
 pub mod routes;
 pub mod sweeper;
 
@@ -34,6 +36,7 @@ pub struct App {
     router: Router,
     relay: Option<relay::OutboxRelay>,
     sweeper: sweeper::TimeoutSweeper,
+    retention: platform::retention::Elected<retention::RetentionSweep>,
     shutdown: CancellationToken,
 }
 
@@ -112,6 +115,7 @@ impl App {
             batch_size: config.relay_batch_size,
             poll: config.relay_poll(),
         });
+        let retention = retention::elected(&config, system_pool.clone());
         let sweeper = sweeper::TimeoutSweeper {
             pool: system_pool,
             handler,
@@ -123,6 +127,7 @@ impl App {
             router,
             relay,
             sweeper,
+            retention,
             shutdown: CancellationToken::new(),
         })
     }
@@ -138,7 +143,7 @@ impl App {
         self.shutdown.clone()
     }
 
-    /// Serves HTTP and runs the relay and the sweeper until shutdown. In-flight requests finish;
+    /// Serves HTTP and runs the relay and the sweepers until shutdown. In-flight requests finish;
     /// the relay stops between batches (an unmarked batch is republished and de-duplicated).
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
@@ -152,11 +157,12 @@ impl App {
             }
         });
         let sweeper = tokio::spawn(self.sweeper.run(shutdown.clone()));
+        let retention = tokio::spawn(self.retention.run(shutdown.clone()));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
-        let _ = tokio::join!(relay, sweeper);
+        let _ = tokio::join!(relay, sweeper, retention);
         served.context("HTTP server failed")
     }
 }

@@ -122,6 +122,10 @@ pub struct Options {
     /// `DATABASE_APP_ROLE`, the request paths' role. `ventros_projector` bypasses row-level
     /// security: the routes' own tenant filters are then all that keeps tenants apart.
     pub app_role: &'static str,
+    /// `OUTBOX_RETENTION` and `IDEMPOTENCY_TTL`.
+    pub retention: platform::retention::RetentionPeriods,
+    /// `RETENTION_INTERVAL` of both services.
+    pub retention_interval: Duration,
 }
 
 impl Default for Options {
@@ -136,6 +140,8 @@ impl Default for Options {
             stall_secs: 60,
             aggregate_cache_capacity: 10_000,
             app_role: "ventros_app",
+            retention: platform::retention::RetentionPeriods::default(),
+            retention_interval: Duration::from_secs(60),
         }
     }
 }
@@ -338,6 +344,8 @@ impl TestSystem {
             relay_poll_ms: self.options.relay_poll_ms,
             sweep_interval_ms: self.options.sweep_interval_ms,
             relay_enabled: true,
+            retention: self.options.retention.clone(),
+            retention_interval: self.options.retention_interval,
         };
         let nats = platform::nats::connect(&self.stream.url)
             .await
@@ -371,6 +379,7 @@ impl TestSystem {
             stall_secs: self.options.stall_secs,
             workers: true,
             query_database_url: None,
+            retention_interval: self.options.retention_interval,
         };
         let nats = platform::nats::connect(&self.stream.url)
             .await

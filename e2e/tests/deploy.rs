@@ -249,3 +249,27 @@ fn the_nats_helm_values_ask_for_a_jetstream_cluster_of_three_on_disk() {
         Yaml::Boolean(true)
     );
 }
+
+#[test]
+fn the_retention_settings_in_deploy_read_as_the_services_read_them() {
+    let configmap = load(&deploy().join("k8s/configmap.yaml"))
+        .into_iter()
+        .find(|doc| text(&doc["kind"]) == "ConfigMap")
+        .expect("a ConfigMap");
+    let compose = &load(&deploy().join("docker-compose.yml"))[0];
+    let compose_env = get(&compose["services"]["command-service"], "environment");
+    for setting in ["OUTBOX_RETENTION", "IDEMPOTENCY_TTL", "RETENTION_INTERVAL"] {
+        for (file, value) in [
+            ("configmap.yaml", &configmap["data"][setting]),
+            ("docker-compose.yml", &compose_env[setting]),
+        ] {
+            let value = value
+                .as_str()
+                .unwrap_or_else(|| panic!("{file} does not set {setting}"));
+            assert!(
+                platform::retention::parse_duration(value).is_ok(),
+                "{file}: {setting}={value} is not a duration the services read"
+            );
+        }
+    }
+}

@@ -32,6 +32,11 @@ pub struct ProjectionConfig {
     /// Run the JetStream workers (off: serve queries only, e.g. on a read replica).
     #[arg(long, env = "PROJECTION_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub workers: bool,
+    /// How often the instance elected to sweep deletes `processed_events` rows older than the
+    /// stream's max age, e.g. `60s`.
+    #[arg(long, env = "RETENTION_INTERVAL", default_value = "60s",
+          value_parser = platform::retention::parse_duration)]
+    pub retention_interval: Duration,
 }
 
 impl ProjectionConfig {

@@ -1,7 +1,8 @@
 //! projection-service: the read side. One JetStream worker per partition (the partitions shared
 //! among the instances: see [`ownership`]) folds the events into `contacts`, `sessions` and
 //! `domain_event_logs` (exactly once, through `processed_events`), and the query API serves
-//! those tables.
+//! those tables. The retention sweeper deletes `processed_events` rows the stream can no longer
+//! redeliver an event for ([`retention`]).
 //!
 //! The projections ([`projections`]) are a library the replay tool calls too, so a rebuild runs
 //! the very code the live workers run.
@@ -11,6 +12,7 @@ pub mod dead_letters;
 pub mod ownership;
 pub mod projections;
 pub mod queries;
+pub mod retention;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ pub struct App {
     router: Router,
     workers: Option<ownership::Coordinator>,
     owned: Arc<ownership::Owned>,
+    retention: platform::retention::Elected<retention::RetentionSweep>,
     shutdown: CancellationToken,
 }
 
@@ -83,6 +86,7 @@ impl App {
             }
             _ => app_pool.clone(),
         };
+        let retention = retention::elected(&config, system_pool.clone());
         let store = EventStore::new(system_pool);
         let keyring = config.platform.keyring()?;
         platform::personal::log_key_protection(&keyring);
@@ -136,6 +140,7 @@ impl App {
             router,
             workers,
             owned,
+            retention,
             shutdown: CancellationToken::new(),
         })
     }
@@ -155,7 +160,7 @@ impl App {
         self.owned.clone()
     }
 
-    /// Serves queries and runs the workers until shutdown; a worker finishes (commits and acks)
+    /// Serves queries and runs the workers and the retention sweeper until shutdown; a worker finishes (commits and acks)
     /// the batch in hand before it stops.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
@@ -164,11 +169,13 @@ impl App {
             .into_iter()
             .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();
+        let retention = tokio::spawn(self.retention.run(shutdown.clone()));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
         futures::future::join_all(workers).await;
+        let _ = retention.await;
         served.context("HTTP server failed")
     }
 }

@@ -47,8 +47,13 @@ enum Cmd {
         tenant: Option<String>,
     },
     /// Per consumer: acknowledged position, pending, unacked, redelivered, parked; per projection:
-    /// rows, events taken care of, events behind; the outbox backlog.
-    Status,
+    /// rows, events taken care of, events behind; the outbox backlog; per table the retention
+    /// sweepers prune: rows, the oldest one's age, rows past their retention.
+    Status {
+        /// The retention periods to report against (the command-service's settings).
+        #[command(flatten)]
+        retention: platform::retention::RetentionPeriods,
+    },
     /// Events a projection worker could not apply.
     #[command(subcommand)]
     DeadLetters(DeadLetters),
@@ -214,13 +219,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             })?;
             Ok(diffs.is_empty())
         }
-        Cmd::Status => {
+        Cmd::Status { retention } => {
             bar.finish_and_clear();
             let nats = async_nats::ConnectOptions::new()
                 .connection_timeout(Duration::from_secs(5))
                 .connect(platform::nats::server_list(&cli.settings.nats_url))
                 .await?;
-            let status = replay_tool::status::status(&pool, &nats, &cli.settings.stream()).await?;
+            let status =
+                replay_tool::status::status(&pool, &nats, &cli.settings.stream(), &retention)
+                    .await?;
             print(cli.json, &status, || status.to_string())?;
             Ok(true)
         }

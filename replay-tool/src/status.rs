@@ -1,6 +1,10 @@
-//! `replay-tool status`: where every consumer and projection stands.
+//! `replay-tool status`: where every consumer and projection stands, and what the retention
+//! sweepers hold of the tables they prune.
+
+use std::time::Duration;
 
 use platform::nats::StreamSettings;
+use platform::retention::{format_duration, RetentionPeriods};
 use projection_service::projections::{covers_sql, Projection};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -23,10 +27,30 @@ pub struct ConsumerStatus {
 pub struct ProjectionStatus {
     pub projection: &'static str,
     pub rows: i64,
-    /// Events this projection has taken care of (`processed_events`).
+    /// Events this projection has taken care of, as `processed_events` still holds them (rows
+    /// older than the stream's max age are pruned).
     pub processed: i64,
-    /// Events in the store it has not taken care of yet.
+    /// Events stored within the stream's max age that it has not taken care of yet. (Older ones
+    /// may have had their `processed_events` rows pruned; the stream no longer holds them.)
     pub behind: i64,
+}
+
+/// A table the retention sweepers prune, as it stands.
+#[derive(Debug, Clone, Serialize)]
+pub struct RetentionStatus {
+    pub table: &'static str,
+    /// What the rows are kept by (`outbox_events`: published rows only).
+    pub kept_by: &'static str,
+    /// How long they are kept (the setting this status assumes), in seconds...
+    pub retention_seconds: f64,
+    /// ...and as the setting is written (`7days`).
+    pub retention: String,
+    /// Rows held (all of them, whatever their age or status).
+    pub rows: i64,
+    /// The age of the oldest row retention governs (0: none).
+    pub oldest_seconds: f64,
+    /// Rows past their retention: what the next sweep deletes.
+    pub past_retention: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,12 +60,70 @@ pub struct Status {
     pub outbox_oldest_pending_seconds: f64,
     pub consumers: Vec<ConsumerStatus>,
     pub projections: Vec<ProjectionStatus>,
+    pub retention: Vec<RetentionStatus>,
+}
+
+/// `outbox_events` and `idempotency_keys` kept for what `periods` say, `processed_events` for the
+/// stream's max age. (The sweepers' own SQL is in `command_service::retention` and
+/// `projection_service::retention`.)
+pub async fn retention(
+    pool: &PgPool,
+    stream: &StreamSettings,
+    periods: &RetentionPeriods,
+) -> anyhow::Result<Vec<RetentionStatus>> {
+    // Table, the timestamp retention goes by, the rows it may delete, and for how long it keeps them.
+    let retained: [(&str, &str, &str, &str, Duration); 3] = [
+        (
+            "outbox_events",
+            "processed_at",
+            "status = 'processed'",
+            "processed_at of published rows",
+            periods.outbox_retention,
+        ),
+        (
+            "idempotency_keys",
+            "created_at",
+            "true",
+            "created_at",
+            periods.idempotency_ttl,
+        ),
+        (
+            "processed_events",
+            "processed_at",
+            "true",
+            "processed_at",
+            stream.max_age,
+        ),
+    ];
+    let mut tables = Vec::new();
+    for (table, column, governed, kept_by, kept) in retained {
+        let (rows, oldest, past): (i64, Option<f64>, i64) = sqlx::query_as(&format!(
+            "select count(*), \
+                    extract(epoch from (now() at time zone 'utc') - min({column}) filter (where {governed}))::float8, \
+                    count(*) filter (where {governed} and {column} < (now() at time zone 'utc') - make_interval(secs => $1)) \
+               from {table}"
+        ))
+        .bind(kept.as_secs_f64())
+        .fetch_one(pool)
+        .await?;
+        tables.push(RetentionStatus {
+            table,
+            kept_by,
+            retention_seconds: kept.as_secs_f64(),
+            retention: format_duration(kept),
+            rows,
+            oldest_seconds: oldest.unwrap_or(0.0).max(0.0),
+            past_retention: past,
+        });
+    }
+    Ok(tables)
 }
 
 pub async fn status(
     pool: &PgPool,
     nats: &async_nats::Client,
     stream: &StreamSettings,
+    periods: &RetentionPeriods,
 ) -> anyhow::Result<Status> {
     let events_in_store: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
         .fetch_one(pool)
@@ -94,11 +176,21 @@ pub async fn status(
         .bind(p.name())
         .fetch_one(pool)
         .await?;
+        let behind: i64 = sqlx::query_scalar(&format!(
+            "select count(*) from contact_event_store e \
+              where e.created_at >= (now() at time zone 'utc') - make_interval(secs => $2) \
+                and not exists (select 1 from processed_events p where p.event_id = e.id and {})",
+            covers_sql("p", "$1::text")
+        ))
+        .bind(p.name())
+        .bind(stream.max_age.as_secs_f64())
+        .fetch_one(pool)
+        .await?;
         projections.push(ProjectionStatus {
             projection: p.name(),
             rows,
             processed,
-            behind: events_in_store - processed,
+            behind,
         });
     }
     Ok(Status {
@@ -107,6 +199,7 @@ pub async fn status(
         outbox_oldest_pending_seconds,
         consumers,
         projections,
+        retention: retention(pool, stream, periods).await?,
     })
 }
 
@@ -140,6 +233,22 @@ impl std::fmt::Display for Status {
                 f,
                 "{:<18} {:>10} {:>10} {:>8}",
                 p.projection, p.rows, p.processed, p.behind
+            )?;
+        }
+        writeln!(
+            f,
+            "\n{:<18} {:>10} {:>10} {:>12} {:>14}",
+            "retention", "kept for", "rows", "oldest", "past retention"
+        )?;
+        for r in &self.retention {
+            writeln!(
+                f,
+                "{:<18} {:>10} {:>10} {:>12} {:>14}",
+                r.table,
+                r.retention,
+                r.rows,
+                format!("{:.1}s", r.oldest_seconds),
+                r.past_retention
             )?;
         }
         Ok(())

@@ -8,9 +8,19 @@ use e2e::{Options, TestSystem};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-fn replay_tool(system: &TestSystem, args: &[&str]) -> (i32, Value, String) {
+pub(crate) fn replay_tool(system: &TestSystem, args: &[&str]) -> (i32, Value, String) {
+    replay_tool_with(system, args, &[])
+}
+
+/// [`replay_tool`] with more environment variables.
+pub(crate) fn replay_tool_with(
+    system: &TestSystem,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, Value, String) {
     let output = Command::new(e2e::process::binary("replay-tool"))
         .args(args)
+        .envs(env.iter().copied())
         .env("DATABASE_URL", &system.db.url)
         .env("NATS_URL", &system.stream.url)
         .env("NATS_STREAM", &system.stream.name)

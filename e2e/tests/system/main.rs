@@ -12,6 +12,7 @@ mod flow;
 mod hostile;
 mod operations;
 mod replay;
+mod retention;
 mod schemathesis;
 mod sessions;
 mod snapshots;

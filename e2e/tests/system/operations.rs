@@ -198,10 +198,8 @@ async fn health_readiness_and_metrics_answer() {
     system.stop().await;
 }
 
-/// The value of a Prometheus sample: the sum over every series of `family` whose labels contain
-/// all of `labels`.
 /// The Prometheus text of the service at `base_url`.
-async fn scrape(system: &TestSystem, base_url: &str) -> String {
+pub(crate) async fn scrape(system: &TestSystem, base_url: &str) -> String {
     system
         .http
         .get(format!("{base_url}/metrics"))
@@ -213,7 +211,9 @@ async fn scrape(system: &TestSystem, base_url: &str) -> String {
         .unwrap()
 }
 
-fn sample(text: &str, family: &str, labels: &[&str]) -> f64 {
+/// The value of a Prometheus sample: the sum over every series of `family` whose labels contain
+/// all of `labels`.
+pub(crate) fn sample(text: &str, family: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
