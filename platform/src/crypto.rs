@@ -209,22 +209,8 @@ impl Keyring {
         kek_id: &str,
         material: &[u8],
     ) -> Result<DataKey, CryptoError> {
-        let bytes = if kek_id == UNWRAPPED {
-            Zeroizing::new(material.to_vec())
-        } else {
-            let kek = self
-                .current
-                .iter()
-                .chain(&self.previous)
-                .find(|k| k.id == kek_id)
-                .ok_or_else(|| CryptoError::UnknownKek(kek_id.to_owned()))?;
-            open_with(&kek.cipher, &wrap_aad(contact_id), material)?
-        };
-        let bytes: &[u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| CryptoError::Malformed("a data key is 32 bytes"))?;
-        Ok(DataKey::from_bytes(bytes))
+        let bytes = self.unwrap_bytes(contact_id, kek_id, material)?;
+        Ok(DataKey::from_bytes(&bytes))
     }
 
     /// Unwraps a stored key and wraps it again under the current KEK (a rotation step).
@@ -234,6 +220,16 @@ impl Keyring {
         kek_id: &str,
         material: &[u8],
     ) -> Result<(String, Vec<u8>), CryptoError> {
+        let bytes = self.unwrap_bytes(contact_id, kek_id, material)?;
+        Ok(self.wrap(contact_id, &bytes))
+    }
+
+    fn unwrap_bytes(
+        &self,
+        contact_id: Uuid,
+        kek_id: &str,
+        material: &[u8],
+    ) -> Result<Zeroizing<[u8; 32]>, CryptoError> {
         let bytes = if kek_id == UNWRAPPED {
             Zeroizing::new(material.to_vec())
         } else {
@@ -245,11 +241,11 @@ impl Keyring {
                 .ok_or_else(|| CryptoError::UnknownKek(kek_id.to_owned()))?;
             open_with(&kek.cipher, &wrap_aad(contact_id), material)?
         };
-        let bytes: &[u8; 32] = bytes
+        let key: [u8; 32] = bytes
             .as_slice()
             .try_into()
             .map_err(|_| CryptoError::Malformed("a data key is 32 bytes"))?;
-        Ok(self.wrap(contact_id, bytes))
+        Ok(Zeroizing::new(key))
     }
 }
 

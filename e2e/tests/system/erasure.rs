@@ -170,6 +170,32 @@ async fn live_a_little(api: &Api, person: &Person, tag: &str) -> (Uuid, Uuid) {
     (contact, session)
 }
 
+/// Both services as processes on this database and stream, and a client of the tenant.
+async fn start_services(
+    db: &TestDb,
+    stream: &TestStream,
+    tenant: &Tenant,
+    log_level: &str,
+) -> (ServiceProcess, ServiceProcess, Api) {
+    let env = [
+        stream.service_env(&db.url),
+        vec![
+            ("RELAY_POLL_MS", "100".to_owned()),
+            ("RUST_LOG", log_level.to_owned()),
+        ],
+    ]
+    .concat();
+    let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
+    let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
+    let api = Api {
+        http: reqwest::Client::new(),
+        command: command.url(),
+        query: query.url(),
+        tenant: tenant.clone(),
+    };
+    (command, query, api)
+}
+
 async fn pg_dump(url: &str) -> String {
     let output = tokio::process::Command::new("pg_dump")
         .args(["--data-only", "--no-owner", url])
@@ -260,23 +286,8 @@ async fn a_forgotten_contact_is_unreadable_everywhere_and_survives_a_rebuild() {
     let db = TestDb::new().await;
     let stream = TestStream::new(Some(nats.url()), 2);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let env = [
-        stream.service_env(&db.url),
-        vec![
-            ("RELAY_POLL_MS", "100".to_owned()),
-            // As verbose as an operator would ever turn it: still nothing personal.
-            ("RUST_LOG", "debug".to_owned()),
-        ],
-    ]
-    .concat();
-    let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
-    let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        command: command.url(),
-        query: query.url(),
-        tenant: tenant.clone(),
-    };
+    // As verbose as an operator would ever turn the logs: still nothing personal.
+    let (command, query, api) = start_services(&db, &stream, &tenant, "debug").await;
 
     let forgotten = Person::new();
     let kept = Person::new();
@@ -312,7 +323,11 @@ async fn a_forgotten_contact_is_unreadable_everywhere_and_survives_a_rebuild() {
     ] {
         let (status, found) = api.query(&format!("/contacts?{filter}")).await;
         assert_eq!(status, StatusCode::OK, "{found}");
-        assert_eq!(found["items"][0]["id"], contact.to_string(), "{filter}: {found}");
+        assert_eq!(
+            found["items"][0]["id"],
+            contact.to_string(),
+            "{filter}: {found}"
+        );
     }
     let (_, session_before) = api.query(&format!("/sessions/{session}")).await;
     assert_eq!(session_before["summary"], forgotten.summary.as_str());
@@ -907,19 +922,7 @@ async fn forgetting_under_load_with_a_crash_right_after_loses_nothing_and_leaves
     let db = TestDb::new().await;
     let stream = TestStream::new(None, 2);
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let env = [
-        stream.service_env(&db.url),
-        vec![("RELAY_POLL_MS", "100".to_owned())],
-    ]
-    .concat();
-    let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
-    let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
-    let api = Api {
-        http: reqwest::Client::new(),
-        command: command.url(),
-        query: query.url(),
-        tenant: tenant.clone(),
-    };
+    let (mut command, _query, api) = start_services(&db, &stream, &tenant, "info").await;
     let person = Person::new();
     let (contact, _) = live_a_little(&api, &person, "under-load").await;
     let mut traffic = e2e::traffic::Traffic::start(vec![command.url()], tenant.clone(), 4);
