@@ -272,6 +272,22 @@ impl EventStore {
         rows.into_iter().map(EventRow::into_envelope).collect()
     }
 
+    /// The stored events with these ids (those the store has), in no particular order: what a
+    /// projection worker applies instead of the messages that named them (the store is the
+    /// truth; a message is only a notice).
+    pub async fn read_by_ids(
+        executor: impl PgExecutor<'_>,
+        ids: &[Uuid],
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e where e.id = any($1)"
+        ))
+        .bind(ids)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
     /// A contact's events and its sessions' events in store order, optionally after a position.
     pub async fn read_contact_history(
         &self,

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use event_model::EventEnvelope;
-use platform::event_store::{EventRow, EventStore, EVENT_COLUMNS};
+use platform::event_store::EventStore;
 use platform::personal::DataKeys;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -103,17 +103,17 @@ pub struct RetryReport {
 }
 
 /// Applies parked events again, in their streams' order, each with the same projection code as
-/// the workers: the stored event when the store has it (the source of truth, perhaps fixed since),
-/// else the envelope as received. One that applies is marked resolved; one that fails again
-/// stays parked with the new error.
+/// the workers, and only as the store holds it (the source of truth, perhaps fixed since): a
+/// parked message whose event the store does not have is never applied and stays parked. One that
+/// applies is marked resolved; one that fails again stays parked with the new error.
 pub async fn retry(
     pool: &PgPool,
     keys: &DataKeys,
     ids: Option<&[Uuid]>,
 ) -> Result<RetryReport, ProjectionError> {
     let store = EventStore::new(pool.clone());
-    let parked: Vec<(Uuid, Uuid, sqlx::types::Json<EventEnvelope>)> = sqlx::query_as(
-        "select id, event_id, envelope from dead_letter_events \
+    let parked: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "select id, event_id from dead_letter_events \
           where status = 'parked' and ($1::uuid[] is null or id = any($1)) \
           order by aggregate_id, sequence_number, parked_at",
     )
@@ -121,16 +121,18 @@ pub async fn retry(
     .fetch_all(pool)
     .await?;
     let mut report = RetryReport::default();
-    for (id, event_id, received) in parked {
-        let stored: Option<EventRow> = sqlx::query_as(&format!(
-            "select {EVENT_COLUMNS} from contact_event_store e where e.id = $1"
-        ))
-        .bind(event_id)
-        .fetch_optional(pool)
-        .await?;
-        let envelope = match stored.map(EventRow::into_envelope).transpose()? {
-            Some(envelope) => envelope,
-            None => received.0,
+    for (id, event_id) in parked {
+        let Some(envelope) = EventStore::read_by_ids(pool, &[event_id]).await?.pop() else {
+            sqlx::query(
+                "update dead_letter_events set attempts = attempts + 1, \
+                        error = 'not in the store: never applied (a message the relay did not publish)', \
+                        retried_at = now() at time zone 'utc' where id = $1",
+            )
+            .bind(id)
+            .execute(pool)
+            .await?;
+            report.still_failing += 1;
+            continue;
         };
         let mut tx = pool.begin().await?;
         match apply_batch(

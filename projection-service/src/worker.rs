@@ -335,14 +335,32 @@ impl PartitionWorker {
     /// Applies a batch in one transaction. An event that cannot be applied (poison) is parked,
     /// with the events of its contact behind it in the batch, and the rest is applied: the
     /// partition keeps flowing where ordering allows. Returns the report and how many were parked.
+    ///
+    /// The store is the truth: what is applied is each message's event as
+    /// `contact_event_store` holds it, never the message itself. A message whose event the store
+    /// does not have, or holds otherwise, was not published by the relay (a forgery, or a copy
+    /// from before `encrypt-history` rewrote it): it is counted
+    /// (`projection_rejected_messages_total{reason}`) and parked for an operator; the stored
+    /// event, where there is one, is applied all the same.
     async fn apply(&self, envelopes: &[EventEnvelope]) -> anyhow::Result<(BatchReport, usize)> {
         let consumer = self.consumer_name();
-        let mut remaining = envelopes.to_vec();
         let mut parked: Vec<(EventEnvelope, String)> = Vec::new();
         let mut lease = match &self.lease {
             Some(lease) => Some(lease.lock().await),
             None => None,
         };
+        let ids: Vec<_> = envelopes.iter().map(|e| e.event_id).collect();
+        let stored = match lease.as_mut() {
+            Some(conn) => EventStore::read_by_ids(&mut **conn, &ids).await?,
+            None => EventStore::read_by_ids(self.store.pool(), &ids).await?,
+        };
+        let (mut remaining, rejected) = against_the_store(envelopes, stored);
+        for (envelope, reason) in rejected {
+            tracing::warn!(consumer, event_id = %envelope.event_id, reason = reason.label(), "a message that is not the stored event: not applied, parked");
+            metrics::counter!("projection_rejected_messages_total", "reason" => reason.label())
+                .increment(1);
+            parked.push((envelope, reason.to_string()));
+        }
         loop {
             let mut tx = match lease.as_mut() {
                 Some(conn) => conn.begin().await?,
@@ -392,6 +410,60 @@ impl PartitionWorker {
             }
         }
     }
+}
+
+/// Why a message was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejected {
+    /// No stored event has its id.
+    NotInStore,
+    /// The stored event with its id is not what the message says.
+    Differs,
+}
+
+impl Rejected {
+    fn label(self) -> &'static str {
+        match self {
+            Self::NotInStore => "not_in_store",
+            Self::Differs => "differs",
+        }
+    }
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NotInStore => "rejected: no stored event has this id; never applied",
+            Self::Differs => {
+                "rejected: the stored event with this id differs from the message; the stored one was applied"
+            }
+        })
+    }
+}
+
+/// The events to apply (the stored ones the messages name, in message order) and the messages
+/// rejected, with why.
+fn against_the_store(
+    received: &[EventEnvelope],
+    stored: Vec<EventEnvelope>,
+) -> (Vec<EventEnvelope>, Vec<(EventEnvelope, Rejected)>) {
+    let stored: std::collections::HashMap<_, _> =
+        stored.into_iter().map(|e| (e.event_id, e)).collect();
+    let mut truth = Vec::with_capacity(received.len());
+    let mut rejected = Vec::new();
+    for message in received {
+        match stored.get(&message.event_id) {
+            None => rejected.push((message.clone(), Rejected::NotInStore)),
+            Some(event) => {
+                if event != message {
+                    rejected.push((message.clone(), Rejected::Differs));
+                }
+                // A second message naming the same event is a duplicate the batch skips.
+                truth.push(event.clone());
+            }
+        }
+    }
+    (truth, rejected)
 }
 
 fn event_span(

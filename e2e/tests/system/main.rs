@@ -17,4 +17,5 @@ mod schemathesis;
 mod sessions;
 mod snapshots;
 mod tenancy;
+mod trust;
 mod validation;

@@ -1,0 +1,171 @@
+//! The wire is not the truth: whoever can publish on the events' subjects cannot change a read
+//! row. A projection worker applies each message's event as the store holds it; a message the
+//! store does not back is counted, parked for an operator, and never applied.
+
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage;
+use e2e::TestSystem;
+use event_model::AggregateType;
+use platform::event_store::EventStore;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use uuid::Uuid;
+
+/// The sum of a Prometheus counter's series whose labels contain `label`.
+async fn counter(system: &TestSystem, family: &str, label: &str) -> f64 {
+    let reply = system
+        .http
+        .get(format!("{}/metrics", system.query_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    reply
+        .lines()
+        .filter(|l| l.starts_with(family) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn forged_and_mutated_messages_on_the_subject_change_no_row_and_are_counted() {
+    let system = TestSystem::start().await;
+    let other = TestSystem::bootstrap_tenant(&system.db.pool, "tenant-b").await;
+    let contact = system
+        .create_contact(json!({"name": "Target", "tags": ["real"]}))
+        .await;
+    system.wait_until_projected(Duration::from_secs(20)).await;
+    let store = EventStore::new(system.db.pool.clone());
+    let created = store
+        .load_stream(
+            &system.db.pool,
+            &system.tenant.tenant_id,
+            AggregateType::Contact,
+            contact,
+            0,
+        )
+        .await
+        .unwrap()
+        .remove(0);
+
+    let js = async_nats::jetstream::new(platform::nats::connect(&system.stream.url).await.unwrap());
+    let settings = system.stream_settings();
+    let publish = |envelope: event_model::EventEnvelope| {
+        let js = js.clone();
+        let subject = settings.subject(
+            envelope.contact_id,
+            envelope.aggregate_type.as_str(),
+            &envelope.event_type,
+        );
+        async move {
+            let message = PublishMessage::build()
+                .payload(serde_json::to_vec(&envelope).unwrap().into())
+                .message_id(Uuid::new_v4().to_string());
+            js.send_publish(subject, message)
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    // A forgery of the right shape: the contact's next version, another tenant's id.
+    let mut forged = created.clone();
+    forged.event_id = Uuid::now_v7();
+    forged.event_type = "contact.tag_added".into();
+    forged.sequence_number = 2;
+    forged.position += 1_000;
+    forged.tenant_id = other.tenant_id.clone();
+    forged.data = json!({"tag": "forged"});
+    publish(forged).await;
+    // A contact that does not exist, made up whole.
+    let mut invented = created.clone();
+    invented.event_id = Uuid::now_v7();
+    invented.aggregate_id = Uuid::now_v7();
+    invented.contact_id = invented.aggregate_id;
+    invented.tenant_id = other.tenant_id.clone();
+    publish(invented.clone()).await;
+    // A mutated copy of the real event: its id, another tenant (and so a forged duplicate).
+    let mut mutated = created.clone();
+    mutated.tenant_id = other.tenant_id.clone();
+    mutated.data["tags"] = json!(["mutated"]);
+    publish(mutated).await;
+
+    // The partition flows on: a real command after them is applied.
+    let reply = system
+        .command(
+            Method::POST,
+            &format!("/contacts/{contact}/tags"),
+            Some(json!({"tag": "after"})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let read = system
+        .query(&format!("/contacts/{contact}?min_version=2"))
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["tags"], json!(["after", "real"]), "{}", read.body);
+    system.wait_until_consumed(Duration::from_secs(20)).await;
+    let tenants: Vec<String> = sqlx::query_scalar("select distinct tenant_id from contacts")
+        .fetch_all(&system.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        tenants,
+        vec![system.tenant.tenant_id.as_str()],
+        "nobody moved a row"
+    );
+    assert_eq!(
+        system
+            .count(&format!(
+                "select count(*) from contacts where id = '{}'",
+                invented.contact_id
+            ))
+            .await,
+        0,
+        "an invented contact has no row"
+    );
+    let b_sees = system
+        .query_as(&other, &format!("/contacts/{contact}"))
+        .await;
+    assert_eq!(b_sees.status, StatusCode::NOT_FOUND);
+
+    system
+        .eventually(
+            Duration::from_secs(10),
+            "the rejections counted",
+            || async {
+                counter(
+                    &system,
+                    "projection_rejected_messages_total",
+                    "not_in_store",
+                )
+                .await
+                    >= 2.0
+                    && counter(&system, "projection_rejected_messages_total", "differs").await
+                        >= 1.0
+            },
+        )
+        .await;
+    let parked = projection_service::dead_letters::list(&system.db.pool, None)
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 3, "each rejected message parked: {parked:?}");
+    assert!(
+        parked.iter().all(|d| d.error.starts_with("rejected")),
+        "{parked:?}"
+    );
+    // A retry applies stored events only: the forgeries stay parked, the mutated copy's event
+    // (already applied) is resolved.
+    let report = projection_service::dead_letters::retry(&system.db.pool, &system.keys(), None)
+        .await
+        .unwrap();
+    assert_eq!((report.resolved, report.still_failing), (1, 2));
+    assert_eq!(
+        system.query(&format!("/contacts/{contact}")).await.body["tags"],
+        json!(["after", "real"])
+    );
+    assert!(system.verify().await.is_empty());
+}
