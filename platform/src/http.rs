@@ -59,7 +59,7 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
         .map_or("unmatched", |p| p.as_str());
     let span = tracing::info_span!(
         "request",
-        method = %request.method(),
+        method = method_label(request.method()),
         route,
         correlation_id = tracing::field::Empty,
         trace_id = tracing::field::Empty,
@@ -81,7 +81,7 @@ fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
 /// explode the label set) and status.
 async fn record_metrics(request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_owned();
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -96,6 +96,24 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// A request's method as a metric label: one of the methods HTTP defines, or `other`. A label
+/// taken as sent would let any client, without a key, make a new time series per request.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
 }
 
 async fn deadline(

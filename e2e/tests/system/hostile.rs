@@ -381,18 +381,29 @@ async fn nul_lone_surrogates_deep_and_large_json_are_refused_and_write_nothing()
 /// does not exist). It still waits (a caller may be waiting for a later command, or the sweeper),
 /// then answers 404. A session's id read as a contact is 404 at once.
 #[tokio::test]
-async fn a_min_version_the_store_does_not_hold_is_404_after_the_wait() {
+async fn a_min_version_the_store_does_not_hold_is_404_after_the_wait_or_at_once_when_far() {
     let system = TestSystem::start().await;
     let contact = system.create_contact(json!({"name": "Versioned"})).await;
     let session = system.open_session(contact).await;
+    // The contact is at version 2 (created, session opened), the session at 2 (started, a
+    // message): the next version may still come from a command in flight, so a read waits for
+    // it; any further one cannot, and is 404 at once however long the caller would wait.
     for (path, at_once) in [
         (
-            format!("/contacts/{contact}?min_version=99&wait_ms=300"),
+            format!("/contacts/{contact}?min_version=3&wait_ms=300"),
             false,
         ),
         (
-            format!("/sessions/{session}?min_version=99&wait_ms=300"),
+            format!("/sessions/{session}?min_version=3&wait_ms=300"),
             false,
+        ),
+        (
+            format!("/contacts/{contact}?min_version=4&wait_ms=25000"),
+            true,
+        ),
+        (
+            format!("/sessions/{session}?min_version=9000000000000000000&wait_ms=25000"),
+            true,
         ),
         (
             format!("/contacts/{session}?min_version=1&wait_ms=25000"),

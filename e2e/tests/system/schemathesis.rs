@@ -250,7 +250,7 @@ fn config(project: Uuid, contacts: &[Uuid], sessions: &[Uuid], aggregates: &[Uui
 "query.cursor" = {{ dictionary = "aggregates", probability = 0.3 }}
 # A read with min_version waits up to wait_ms (30 s at most) for a version that may never come:
 # keep the generated waits short so the run stays bounded (the waiting itself is tested in
-# hostile::a_min_version_the_store_does_not_hold_is_404_after_the_wait).
+# hostile::a_min_version_the_store_does_not_hold_is_404_after_the_wait_or_at_once_when_far).
 "query.wait_ms" = {{ dictionary = "waits", probability = 1.0 }}
 
 [checks.positive_data_acceptance]

@@ -169,3 +169,45 @@ async fn forged_and_mutated_messages_on_the_subject_change_no_row_and_are_counte
     );
     assert!(system.verify().await.is_empty());
 }
+
+/// The series of a metric family in a service's `/metrics`.
+async fn series(system: &TestSystem, base: &str, family: &str) -> usize {
+    let text = system
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .count()
+}
+
+#[tokio::test]
+async fn a_thousand_invented_methods_add_a_handful_of_metric_series_at_most() {
+    let system = TestSystem::start().await;
+    for base in [&system.command_url, &system.query_url] {
+        let before = series(&system, base, "http_requests_total").await;
+        for chunk in (0..1_000).collect::<Vec<_>>().chunks(50) {
+            futures::future::join_all(chunk.iter().map(|i| {
+                let method = Method::from_bytes(format!("INVENTED{i}").as_bytes()).unwrap();
+                system
+                    .http
+                    .request(
+                        method,
+                        format!("{base}/v1/projects/{}/contacts", Uuid::nil()),
+                    )
+                    .send()
+            }))
+            .await;
+        }
+        let after = series(&system, base, "http_requests_total").await;
+        assert!(
+            after <= before + 3,
+            "{base}: {before} series before 1,000 invented methods, {after} after"
+        );
+    }
+}

@@ -192,9 +192,17 @@ where
             }
         }
         if !checked_store {
-            // An aggregate the store does not hold is 404 at once.
-            if stored_version().await?.is_none() {
-                return Err(not_found());
+            // An aggregate the store does not hold is 404 at once, and so is a version beyond the
+            // next one: only a command in flight can still make the next version, nothing can
+            // make one further off (waiting for it would hold a connection for nothing).
+            match stored_version().await? {
+                None => return Err(not_found()),
+                Some(last) if wanted > last.saturating_add(1) => {
+                    return Err(ApiError::NotFound(format!(
+                        "no version {wanted} of this resource: its last is {last}"
+                    )))
+                }
+                Some(_) => {}
             }
             checked_store = true;
         }
