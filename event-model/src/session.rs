@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::contact::{Contact, ContactEvent};
 use crate::error::DomainError;
 use crate::event::{DomainEvent, PendingEvent};
-use crate::values::{self, Checks, MAX_LONG_TEXT_LEN, MAX_TAGS, MAX_TEXT_LEN};
+use crate::values::{self, Checks, MAX_LONG_TEXT_LEN, MAX_SESSION_AGENTS, MAX_TAGS, MAX_TEXT_LEN};
 use crate::Context;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -436,7 +436,11 @@ pub fn decide_session(
     match command {
         SessionCommand::RecordMessage(message) => {
             require_active(session)?;
-            Ok(vec![on_session(message.validated()?.into_event())])
+            let message = message.validated()?;
+            if let Some(agent) = message.agent_id {
+                room_for_agent(view, agent, "agent_id")?;
+            }
+            Ok(vec![on_session(message.into_event())])
         }
         SessionCommand::AssignAgent {
             agent_id,
@@ -463,6 +467,7 @@ pub fn decide_session(
             if session.current_agent == Some(agent_id) {
                 return Ok(vec![]);
             }
+            room_for_agent(view, agent_id, "agent_id")?;
             Ok(vec![on_session(SessionEvent::AgentAssigned {
                 agent_id,
                 source,
@@ -537,6 +542,12 @@ pub fn decide_session(
                     }
                 }
                 checks.finish()?;
+                if view.outcome_tags.len() + new_tags.len() > MAX_TAGS {
+                    return Err(DomainError::invalid(
+                        "outcome_tags",
+                        format!("a session has at most {MAX_TAGS} outcome tags"),
+                    ));
+                }
                 if !new_tags.is_empty() {
                     events.push(on_session(SessionEvent::OutcomeTagged { tags: new_tags }));
                 }
@@ -561,6 +572,17 @@ pub fn decide_session(
             Ok(end(EndReason::InactivityTimeout, view.times_out_at()))
         }
     }
+}
+
+/// Refuses an agent that would make the session's participants more than it may hold.
+fn room_for_agent(view: &SessionView, agent: Uuid, field: &str) -> Result<(), DomainError> {
+    if view.agent_ids.len() >= MAX_SESSION_AGENTS && !view.agent_ids.contains(&agent) {
+        return Err(DomainError::invalid(
+            field,
+            format!("a session has at most {MAX_SESSION_AGENTS} agents"),
+        ));
+    }
+    Ok(())
 }
 
 fn require_active(session: &Session) -> Result<(), DomainError> {

@@ -7,6 +7,9 @@ use crate::error::FieldError;
 
 pub const MAX_TAG_LEN: usize = 64;
 pub const MAX_TAGS: usize = 200;
+/// Distinct agents that may take part in one session: its `agent_ids` is a set kept in order of
+/// first appearance, so it must stay small enough to scan.
+pub const MAX_SESSION_AGENTS: usize = 64;
 pub const MAX_TEXT_LEN: usize = 1_000;
 pub const MAX_LONG_TEXT_LEN: usize = 20_000;
 

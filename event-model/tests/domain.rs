@@ -548,6 +548,83 @@ fn forgetting_a_deleted_contact_adds_only_the_erasure() {
 }
 
 #[test]
+fn a_session_holds_a_bounded_set_of_agents_and_outcome_tags() {
+    let mut world = created();
+    let session = inbound(&mut world, 1, 0);
+    let agents: Vec<Uuid> = (0..event_model::values::MAX_SESSION_AGENTS)
+        .map(|_| Uuid::now_v7())
+        .collect();
+    for (i, agent) in agents.iter().enumerate() {
+        world
+            .run_session(
+                session,
+                SessionCommand::RecordMessage(message(false, Some(*agent), i as i64 + 1)),
+                &ctx_at(i as i64 + 1),
+            )
+            .unwrap();
+    }
+    let one_more = Uuid::now_v7();
+    for command in [
+        SessionCommand::RecordMessage(message(false, Some(one_more), 100)),
+        SessionCommand::AssignAgent {
+            agent_id: one_more,
+            source: None,
+            strategy: None,
+            reason: None,
+        },
+    ] {
+        assert!(
+            matches!(
+                world.when_session(session, command, &ctx_at(100)),
+                Err(DomainError::Invalid(_))
+            ),
+            "a 65th agent is refused"
+        );
+    }
+    // One already taking part may still speak and be assigned.
+    world
+        .run_session(
+            session,
+            SessionCommand::RecordMessage(message(false, Some(agents[0]), 101)),
+            &ctx_at(101),
+        )
+        .unwrap();
+    assert_eq!(world.sessions[&session].view.agent_ids, agents);
+
+    let tags = |range: std::ops::Range<usize>| Outcome {
+        outcome_tags: Some(range.map(|i| format!("tag-{i}")).collect()),
+        ..Outcome::default()
+    };
+    world
+        .run_session(
+            session,
+            SessionCommand::SetOutcome(tags(0..150)),
+            &ctx_at(102),
+        )
+        .unwrap();
+    assert!(matches!(
+        world.when_session(
+            session,
+            SessionCommand::SetOutcome(tags(150..260)),
+            &ctx_at(103)
+        ),
+        Err(DomainError::Invalid(_))
+    ));
+    // Tags already there do not count twice.
+    world
+        .run_session(
+            session,
+            SessionCommand::SetOutcome(tags(100..200)),
+            &ctx_at(104),
+        )
+        .unwrap();
+    assert_eq!(
+        world.sessions[&session].view.outcome_tags.len(),
+        event_model::values::MAX_TAGS
+    );
+}
+
+#[test]
 fn summaries_are_validated_and_a_repeat_is_a_no_op() {
     let mut world = created();
     let session = inbound(&mut world, 1, 0);
