@@ -211,3 +211,51 @@ async fn a_thousand_invented_methods_add_a_handful_of_metric_series_at_most() {
         );
     }
 }
+
+/// The names of every index a plan reads, and whether it sorts.
+fn plan_of(plan: &serde_json::Value, indexes: &mut Vec<String>, sorts: &mut bool) {
+    if plan["Node Type"] == "Sort" || plan["Node Type"] == "Incremental Sort" {
+        *sorts = true;
+    }
+    if let Some(index) = plan["Index Name"].as_str() {
+        indexes.push(index.to_owned());
+    }
+    for child in plan["Plans"].as_array().into_iter().flatten() {
+        plan_of(child, indexes, sorts);
+    }
+}
+
+#[tokio::test]
+async fn a_page_of_sessions_or_audit_rows_reads_the_tenants_index_and_sorts_nothing() {
+    let db = e2e::TestDb::new().await;
+    for (sql, index) in [
+        (
+            "select s.id from sessions s where s.tenant_id = $1 and s.id > $2 and s.deleted_at is null order by s.id limit 51",
+            "sessions_tenant_id_id_idx",
+        ),
+        (
+            "select id from domain_event_logs where deleted_at is null and tenant_id = $1 and id > $2 order by id limit 51",
+            "domain_event_logs_tenant_id_id_idx",
+        ),
+    ] {
+        let mut tx = db.pool.begin().await.unwrap();
+        // As on a table large enough that reading it whole is out of the question.
+        sqlx::query("set local enable_seqscan = off")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let explained: serde_json::Value =
+            sqlx::query_scalar(&format!("explain (format json) {sql}"))
+                .bind("tenant-a")
+                .bind(Uuid::nil())
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+        let (mut indexes, mut sorts) = (Vec::new(), false);
+        plan_of(&explained[0]["Plan"], &mut indexes, &mut sorts);
+        assert!(
+            indexes == [index] && !sorts,
+            "{sql}: reads {indexes:?}, sorts: {sorts}\n{explained}"
+        );
+    }
+}
