@@ -325,6 +325,7 @@ impl TestSystem {
             data_kek: Some(self.stream.kek.clone()),
             data_kek_file: None,
             data_kek_previous: vec![],
+            request_statement_timeout_ms: 10_000,
         }
     }
 

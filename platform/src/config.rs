@@ -59,6 +59,11 @@ pub struct Settings {
         value_delimiter = ','
     )]
     pub data_kek_previous: Vec<String>,
+    /// The longest a request path's statement may run (`statement_timeout` of its connections),
+    /// in milliseconds: a query that would read far more than a page is cancelled (503) instead
+    /// of holding a connection. 0: no limit.
+    #[arg(long, env = "REQUEST_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
+    pub request_statement_timeout_ms: u64,
 }
 
 impl Settings {
@@ -102,10 +107,14 @@ impl Settings {
 impl Settings {
     /// The request paths' pool (see `database_app_role`), built on the owner pool's options.
     pub async fn app_pool(&self, owner: &sqlx::PgPool) -> anyhow::Result<sqlx::PgPool> {
-        crate::db::role_pool(
+        crate::db::role_pool_with(
             owner,
             self.database_max_connections,
             &self.database_app_role,
+            Some(format!(
+                "set statement_timeout = {}",
+                self.request_statement_timeout_ms
+            )),
         )
         .await
     }

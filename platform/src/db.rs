@@ -76,7 +76,7 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
 /// right after connecting; the connecting user must be a member of it). An empty role keeps the
 /// connecting user.
 pub async fn role_pool(owner: &PgPool, max_connections: u32, role: &str) -> anyhow::Result<PgPool> {
-    role_pool_with(owner, max_connections, role, None).await
+    role_pool_with(owner, max_connections, role, None::<String>).await
 }
 
 /// Set on every connection of the cross-tenant pool: the outbox relay and the projection workers.
@@ -95,8 +95,9 @@ pub async fn role_pool_with(
     owner: &PgPool,
     max_connections: u32,
     role: &str,
-    setup: Option<&'static str>,
+    setup: Option<impl Into<String>>,
 ) -> anyhow::Result<PgPool> {
+    let setup: Option<String> = setup.map(Into::into);
     let options = owner.connect_options().as_ref().clone();
     let set_role =
         (!role.is_empty()).then(|| format!("set role \"{}\"", role.replace('"', "\"\"")));
@@ -104,13 +105,13 @@ pub async fn role_pool_with(
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .after_connect(move |conn, _| {
-            let set_role = set_role.clone();
+            let (set_role, setup) = (set_role.clone(), setup.clone());
             Box::pin(async move {
                 if let Some(sql) = set_role {
                     conn.execute(sql.as_str()).await?;
                 }
                 if let Some(sql) = setup {
-                    conn.execute(sql).await?;
+                    conn.execute(sql.as_str()).await?;
                 }
                 Ok(())
             })

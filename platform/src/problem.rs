@@ -82,6 +82,17 @@ impl ApiError {
                 };
             }
         }
+        // The request role's `statement_timeout` cancelled a statement: the service's limit, not
+        // the caller's fault, and worth a retry (a page narrower, a moment later).
+        if let Some(sqlx::Error::Database(e)) = database {
+            if e.code().as_deref() == Some("57014") {
+                tracing::warn!("a statement ran past the request statement timeout");
+                return Self::Unavailable {
+                    detail: "the request took longer than its statements may run; retry, or ask for less".into(),
+                    retry_after_secs: 1,
+                };
+            }
+        }
         if database.is_some_and(is_unreachable) {
             tracing::warn!(error = %error, "database unreachable");
             return Self::Unavailable {

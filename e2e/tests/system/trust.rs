@@ -259,3 +259,39 @@ async fn a_page_of_sessions_or_audit_rows_reads_the_tenants_index_and_sorts_noth
         );
     }
 }
+
+#[tokio::test]
+async fn a_request_paths_statement_is_cancelled_at_its_timeout_and_answered_503() {
+    let db = e2e::TestDb::new().await;
+    let settings = platform::Settings {
+        database_url: db.url.clone(),
+        database_max_connections: 2,
+        database_app_role: "ventros_app".into(),
+        database_system_role: "ventros_projector".into(),
+        nats_url: String::new(),
+        nats_stream: String::new(),
+        nats_subject_prefix: String::new(),
+        nats_stream_replicas: 1,
+        event_partitions: 1,
+        data_kek: None,
+        data_kek_file: None,
+        data_kek_previous: vec![],
+        request_statement_timeout_ms: 200,
+    };
+    let app = settings.app_pool(&db.pool).await.unwrap();
+    let started = std::time::Instant::now();
+    let error = sqlx::query("select pg_sleep(5)")
+        .execute(&app)
+        .await
+        .expect_err("cancelled");
+    assert!(started.elapsed() < Duration::from_secs(4), "{error}");
+    let answer = axum::response::IntoResponse::into_response(platform::ApiError::internal(error));
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(answer.headers().contains_key("retry-after"));
+    // The cross-tenant pool (relay, workers, sweeps) has no such limit: a rebuild's merge may run long.
+    let system = settings.system_pool(&db.pool, 1).await.unwrap();
+    sqlx::query("select pg_sleep(0.3)")
+        .execute(&system)
+        .await
+        .unwrap();
+}
