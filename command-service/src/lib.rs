@@ -104,7 +104,8 @@ impl App {
          `ETag`) and the ids of the events it appended.",
             paths,
         ));
-        let router = platform::http::finish_router(router.merge(docs));
+        let router =
+            platform::http::finish_router(router.merge(docs), config.platform.rate_limiter());
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;

@@ -126,6 +126,9 @@ pub struct Options {
     pub retention: platform::retention::RetentionPeriods,
     /// `RETENTION_INTERVAL` of both services.
     pub retention_interval: Duration,
+    /// `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST` ((0, _): no limit, so that load tests and
+    /// the benchmark measure the system, not the limiter).
+    pub rate_limit: (u32, u32),
 }
 
 impl Default for Options {
@@ -142,6 +145,7 @@ impl Default for Options {
             app_role: "ventros_app",
             retention: platform::retention::RetentionPeriods::default(),
             retention_interval: Duration::from_secs(60),
+            rate_limit: (0, 0),
         }
     }
 }
@@ -326,6 +330,8 @@ impl TestSystem {
             data_kek_file: None,
             data_kek_previous: vec![],
             request_statement_timeout_ms: 10_000,
+            rate_limit_per_second: self.options.rate_limit.0,
+            rate_limit_burst: self.options.rate_limit.1,
         }
     }
 

@@ -64,9 +64,21 @@ pub struct Settings {
     /// of holding a connection. 0: no limit.
     #[arg(long, env = "REQUEST_STATEMENT_TIMEOUT_MS", default_value_t = 10_000)]
     pub request_statement_timeout_ms: u64,
+    /// Requests per second each API key may make, per instance (a token bucket); over it, 429
+    /// with `Retry-After`. 0: no limit.
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND", default_value_t = 1_000)]
+    pub rate_limit_per_second: u32,
+    /// How many requests a key may make at once before its rate applies (the bucket's size).
+    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 2_000)]
+    pub rate_limit_burst: u32,
 }
 
 impl Settings {
+    /// The per-key rate limit of the HTTP routes (`None`: off).
+    pub fn rate_limiter(&self) -> Option<std::sync::Arc<crate::rate_limit::RateLimiter>> {
+        crate::rate_limit::RateLimiter::new(self.rate_limit_per_second, self.rate_limit_burst)
+    }
+
     /// The KEKs this process holds (see `data_kek`).
     pub fn keyring(&self) -> anyhow::Result<crate::crypto::Keyring> {
         use crate::crypto::{Kek, Keyring};

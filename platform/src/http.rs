@@ -138,8 +138,18 @@ async fn deadline(
     }
 }
 
-/// The layers and fallbacks every service's router gets.
-pub fn finish_router(router: Router) -> Router {
+/// The layers and fallbacks every service's router gets, with the per-key rate limit.
+pub fn finish_router(
+    router: Router,
+    limiter: Option<std::sync::Arc<crate::rate_limit::RateLimiter>>,
+) -> Router {
+    let router = match limiter {
+        Some(limiter) => router.layer(middleware::from_fn_with_state(
+            limiter,
+            crate::rate_limit::limit,
+        )),
+        None => router,
+    };
     finish_router_with(router, REQUEST_TIMEOUT)
 }
 

@@ -15,6 +15,7 @@ pub mod nats;
 pub mod openapi;
 pub mod personal;
 pub mod problem;
+pub mod rate_limit;
 pub mod retention;
 pub mod shutdown;
 pub mod telemetry;

@@ -86,6 +86,12 @@ pub enum CommandErrors {
     )]
     Unprocessable(Problem),
     #[response(
+        status = 429,
+        description = "The API key is over its rate limit; Retry-After says when to try again",
+        content_type = "application/problem+json"
+    )]
+    TooManyRequests(Problem),
+    #[response(
         status = 503,
         description = "Database unreachable",
         content_type = "application/problem+json"
@@ -115,6 +121,12 @@ pub enum QueryErrors {
         content_type = "application/problem+json"
     )]
     NotFound(Problem),
+    #[response(
+        status = 429,
+        description = "The API key is over its rate limit; Retry-After says when to try again",
+        content_type = "application/problem+json"
+    )]
+    TooManyRequests(Problem),
     #[response(
         status = 503,
         description = "min_version not reached within wait_ms, or database unreachable",

@@ -50,6 +50,8 @@ pub enum ApiError {
         detail: String,
         errors: Vec<FieldProblem>,
     },
+    #[error("this API key is over its rate limit; retry in {retry_after_secs} s")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("{detail}")]
     Unavailable {
         detail: String,
@@ -115,6 +117,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -132,6 +135,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
             Self::Unprocessable { .. } => "validation-error",
+            Self::TooManyRequests { .. } => "too-many-requests",
             Self::Unavailable { .. } => "unavailable",
             Self::Internal(_) => "internal",
         }
@@ -177,7 +181,8 @@ impl IntoResponse for ApiError {
             }
             Self::Unavailable {
                 retry_after_secs, ..
-            } => {
+            }
+            | Self::TooManyRequests { retry_after_secs } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             Self::PreconditionFailed { current } => {

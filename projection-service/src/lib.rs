@@ -131,7 +131,8 @@ impl App {
          `min_version` reads your own writes.",
             paths,
         ));
-        let router = platform::http::finish_router(router.merge(docs));
+        let router =
+            platform::http::finish_router(router.merge(docs), config.platform.rate_limiter());
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;

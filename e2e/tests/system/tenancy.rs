@@ -398,6 +398,8 @@ async fn the_services_database_role_is_bound_by_row_level_security() {
         data_kek_file: None,
         data_kek_previous: vec![],
         request_statement_timeout_ms: 10_000,
+        rate_limit_per_second: 0,
+        rate_limit_burst: 0,
     };
     let app = settings.app_pool(&system.db.pool).await.unwrap();
     let (user, superuser): (String, bool) = sqlx::query_as(

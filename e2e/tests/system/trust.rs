@@ -277,6 +277,8 @@ async fn a_request_paths_statement_is_cancelled_at_its_timeout_and_answered_503(
         data_kek_file: None,
         data_kek_previous: vec![],
         request_statement_timeout_ms: 200,
+        rate_limit_per_second: 0,
+        rate_limit_burst: 0,
     };
     let app = settings.app_pool(&db.pool).await.unwrap();
     let started = std::time::Instant::now();
@@ -294,4 +296,44 @@ async fn a_request_paths_statement_is_cancelled_at_its_timeout_and_answered_503(
         .execute(&system)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_burst_beyond_a_keys_limit_gets_429_and_the_next_window_works() {
+    let system = TestSystem::start_with(e2e::Options {
+        rate_limit: (5, 10),
+        ..e2e::Options::default()
+    })
+    .await;
+    let other = system.add_member(&system.tenant, "viewer").await;
+    let replies = futures::future::join_all((0..30).map(|_| system.query("/contacts"))).await;
+    let limited: Vec<_> = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert!(
+        limited.len() >= 15,
+        "30 at once against a burst of 10: {} limited",
+        limited.len()
+    );
+    let first = limited[0];
+    first.assert_problem(429);
+    let retry: u64 = first.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // Another key has its own bucket.
+    assert_eq!(
+        system.query_as(&other, "/contacts").await.status,
+        StatusCode::OK
+    );
+    // The next window.
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(system.query("/contacts").await.status, StatusCode::OK);
+    let reply = system
+        .command(
+            Method::POST,
+            "/contacts",
+            Some(json!({"name": "After the wait"})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
 }
