@@ -5,9 +5,13 @@
 //! its owner's, or a `project_members` row's (`viewer` reads only). A project the caller cannot
 //! see is 404, never 403, so ids of other tenants leak nothing.
 
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
 use axum::extract::{FromRef, FromRequestParts, RawPathParams};
 use axum::http::header;
 use axum::http::request::Parts;
+use dashmap::DashMap;
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -71,6 +75,38 @@ pub fn generate_api_key() -> String {
     format!("vk_{}", Alphanumeric.sample_string(&mut rand::rng(), 40))
 }
 
+/// How long a key that was looked up and not found is refused without asking the database again.
+/// Short: a key created just after a client tried it works within this long.
+const FAILED_KEY_TTL: Duration = Duration::from_secs(10);
+/// The most failed keys remembered.
+const FAILED_KEYS_MAX: usize = 10_000;
+
+/// Keys (by their hash) recently looked up and not found: a flood of requests with made-up keys
+/// costs one database round trip per key per `FAILED_KEY_TTL`, not one per request. Only
+/// failures are remembered: a revoked key is refused at its next request, never served from here.
+static FAILED_KEYS: LazyLock<FailedKeys> = LazyLock::new(FailedKeys::default);
+
+#[derive(Default)]
+struct FailedKeys(DashMap<String, Instant>);
+
+impl FailedKeys {
+    fn recently_failed(&self, hash: &str) -> bool {
+        self.0
+            .get(hash)
+            .is_some_and(|at| at.elapsed() < FAILED_KEY_TTL)
+    }
+
+    fn failed(&self, hash: String) {
+        if self.0.len() >= FAILED_KEYS_MAX {
+            self.0.retain(|_, at| at.elapsed() < FAILED_KEY_TTL);
+            if self.0.len() >= FAILED_KEYS_MAX {
+                self.0.clear();
+            }
+        }
+        self.0.insert(hash, Instant::now());
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct Access {
     user_id: Uuid,
@@ -114,17 +150,28 @@ where
             ))
         })?;
         let pool = PgPool::from_ref(state);
+        let hash = hash_api_key(&key);
+        if FAILED_KEYS.recently_failed(&hash) {
+            metrics::counter!("auth_key_lookups_total", "result" => "refused_from_cache")
+                .increment(1);
+            return Err(ApiError::Unauthorized);
+        }
         // A security-definer function: the lookup runs before the tenant is known, and the
         // request paths' role sees no tenant's rows without one.
         let access: Option<Access> = sqlx::query_as(
             "select user_id, project_id, tenant_id, session_timeout_minutes, role from authenticate_api_key($1, $2)",
         )
-        .bind(hash_api_key(&key))
+        .bind(&hash)
         .bind(project_id)
         .fetch_optional(&pool)
         .await
         .map_err(ApiError::internal)?;
-        let access = access.ok_or(ApiError::Unauthorized)?;
+        metrics::counter!("auth_key_lookups_total", "result" => if access.is_some() { "found" } else { "unknown" })
+            .increment(1);
+        let Some(access) = access else {
+            FAILED_KEYS.failed(hash);
+            return Err(ApiError::Unauthorized);
+        };
         let not_found = || ApiError::NotFound("no such project".into());
         let role = access
             .role

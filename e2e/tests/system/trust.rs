@@ -14,9 +14,14 @@ use uuid::Uuid;
 
 /// The sum of a Prometheus counter's series whose labels contain `label`.
 async fn counter(system: &TestSystem, family: &str, label: &str) -> f64 {
+    counter_at(system, &system.query_url, family, label).await
+}
+
+/// [`counter`] on the service at `base`.
+async fn counter_at(system: &TestSystem, base: &str, family: &str, label: &str) -> f64 {
     let reply = system
         .http
-        .get(format!("{}/metrics", system.query_url))
+        .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
@@ -336,4 +341,38 @@ async fn a_burst_beyond_a_keys_limit_gets_429_and_the_next_window_works() {
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn a_flood_of_requests_with_an_unknown_key_costs_one_lookup() {
+    let system = TestSystem::start().await;
+    // Both services run in this test's process and share its metrics: one scrape sees both.
+    let lookups = |result: &'static str| {
+        let system = &system;
+        async move { counter_at(system, &system.query_url, "auth_key_lookups_total", result).await }
+    };
+    let before = lookups("result=\"unknown\"").await;
+    let made_up = format!("vk_{}", Uuid::new_v4().simple());
+    let url = format!(
+        "{}/v1/projects/{}/contacts",
+        system.query_url, system.tenant.project_id
+    );
+    for _ in 0..50 {
+        let reply = TestSystem::read(
+            system
+                .http
+                .get(&url)
+                .bearer_auth(&made_up)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        reply.assert_problem(401);
+    }
+    let after = lookups("result=\"unknown\"").await;
+    assert_eq!(after - before, 1.0, "50 requests, one database lookup");
+    assert!(lookups("refused_from_cache").await >= 49.0);
+    // A real key is not affected.
+    assert_eq!(system.query("/contacts").await.status, StatusCode::OK);
 }
