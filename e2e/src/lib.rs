@@ -38,6 +38,28 @@ pub fn database_server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
+/// The settings of a service on this database with no broker, no KEK and no rate limit: for
+/// tests of the database side alone (a pool built as the services build theirs).
+pub fn settings_for(database_url: &str) -> Settings {
+    Settings {
+        database_url: database_url.to_owned(),
+        database_max_connections: 2,
+        database_app_role: "ventros_app".into(),
+        database_system_role: "ventros_projector".into(),
+        nats_url: String::new(),
+        nats_stream: String::new(),
+        nats_subject_prefix: String::new(),
+        nats_stream_replicas: 1,
+        event_partitions: 1,
+        data_kek: None,
+        data_kek_file: None,
+        data_kek_previous: vec![],
+        request_statement_timeout_ms: 10_000,
+        rate_limit_per_second: 0,
+        rate_limit_burst: 0,
+    }
+}
+
 /// Runs an async clean-up from a `Drop`, on its own runtime (a `Drop` cannot await).
 pub(crate) fn block_on_cleanup<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
     let _ = std::thread::spawn(move || {

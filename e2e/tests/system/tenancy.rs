@@ -385,21 +385,8 @@ async fn the_services_database_role_is_bound_by_row_level_security() {
 
     // The pool the request paths use, built as the services build it.
     let settings = platform::Settings {
-        database_url: system.db.url.clone(),
         database_max_connections: 2,
-        database_app_role: "ventros_app".into(),
-        database_system_role: "ventros_projector".into(),
-        nats_url: String::new(),
-        nats_stream: String::new(),
-        nats_subject_prefix: String::new(),
-        nats_stream_replicas: 1,
-        event_partitions: 1,
-        data_kek: None,
-        data_kek_file: None,
-        data_kek_previous: vec![],
-        request_statement_timeout_ms: 10_000,
-        rate_limit_per_second: 0,
-        rate_limit_burst: 0,
+        ..e2e::settings_for(&system.db.url)
     };
     let app = settings.app_pool(&system.db.pool).await.unwrap();
     let (user, superuser): (String, bool) = sqlx::query_as(

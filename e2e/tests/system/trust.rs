@@ -19,7 +19,17 @@ async fn counter(system: &TestSystem, family: &str, label: &str) -> f64 {
 
 /// [`counter`] on the service at `base`.
 async fn counter_at(system: &TestSystem, base: &str, family: &str, label: &str) -> f64 {
-    let reply = system
+    scrape(system, base)
+        .await
+        .lines()
+        .filter(|l| l.starts_with(family) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A service's `/metrics` text.
+async fn scrape(system: &TestSystem, base: &str) -> String {
+    system
         .http
         .get(format!("{base}/metrics"))
         .send()
@@ -27,12 +37,7 @@ async fn counter_at(system: &TestSystem, base: &str, family: &str, label: &str) 
         .unwrap()
         .text()
         .await
-        .unwrap();
-    reply
-        .lines()
-        .filter(|l| l.starts_with(family) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -177,16 +182,9 @@ async fn forged_and_mutated_messages_on_the_subject_change_no_row_and_are_counte
 
 /// The series of a metric family in a service's `/metrics`.
 async fn series(system: &TestSystem, base: &str, family: &str) -> usize {
-    let text = system
-        .http
-        .get(format!("{base}/metrics"))
-        .send()
+    scrape(system, base)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter(|l| l.starts_with(&format!("{family}{{")))
         .count()
 }
@@ -269,21 +267,8 @@ async fn a_page_of_sessions_or_audit_rows_reads_the_tenants_index_and_sorts_noth
 async fn a_request_paths_statement_is_cancelled_at_its_timeout_and_answered_503() {
     let db = e2e::TestDb::new().await;
     let settings = platform::Settings {
-        database_url: db.url.clone(),
-        database_max_connections: 2,
-        database_app_role: "ventros_app".into(),
-        database_system_role: "ventros_projector".into(),
-        nats_url: String::new(),
-        nats_stream: String::new(),
-        nats_subject_prefix: String::new(),
-        nats_stream_replicas: 1,
-        event_partitions: 1,
-        data_kek: None,
-        data_kek_file: None,
-        data_kek_previous: vec![],
         request_statement_timeout_ms: 200,
-        rate_limit_per_second: 0,
-        rate_limit_burst: 0,
+        ..e2e::settings_for(&db.url)
     };
     let app = settings.app_pool(&db.pool).await.unwrap();
     let started = std::time::Instant::now();
