@@ -112,11 +112,7 @@ pub async fn seal_plain(
     let mut ids = Vec::with_capacity(events.len());
     let mut data = Vec::with_capacity(events.len());
     for e in events {
-        let mut payload = Payload::from_stored(&e.event_type, &e.event_version, e.data.clone())
-            .map_err(|err| StoreError::Corrupt {
-                event_id: e.event_id,
-                reason: err.to_string(),
-            })?;
+        let mut payload = payload_of(e)?;
         let stored = match states.get(&e.contact_id).cloned().flatten() {
             Some(KeyState::Destroyed) => {
                 done.events_redacted += 1;
@@ -180,13 +176,7 @@ pub async fn redact_plain_of_contact(
     let mut data = Vec::new();
     for row in rows {
         let e = row.into_envelope()?;
-        let mut payload =
-            Payload::from_stored(&e.event_type, &e.event_version, e.data).map_err(|err| {
-                StoreError::Corrupt {
-                    event_id: e.event_id,
-                    reason: err.to_string(),
-                }
-            })?;
+        let mut payload = payload_of(&e)?;
         if !matches!(payload.personal, Personal::Plain(_)) {
             continue; // nothing personal in it
         }
@@ -203,6 +193,14 @@ pub async fn redact_plain_of_contact(
     }
     rewrite(tx, &ids, &data).await?;
     Ok(ids.len() as u64)
+}
+
+/// A stored event's payload in the current shape; one that cannot be read is corrupt.
+fn payload_of(e: &EventEnvelope) -> Result<Payload, StoreError> {
+    e.payload().map_err(|err| StoreError::Corrupt {
+        event_id: e.event_id,
+        reason: err.to_string(),
+    })
 }
 
 /// Rewrites events (still `v1`) to their `v2` data in the store and every copy, in one
