@@ -18,6 +18,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
 
+# The services log in as their own least-privileged roles; the owner only migrates.
+# shellcheck source=scripts/local.env
+source scripts/local.env
 export COMMAND_ADDR=${COMMAND_ADDR:-127.0.0.1:8080}
 export QUERY_ADDR=${QUERY_ADDR:-127.0.0.1:8081}
 READY_TIMEOUT_SECS=60

@@ -122,7 +122,6 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
             retention: system.options.retention.clone(),
             retention_interval: system.options.retention_interval,
         },
-        system.db.pool.clone(),
         platform::nats::connect(&system.stream.url).await?,
         command_service::system_clock(),
     )
@@ -143,7 +142,6 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
             query_database_url: None,
             retention_interval: system.options.retention_interval,
         },
-        system.db.pool.clone(),
         platform::nats::connect(&system.stream.url).await?,
     )
     .await?;

@@ -40,7 +40,9 @@ pub struct Bootstrapped {
 }
 
 pub async fn bootstrap(pool: &PgPool, spec: &BootstrapSpec) -> anyhow::Result<Bootstrapped> {
-    let mut tx = pool.begin().await?;
+    // In the tenant: row-level security is forced on the tenant tables, so an owner that is not a
+    // superuser sees and writes the tenant's rows only this way.
+    let mut tx = platform::db::tenant_tx(pool, &spec.tenant).await?;
     let user_id: Uuid = sqlx::query_scalar(
         "insert into users (name, email, password_hash, status, role, created_at, updated_at) \
          values ($1, $2, '!', 'active', 'admin', now(), now()) \

@@ -24,12 +24,14 @@ use axum::Router;
 use platform::event_store::EventStore;
 use platform::health::{self, Probes};
 use platform::personal::DataKeys;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use commands::{system_clock, Clock, CommandHandler};
 pub use config::CommandConfig;
+
+/// How this service's database connections are named (`application_name`).
+const SERVICE: &str = "command-service";
 
 pub struct App {
     listener: TcpListener,
@@ -41,28 +43,28 @@ pub struct App {
 }
 
 impl App {
-    /// Connects to PostgreSQL (creating and migrating the database) and NATS (creating the
-    /// stream), and binds the listener.
+    /// Creates and migrates the database (as `MIGRATION_DATABASE_URL`'s owner), connects to NATS
+    /// (creating the stream), and builds on them.
     pub async fn build(config: CommandConfig) -> anyhow::Result<Self> {
-        let pool = platform::db::connect_and_migrate(
-            &config.platform.database_url,
-            config.platform.database_max_connections,
-        )
-        .await
-        .context("connecting to PostgreSQL")?;
+        config
+            .platform
+            .migrate()
+            .await
+            .context("migrating the database")?;
         let nats = platform::nats::connect(&config.platform.nats_url)
             .await
             .context("connecting to NATS")?;
-        Self::build_with(config, pool, nats, system_clock()).await
+        Self::build_with(config, nats, system_clock()).await
     }
 
-    /// Builds on an existing pool and NATS client (tests inject their own database and clock).
+    /// Builds on a migrated database and a NATS client (tests inject their own clock).
     pub async fn build_with(
         config: CommandConfig,
-        pool: PgPool,
         nats: async_nats::Client,
         clock: Clock,
     ) -> anyhow::Result<Self> {
+        // Before anything records a metric, so that nothing recorded at start is lost.
+        let _ = platform::health::metrics_handle();
         let js = async_nats::jetstream::new(nats.clone());
         let stream = config.platform.stream();
         if let Err(e) = platform::nats::ensure_stream(&js, &stream).await {
@@ -70,10 +72,16 @@ impl App {
             // whichever service reaches the broker first.
             tracing::warn!(error = %e, "could not set up the JetStream stream yet");
         }
-        // `pool` is the owner's (it migrated the database). Requests run as the application role,
-        // bound by row-level security; the relay and the sweeper's scan span tenants.
-        let app_pool = config.platform.app_pool(&pool).await?;
-        let system_pool = config.platform.system_pool(&pool, 4).await?;
+        // Requests run as the application role, bound by row-level security; the relay and the
+        // sweeper's scan span tenants. Each logs in as its own role.
+        let app_pool = config.platform.app_pool(SERVICE).await?;
+        let system_pool = config.platform.system_pool(SERVICE, 4).await?;
+        platform::db::check_login(&app_pool, platform::db::Login::Request)
+            .await
+            .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        platform::db::check_login(&system_pool, platform::db::Login::System)
+            .await
+            .context("connecting to PostgreSQL (SYSTEM_DATABASE_URL)")?;
         let keyring = config.platform.keyring()?;
         platform::personal::log_key_protection(&keyring);
         let keys = DataKeys::new(keyring, config.aggregate_cache_capacity);

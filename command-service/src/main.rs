@@ -54,13 +54,15 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("command-service stopped");
         }
         Cmd::Migrate => {
-            platform::db::connect_and_migrate(&cli.config.platform.database_url, 2).await?;
+            cli.config.platform.migrate().await?;
             let applied = platform::db::MIGRATOR.iter().count();
             tracing::info!(migrations = applied, "database migrated");
         }
         Cmd::Bootstrap(spec) => {
+            // Users, projects and keys are the owner's to create: the request role may not even
+            // read them.
             let pool =
-                platform::db::connect_and_migrate(&cli.config.platform.database_url, 2).await?;
+                platform::db::connect_and_migrate(cli.config.platform.migration_url(), 2).await?;
             let done = bootstrap(&pool, &spec).await?;
             println!("{}", serde_json::to_string_pretty(&done)?);
         }

@@ -38,11 +38,24 @@ pub fn database_server() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }
 
-/// The settings of a service on this database with no broker, no KEK and no rate limit: for
-/// tests of the database side alone (a pool built as the services build theirs).
+/// `url` (a database's, as its owner) with `role` as the login: how the services log in
+/// (`DATABASE_URL` as `ventros_app`, `SYSTEM_DATABASE_URL` as `ventros_projector`). The test
+/// server trusts local logins, so no password.
+pub fn login_url(url: &str, role: &str) -> String {
+    let mut url = url::Url::parse(url).expect("a database URL");
+    url.set_username(role).expect("a URL with a host");
+    url.set_password(None).expect("a URL with a host");
+    url.into()
+}
+
+/// The settings of a service on this database (`database_url`, the owner's) with no broker, no
+/// KEK and no rate limit: for tests of the database side alone (pools built as the services
+/// build theirs, logged in as they log in).
 pub fn settings_for(database_url: &str) -> Settings {
     Settings {
-        database_url: database_url.to_owned(),
+        database_url: login_url(database_url, "ventros_app"),
+        migration_database_url: Some(database_url.to_owned()),
+        system_database_url: Some(login_url(database_url, "ventros_projector")),
         database_max_connections: 2,
         database_app_role: "ventros_app".into(),
         database_system_role: "ventros_projector".into(),
@@ -141,8 +154,8 @@ pub struct Options {
     pub stall_secs: u64,
     /// `AGGREGATE_CACHE_CAPACITY` (0: every command loads from the store).
     pub aggregate_cache_capacity: usize,
-    /// `DATABASE_APP_ROLE`, the request paths' role. `ventros_projector` bypasses row-level
-    /// security: the routes' own tenant filters are then all that keeps tenants apart.
+    /// `DATABASE_APP_ROLE`, the request paths' role and login. `ventros_projector` bypasses
+    /// row-level security: the routes' own tenant filters are then all that keeps tenants apart.
     pub app_role: &'static str,
     /// `OUTBOX_RETENTION` and `IDEMPOTENCY_TTL`.
     pub retention: platform::retention::RetentionPeriods,
@@ -339,7 +352,9 @@ impl TestSystem {
     /// The settings the services of this system run with (for starting more instances).
     pub fn settings(&self) -> Settings {
         Settings {
-            database_url: self.db.url.clone(),
+            database_url: login_url(&self.db.url, self.options.app_role),
+            migration_database_url: Some(self.db.url.clone()),
+            system_database_url: Some(login_url(&self.db.url, "ventros_projector")),
             database_max_connections: 20,
             database_app_role: self.options.app_role.into(),
             database_system_role: "ventros_projector".into(),
@@ -382,7 +397,7 @@ impl TestSystem {
         let offset = self.clock_offset.clone();
         let clock: command_service::Clock =
             Arc::new(move || Utc::now() + chrono::Duration::seconds(offset.load(Ordering::SeqCst)));
-        let app = command_service::App::build_with(config, self.db.pool.clone(), nats, clock)
+        let app = command_service::App::build_with(config, nats, clock)
             .await
             .expect("command-service");
         self.command_url = format!("http://{}", app.local_addr());
@@ -413,7 +428,7 @@ impl TestSystem {
         let nats = platform::nats::connect(&self.stream.url)
             .await
             .expect("nats");
-        let app = projection_service::App::build_with(config, self.db.pool.clone(), nats)
+        let app = projection_service::App::build_with(config, nats)
             .await
             .expect("projection-service");
         self.query_url = format!("http://{}", app.local_addr());

@@ -24,11 +24,20 @@ pub struct TestStream {
 }
 
 impl TestStream {
-    /// The settings every service process of a test needs: its database, this stream and its
-    /// partitions (add the test's own after them).
+    /// The settings every service process of a test needs: its database (`database_url`, the
+    /// owner's; the services log in as their own roles), this stream and its partitions (add the
+    /// test's own after them).
     pub fn service_env(&self, database_url: &str) -> Vec<(&'static str, String)> {
         vec![
-            ("DATABASE_URL", database_url.to_owned()),
+            ("MIGRATION_DATABASE_URL", database_url.to_owned()),
+            (
+                "DATABASE_URL",
+                crate::login_url(database_url, "ventros_app"),
+            ),
+            (
+                "SYSTEM_DATABASE_URL",
+                crate::login_url(database_url, "ventros_projector"),
+            ),
             ("NATS_URL", self.url.clone()),
             ("NATS_STREAM", self.name.clone()),
             ("NATS_SUBJECT_PREFIX", self.prefix.clone()),

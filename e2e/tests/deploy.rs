@@ -195,6 +195,109 @@ fn the_compose_file_runs_postgres_a_three_node_jetstream_cluster_and_both_servic
     }
 }
 
+/// The user of a `postgres://user:password@host/...` URL (with `${VAR:-default}` passwords).
+fn url_user(url: &str) -> &str {
+    let rest = url.split("://").nth(1).unwrap_or_default();
+    rest.split(['@', ':']).next().unwrap_or_default()
+}
+
+#[test]
+fn in_compose_and_kubernetes_the_services_log_in_as_their_own_roles() {
+    let compose = &load(&deploy().join("docker-compose.yml"))[0];
+    let services = &compose["services"];
+    for name in ["command-service", "projection-service"] {
+        let env = get(&services[name], "environment");
+        let url = |key: &str| text(&env[key]);
+        assert_eq!(url_user(&url("DATABASE_URL")), "ventros_app", "{name}");
+        assert_eq!(
+            url_user(&url("SYSTEM_DATABASE_URL")),
+            "ventros_projector",
+            "{name}"
+        );
+        assert_eq!(
+            url_user(&url("MIGRATION_DATABASE_URL")),
+            "postgres",
+            "{name}"
+        );
+    }
+    // The database asks for passwords, and the two logins get theirs when it is created.
+    let postgres = &services["postgres"];
+    let env = &postgres["environment"];
+    assert!(
+        env["POSTGRES_HOST_AUTH_METHOD"].is_badvalue(),
+        "no trust auth"
+    );
+    assert!(!env["POSTGRES_PASSWORD"].is_badvalue());
+    let mounts: Vec<String> = postgres["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(text)
+        .collect();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.starts_with("./postgres/init-roles.sh:/docker-entrypoint-initdb.d/")),
+        "{mounts:?}"
+    );
+    let init = std::fs::read_to_string(deploy().join("postgres/init-roles.sh")).unwrap();
+    for (role, password) in [
+        ("ventros_app", "VENTROS_APP_DB_PASSWORD"),
+        ("ventros_projector", "VENTROS_PROJECTOR_DB_PASSWORD"),
+    ] {
+        assert!(
+            init.contains(&format!("create role {role} login")),
+            "{role}"
+        );
+        assert!(!env[password].is_badvalue(), "postgres gets {password}");
+    }
+
+    let secret = load(&deploy().join("k8s/secret.yaml"));
+    let data = &secret[0]["stringData"];
+    assert_eq!(url_user(&text(&data["DATABASE_URL"])), "ventros_app");
+    assert_eq!(url_user(&text(&data["QUERY_DATABASE_URL"])), "ventros_app");
+    assert_eq!(
+        url_user(&text(&data["SYSTEM_DATABASE_URL"])),
+        "ventros_projector"
+    );
+    for key in [
+        "DATABASE_URL",
+        "QUERY_DATABASE_URL",
+        "SYSTEM_DATABASE_URL",
+        "MIGRATION_DATABASE_URL",
+    ] {
+        assert!(
+            text(&data[key]).contains("sslmode=verify-full"),
+            "{key} verifies the server"
+        );
+    }
+    // ... against a CA every pod that connects has at the path the URLs name.
+    let root_cert = text(&data["DATABASE_URL"])
+        .split("sslrootcert=")
+        .nth(1)
+        .expect("sslrootcert")
+        .to_owned();
+    let ca_dir = root_cert.rsplit_once('/').unwrap().0.to_owned();
+    for file in ["command-service", "projection-service", "migrate-job"] {
+        let docs = load(&deploy().join(format!("k8s/{file}.yaml")));
+        let pod = &docs[0]["spec"]["template"]["spec"];
+        let mount = pod["containers"][0]["volumeMounts"]
+            .as_vec()
+            .and_then(|v| v.iter().find(|m| text(&m["mountPath"]) == ca_dir))
+            .unwrap_or_else(|| panic!("{file}: nothing mounted at {ca_dir}"));
+        let volume = pod["volumes"]
+            .as_vec()
+            .and_then(|v| v.iter().find(|v| v["name"] == mount["name"]))
+            .unwrap_or_else(|| panic!("{file}: no volume for the CA"));
+        assert_eq!(
+            text(&volume["secret"]["secretName"]),
+            text(&secret[1]["metadata"]["name"]),
+            "{file}"
+        );
+    }
+    assert!(text(&secret[1]["stringData"]["ca.crt"]).contains("BEGIN CERTIFICATE"));
+}
+
 #[test]
 fn each_nats_node_joins_the_other_two_with_jetstream_on() {
     for node in 1..=3 {

@@ -5,22 +5,37 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Settings {
-    /// PostgreSQL URL. The database is created if it does not exist, then migrated.
+    /// The PostgreSQL login of the request paths: in production `ventros_app` itself (neither a
+    /// superuser nor the tables' owner), so that nothing a request runs can step out of its
+    /// tenant or rewrite history. Logged in as a privileged user, the service still works (it
+    /// `set role`s to `DATABASE_APP_ROLE`) but warns at start and exports
+    /// `database_login_privileged 1`.
     #[arg(
         long,
         env = "DATABASE_URL",
-        default_value = "postgres://postgres@127.0.0.1:5432/ventros"
+        default_value = "postgres://postgres@127.0.0.1:5432/ventros",
+        hide_env_values = true
     )]
     pub database_url: String,
+    /// The login that creates the database if it is missing and applies the migrations at start
+    /// (the tables' owner, a superuser or with BYPASSRLS); unset: `DATABASE_URL`. Its connection
+    /// is closed once the migrations are applied.
+    #[arg(long, env = "MIGRATION_DATABASE_URL", hide_env_values = true)]
+    pub migration_database_url: Option<String>,
+    /// The login of the work that spans tenants (outbox relay, projection workers, sweeps):
+    /// `ventros_projector` in production; unset: `DATABASE_URL`.
+    #[arg(long, env = "SYSTEM_DATABASE_URL", hide_env_values = true)]
+    pub system_database_url: Option<String>,
     /// Maximum connections in the pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub database_max_connections: u32,
-    /// The role the request paths run as (`set role` on each connection): bound by row-level
-    /// security, with the tenant set per transaction. Empty: stay the connecting user.
+    /// The role the request paths run as: bound by row-level security, with the tenant set per
+    /// transaction. A login other than this role `set role`s to it on each connection. Empty:
+    /// stay the login.
     #[arg(long, env = "DATABASE_APP_ROLE", default_value = "ventros_app")]
     pub database_app_role: String,
     /// The role of the work that spans tenants (projection workers, outbox relay, sweeper's
-    /// scan): `bypassrls`. Empty: stay the connecting user.
+    /// scan): `bypassrls`. A login other than this role `set role`s to it. Empty: stay the login.
     #[arg(
         long,
         env = "DATABASE_SYSTEM_ROLE",
@@ -117,10 +132,35 @@ impl Settings {
 }
 
 impl Settings {
-    /// The request paths' pool (see `database_app_role`), built on the owner pool's options.
-    pub async fn app_pool(&self, owner: &sqlx::PgPool) -> anyhow::Result<sqlx::PgPool> {
-        crate::db::role_pool_with(
-            owner,
+    /// The owner's login: migrations and the operator's tools.
+    pub fn migration_url(&self) -> &str {
+        non_empty(&self.migration_database_url).unwrap_or(&self.database_url)
+    }
+
+    /// The login of the work that spans tenants.
+    pub fn system_url(&self) -> &str {
+        non_empty(&self.system_database_url).unwrap_or(&self.database_url)
+    }
+
+    /// Creates the database if it is missing and applies the migrations, logged in as the owner;
+    /// the owner's connections are closed before this returns.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        let owner = crate::db::connect_and_migrate(self.migration_url(), 1).await?;
+        owner.close().await;
+        Ok(())
+    }
+
+    /// The request paths' pool on `DATABASE_URL` (see `database_app_role`); `service` names its
+    /// connections (`application_name`).
+    pub async fn app_pool(&self, service: &str) -> anyhow::Result<sqlx::PgPool> {
+        self.app_pool_on(&self.database_url, service).await
+    }
+
+    /// The request paths' pool on another server (a read replica).
+    pub async fn app_pool_on(&self, url: &str, service: &str) -> anyhow::Result<sqlx::PgPool> {
+        crate::db::login_pool(
+            url,
+            &format!("{service} request"),
             self.database_max_connections,
             &self.database_app_role,
             Some(format!(
@@ -128,21 +168,25 @@ impl Settings {
                 self.request_statement_timeout_ms
             )),
         )
-        .await
     }
 
-    /// The cross-tenant work's pool (see `database_system_role`).
+    /// The cross-tenant work's pool on `SYSTEM_DATABASE_URL` (see `database_system_role`).
     pub async fn system_pool(
         &self,
-        owner: &sqlx::PgPool,
+        service: &str,
         max_connections: u32,
     ) -> anyhow::Result<sqlx::PgPool> {
-        crate::db::role_pool_with(
-            owner,
+        crate::db::login_pool(
+            self.system_url(),
+            &format!("{service} system"),
             max_connections,
             &self.database_system_role,
             Some(crate::db::PLAN_PER_EXECUTION),
         )
-        .await
     }
+}
+
+/// An optional setting that is set and not empty (a compose file's `${X:-}` is unset).
+fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().filter(|v| !v.trim().is_empty())
 }

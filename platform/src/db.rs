@@ -34,15 +34,6 @@ pub async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Re
         .await?)
 }
 
-/// A pool that connects when first used, without creating or migrating anything (a read
-/// replica's).
-pub fn pool_lazy(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy_with(connect_options(url)?))
-}
-
 async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
     let Some(name) = options.get_database().map(str::to_owned) else {
         return Ok(());
@@ -72,13 +63,6 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
         if e.code().as_deref() == Some("23505") && e.constraint() == Some(constraint))
 }
 
-/// A pool on the same server and database as `owner` whose connections run as `role` (`set role`
-/// right after connecting; the connecting user must be a member of it). An empty role keeps the
-/// connecting user.
-pub async fn role_pool(owner: &PgPool, max_connections: u32, role: &str) -> anyhow::Result<PgPool> {
-    role_pool_with(owner, max_connections, role, None::<String>).await
-}
-
 /// Set on every connection of the cross-tenant pool: the outbox relay and the projection workers.
 /// They run the same few statements for hours while the tables grow from empty, and PostgreSQL
 /// keeps the generic plan it settled on after five executions until the table is next analyzed.
@@ -90,18 +74,37 @@ pub async fn role_pool(owner: &PgPool, max_connections: u32, role: &str) -> anyh
 /// the plan cache: they run several statements per request.)
 pub const PLAN_PER_EXECUTION: &str = "set plan_cache_mode = force_custom_plan";
 
-/// [`role_pool`], each connection also running `setup` once.
-pub async fn role_pool_with(
-    owner: &PgPool,
+/// A pool logged in with `url`, its connections named `application_name` (as
+/// `pg_stat_activity` shows them) unless the URL names them, and running as `role`: see
+/// [`role_pool_on`]. It connects when first used.
+pub fn login_pool(
+    url: &str,
+    application_name: &str,
     max_connections: u32,
     role: &str,
     setup: Option<impl Into<String>>,
 ) -> anyhow::Result<PgPool> {
+    let mut options = connect_options(url)?;
+    if options.get_application_name().is_none() {
+        options = options.application_name(application_name);
+    }
+    Ok(role_pool_on(options, max_connections, role, setup))
+}
+
+/// A pool whose connections run as `role` (`set role` right after connecting: a no-op when the
+/// login is that role, which is how production runs; a login that is a member of it works too,
+/// with the warning of [`check_login`]) and then `setup`, once each. An empty role keeps the
+/// login.
+pub fn role_pool_on(
+    options: PgConnectOptions,
+    max_connections: u32,
+    role: &str,
+    setup: Option<impl Into<String>>,
+) -> PgPool {
     let setup: Option<String> = setup.map(Into::into);
-    let options = owner.connect_options().as_ref().clone();
     let set_role =
         (!role.is_empty()).then(|| format!("set role \"{}\"", role.replace('"', "\"\"")));
-    Ok(PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .after_connect(move |conn, _| {
@@ -116,7 +119,62 @@ pub async fn role_pool_with(
                 Ok(())
             })
         })
-        .connect_lazy_with(options))
+        .connect_lazy_with(options)
+}
+
+/// What a pool's work needs of its login, and so what would be more than it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Login {
+    /// The request paths: one tenant per transaction, bound by row-level security.
+    Request,
+    /// The work that spans tenants: it bypasses row-level security by design.
+    System,
+}
+
+impl Login {
+    fn label(self) -> &'static str {
+        match self {
+            Login::Request => "request",
+            Login::System => "system",
+        }
+    }
+}
+
+/// Whether the pool's login holds more than its work needs: a superuser, a member of the
+/// tables' owner, or (for request paths) a role that bypasses row-level security or may become
+/// one. Such a login is what an injected `reset role` or `set role` returns to. Logs a warning
+/// and exports `database_login_privileged{pool}` (1 or 0); connects once to find out.
+pub async fn check_login(pool: &PgPool, login: Login) -> anyhow::Result<bool> {
+    let (user, superuser, owner, bypass): (String, bool, bool, bool) = sqlx::query_as(
+        "select session_user::text, \
+                exists (select 1 from pg_roles r where r.rolsuper \
+                         and pg_has_role(session_user, r.oid, 'member')), \
+                exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                         where n.nspname = 'public' and c.relkind in ('r', 'p') \
+                           and pg_has_role(session_user, c.relowner, 'member')), \
+                exists (select 1 from pg_roles r where r.rolbypassrls \
+                         and pg_has_role(session_user, r.oid, 'member'))",
+    )
+    .fetch_one(pool)
+    .await?;
+    let privileged = superuser || owner || (login == Login::Request && bypass);
+    metrics::gauge!("database_login_privileged", "pool" => login.label()).set(if privileged {
+        1.0
+    } else {
+        0.0
+    });
+    if privileged {
+        tracing::warn!(
+            pool = login.label(),
+            login = %user,
+            superuser,
+            owner,
+            bypassrls = bypass,
+            "logged in to PostgreSQL with more privileges than this work needs: a statement that \
+             resets its role gains them. Log in as the service's own role (README \"Security\")"
+        );
+    }
+    Ok(privileged)
 }
 
 /// A transaction in one tenant: row-level security shows and accepts that tenant's rows only.

@@ -11,7 +11,7 @@ pub struct ProjectionConfig {
     /// Where the query endpoints read (a PostgreSQL read replica); unset: `DATABASE_URL`.
     /// Read-your-writes still holds: a `min_version` read waits until the replica has the
     /// version.
-    #[arg(long, env = "QUERY_DATABASE_URL")]
+    #[arg(long, env = "QUERY_DATABASE_URL", hide_env_values = true)]
     pub query_database_url: Option<String>,
     /// Address the query API listens on (port 0 picks a free one).
     #[arg(long, env = "QUERY_ADDR", default_value = "127.0.0.1:8081")]

@@ -23,11 +23,13 @@ use axum::Router;
 use platform::event_store::EventStore;
 use platform::health::{self, Probes};
 use platform::personal::DataKeys;
-use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use config::ProjectionConfig;
+
+/// How this service's database connections are named (`application_name`).
+const SERVICE: &str = "projection-service";
 
 pub struct App {
     listener: TcpListener,
@@ -39,51 +41,55 @@ pub struct App {
 }
 
 impl App {
+    /// Creates and migrates the database (as `MIGRATION_DATABASE_URL`'s owner), connects to NATS,
+    /// and builds on them.
     pub async fn build(config: ProjectionConfig) -> anyhow::Result<Self> {
-        let pool = platform::db::connect_and_migrate(
-            &config.platform.database_url,
-            config.platform.database_max_connections,
-        )
-        .await
-        .context("connecting to PostgreSQL")?;
+        config
+            .platform
+            .migrate()
+            .await
+            .context("migrating the database")?;
         let nats = platform::nats::connect(&config.platform.nats_url)
             .await
             .context("connecting to NATS")?;
-        Self::build_with(config, pool, nats).await
+        Self::build_with(config, nats).await
     }
 
+    /// Builds on a migrated database and a NATS client.
     pub async fn build_with(
         config: ProjectionConfig,
-        pool: PgPool,
         nats: async_nats::Client,
     ) -> anyhow::Result<Self> {
+        // Before anything records a metric, so that nothing recorded at start is lost.
+        let _ = platform::health::metrics_handle();
         let js = async_nats::jetstream::new(nats.clone());
         let stream = config.platform.stream();
         if let Err(e) = platform::nats::ensure_stream(&js, &stream).await {
             tracing::warn!(error = %e, "could not set up the JetStream stream yet; the workers keep trying");
         }
-        // `pool` is the owner's (it migrated the database). The workers' batches mix tenants
-        // (the system role bypasses row-level security); queries run as the application role,
-        // one tenant per transaction.
+        // The workers' batches mix tenants (the system role bypasses row-level security); queries
+        // run as the application role, one tenant per transaction. Each logs in as its own role.
         let system_pool = config
             .platform
             .system_pool(
-                &pool,
+                SERVICE,
                 config
                     .platform
                     .database_max_connections
                     .max(stream.partitions + 2),
             )
             .await?;
-        let app_pool = config.platform.app_pool(&pool).await?;
+        let app_pool = config.platform.app_pool(SERVICE).await?;
+        platform::db::check_login(&app_pool, platform::db::Login::Request)
+            .await
+            .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        platform::db::check_login(&system_pool, platform::db::Login::System)
+            .await
+            .context("connecting to PostgreSQL (SYSTEM_DATABASE_URL)")?;
         // Queries may read a replica; the workers and the existence check of a `min_version`
         // read stay on the primary.
         let query_pool = match &config.query_database_url {
-            Some(url) if !url.is_empty() => {
-                let replica =
-                    platform::db::pool_lazy(url, config.platform.database_max_connections)?;
-                config.platform.app_pool(&replica).await?
-            }
+            Some(url) if !url.is_empty() => config.platform.app_pool_on(url, SERVICE).await?,
             _ => app_pool.clone(),
         };
         let retention = retention::elected(&config, system_pool.clone());

@@ -160,7 +160,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Some(addr) = &cli.metrics_addr {
         serve_metrics(addr).await?;
     }
-    let pool = platform::db::connect_and_migrate(&cli.settings.database_url, 4).await?;
+    // The operator's tool logs in as the owner: a rebuild swaps tables and spans tenants.
+    let pool = platform::db::connect_and_migrate(cli.settings.migration_url(), 4).await?;
     if let Cmd::Kek(Kek::Generate) = cli.command {
         // No database: a KEK is made offline and kept out of it.
         println!("{}", platform::crypto::Kek::generate_base64().as_str());

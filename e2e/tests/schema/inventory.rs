@@ -30,9 +30,22 @@ pub struct RowLevelSecurity {
     pub policy: String,
     pub expression: String,
     pub roles: Vec<RoleSpec>,
+    /// What each role holds on every table, unless `grants` says otherwise.
     pub privileges: Vec<String>,
     pub no_privileges_on: Vec<String>,
+    /// Whether row-level security is forced (binds the owner) where it is enabled.
+    pub force: bool,
+    /// Narrower privileges of one role on some tables.
+    pub grants: Vec<GrantSpec>,
     pub choices: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantSpec {
+    pub role: String,
+    pub tables: Vec<String>,
+    pub privileges: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -138,7 +151,7 @@ pub fn expected(inventory: &Inventory) -> Schema {
         let mut table = Table {
             primary_key: spec.primary_key.clone(),
             row_level_security: spec.rls,
-            force_row_level_security: false,
+            force_row_level_security: spec.rls && rls.force,
             ..Table::default()
         };
         for c in &spec.columns {
@@ -208,6 +221,14 @@ pub fn expected(inventory: &Inventory) -> Schema {
             schema.privileges.insert(
                 (spec.name.clone(), role.name.clone()),
                 rls.privileges.iter().cloned().collect(),
+            );
+        }
+    }
+    for grant in &rls.grants {
+        for table in &grant.tables {
+            schema.privileges.insert(
+                (table.clone(), grant.role.clone()),
+                grant.privileges.iter().cloned().collect(),
             );
         }
     }

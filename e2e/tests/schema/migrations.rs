@@ -18,8 +18,12 @@ struct EmptyDb {
 
 impl EmptyDb {
     async fn create() -> Self {
+        Self::create_on(&e2e::database_server()).await
+    }
+
+    async fn create_on(server: &str) -> Self {
         let name = format!("ventros_test_{}", Uuid::new_v4().simple());
-        let admin = PgPool::connect(&format!("{}/postgres", e2e::database_server()))
+        let admin = PgPool::connect(&format!("{server}/postgres"))
             .await
             .expect("server");
         sqlx::query(&format!("create database \"{name}\""))
@@ -27,8 +31,7 @@ impl EmptyDb {
             .await
             .expect("create database");
         admin.close().await;
-        let options =
-            platform::db::connect_options(&format!("{}/{name}", e2e::database_server())).unwrap();
+        let options = platform::db::connect_options(&format!("{server}/{name}")).unwrap();
         let pool = platform::db::pool(options, 4).await.expect("pool");
         Self { name, pool }
     }
@@ -169,4 +172,33 @@ fn every_migration_runs_inside_one_transaction() {
             );
         }
     }
+}
+
+/// On a server that has never seen the project, several databases migrating at once all create
+/// or find the cluster-wide roles and make them logins (a role altered by two migrations at the
+/// same moment must not fail either).
+#[tokio::test]
+async fn on_a_fresh_server_databases_migrating_at_once_all_get_the_login_roles() {
+    let server = e2e::postgres::PrivatePostgres::start().await;
+    let mut dbs = Vec::new();
+    for _ in 0..6 {
+        dbs.push(EmptyDb::create_on(&server.url()).await);
+    }
+    try_join_all(dbs.iter().map(|db| MIGRATOR.run(&db.pool)))
+        .await
+        .expect("migrations apply from zero, all at once");
+    let roles: Vec<(String, bool, bool)> = sqlx::query_as(
+        "select rolname::text, rolcanlogin, rolbypassrls from pg_roles \
+          where rolname like 'ventros%' order by 1",
+    )
+    .fetch_all(&dbs[0].pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        roles,
+        [
+            ("ventros_app".to_owned(), true, false),
+            ("ventros_projector".to_owned(), true, true)
+        ]
+    );
 }

@@ -634,7 +634,10 @@ async fn queries_read_the_query_database_and_min_version_still_reads_your_writes
     let mut env = env(&db, &stream, 1);
     env.push((
         "QUERY_DATABASE_URL",
-        format!("{}?application_name=ventros_query_replica", db.url),
+        format!(
+            "{}?application_name=ventros_query_replica",
+            e2e::login_url(&db.url, "ventros_app")
+        ),
     ));
     let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;

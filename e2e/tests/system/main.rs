@@ -10,6 +10,7 @@ mod erasure;
 mod faults;
 mod flow;
 mod hostile;
+mod logins;
 mod operations;
 mod replay;
 mod retention;

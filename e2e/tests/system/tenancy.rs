@@ -388,7 +388,7 @@ async fn the_services_database_role_is_bound_by_row_level_security() {
         database_max_connections: 2,
         ..e2e::settings_for(&system.db.url)
     };
-    let app = settings.app_pool(&system.db.pool).await.unwrap();
+    let app = settings.app_pool("test").await.unwrap();
     let (user, superuser): (String, bool) = sqlx::query_as(
         "select current_user::text, rolsuper from pg_roles where rolname = current_user",
     )
@@ -422,16 +422,25 @@ async fn the_services_database_role_is_bound_by_row_level_security() {
                 .await
                 .unwrap();
         assert_eq!(events, 0, "{tenant} sees no other tenant's events");
-        let write = sqlx::query("update contacts set name = 'hijacked' where tenant_id <> $1")
-            .bind(tenant)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        // The data keys are a table the request role writes (it creates and destroys them).
+        let write = sqlx::query(
+            "update contact_data_keys set destroyed_at = now(), key_material = null \
+              where tenant_id <> $1",
+        )
+        .bind(tenant)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
         assert_eq!(
             write.rows_affected(),
             0,
             "{tenant} changes no other tenant's rows"
         );
+        let own: i64 = sqlx::query_scalar("select count(*) from contact_data_keys")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(own, 1, "{tenant} sees its own contact's key");
     }
     system.stop().await;
 }

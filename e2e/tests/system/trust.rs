@@ -270,7 +270,7 @@ async fn a_request_paths_statement_is_cancelled_at_its_timeout_and_answered_503(
         request_statement_timeout_ms: 200,
         ..e2e::settings_for(&db.url)
     };
-    let app = settings.app_pool(&db.pool).await.unwrap();
+    let app = settings.app_pool("test").await.unwrap();
     let started = std::time::Instant::now();
     let error = sqlx::query("select pg_sleep(5)")
         .execute(&app)
@@ -281,7 +281,7 @@ async fn a_request_paths_statement_is_cancelled_at_its_timeout_and_answered_503(
     assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(answer.headers().contains_key("retry-after"));
     // The cross-tenant pool (relay, workers, sweeps) has no such limit: a rebuild's merge may run long.
-    let system = settings.system_pool(&db.pool, 1).await.unwrap();
+    let system = settings.system_pool("test", 1).await.unwrap();
     sqlx::query("select pg_sleep(0.3)")
         .execute(&system)
         .await
