@@ -34,6 +34,12 @@ pub use config::CommandConfig;
 const SERVICE: &str = "command-service";
 
 pub struct App {
+    /// The API-key cache, the pool its change listener connects through, and that listener.
+    key_cache: (
+        Arc<platform::auth::KeyCache>,
+        sqlx::PgPool,
+        Option<sqlx::postgres::PgListener>,
+    ),
     listener: TcpListener,
     router: Router,
     relay: Option<relay::OutboxRelay>,
@@ -93,14 +99,20 @@ impl App {
             config.max_attempts,
         )
         .with_cache(config.aggregate_cache_capacity);
+        let key_cache = config.platform.key_cache();
+        let key_listener = key_cache.start_listening(&app_pool).await;
         let state = routes::AppState {
             pool: app_pool.clone(),
+            auth: platform::auth::Authenticator {
+                pool: app_pool.clone(),
+                cache: key_cache.clone(),
+            },
             handler: handler.clone(),
             channel_types: Arc::default(),
         };
         let (router, paths) = routes::router(state)
             .merge(health::router(Probes {
-                pool: app_pool,
+                pool: app_pool.clone(),
                 nats: nats.clone(),
                 stalled: None,
                 key_protection: platform::personal::key_protection(keys.keyring()),
@@ -132,6 +144,7 @@ impl App {
             interval: config.sweep_interval(),
         };
         Ok(Self {
+            key_cache: (key_cache, app_pool, key_listener),
             listener,
             router,
             relay,
@@ -166,12 +179,14 @@ impl App {
             }
         });
         let sweeper = tokio::spawn(self.sweeper.run(shutdown.clone()));
+        let (key_cache, listen_pool, listener) = self.key_cache;
+        let key_cache = tokio::spawn(key_cache.listen(listen_pool, listener, shutdown.clone()));
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
-        let _ = tokio::join!(relay, sweeper, retention);
+        let _ = tokio::join!(relay, sweeper, retention, key_cache);
         served.context("HTTP server failed")
     }
 }

@@ -70,6 +70,25 @@ pub fn settings_for(database_url: &str) -> Settings {
         request_statement_timeout_ms: 10_000,
         rate_limit_per_second: 0,
         rate_limit_burst: 0,
+        api_key_cache_capacity: 10_000,
+    }
+}
+
+/// Asks `check` every 20 ms until it answers true (true) or `within` has passed (false).
+pub async fn wait_until<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -369,6 +388,7 @@ impl TestSystem {
             request_statement_timeout_ms: 10_000,
             rate_limit_per_second: self.options.rate_limit.0,
             rate_limit_burst: self.options.rate_limit.1,
+            api_key_cache_capacity: 10_000,
         }
     }
 

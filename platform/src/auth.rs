@@ -4,8 +4,13 @@
 //! expired, not deleted, its user active and not deleted). Access to the project in the path is
 //! its owner's, or a `project_members` row's (`viewer` reads only). A project the caller cannot
 //! see is 404, never 403, so ids of other tenants leak nothing.
+//!
+//! What the database answered is kept in a [`KeyCache`] that a `LISTEN` on the tables behind it
+//! empties whenever any of them changes (migration 0024): a revoked key is refused at once, and
+//! a key in use costs no database round trip per request.
 
-use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{FromRef, FromRequestParts, RawPathParams};
@@ -14,6 +19,7 @@ use axum::http::request::Parts;
 use dashmap::DashMap;
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::{Digest, Sha256};
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -75,36 +81,168 @@ pub fn generate_api_key() -> String {
     format!("vk_{}", Alphanumeric.sample_string(&mut rand::rng(), 40))
 }
 
-/// How long a key that was looked up and not found is refused without asking the database again.
-/// Short: a key created just after a client tried it works within this long.
+/// How long a key that was looked up and not found is refused without asking the database again
+/// (a key created meanwhile empties the cache, so this only bounds a missed notification).
 const FAILED_KEY_TTL: Duration = Duration::from_secs(10);
-/// The most failed keys remembered.
-const FAILED_KEYS_MAX: usize = 10_000;
+/// How long a key's access is served from the cache at most. Invalidation is by notification;
+/// this bounds what a notification that never came could cost.
+const ACCESS_TTL: Duration = Duration::from_secs(60);
+/// The channel migration 0024's triggers notify on any change to users, keys, projects or
+/// members.
+pub const ACCESS_CHANGED_CHANNEL: &str = "ventros_access_changed";
 
-/// Keys (by their hash) recently looked up and not found: a flood of requests with made-up keys
-/// costs one database round trip per key per `FAILED_KEY_TTL`, not one per request. Only
-/// failures are remembered: a revoked key is refused at its next request, never served from here.
-static FAILED_KEYS: LazyLock<FailedKeys> = LazyLock::new(FailedKeys::default);
+/// What the database said about keys lately: the access of keys in use (per key and project),
+/// and keys that were not found. Bounded (`capacity` entries of each; full, it is emptied and
+/// fills again with the keys in use). Served from only while [`KeyCache::listen`] hears the
+/// database's change notifications.
+pub struct KeyCache {
+    granted: DashMap<(String, Uuid), (AuthContext, Instant)>,
+    failed: DashMap<String, Instant>,
+    capacity: usize,
+    /// Bumped by every invalidation: a lookup that began before one does not store its answer,
+    /// which may predate the change.
+    generation: AtomicU64,
+    /// Whether the listener is connected and listening (nothing is served from the cache
+    /// otherwise: a change could go unheard).
+    listening: AtomicBool,
+}
 
-#[derive(Default)]
-struct FailedKeys(DashMap<String, Instant>);
-
-impl FailedKeys {
-    fn recently_failed(&self, hash: &str) -> bool {
-        self.0
-            .get(hash)
-            .is_some_and(|at| at.elapsed() < FAILED_KEY_TTL)
+impl KeyCache {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            granted: DashMap::new(),
+            failed: DashMap::new(),
+            capacity,
+            generation: AtomicU64::new(0),
+            listening: AtomicBool::new(false),
+        })
     }
 
-    fn failed(&self, hash: String) {
-        if self.0.len() >= FAILED_KEYS_MAX {
-            self.0.retain(|_, at| at.elapsed() < FAILED_KEY_TTL);
-            if self.0.len() >= FAILED_KEYS_MAX {
-                self.0.clear();
+    fn serving(&self) -> bool {
+        self.capacity > 0 && self.listening.load(Ordering::Acquire)
+    }
+
+    fn granted(&self, hash: &str, project_id: Uuid) -> Option<AuthContext> {
+        if !self.serving() {
+            return None;
+        }
+        let entry = self.granted.get(&(hash.to_owned(), project_id))?;
+        let (access, expires) = entry.value();
+        (Instant::now() < *expires).then(|| access.clone())
+    }
+
+    fn recently_failed(&self, hash: &str) -> bool {
+        self.serving()
+            && self
+                .failed
+                .get(hash)
+                .is_some_and(|at| at.elapsed() < FAILED_KEY_TTL)
+    }
+
+    fn remember_granted(&self, began: u64, hash: String, access: &AuthContext, until: Instant) {
+        if !self.serving() || self.generation.load(Ordering::Acquire) != began {
+            return;
+        }
+        if self.granted.len() >= self.capacity {
+            self.granted.clear();
+        }
+        self.granted
+            .insert((hash, access.project_id), (access.clone(), until));
+    }
+
+    fn remember_failed(&self, began: u64, hash: String) {
+        if !self.serving() || self.generation.load(Ordering::Acquire) != began {
+            return;
+        }
+        if self.failed.len() >= self.capacity {
+            self.failed.retain(|_, at| at.elapsed() < FAILED_KEY_TTL);
+            if self.failed.len() >= self.capacity {
+                self.failed.clear();
             }
         }
-        self.0.insert(hash, Instant::now());
+        self.failed.insert(hash, Instant::now());
     }
+
+    /// Forgets everything: something behind the keys changed.
+    fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.granted.clear();
+        self.failed.clear();
+        metrics::counter!("auth_cache_invalidations_total").increment(1);
+    }
+
+    /// Connects the change listener and turns the cache on; `None` (and the cache off) when the
+    /// database cannot be reached, which [`KeyCache::listen`] then retries. Called before the
+    /// service serves, so that it serves with the cache on.
+    pub async fn start_listening(&self, pool: &PgPool) -> Option<PgListener> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let connected = async {
+            let mut listener = PgListener::connect_with(pool).await?;
+            listener.listen(ACCESS_CHANGED_CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match connected.await {
+            Ok(listener) => {
+                // What changed while nobody listened was not heard.
+                self.invalidate();
+                self.listening.store(true, Ordering::Release);
+                Some(listener)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the API-key cache cannot listen for changes; keys are looked up on every request until it can");
+                None
+            }
+        }
+    }
+
+    /// Empties the cache on each [`ACCESS_CHANGED_CHANNEL`] notification on `pool`'s server (the
+    /// primary: a replica cannot listen) until `stop`. While the connection is down the cache is
+    /// off and emptied; once it is back, emptied again.
+    pub async fn listen(
+        self: Arc<Self>,
+        pool: PgPool,
+        mut listener: Option<PgListener>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut backoff = Duration::from_millis(100);
+        while !stop.is_cancelled() {
+            let Some(connected) = listener.as_mut() else {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                listener = self.start_listening(&pool).await;
+                continue;
+            };
+            backoff = Duration::from_millis(100);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                // `try_recv` answers `None` when the connection was lost (it would reconnect on
+                // the next call; we start over instead, to turn the cache off first).
+                received = connected.try_recv() => match received {
+                    Ok(Some(_)) => self.invalidate(),
+                    Ok(None) | Err(_) => {
+                        self.listening.store(false, Ordering::Release);
+                        self.invalidate();
+                        listener = None;
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// How a request's key is checked: where the lookup reads, and what it remembers.
+#[derive(Clone)]
+pub struct Authenticator {
+    pub pool: PgPool,
+    pub cache: Arc<KeyCache>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -114,11 +252,13 @@ struct Access {
     tenant_id: Option<String>,
     role: Option<String>,
     session_timeout_minutes: Option<i64>,
+    /// When the key expires (none: never).
+    key_expires_at: Option<chrono::NaiveDateTime>,
 }
 
 impl<S> FromRequestParts<S> for AuthContext
 where
-    PgPool: FromRef<S>,
+    Authenticator: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
@@ -149,27 +289,34 @@ where
                 "invalid path: project_id {raw_project:?} is not a UUID"
             ))
         })?;
-        let pool = PgPool::from_ref(state);
+        let auth = Authenticator::from_ref(state);
         let hash = hash_api_key(&key);
-        if FAILED_KEYS.recently_failed(&hash) {
+        if let Some(access) = auth.cache.granted(&hash, project_id) {
+            metrics::counter!("auth_key_lookups_total", "result" => "granted_from_cache")
+                .increment(1);
+            return Ok(access);
+        }
+        if auth.cache.recently_failed(&hash) {
             metrics::counter!("auth_key_lookups_total", "result" => "refused_from_cache")
                 .increment(1);
             return Err(ApiError::Unauthorized);
         }
+        let began = auth.cache.generation.load(Ordering::Acquire);
         // A security-definer function: the lookup runs before the tenant is known, and the
         // request paths' role sees no tenant's rows without one.
         let access: Option<Access> = sqlx::query_as(
-            "select user_id, project_id, tenant_id, session_timeout_minutes, role from authenticate_api_key($1, $2)",
+            "select user_id, project_id, tenant_id, session_timeout_minutes, role, key_expires_at \
+               from authenticate_api_key($1, $2)",
         )
         .bind(&hash)
         .bind(project_id)
-        .fetch_optional(&pool)
+        .fetch_optional(&auth.pool)
         .await
         .map_err(ApiError::internal)?;
         metrics::counter!("auth_key_lookups_total", "result" => if access.is_some() { "found" } else { "unknown" })
             .increment(1);
         let Some(access) = access else {
-            FAILED_KEYS.failed(hash);
+            auth.cache.remember_failed(began, hash);
             return Err(ApiError::Unauthorized);
         };
         let not_found = || ApiError::NotFound("no such project".into());
@@ -178,12 +325,25 @@ where
             .as_deref()
             .and_then(Role::parse)
             .ok_or_else(not_found)?;
-        Ok(AuthContext {
+        let context = AuthContext {
             user_id: access.user_id,
             project_id: access.project_id.ok_or_else(not_found)?,
             tenant_id: access.tenant_id.ok_or_else(not_found)?,
             role,
             session_timeout_minutes: access.session_timeout_minutes.unwrap_or(30),
-        })
+        };
+        // Kept until the key expires, if sooner than the cache's own bound.
+        let now = Instant::now();
+        let until = access
+            .key_expires_at
+            .map(|at| {
+                let left = (at - chrono::Utc::now().naive_utc())
+                    .to_std()
+                    .unwrap_or_default();
+                now + left.min(ACCESS_TTL)
+            })
+            .unwrap_or(now + ACCESS_TTL);
+        auth.cache.remember_granted(began, hash, &context, until);
+        Ok(context)
     }
 }

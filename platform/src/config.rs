@@ -86,9 +86,18 @@ pub struct Settings {
     /// How many requests a key may make at once before its rate applies (the bucket's size).
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 2_000)]
     pub rate_limit_burst: u32,
+    /// API keys (per project) whose access each instance remembers, so that a request costs no
+    /// lookup; emptied whenever users, keys, projects or members change. 0: look up every time.
+    #[arg(long, env = "API_KEY_CACHE_CAPACITY", default_value_t = 10_000)]
+    pub api_key_cache_capacity: usize,
 }
 
 impl Settings {
+    /// The API-key cache of this instance (see `api_key_cache_capacity`).
+    pub fn key_cache(&self) -> std::sync::Arc<crate::auth::KeyCache> {
+        crate::auth::KeyCache::new(self.api_key_cache_capacity)
+    }
+
     /// The per-key rate limit of the HTTP routes (`None`: off).
     pub fn rate_limiter(&self) -> Option<std::sync::Arc<crate::rate_limit::RateLimiter>> {
         crate::rate_limit::RateLimiter::new(self.rate_limit_per_second, self.rate_limit_burst)

@@ -32,6 +32,13 @@ pub use config::ProjectionConfig;
 const SERVICE: &str = "projection-service";
 
 pub struct App {
+    /// The API-key cache, the pool (the primary's) its change listener connects through, and
+    /// that listener.
+    key_cache: (
+        Arc<platform::auth::KeyCache>,
+        sqlx::PgPool,
+        Option<sqlx::postgres::PgListener>,
+    ),
     listener: TcpListener,
     router: Router,
     workers: Option<ownership::Coordinator>,
@@ -118,14 +125,21 @@ impl App {
             health: consumer_health.clone(),
             owned: owned.clone(),
         });
+        // The cache's listener connects to the primary: a replica cannot LISTEN.
+        let key_cache = config.platform.key_cache();
+        let key_listener = key_cache.start_listening(&app_pool).await;
         let (router, paths) = queries::router(queries::QueryState {
+            auth: platform::auth::Authenticator {
+                pool: query_pool.clone(),
+                cache: key_cache.clone(),
+            },
             pool: query_pool.clone(),
             store: EventStore::new(query_pool),
             primary: app_pool.clone(),
             keys: keys.clone(),
         })
         .merge(health::router(Probes {
-            pool: app_pool,
+            pool: app_pool.clone(),
             nats,
             stalled: Some(Arc::new(move || consumer_health.stalled(stall_after))),
             key_protection: platform::personal::key_protection(keys.keyring()),
@@ -143,6 +157,7 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.addr))?;
         Ok(Self {
+            key_cache: (key_cache, app_pool, key_listener),
             listener,
             router,
             workers,
@@ -177,12 +192,15 @@ impl App {
             .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
+        let (key_cache, listen_pool, listener) = self.key_cache;
+        let key_cache = tokio::spawn(key_cache.listen(listen_pool, listener, shutdown.clone()));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
         shutdown.cancel();
         futures::future::join_all(workers).await;
         let _ = retention.await;
+        let _ = key_cache.await;
         served.context("HTTP server failed")
     }
 }

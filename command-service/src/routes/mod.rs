@@ -28,6 +28,8 @@ use crate::idempotency::{IdempotencySlot, StoredResponse};
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
+    /// Checks the API key of each request.
+    pub auth: platform::auth::Authenticator,
     pub handler: CommandHandler,
     /// Channel types known to exist (the catalogue only grows; a miss is checked in the database).
     pub channel_types: Arc<DashSet<i64>>,
@@ -36,6 +38,12 @@ pub struct AppState {
 impl FromRef<AppState> for PgPool {
     fn from_ref(state: &AppState) -> Self {
         state.pool.clone()
+    }
+}
+
+impl FromRef<AppState> for platform::auth::Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
     }
 }
 

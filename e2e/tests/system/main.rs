@@ -10,6 +10,7 @@ mod erasure;
 mod faults;
 mod flow;
 mod hostile;
+mod key_cache;
 mod logins;
 mod operations;
 mod replay;

@@ -307,6 +307,41 @@ async fn viewers_read_but_cannot_command_and_keys_must_be_valid() {
             .execute(&system.db.pool)
             .await
             .unwrap();
+        // The services keep keys in use in a cache that the change empties through a
+        // notification: within a second the key is refused by both, found out by requests that
+        // change nothing (a read; a command on a contact that does not exist).
+        let project = format!("/v1/projects/{}", system.tenant.project_id);
+        for (method, url, body) in [
+            (
+                Method::GET,
+                format!("{}{project}/contacts/{contact}", system.query_url),
+                None,
+            ),
+            (
+                Method::POST,
+                format!(
+                    "{}{project}/contacts/{}/tags",
+                    system.command_url,
+                    uuid::Uuid::new_v4()
+                ),
+                Some(json!({"tag": "probe"})),
+            ),
+        ] {
+            let refused = e2e::wait_until(std::time::Duration::from_secs(1), || async {
+                let reply = system
+                    .send(
+                        method.clone(),
+                        &url,
+                        Some(&agent.api_key),
+                        body.as_ref(),
+                        &[],
+                    )
+                    .await;
+                reply.status == reqwest::StatusCode::UNAUTHORIZED
+            })
+            .await;
+            assert!(refused, "{what}: {url} still accepts the key after 1 s");
+        }
         let reply = system
             .command_as(
                 &agent,

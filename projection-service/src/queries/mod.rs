@@ -29,6 +29,8 @@ pub struct QueryState {
     pub primary: PgPool,
     /// Opens the personal fields of stored events (`/contacts/{id}/events`, `/event-log`).
     pub keys: platform::personal::DataKeys,
+    /// Checks the API key of each request (looked up where the queries read).
+    pub auth: platform::auth::Authenticator,
 }
 
 impl QueryState {
@@ -46,6 +48,12 @@ impl QueryState {
 impl FromRef<QueryState> for PgPool {
     fn from_ref(state: &QueryState) -> Self {
         state.pool.clone()
+    }
+}
+
+impl FromRef<QueryState> for platform::auth::Authenticator {
+    fn from_ref(state: &QueryState) -> Self {
+        state.auth.clone()
     }
 }
 
