@@ -34,6 +34,7 @@ pub use config::CommandConfig;
 pub struct App {
     listener: TcpListener,
     router: Router,
+    http: platform::HttpLimits,
     relay: Option<relay::OutboxRelay>,
     sweeper: sweeper::TimeoutSweeper,
     retention: platform::retention::Elected<retention::RetentionSweep>,
@@ -126,6 +127,7 @@ impl App {
         Ok(Self {
             listener,
             router,
+            http: config.platform.http.clone(),
             relay,
             sweeper,
             retention,
@@ -159,9 +161,13 @@ impl App {
         });
         let sweeper = tokio::spawn(self.sweeper.run(shutdown.clone()));
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = platform::server::serve(
+            self.listener,
+            self.router,
+            self.http,
+            shutdown.clone().cancelled_owned(),
+        )
+        .await;
         shutdown.cancel();
         let _ = tokio::join!(relay, sweeper, retention);
         served.context("HTTP server failed")

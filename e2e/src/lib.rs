@@ -57,6 +57,7 @@ pub fn settings_for(database_url: &str) -> Settings {
         request_statement_timeout_ms: 10_000,
         rate_limit_per_second: 0,
         rate_limit_burst: 0,
+        http: Default::default(),
     }
 }
 
@@ -151,6 +152,8 @@ pub struct Options {
     /// `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST` ((0, _): no limit, so that load tests and
     /// the benchmark measure the system, not the limiter).
     pub rate_limit: (u32, u32),
+    /// The HTTP server's timeouts and caps (`HTTP_*`), the same for both services.
+    pub http: platform::HttpLimits,
 }
 
 impl Default for Options {
@@ -168,6 +171,7 @@ impl Default for Options {
             retention: platform::retention::RetentionPeriods::default(),
             retention_interval: Duration::from_secs(60),
             rate_limit: (0, 0),
+            http: platform::HttpLimits::default(),
         }
     }
 }
@@ -354,6 +358,7 @@ impl TestSystem {
             request_statement_timeout_ms: 10_000,
             rate_limit_per_second: self.options.rate_limit.0,
             rate_limit_burst: self.options.rate_limit.1,
+            http: self.options.http.clone(),
         }
     }
 

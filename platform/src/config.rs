@@ -71,6 +71,9 @@ pub struct Settings {
     /// How many requests a key may make at once before its rate applies (the bucket's size).
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 2_000)]
     pub rate_limit_burst: u32,
+    /// The HTTP server's timeouts and caps.
+    #[command(flatten)]
+    pub http: crate::server::HttpLimits,
 }
 
 impl Settings {

@@ -32,6 +32,7 @@ pub use config::ProjectionConfig;
 pub struct App {
     listener: TcpListener,
     router: Router,
+    http: platform::HttpLimits,
     workers: Option<ownership::Coordinator>,
     owned: Arc<ownership::Owned>,
     retention: platform::retention::Elected<retention::RetentionSweep>,
@@ -139,6 +140,7 @@ impl App {
         Ok(Self {
             listener,
             router,
+            http: config.platform.http.clone(),
             workers,
             owned,
             retention,
@@ -171,9 +173,13 @@ impl App {
             .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = platform::server::serve(
+            self.listener,
+            self.router,
+            self.http,
+            shutdown.clone().cancelled_owned(),
+        )
+        .await;
         shutdown.cancel();
         futures::future::join_all(workers).await;
         let _ = retention.await;
