@@ -154,6 +154,8 @@ pub struct Options {
     pub rate_limit: (u32, u32),
     /// The HTTP server's timeouts and caps (`HTTP_*`), the same for both services.
     pub http: platform::HttpLimits,
+    /// `DATABASE_MAX_CONNECTIONS` of both services.
+    pub database_max_connections: u32,
 }
 
 impl Default for Options {
@@ -172,6 +174,7 @@ impl Default for Options {
             retention_interval: Duration::from_secs(60),
             rate_limit: (0, 0),
             http: platform::HttpLimits::default(),
+            database_max_connections: 20,
         }
     }
 }
@@ -344,7 +347,7 @@ impl TestSystem {
     pub fn settings(&self) -> Settings {
         Settings {
             database_url: self.db.url.clone(),
-            database_max_connections: 20,
+            database_max_connections: self.options.database_max_connections,
             database_app_role: self.options.app_role.into(),
             database_system_role: "ventros_projector".into(),
             nats_url: self.stream.url.clone(),

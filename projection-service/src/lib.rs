@@ -10,6 +10,7 @@
 pub mod config;
 pub mod dead_letters;
 pub mod ownership;
+pub mod projected;
 pub mod projections;
 pub mod queries;
 pub mod retention;
@@ -34,6 +35,7 @@ pub struct App {
     router: Router,
     http: platform::HttpLimits,
     workers: Option<ownership::Coordinator>,
+    notifications: projected::Listener,
     owned: Arc<ownership::Owned>,
     retention: platform::retention::Elected<retention::RetentionSweep>,
     shutdown: CancellationToken,
@@ -113,11 +115,17 @@ impl App {
             health: consumer_health.clone(),
             owned: owned.clone(),
         });
+        // Batches are notified on the primary (a replica does not relay notifications): the
+        // listener holds one connection of a pool of its own, not one of the queries'.
+        let (notifications, projected) = projected::Listener::new(
+            platform::db::role_pool(&pool, 1, &config.platform.database_app_role).await?,
+        );
         let (router, paths) = queries::router(queries::QueryState {
             pool: query_pool.clone(),
             store: EventStore::new(query_pool),
             primary: app_pool.clone(),
             keys: keys.clone(),
+            projected,
         })
         .merge(health::router(Probes {
             pool: app_pool,
@@ -142,6 +150,7 @@ impl App {
             router,
             http: config.platform.http.clone(),
             workers,
+            notifications,
             owned,
             retention,
             shutdown: CancellationToken::new(),
@@ -173,6 +182,7 @@ impl App {
             .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
+        let notifications = tokio::spawn(self.notifications.run(shutdown.clone()));
         let served = platform::server::serve(
             self.listener,
             self.router,
@@ -182,7 +192,7 @@ impl App {
         .await;
         shutdown.cancel();
         futures::future::join_all(workers).await;
-        let _ = retention.await;
+        let _ = tokio::join!(retention, notifications);
         served.context("HTTP server failed")
     }
 }

@@ -649,3 +649,89 @@ async fn past_the_connection_cap_a_connection_is_closed_unserved_until_one_frees
         )
         .await;
 }
+
+#[tokio::test]
+async fn waiting_min_version_reads_wake_on_the_projection_and_leave_the_pool_alone() {
+    let system = TestSystem::start_with(e2e::Options {
+        database_max_connections: 4,
+        ..e2e::Options::default()
+    })
+    .await;
+    let contact = system.create_contact(json!({"name": "Awaited"})).await;
+    let read = system
+        .query(&format!("/contacts/{contact}?min_version=1"))
+        .await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    let commits = || async {
+        sqlx::query_scalar::<_, i64>(
+            "select xact_commit from pg_stat_database where datname = current_database()",
+        )
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap()
+    };
+
+    // Thirty reads wait for version 2 on a pool of four connections.
+    let waiting = futures::future::join_all((0..30).map(|_| async {
+        let reply = system
+            .query(&format!("/contacts/{contact}?min_version=2&wait_ms=20000"))
+            .await;
+        (reply, std::time::Instant::now())
+    }));
+    let meanwhile = async {
+        // Let them start waiting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = commits().await;
+        // Other queries are served at once meanwhile.
+        for _ in 0..10 {
+            let started = std::time::Instant::now();
+            assert_eq!(system.query("/contacts").await.status, StatusCode::OK);
+            assert!(
+                started.elapsed() < Duration::from_millis(300),
+                "a list took {:?} while reads waited",
+                started.elapsed()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Waiting reads re-read once a second, not every 50 ms: with the workers' and the
+        // relay's, about 200 transactions in these 2 s, where polling made some 1,250.
+        let during = commits().await - before;
+        assert!(
+            during < 300,
+            "{during} transactions committed in 2 s of waiting"
+        );
+
+        let reply = system
+            .command(
+                Method::POST,
+                &format!("/contacts/{contact}/tags"),
+                Some(json!({"tag": "now"})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        // The moment the row has version 2, as the database sees it.
+        loop {
+            let version: i64 =
+                sqlx::query_scalar("select version::bigint from contacts where id = $1")
+                    .bind(contact)
+                    .fetch_one(&system.db.pool)
+                    .await
+                    .unwrap();
+            if version >= 2 {
+                return std::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    let (answers, projected_at) = tokio::join!(waiting, meanwhile);
+    for (reply, at) in answers {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.body["version"], 2);
+        // Woken by the batch's notification, not by the once-a-second re-check.
+        let late = at.saturating_duration_since(projected_at);
+        assert!(
+            late < Duration::from_millis(300),
+            "answered {late:?} after the projection"
+        );
+    }
+}
