@@ -42,6 +42,7 @@ pub struct App {
     ),
     listener: TcpListener,
     router: Router,
+    http: platform::HttpLimits,
     relay: Option<relay::OutboxRelay>,
     sweeper: sweeper::TimeoutSweeper,
     retention: platform::retention::Elected<retention::RetentionSweep>,
@@ -147,6 +148,7 @@ impl App {
             key_cache: (key_cache, app_pool, key_listener),
             listener,
             router,
+            http: config.platform.http.clone(),
             relay,
             sweeper,
             retention,
@@ -182,9 +184,13 @@ impl App {
         let (key_cache, listen_pool, listener) = self.key_cache;
         let key_cache = tokio::spawn(key_cache.listen(listen_pool, listener, shutdown.clone()));
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let served = platform::server::serve(
+            self.listener,
+            self.router,
+            self.http,
+            shutdown.clone().cancelled_owned(),
+        )
+        .await;
         shutdown.cancel();
         let _ = tokio::join!(relay, sweeper, retention, key_cache);
         served.context("HTTP server failed")

@@ -71,6 +71,7 @@ pub fn settings_for(database_url: &str) -> Settings {
         rate_limit_per_second: 0,
         rate_limit_burst: 0,
         api_key_cache_capacity: 10_000,
+        http: Default::default(),
     }
 }
 
@@ -183,6 +184,10 @@ pub struct Options {
     /// `RATE_LIMIT_PER_SECOND` and `RATE_LIMIT_BURST` ((0, _): no limit, so that load tests and
     /// the benchmark measure the system, not the limiter).
     pub rate_limit: (u32, u32),
+    /// The HTTP server's timeouts and caps (`HTTP_*`), the same for both services.
+    pub http: platform::HttpLimits,
+    /// `DATABASE_MAX_CONNECTIONS` of both services.
+    pub database_max_connections: u32,
 }
 
 impl Default for Options {
@@ -200,6 +205,8 @@ impl Default for Options {
             retention: platform::retention::RetentionPeriods::default(),
             retention_interval: Duration::from_secs(60),
             rate_limit: (0, 0),
+            http: platform::HttpLimits::default(),
+            database_max_connections: 20,
         }
     }
 }
@@ -374,7 +381,7 @@ impl TestSystem {
             database_url: login_url(&self.db.url, self.options.app_role),
             migration_database_url: Some(self.db.url.clone()),
             system_database_url: Some(login_url(&self.db.url, "ventros_projector")),
-            database_max_connections: 20,
+            database_max_connections: self.options.database_max_connections,
             database_app_role: self.options.app_role.into(),
             database_system_role: "ventros_projector".into(),
             nats_url: self.stream.url.clone(),
@@ -389,6 +396,7 @@ impl TestSystem {
             rate_limit_per_second: self.options.rate_limit.0,
             rate_limit_burst: self.options.rate_limit.1,
             api_key_cache_capacity: 10_000,
+            http: self.options.http.clone(),
         }
     }
 

@@ -90,6 +90,9 @@ pub struct Settings {
     /// lookup; emptied whenever users, keys, projects or members change. 0: look up every time.
     #[arg(long, env = "API_KEY_CACHE_CAPACITY", default_value_t = 10_000)]
     pub api_key_cache_capacity: usize,
+    /// The HTTP server's timeouts and caps.
+    #[command(flatten)]
+    pub http: crate::server::HttpLimits,
 }
 
 impl Settings {

@@ -1,6 +1,6 @@
 //! What both services (and the replay tool) share, and nothing domain-specific: configuration,
 //! the database pool and migrations, the NATS connection and stream set-up, API-key
-//! authentication, problem+json errors, telemetry, health routes and shutdown.
+//! authentication, problem+json errors, telemetry, health routes, the HTTP server and shutdown.
 
 pub mod auth;
 pub mod body;
@@ -17,8 +17,10 @@ pub mod personal;
 pub mod problem;
 pub mod rate_limit;
 pub mod retention;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use config::Settings;
 pub use problem::{ApiError, FieldProblem};
+pub use server::HttpLimits;

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod dead_letters;
 pub mod ownership;
+pub mod projected;
 pub mod projections;
 pub mod queries;
 pub mod retention;
@@ -41,7 +42,9 @@ pub struct App {
     ),
     listener: TcpListener,
     router: Router,
+    http: platform::HttpLimits,
     workers: Option<ownership::Coordinator>,
+    notifications: projected::Listener,
     owned: Arc<ownership::Owned>,
     retention: platform::retention::Elected<retention::RetentionSweep>,
     shutdown: CancellationToken,
@@ -128,6 +131,15 @@ impl App {
         // The cache's listener connects to the primary: a replica cannot LISTEN.
         let key_cache = config.platform.key_cache();
         let key_listener = key_cache.start_listening(&app_pool).await;
+        // Batches are notified on the primary (a replica does not relay notifications): the
+        // listener holds one connection of a pool of its own, not one of the queries'.
+        let (notifications, projected) = projected::Listener::new(platform::db::login_pool(
+            &config.platform.database_url,
+            &format!("{SERVICE} listener"),
+            1,
+            &config.platform.database_app_role,
+            None::<String>,
+        )?);
         let (router, paths) = queries::router(queries::QueryState {
             auth: platform::auth::Authenticator {
                 pool: query_pool.clone(),
@@ -137,6 +149,7 @@ impl App {
             store: EventStore::new(query_pool),
             primary: app_pool.clone(),
             keys: keys.clone(),
+            projected,
         })
         .merge(health::router(Probes {
             pool: app_pool.clone(),
@@ -160,7 +173,9 @@ impl App {
             key_cache: (key_cache, app_pool, key_listener),
             listener,
             router,
+            http: config.platform.http.clone(),
             workers,
+            notifications,
             owned,
             retention,
             shutdown: CancellationToken::new(),
@@ -194,13 +209,17 @@ impl App {
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
         let (key_cache, listen_pool, listener) = self.key_cache;
         let key_cache = tokio::spawn(key_cache.listen(listen_pool, listener, shutdown.clone()));
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await;
+        let notifications = tokio::spawn(self.notifications.run(shutdown.clone()));
+        let served = platform::server::serve(
+            self.listener,
+            self.router,
+            self.http,
+            shutdown.clone().cancelled_owned(),
+        )
+        .await;
         shutdown.cancel();
         futures::future::join_all(workers).await;
-        let _ = retention.await;
-        let _ = key_cache.await;
+        let _ = tokio::join!(retention, notifications, key_cache);
         served.context("HTTP server failed")
     }
 }

@@ -141,7 +141,8 @@ pub struct BatchReport {
     pub duplicates: usize,
 }
 
-/// Applies `events` (in order) to `projections` inside `tx`, recording `processed_events`.
+/// Applies `events` (in order) to `projections` inside `tx`, recording `processed_events`; when
+/// it applied any, it tells the waiting `min_version` reads on commit ([`crate::projected`]).
 pub async fn apply_batch(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
@@ -163,6 +164,9 @@ pub async fn apply_batch(
     let keys = batch_keys(tx, keys, events).await?;
     let (report, processed) = apply_events(tx, store, &keys, projections, events, &done).await?;
     record_processed(tx, &processed, started.elapsed().as_millis() as i64).await?;
+    if report.applied > 0 {
+        crate::projected::notify(tx, events).await?;
+    }
     Ok(report)
 }
 

@@ -31,6 +31,8 @@ pub struct QueryState {
     pub keys: platform::personal::DataKeys,
     /// Checks the API key of each request (looked up where the queries read).
     pub auth: platform::auth::Authenticator,
+    /// Wakes a waiting `min_version` read when a batch naming its aggregate commits.
+    pub projected: crate::projected::Projected,
 }
 
 impl QueryState {
@@ -143,8 +145,10 @@ pub struct ReadParams {
     pub wait_ms: Option<u64>,
 }
 
-/// Reads a row until it holds at least `min_version`, polling with a deadline. Without
-/// `min_version` it reads once. An aggregate (of this type) that is not in this tenant's store is
+/// Reads a row until it holds at least `min_version`, with a deadline: it re-reads when a
+/// projected batch names the aggregate (and every [`crate::projected::RECHECK`] in case a
+/// notification was missed), holding no connection in between. Without `min_version` it reads
+/// once. An aggregate (of this type) that is not in this tenant's store is
 /// 404 at once. At the deadline, a read model still behind a version the store holds is 503 with
 /// `Retry-After`; a version the store does not hold yet is 404.
 pub async fn read_at_least<T, F, Fut>(
@@ -192,7 +196,7 @@ where
         .map_err(ApiError::internal)
     };
     let mut checked_store = false;
-    let mut pause = Duration::from_millis(5);
+    let mut projected = state.projected.subscribe(id);
     loop {
         if let Some(row) = read().await.map_err(ApiError::internal)? {
             if version_of(&row) >= wanted {
@@ -229,8 +233,8 @@ where
                 },
             });
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+        let recheck = tokio::time::Instant::now() + crate::projected::RECHECK;
+        projected.advanced(recheck.min(deadline)).await;
     }
 }
 
