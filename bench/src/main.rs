@@ -12,7 +12,8 @@
 //!
 //! Scenarios ([`scenarios`]): 1 HTTP commands vs baseline (a), raw SQL; 2 end-to-end lag;
 //! 3 projection catch-up vs baseline (b), raw JetStream; 4 rebuild vs baseline (c), `COPY`;
-//! 5 loading a long stream with and without snapshots; 6 the GIN index on the insert path;
+//! 5 loading a long stream with and without snapshots; 6 the indexes no query reads on the
+//! insert path;
 //! 7 one instance of each service against two ([`scale`]).
 //!
 //! Every database and stream it creates is dropped afterwards (the harness's `Drop`s), also on
