@@ -123,7 +123,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
             retention_interval: system.options.retention_interval,
         },
         system.db.pool.clone(),
-        platform::nats::connect(&system.stream.url).await?,
+        platform::nats::connect(&system.stream.url, &Default::default()).await?,
         command_service::system_clock(),
     )
     .await?;
@@ -144,7 +144,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
             retention_interval: system.options.retention_interval,
         },
         system.db.pool.clone(),
-        platform::nats::connect(&system.stream.url).await?,
+        platform::nats::connect(&system.stream.url, &Default::default()).await?,
     )
     .await?;
     let owned = projection.owned_partitions();

@@ -46,7 +46,7 @@ impl App {
         )
         .await
         .context("connecting to PostgreSQL")?;
-        let nats = platform::nats::connect(&config.platform.nats_url)
+        let nats = platform::nats::connect(&config.platform.nats_url, &config.platform.nats_auth)
             .await
             .context("connecting to NATS")?;
         Self::build_with(config, pool, nats).await
@@ -57,11 +57,9 @@ impl App {
         pool: PgPool,
         nats: async_nats::Client,
     ) -> anyhow::Result<Self> {
-        let js = async_nats::jetstream::new(nats.clone());
+        // The stream is command-service's to create (this service's login may only read and
+        // consume it); until it exists the workers keep trying.
         let stream = config.platform.stream();
-        if let Err(e) = platform::nats::ensure_stream(&js, &stream).await {
-            tracing::warn!(error = %e, "could not set up the JetStream stream yet; the workers keep trying");
-        }
         // `pool` is the owner's (it migrated the database). The workers' batches mix tenants
         // (the system role bypasses row-level security); queries run as the application role,
         // one tenant per transaction.
