@@ -68,11 +68,12 @@ impl BrokerSecurity {
     pub fn new() -> Arc<Self> {
         let id = Uuid::new_v4().simple().to_string();
         let dir = tempfile::tempdir().expect("temp dir");
-        let (ca, server, server_key) = certificates();
-        std::fs::write(dir.path().join("ca.pem"), ca).expect("ca.pem");
-        std::fs::write(dir.path().join("server.pem"), server).expect("server.pem");
-        std::fs::write(dir.path().join("server-key.pem"), server_key).expect("server-key.pem");
-        let password = || Uuid::new_v4().simple().to_string();
+        for (name, pem) in certificates() {
+            std::fs::write(dir.path().join(name), pem).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        // nats-server reads a variable's value as a config token: `5e3...` would be a number
+        // and the server would refuse to start, so a password starts with a letter.
+        let password = || format!("p{}", Uuid::new_v4().simple());
         Arc::new(Self {
             stream: format!("TEST_{id}"),
             prefix: format!("test.{id}"),
@@ -142,8 +143,14 @@ impl BrokerSecurity {
         path
     }
 
+    /// One of the PEM files made for the test: `ca.pem`, `server.pem`, `server-key.pem`, and a
+    /// client certificate the CA signed, `client.pem` and `client-key.pem`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
     fn file(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
+        self.path(name).display().to_string()
     }
 
     /// `deploy/nats/auth.conf` with this test's stream and prefix.
@@ -161,9 +168,9 @@ impl BrokerSecurity {
     }
 }
 
-/// A CA, and a server certificate it signed for `127.0.0.1` and `localhost` (PEM: CA
-/// certificate, server certificate, server key).
-fn certificates() -> (String, String, String) {
+/// A CA, a server certificate it signed for `127.0.0.1` and `localhost`, and a client
+/// certificate it signed: (file name, PEM).
+fn certificates() -> [(&'static str, String); 5] {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
     let ca_key = KeyPair::generate().expect("CA key");
     let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
@@ -181,5 +188,19 @@ fn certificates() -> (String, String, String) {
     let server_cert = server
         .signed_by(&server_key, &ca_cert, &ca_key)
         .expect("server certificate");
-    (ca_cert.pem(), server_cert.pem(), server_key.serialize_pem())
+    let client_key = KeyPair::generate().expect("client key");
+    let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
+    client
+        .distinguished_name
+        .push(DnType::CommonName, "ventros test client");
+    let client_cert = client
+        .signed_by(&client_key, &ca_cert, &ca_key)
+        .expect("client certificate");
+    [
+        ("ca.pem", ca_cert.pem()),
+        ("server.pem", server_cert.pem()),
+        ("server-key.pem", server_key.serialize_pem()),
+        ("client.pem", client_cert.pem()),
+        ("client-key.pem", client_key.serialize_pem()),
+    ]
 }

@@ -505,6 +505,20 @@ fn compose_publishes_no_broker_port_and_gives_each_service_its_login() {
             text(get(nats_env, &variable)),
             "{service}'s NATS_PASSWORD is not the broker's {variable}"
         );
+        // nats-server reads the value as a config token (deploy/nats/auth.conf): a default
+        // that is not a plain word would stop the broker or be cut.
+        let value = text(get(nats_env, &variable));
+        let default = value
+            .strip_prefix(&format!("${{{variable}:-"))
+            .and_then(|v| v.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{variable}: {value} is not ${{{variable}:-default}}"));
+        assert!(
+            default.starts_with(|c: char| c.is_ascii_alphabetic())
+                && default
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{variable}'s default {default} is not a word nats-server reads as it is"
+        );
     }
 }
 
