@@ -125,6 +125,8 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
     security: Option<Arc<BrokerSecurity>>,
+    /// The server's stderr (outside the store directory, which tests read as the broker's files).
+    log: tempfile::NamedTempFile,
 }
 
 fn binary() -> PathBuf {
@@ -153,6 +155,7 @@ impl NatsServer {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
             security,
+            log: tempfile::NamedTempFile::new().expect("log file"),
         };
         server.resume().await;
         server
@@ -187,7 +190,7 @@ impl NatsServer {
             ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log.reopen().expect("log file"))
             .spawn()
             .expect("nats-server (set NATS_SERVER_BIN if it is not /usr/sbin/nats-server)");
         self.child = Some(child);
@@ -198,8 +201,9 @@ impl NatsServer {
         {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "nats-server did not start on {}",
-                self.port
+                "nats-server did not start on {}:\n{}",
+                self.port,
+                std::fs::read_to_string(self.log.path()).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

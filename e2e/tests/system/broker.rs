@@ -269,34 +269,171 @@ async fn the_projection_login_cannot_publish_an_event_and_the_command_login_cann
 
     // The command login cannot read the stream's messages: neither create a consumer nor pull
     // from the projections' one, nor ask for a stored message directly.
-    for refused in [
+    let mut refusals: Vec<(&Client, String)> = [
         format!("$JS.API.CONSUMER.CREATE.{name}.spy.{prefix}.>"),
         format!("$JS.API.CONSUMER.DURABLE.CREATE.{name}.spy"),
         format!("$JS.API.CONSUMER.MSG.NEXT.{name}.projections-p0"),
         format!("$JS.API.STREAM.MSG.GET.{name}"),
-    ] {
-        command.refused(&refused, "{}").await.unwrap();
-    }
-    // Neither login can change or empty the stream, or remove the projections' consumer.
+    ]
+    .into_iter()
+    .map(|subject| (&command, subject))
+    .collect();
+    // Neither login can change or empty the stream, remove the projections' consumer, or
+    // create another stream of the account.
     for client in [&command, &projection] {
-        for refused in [
+        for subject in [
             format!("$JS.API.STREAM.UPDATE.{name}"),
             format!("$JS.API.STREAM.PURGE.{name}"),
             format!("$JS.API.STREAM.DELETE.{name}"),
             format!("$JS.API.STREAM.MSG.DELETE.{name}"),
             format!("$JS.API.CONSUMER.DELETE.{name}.projections-p0"),
+            "$JS.API.STREAM.CREATE.OTHER".to_owned(),
         ] {
-            client.refused(&refused, "{}").await.unwrap();
+            refusals.push((client, subject));
         }
     }
-    // Nor create another stream of the account.
-    projection
-        .refused("$JS.API.STREAM.CREATE.OTHER", "{}")
-        .await
-        .unwrap();
-    command
-        .refused("$JS.API.STREAM.CREATE.OTHER", "{}")
-        .await
-        .unwrap();
+    // Each refusal waits out its request's timeout: asked all at once.
+    let outcomes = futures::future::join_all(
+        refusals
+            .iter()
+            .map(|(client, subject)| client.refused(subject, "{}")),
+    )
+    .await;
+    let answered: Vec<String> = outcomes.into_iter().filter_map(Result::err).collect();
+    assert!(answered.is_empty(), "not refused: {answered:#?}");
     assert_eq!(messages(projection.jetstream()).await, 1);
+}
+
+/// A nats-server with a config of the test's own (for the logins `deploy/` does not use);
+/// killed when dropped.
+struct ConfiguredServer {
+    url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl ConfiguredServer {
+    async fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nats.conf");
+        std::fs::write(&path, config).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(
+            std::env::var_os("NATS_SERVER_BIN").unwrap_or_else(|| "/usr/sbin/nats-server".into()),
+        )
+        .arg("-c")
+        .arg(&path)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nats-server");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            url: format!("nats://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ConfiguredServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The other logins the settings offer, each against a server that expects it: a token over
+/// TLS that also verifies the client's certificate, and an NKey whose seed is in a file.
+#[tokio::test]
+async fn a_token_with_a_client_certificate_and_an_nkey_seed_file_log_in_as_the_settings_say() {
+    let security = BrokerSecurity::new();
+    let pem = |name: &str| security.path(name);
+    let tls = format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: true\n}}\n",
+        pem("server.pem"),
+        pem("server-key.pem"),
+        pem("ca.pem"),
+    );
+    let token_server = ConfiguredServer::start(&format!(
+        "{tls}authorization {{ token: \"s3cret-token\" }}\n"
+    ))
+    .await;
+    let with_certificate = NatsAuth {
+        nats_token: Some("s3cret-token".into()),
+        nats_tls_ca: Some(pem("ca.pem")),
+        nats_tls_cert: Some(pem("client.pem")),
+        nats_tls_key: Some(pem("client-key.pem")),
+        ..NatsAuth::default()
+    };
+    let accepted = connect_once(&token_server.url, &with_certificate).await;
+    assert!(
+        accepted.is_ok(),
+        "token and client certificate: {accepted:?}"
+    );
+    let without_certificate = NatsAuth {
+        nats_tls_cert: None,
+        nats_tls_key: None,
+        ..with_certificate.clone()
+    };
+    let refused = connect_once(&token_server.url, &without_certificate).await;
+    assert!(refused.is_err(), "no client certificate, yet connected");
+    let wrong_token = NatsAuth {
+        nats_token: Some("guessed".into()),
+        ..with_certificate.clone()
+    };
+    let refused = connect_once(&token_server.url, &wrong_token).await.err();
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.to_lowercase().contains("authorization violation")),
+        "a wrong token: {refused:?}"
+    );
+
+    let user = nkeys::KeyPair::new_user();
+    let nkey_server = ConfiguredServer::start(&format!(
+        "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n}}\nauthorization {{ users: [ {{ nkey: {:?} }} ] }}\n",
+        pem("server.pem"),
+        pem("server-key.pem"),
+        user.public_key(),
+    ))
+    .await;
+    let seeds = tempfile::tempdir().unwrap();
+    let seed_file = |name: &str, key: &nkeys::KeyPair| {
+        let path = seeds.path().join(name);
+        std::fs::write(&path, format!("{}\n", key.seed().unwrap())).unwrap();
+        NatsAuth {
+            nats_nkey_seed_file: Some(path),
+            nats_tls_ca: Some(pem("ca.pem")),
+            ..NatsAuth::default()
+        }
+    };
+    let accepted = connect_once(&nkey_server.url, &seed_file("user.nk", &user)).await;
+    assert!(accepted.is_ok(), "the user's seed: {accepted:?}");
+    let refused = connect_once(
+        &nkey_server.url,
+        &seed_file("other.nk", &nkeys::KeyPair::new_user()),
+    )
+    .await
+    .err();
+    assert!(
+        refused
+            .as_deref()
+            .is_some_and(|e| e.to_lowercase().contains("authorization violation")),
+        "another user's seed: {refused:?}"
+    );
 }
