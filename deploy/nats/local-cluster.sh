@@ -20,8 +20,9 @@
 # NATS_ADMIN_PASSWORD, with the development defaults of docker-compose.yml when unset. Point the
 # services at the cluster with
 #   NATS_URL=nats://127.0.0.1:14222,nats://127.0.0.1:14223,nats://127.0.0.1:14224 NATS_STREAM_REPLICAS=3
-# and NATS_USER=command NATS_PASSWORD=dev-command-password (command-service), or
-# NATS_USER=projection NATS_PASSWORD=dev-projection-password (projection-service).
+# and NATS_USER=command NATS_PASSWORD=dev-command-password NATS_INBOX_PREFIX=_INBOX_command
+# (command-service), or NATS_USER=projection NATS_PASSWORD=dev-projection-password
+# NATS_INBOX_PREFIX=_INBOX_projection (projection-service).
 set -euo pipefail
 
 NATS_SERVER=${NATS_SERVER:-/usr/sbin/nats-server}

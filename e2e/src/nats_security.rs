@@ -3,7 +3,7 @@
 //! `deploy/nats/auth.conf`, the shipped file itself with the test's stream name and subject
 //! prefix in place of the deployment's. A test on it checks the permissions a deployment gets,
 //! not a copy of them. The services get their login through the settings a user would set
-//! (`NATS_USER`, `NATS_PASSWORD`, `NATS_TLS_CA`).
+//! (`NATS_USER`, `NATS_PASSWORD`, `NATS_TLS_CA`, `NATS_INBOX_PREFIX`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,6 +33,11 @@ impl Login {
             Login::Projection => "projection",
             Login::Admin => "admin",
         }
+    }
+
+    /// The reply inboxes `deploy/nats/auth.conf` lets this login subscribe to (None: any).
+    pub fn inbox_prefix(self) -> Option<String> {
+        (self != Login::Admin).then(|| format!("_INBOX_{}", self.user()))
     }
 
     /// The variable `deploy/nats/auth.conf` reads this login's password from.
@@ -106,17 +111,20 @@ impl BrokerSecurity {
             nats_user: Some(login.user().to_owned()),
             nats_password: Some(self.password(login).to_owned()),
             nats_tls_ca: Some(self.ca()),
+            nats_inbox_prefix: login.inbox_prefix(),
             ..NatsAuth::default()
         }
     }
 
     /// The same as environment variables, for a service process.
     pub fn env(&self, login: Login) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("NATS_USER", login.user().to_owned()),
             ("NATS_PASSWORD", self.password(login).to_owned()),
             ("NATS_TLS_CA", self.ca().display().to_string()),
-        ]
+        ];
+        env.extend(login.inbox_prefix().map(|p| ("NATS_INBOX_PREFIX", p)));
+        env
     }
 
     /// The passwords as `deploy/nats/auth.conf` reads them, from nats-server's environment.

@@ -402,8 +402,8 @@ fn the_broker_has_no_anonymous_user_and_each_service_only_its_part() {
     for login in [command, projection] {
         assert_eq!(
             login.subscribe.as_deref(),
-            Some(&["_INBOX.>".to_owned()][..]),
-            "{}: replies only",
+            Some(&[format!("_INBOX_{}.>", login.user)][..]),
+            "{}: its own replies only",
             login.user
         );
     }
@@ -495,6 +495,12 @@ fn compose_publishes_no_broker_port_and_gives_each_service_its_login() {
     ] {
         let env = get(&services[service], "environment");
         assert_eq!(text(get(env, "NATS_USER")), user, "{service}");
+        // The inboxes auth.conf lets the login subscribe to.
+        assert_eq!(
+            text(get(env, "NATS_INBOX_PREFIX")),
+            format!("_INBOX_{user}"),
+            "{service}"
+        );
         let variable = format!("NATS_{}_PASSWORD", user.to_uppercase());
         assert!(
             !get(nats_env, &variable).is_badvalue(),
@@ -544,6 +550,10 @@ fn each_kubernetes_deployment_logs_in_to_the_broker_as_its_own_user_over_tls() {
                     .clone()
             };
             assert_eq!(text(&env("NATS_USER")["value"]), user);
+            assert_eq!(
+                text(&env("NATS_INBOX_PREFIX")["value"]),
+                format!("_INBOX_{user}")
+            );
             let password = env("NATS_PASSWORD");
             let source = &password["valueFrom"]["secretKeyRef"];
             assert_eq!(text(&source["name"]), "ventros-nats", "{service}");

@@ -48,6 +48,12 @@ pub struct NatsAuth {
     /// the system's roots). A `tls://` URL requires it too.
     #[arg(long, env = "NATS_TLS_REQUIRED", default_value_t = false, action = clap::ArgAction::Set)]
     pub nats_tls_required: bool,
+    /// The subject prefix of this service's reply inboxes (unset: `_INBOX`). A login may
+    /// subscribe only to its own (`_INBOX_command`, `_INBOX_projection` in
+    /// `deploy/nats/auth.conf`): with one shared `_INBOX.>` any login could read the replies of
+    /// another, such as the events projection-service pulls.
+    #[arg(long, env = "NATS_INBOX_PREFIX")]
+    pub nats_inbox_prefix: Option<String>,
 }
 
 /// Secrets are never printed: a `Settings` in a log or a panic shows which login is used, not
@@ -65,6 +71,7 @@ impl std::fmt::Debug for NatsAuth {
             .field("nats_tls_cert", &self.nats_tls_cert)
             .field("nats_tls_key", &self.nats_tls_key)
             .field("nats_tls_required", &self.nats_tls_required)
+            .field("nats_inbox_prefix", &self.nats_inbox_prefix)
             .finish()
     }
 }
@@ -187,6 +194,17 @@ impl NatsAuth {
             (Some(_), None) => anyhow::bail!("NATS_TLS_CERT is set without NATS_TLS_KEY"),
             (None, Some(_)) => anyhow::bail!("NATS_TLS_KEY is set without NATS_TLS_CERT"),
         }
+        if let Some(prefix) = set(&self.nats_inbox_prefix) {
+            if prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c == '*' || c == '>')
+                || prefix.starts_with('.')
+                || prefix.ends_with('.')
+            {
+                anyhow::bail!("NATS_INBOX_PREFIX {prefix:?} is not a subject prefix");
+            }
+            options = options.custom_inbox_prefix(prefix);
+        }
         Ok(options.require_tls(self.tls_required()))
     }
 
@@ -302,5 +320,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(format!("{error:#}").contains("without NATS_TLS_KEY"));
+        let error = auth(|a| a.nats_inbox_prefix = Some("_INBOX.>".into()))
+            .apply(ConnectOptions::new())
+            .await
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("NATS_INBOX_PREFIX"));
     }
 }

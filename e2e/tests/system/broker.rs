@@ -292,6 +292,15 @@ async fn the_projection_login_cannot_publish_an_event_and_the_command_login_cann
             refusals.push((client, subject));
         }
     }
+    // Nor listen to another login's replies (the events the projections pull among them).
+    for (client, inboxes) in [
+        (&command, "_INBOX_projection.>"),
+        (&command, "_INBOX.>"),
+        (&projection, "_INBOX_command.>"),
+    ] {
+        let _denied = client.client.subscribe(inboxes).await.unwrap();
+        client.violation_named(inboxes).await.unwrap();
+    }
     // Each refusal waits out its request's timeout: asked all at once.
     let outcomes = futures::future::join_all(
         refusals
