@@ -194,7 +194,7 @@ async fn machine() -> anyhow::Result<Machine> {
         .await?;
     let postgres = version.split(" on ").next().unwrap_or(&version).to_owned();
     let nats_url = std::env::var("TEST_NATS_URL").unwrap_or_else(|_| e2e::nats::SHARED_NATS.into());
-    let client = platform::nats::connect(&nats_url).await?;
+    let client = platform::nats::connect(&nats_url, &Default::default()).await?;
     // The INFO arrives right after the connection; give it a moment.
     let mut nats_server = client.server_info().version;
     for _ in 0..20 {

@@ -122,7 +122,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
             retention: system.options.retention.clone(),
             retention_interval: system.options.retention_interval,
         },
-        platform::nats::connect(&system.stream.url).await?,
+        platform::nats::connect(&system.stream.url, &Default::default()).await?,
         command_service::system_clock(),
     )
     .await?;
@@ -142,7 +142,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
             query_database_url: None,
             retention_interval: system.options.retention_interval,
         },
-        platform::nats::connect(&system.stream.url).await?,
+        platform::nats::connect(&system.stream.url, &Default::default()).await?,
     )
     .await?;
     let owned = projection.owned_partitions();

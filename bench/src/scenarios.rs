@@ -420,7 +420,9 @@ async fn catch_up(
             payload: serde_json::to_vec(&envelope)?.into(),
         });
     }
-    let js = async_nats::jetstream::new(platform::nats::connect(&stream.url).await?);
+    let js = async_nats::jetstream::new(
+        platform::nats::connect(&stream.url, &Default::default()).await?,
+    );
     let timings = raw_jetstream::publish_and_consume(&js, &settings, &messages, 500, 256).await?;
     drop(js);
     drop(stream);

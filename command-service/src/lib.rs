@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use axum::Router;
 use platform::event_store::EventStore;
 use platform::health::{self, Probes};
+use platform::nats::StreamSetUp;
 use platform::personal::DataKeys;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +59,7 @@ impl App {
             .migrate()
             .await
             .context("migrating the database")?;
-        let nats = platform::nats::connect(&config.platform.nats_url)
+        let nats = platform::nats::connect(&config.platform.nats_url, &config.platform.nats_auth)
             .await
             .context("connecting to NATS")?;
         Self::build_with(config, nats, system_clock()).await
@@ -74,10 +75,19 @@ impl App {
         let _ = platform::health::metrics_handle();
         let js = async_nats::jetstream::new(nats.clone());
         let stream = config.platform.stream();
-        if let Err(e) = platform::nats::ensure_stream(&js, &stream).await {
-            // The relay retries publishing until the broker is back; the stream is created by
-            // whichever service reaches the broker first.
-            tracing::warn!(error = %e, "could not set up the JetStream stream yet");
+        // This service owns the stream: its relay is the one publisher. The relay retries
+        // publishing until the broker is back, so a failure here is not fatal.
+        match platform::nats::ensure_stream(&js, &stream).await {
+            Ok(StreamSetUp::Created) => {
+                tracing::info!(stream = %stream.name, "JetStream stream created")
+            }
+            Ok(StreamSetUp::AsConfigured) => {}
+            Ok(StreamSetUp::Differs(differences)) => tracing::warn!(
+                stream = %stream.name,
+                differences = %differences.join("; "),
+                "the JetStream stream differs from the settings; left as it is (an operator edits it with the admin login)"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not set up the JetStream stream yet"),
         }
         // Requests run as the application role, bound by row-level security; the relay and the
         // sweeper's scan span tenants. Each logs in as its own role.

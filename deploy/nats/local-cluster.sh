@@ -13,8 +13,16 @@
 #
 # DIR holds each node's JetStream store (DIR/nats-N/), its log (DIR/nats-N.log) and pid file
 # (DIR/nats-N.pid). Starting is idempotent (a node already running is left alone); start waits
-# until every client port accepts connections. Point the services at the cluster with
+# until every client port accepts connections.
+#
+# The nodes take the logins of deploy/nats/auth.conf, as compose and Kubernetes do: no anonymous
+# client; the passwords from NATS_COMMAND_PASSWORD, NATS_PROJECTION_PASSWORD and
+# NATS_ADMIN_PASSWORD, with the development defaults of docker-compose.yml when unset. Point the
+# services at the cluster with
 #   NATS_URL=nats://127.0.0.1:14222,nats://127.0.0.1:14223,nats://127.0.0.1:14224 NATS_STREAM_REPLICAS=3
+# and NATS_USER=command NATS_PASSWORD=dev-command-password NATS_INBOX_PREFIX=_INBOX_command
+# (command-service), or NATS_USER=projection NATS_PASSWORD=dev-projection-password
+# NATS_INBOX_PREFIX=_INBOX_projection (projection-service).
 set -euo pipefail
 
 NATS_SERVER=${NATS_SERVER:-/usr/sbin/nats-server}
@@ -24,6 +32,10 @@ ROUTE_PORTS=(16222 16223 16224)
 WAIT_SECS=30
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+AUTH_CONF=$ROOT/deploy/nats/auth.conf
+export NATS_COMMAND_PASSWORD=${NATS_COMMAND_PASSWORD:-dev-command-password}
+export NATS_PROJECTION_PASSWORD=${NATS_PROJECTION_PASSWORD:-dev-projection-password}
+export NATS_ADMIN_PASSWORD=${NATS_ADMIN_PASSWORD:-dev-admin-password}
 
 action=start
 if [[ ${1:-} == stop ]]; then
@@ -64,7 +76,9 @@ start() {
         done
         mkdir -p "$DIR/nats-$n"
         # setsid + nohup: the node outlives this script and its terminal.
+        # The config file first: the flags after it override what it does not decide.
         setsid nohup "$NATS_SERVER" \
+            -c "$AUTH_CONF" \
             -a "$HOST" -p "${CLIENT_PORTS[i]}" \
             -js -sd "$DIR/nats-$n" \
             --server_name "nats-$n" \

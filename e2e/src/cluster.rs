@@ -1,14 +1,18 @@
 //! A 3-node NATS JetStream cluster on loopback for tests: the shape of `deploy/nats/` (cluster
 //! `ventros`, JetStream on every node), on free ports, each node with its own store directory in
 //! a temporary directory. A node can be killed (SIGKILL) and started again on the same ports and
-//! store, as a crashed and restarted server.
+//! store, as a crashed and restarted server. [`NatsCluster::start_secured`] runs it as `deploy/`
+//! does: TLS and the logins of `deploy/nats/auth.conf`, no anonymous client.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
-use platform::nats::StreamSettings;
+use platform::nats::{NatsAuth, StreamSettings};
+
+use crate::nats_security::{BrokerSecurity, Login};
 
 /// One `nats-server` of the cluster.
 struct Node {
@@ -21,6 +25,7 @@ struct Node {
 pub struct NatsCluster {
     nodes: Vec<Node>,
     dir: tempfile::TempDir,
+    security: Option<Arc<BrokerSecurity>>,
 }
 
 fn free_port() -> u16 {
@@ -39,6 +44,15 @@ fn binary() -> PathBuf {
 impl NatsCluster {
     /// Starts three nodes and waits until JetStream has a meta leader (streams can be created).
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// The same, with TLS on the client ports and only the logins of `deploy/nats/auth.conf`.
+    pub async fn start_secured(security: Arc<BrokerSecurity>) -> Self {
+        Self::start_with(Some(security)).await
+    }
+
+    async fn start_with(security: Option<Arc<BrokerSecurity>>) -> Self {
         let nodes = (1..=3)
             .map(|n| Node {
                 name: format!("nats-{n}"),
@@ -50,6 +64,7 @@ impl NatsCluster {
         let mut cluster = Self {
             nodes,
             dir: tempfile::tempdir().expect("temp dir"),
+            security,
         };
         for i in 0..cluster.nodes.len() {
             cluster.spawn(i);
@@ -75,6 +90,14 @@ impl NatsCluster {
         format!("nats://127.0.0.1:{}", self.nodes[node].client_port)
     }
 
+    /// The operator's login (anonymous on an open cluster): the harness's own requests.
+    pub fn admin_auth(&self) -> NatsAuth {
+        self.security
+            .as_ref()
+            .map(|s| s.auth(Login::Admin))
+            .unwrap_or_default()
+    }
+
     pub fn log(&self, node: usize) -> String {
         std::fs::read_to_string(
             self.dir
@@ -94,7 +117,14 @@ impl NatsCluster {
             .collect();
         let node = &self.nodes[i];
         let store = self.dir.path().join(&node.name);
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(security) = &self.security {
+            command
+                .arg("-c")
+                .arg(security.server_config())
+                .envs(security.server_env());
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &node.client_port.to_string()])
             .args(["-js", "-sd"])
             .arg(&store)
@@ -134,7 +164,9 @@ impl NatsCluster {
     /// Waits until the JetStream API answers through the cluster (a meta leader is elected).
     /// Asks `$JS.API.INFO` raw: the client's typed account info does not parse 2.9's answer.
     pub async fn wait_for_meta_leader(&self) {
-        let client = platform::nats::connect(&self.urls()).await.expect("nats");
+        let client = platform::nats::connect(&self.urls(), &self.admin_auth())
+            .await
+            .expect("nats");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let answer = tokio::time::timeout(
@@ -166,12 +198,14 @@ impl NatsCluster {
 
     /// Creates the stream (retrying while the cluster settles), with the replicas in `settings`.
     pub async fn create_stream(&self, settings: &StreamSettings) {
-        let client = platform::nats::connect(&self.urls()).await.expect("nats");
+        let client = platform::nats::connect(&self.urls(), &self.admin_auth())
+            .await
+            .expect("nats");
         let js = async_nats::jetstream::new(client);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             match platform::nats::ensure_stream(&js, settings).await {
-                Ok(()) => break,
+                Ok(_) => break,
                 Err(e) => assert!(
                     tokio::time::Instant::now() < deadline,
                     "stream {} not created: {e}",

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod nats;
+pub mod nats_security;
 pub mod postgres;
 pub mod process;
 pub mod traces;
@@ -26,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use nats::{NatsServer, TestStream};
+pub use nats_security::{BrokerSecurity, Login};
 
 /// `processed_events` as `(event_id, name)` pairs, one per projection an event was applied to
 /// (a row names every projection its batch applied the event to, joined by `+`).
@@ -60,6 +62,7 @@ pub fn settings_for(database_url: &str) -> Settings {
         database_app_role: "ventros_app".into(),
         database_system_role: "ventros_projector".into(),
         nats_url: String::new(),
+        nats_auth: platform::nats::NatsAuth::default(),
         nats_stream: String::new(),
         nats_subject_prefix: String::new(),
         nats_stream_replicas: 1,
@@ -170,6 +173,9 @@ pub struct Options {
     pub relay_poll_ms: u64,
     /// A NATS URL other than the shared one (e.g. a private [`NatsServer`]).
     pub nats_url: Option<String>,
+    /// The logins and CA of the broker at `nats_url` when it checks them
+    /// ([`NatsServer::start_secured`]): the services then log in as `deploy/` has them do.
+    pub nats_security: Option<Arc<BrokerSecurity>>,
     pub ack_wait_secs: u64,
     pub stall_secs: u64,
     /// `AGGREGATE_CACHE_CAPACITY` (0: every command loads from the store).
@@ -198,6 +204,7 @@ impl Default for Options {
             sweep_interval_ms: 60_000,
             relay_poll_ms: 200,
             nats_url: None,
+            nats_security: None,
             ack_wait_secs: 5,
             stall_secs: 60,
             aggregate_cache_capacity: 10_000,
@@ -307,7 +314,12 @@ impl TestSystem {
         // Logs go to the test's captured output: shown for a failing test only.
         traces::init();
         let db = TestDb::new().await;
-        let stream = TestStream::new(options.nats_url.clone(), options.partitions);
+        let stream = match (&options.nats_url, &options.nats_security) {
+            (Some(url), Some(security)) => {
+                TestStream::secured(url.clone(), options.partitions, security.clone())
+            }
+            _ => TestStream::new(options.nats_url.clone(), options.partitions),
+        };
         let tenant = Self::bootstrap_tenant(&db.pool, "tenant-a").await;
         let mut system = Self {
             options,
@@ -375,8 +387,13 @@ impl TestSystem {
         .into()
     }
 
-    /// The settings the services of this system run with (for starting more instances).
+    /// The settings command-service runs with (for starting more instances).
     pub fn settings(&self) -> Settings {
+        self.settings_as(Login::Command)
+    }
+
+    /// The settings of a service logging in to the broker as `login`.
+    pub fn settings_as(&self, login: Login) -> Settings {
         Settings {
             database_url: login_url(&self.db.url, self.options.app_role),
             migration_database_url: Some(self.db.url.clone()),
@@ -385,6 +402,7 @@ impl TestSystem {
             database_app_role: self.options.app_role.into(),
             database_system_role: "ventros_projector".into(),
             nats_url: self.stream.url.clone(),
+            nats_auth: self.stream.auth(login),
             nats_stream: self.stream.name.clone(),
             nats_subject_prefix: self.stream.prefix.clone(),
             nats_stream_replicas: 1,
@@ -419,7 +437,7 @@ impl TestSystem {
             retention: self.options.retention.clone(),
             retention_interval: self.options.retention_interval,
         };
-        let nats = platform::nats::connect(&self.stream.url)
+        let nats = platform::nats::connect(&self.stream.url, &self.stream.auth(Login::Command))
             .await
             .expect("nats");
         let offset = self.clock_offset.clone();
@@ -444,7 +462,7 @@ impl TestSystem {
 
     pub async fn start_projection(&mut self) {
         let config = ProjectionConfig {
-            platform: self.settings(),
+            platform: self.settings_as(Login::Projection),
             addr: "127.0.0.1:0".into(),
             batch_size: 256,
             ack_wait_secs: self.options.ack_wait_secs,
@@ -453,7 +471,7 @@ impl TestSystem {
             query_database_url: None,
             retention_interval: self.options.retention_interval,
         };
-        let nats = platform::nats::connect(&self.stream.url)
+        let nats = platform::nats::connect(&self.stream.url, &self.stream.auth(Login::Projection))
             .await
             .expect("nats");
         let app = projection_service::App::build_with(config, nats)
@@ -623,10 +641,7 @@ impl TestSystem {
 
     /// Waits until every partition's consumer has nothing pending and nothing unacknowledged.
     pub async fn wait_until_consumed(&self, within: Duration) {
-        let client = platform::nats::connect(&self.stream.url)
-            .await
-            .expect("nats");
-        let js = async_nats::jetstream::new(client);
+        let js = async_nats::jetstream::new(self.stream.admin_client().await);
         let stream = js.get_stream(&self.stream.name).await.expect("stream");
         self.eventually(within, "every consumer drained", || {
             let stream = &stream;
@@ -648,7 +663,7 @@ impl TestSystem {
 
     /// The stream's settings, for publishing as the relay does.
     pub fn stream_settings(&self) -> platform::nats::StreamSettings {
-        self.settings().stream()
+        self.settings_as(Login::Admin).stream()
     }
 
     /// Sends a raw body with a content type (for malformed input).

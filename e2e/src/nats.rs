@@ -1,14 +1,19 @@
 //! NATS for tests: a stream of its own on the shared server (deleted afterwards), or a private
-//! `nats-server` process that a test can stop and start again to play a broker outage.
+//! `nats-server` process that a test can stop and start again to play a broker outage, either
+//! open (as the shared development server) or checking logins and TLS as `deploy/` runs it
+//! ([`BrokerSecurity`]).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use platform::nats::NatsAuth;
 use uuid::Uuid;
 
 use crate::block_on_cleanup;
+use crate::nats_security::{BrokerSecurity, Login};
 
 pub const SHARED_NATS: &str = "nats://127.0.0.1:4222";
 
@@ -21,6 +26,8 @@ pub struct TestStream {
     /// The `DATA_KEK` the test's services run with (a fresh one per test: every test exercises
     /// wrapped data keys, as production does).
     pub kek: String,
+    /// The broker's logins and CA, when it checks them (None: the open shared server).
+    pub security: Option<Arc<BrokerSecurity>>,
 }
 
 impl TestStream {
@@ -46,6 +53,29 @@ impl TestStream {
         ]
     }
 
+    /// The login settings of a service logging in as `login` (none on an open broker).
+    pub fn login_env(&self, login: Login) -> Vec<(&'static str, String)> {
+        self.security
+            .as_ref()
+            .map(|s| s.env(login))
+            .unwrap_or_default()
+    }
+
+    /// The login of `login` as settings (the default, anonymous, on an open broker).
+    pub fn auth(&self, login: Login) -> NatsAuth {
+        self.security
+            .as_ref()
+            .map(|s| s.auth(login))
+            .unwrap_or_default()
+    }
+
+    /// A client with the operator's login, for a test's inspection of the stream.
+    pub async fn admin_client(&self) -> async_nats::Client {
+        platform::nats::connect(&self.url, &self.auth(Login::Admin))
+            .await
+            .expect("nats")
+    }
+
     /// The data keys as the test's services hold them (for a rebuild or verify in the test).
     pub fn keys(&self) -> platform::personal::DataKeys {
         let kek = platform::crypto::Kek::from_base64(&self.kek).expect("a generated KEK");
@@ -62,17 +92,34 @@ impl TestStream {
             prefix: format!("test.{id}"),
             partitions,
             kek: platform::crypto::Kek::generate_base64().to_string(),
+            security: None,
+        }
+    }
+
+    /// The stream `security`'s broker at `url` was configured for.
+    pub fn secured(url: String, partitions: u32, security: Arc<BrokerSecurity>) -> Self {
+        Self {
+            url,
+            name: security.stream.clone(),
+            prefix: security.prefix.clone(),
+            partitions,
+            kek: platform::crypto::Kek::generate_base64().to_string(),
+            security: Some(security),
         }
     }
 }
 
 impl Drop for TestStream {
     fn drop(&mut self) {
-        let (url, name) = (self.url.clone(), self.name.clone());
+        let (url, name, auth) = (self.url.clone(), self.name.clone(), self.auth(Login::Admin));
         block_on_cleanup(async move {
-            let connect = async_nats::ConnectOptions::new()
-                .connection_timeout(Duration::from_secs(2))
-                .connect(&url);
+            let Ok(options) = auth
+                .apply(async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(2)))
+                .await
+            else {
+                return;
+            };
+            let connect = options.connect(platform::nats::server_list(&url));
             if let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(3), connect).await {
                 let js = async_nats::jetstream::new(client);
                 let _ = tokio::time::timeout(Duration::from_secs(3), js.delete_stream(&name)).await;
@@ -86,6 +133,9 @@ pub struct NatsServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    security: Option<Arc<BrokerSecurity>>,
+    /// The server's stderr (outside the store directory, which tests read as the broker's files).
+    log: tempfile::NamedTempFile,
 }
 
 fn binary() -> PathBuf {
@@ -96,6 +146,15 @@ fn binary() -> PathBuf {
 
 impl NatsServer {
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server as `deploy/` runs one: TLS, and only the logins of `deploy/nats/auth.conf`.
+    pub async fn start_secured(security: Arc<BrokerSecurity>) -> Self {
+        Self::start_with(Some(security)).await
+    }
+
+    async fn start_with(security: Option<Arc<BrokerSecurity>>) -> Self {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
@@ -104,6 +163,8 @@ impl NatsServer {
             port,
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            security,
+            log: tempfile::NamedTempFile::new().expect("log file"),
         };
         server.resume().await;
         server
@@ -120,7 +181,14 @@ impl NatsServer {
 
     /// Starts the server again on the same port and store (after [`NatsServer::kill`]).
     pub async fn resume(&mut self) {
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        if let Some(security) = &self.security {
+            command
+                .arg("-c")
+                .arg(security.server_config())
+                .envs(security.server_env());
+        }
+        let child = command
             .args([
                 "-a",
                 "127.0.0.1",
@@ -131,7 +199,7 @@ impl NatsServer {
             ])
             .arg(self.dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(self.log.reopen().expect("log file"))
             .spawn()
             .expect("nats-server (set NATS_SERVER_BIN if it is not /usr/sbin/nats-server)");
         self.child = Some(child);
@@ -142,8 +210,9 @@ impl NatsServer {
         {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "nats-server did not start on {}",
-                self.port
+                "nats-server did not start on {}:\n{}",
+                self.port,
+                std::fs::read_to_string(self.log.path()).unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

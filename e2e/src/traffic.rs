@@ -341,8 +341,9 @@ pub async fn wait_converged(pool: &PgPool, within: Duration) {
 }
 
 /// The messages a stream holds.
-pub async fn stream_messages(nats_url: &str, stream: &str) -> u64 {
-    let js = async_nats::jetstream::new(platform::nats::connect(nats_url).await.expect("nats"));
+pub async fn stream_messages(nats_url: &str, auth: &platform::nats::NatsAuth, stream: &str) -> u64 {
+    let js =
+        async_nats::jetstream::new(platform::nats::connect(nats_url, auth).await.expect("nats"));
     js.get_stream(stream)
         .await
         .expect("stream")

@@ -45,6 +45,11 @@ pub struct Settings {
     /// NATS server URL (JetStream must be enabled).
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// The NATS login and TLS (`NATS_USER`/`NATS_PASSWORD`, `NATS_TOKEN`,
+    /// `NATS_NKEY_SEED_FILE`, `NATS_CREDS`, `NATS_TLS_CA`, `NATS_TLS_CERT`/`NATS_TLS_KEY`,
+    /// `NATS_TLS_REQUIRED`).
+    #[command(flatten)]
+    pub nats_auth: crate::nats::NatsAuth,
     /// The JetStream stream carrying the events.
     #[arg(long, env = "NATS_STREAM", default_value = "VENTROS_EVENTS")]
     pub nats_stream: String,

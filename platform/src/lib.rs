@@ -12,6 +12,7 @@ pub mod health;
 pub mod history;
 pub mod http;
 pub mod nats;
+pub mod nats_auth;
 pub mod openapi;
 pub mod personal;
 pub mod problem;

@@ -1,10 +1,12 @@
-//! The NATS JetStream side: connection, the event stream (created or updated idempotently by
-//! whichever service starts first), subjects and partitions.
+//! The NATS JetStream side: connection (login and TLS in `nats_auth`), the event stream
+//! (created by command-service when missing), subjects and partitions.
 
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use uuid::Uuid;
+
+pub use crate::nats_auth::NatsAuth;
 
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
@@ -44,17 +46,30 @@ pub fn partition_for(contact_id: Uuid, partitions: u32) -> u32 {
 
 /// Connects to `url`, which may name several servers of a cluster separated by commas
 /// (`nats://a:4222,nats://b:4222`): the client starts with whichever answers and fails over to
-/// the others (and to the servers the cluster announces) when its server goes away.
-pub async fn connect(url: &str) -> anyhow::Result<async_nats::Client> {
+/// the others (and to the servers the cluster announces) when its server goes away. `auth` is
+/// the login and TLS (`NATS_USER`, `NATS_CREDS`, `NATS_TLS_CA`...); settings that conflict, or
+/// a file that cannot be read, fail here rather than on every reconnect.
+pub async fn connect(url: &str, auth: &NatsAuth) -> anyhow::Result<async_nats::Client> {
     let servers = server_list(url);
-    let client = async_nats::ConnectOptions::new()
+    tracing::info!(servers = %servers.join(","), login = %auth.describe(), "connecting to NATS");
+    let options = async_nats::ConnectOptions::new()
         .name(env!("CARGO_PKG_NAME"))
         // Keep trying while the broker is away: the outbox holds what it cannot take.
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))
-        .connect(servers)
-        .await?;
+        // The client retries in the background, so a refused login or a denied subject would
+        // otherwise only show as a service that never gets ready or a request that times out.
+        .event_callback(|event| async move {
+            match event {
+                async_nats::Event::Connected => tracing::info!("NATS connected"),
+                async_nats::Event::ServerError(e) => {
+                    tracing::error!(error = %e, "NATS server refused (login or permissions)")
+                }
+                other => tracing::warn!(event = %other, "NATS connection"),
+            }
+        });
+    let client = auth.apply(options).await?.connect(servers).await?;
     Ok(client)
 }
 
@@ -67,12 +82,9 @@ pub fn server_list(url: &str) -> Vec<String> {
         .collect()
 }
 
-/// Creates the stream, or brings an existing one to this configuration.
-pub async fn ensure_stream(
-    js: &jetstream::Context,
-    settings: &StreamSettings,
-) -> anyhow::Result<()> {
-    let config = stream::Config {
+/// The stream's configuration for these settings.
+pub fn stream_config(settings: &StreamSettings) -> stream::Config {
+    stream::Config {
         name: settings.name.clone(),
         subjects: vec![format!("{}.>", settings.subject_prefix)],
         retention: stream::RetentionPolicy::Limits,
@@ -83,9 +95,78 @@ pub async fn ensure_stream(
         // marking the row processed) is dropped by the broker within this window.
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
+    }
+}
+
+/// What [`ensure_stream`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamSetUp {
+    Created,
+    AsConfigured,
+    /// The stream exists with another configuration: the settings that differ, `name: has →
+    /// wanted`. Left as it is (see [`ensure_stream`]).
+    Differs(Vec<String>),
+}
+
+/// Creates the stream if it is missing; an existing one is only compared. Asking first and
+/// creating only what is missing needs no more than the command-service login's permissions
+/// (`$JS.API.STREAM.INFO` and `.CREATE` of this stream, `deploy/nats/auth.conf`): the service
+/// can bring a stream into being but cannot change or shrink one, so a leaked login cannot cut
+/// the stream's history short through its configuration. Changing a live stream (replicas, max
+/// age) is the operator's step (`nats stream edit` with the admin login); until then each start
+/// logs the difference.
+pub async fn ensure_stream(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> anyhow::Result<StreamSetUp> {
+    let wanted = stream_config(settings);
+    let existing = match js.get_stream(&settings.name).await {
+        Ok(stream) => stream.cached_info().config.clone(),
+        Err(e)
+            if matches!(e.kind(), jetstream::context::GetStreamErrorKind::JetStream(error)
+                if error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            js.create_stream(wanted).await?;
+            return Ok(StreamSetUp::Created);
+        }
+        Err(e) => return Err(e.into()),
     };
-    js.create_or_update_stream(config).await?;
-    Ok(())
+    let mut differs = Vec::new();
+    let mut compare = |name: &str, has: String, want: String| {
+        if has != want {
+            differs.push(format!("{name}: {has} → {want}"));
+        }
+    };
+    compare(
+        "subjects",
+        existing.subjects.join(","),
+        wanted.subjects.join(","),
+    );
+    compare(
+        "replicas",
+        existing.num_replicas.to_string(),
+        wanted.num_replicas.to_string(),
+    );
+    compare(
+        "max_age",
+        format!("{:?}", existing.max_age),
+        format!("{:?}", wanted.max_age),
+    );
+    compare(
+        "duplicate_window",
+        format!("{:?}", existing.duplicate_window),
+        format!("{:?}", wanted.duplicate_window),
+    );
+    compare(
+        "storage",
+        format!("{:?}", existing.storage),
+        format!("{:?}", wanted.storage),
+    );
+    Ok(if differs.is_empty() {
+        StreamSetUp::AsConfigured
+    } else {
+        StreamSetUp::Differs(differs)
+    })
 }
 
 pub const HEADER_TENANT: &str = "Ventros-Tenant";

@@ -59,7 +59,7 @@ impl App {
             .migrate()
             .await
             .context("migrating the database")?;
-        let nats = platform::nats::connect(&config.platform.nats_url)
+        let nats = platform::nats::connect(&config.platform.nats_url, &config.platform.nats_auth)
             .await
             .context("connecting to NATS")?;
         Self::build_with(config, nats).await
@@ -72,11 +72,9 @@ impl App {
     ) -> anyhow::Result<Self> {
         // Before anything records a metric, so that nothing recorded at start is lost.
         let _ = platform::health::metrics_handle();
-        let js = async_nats::jetstream::new(nats.clone());
+        // The stream is command-service's to create (this service's login may only read and
+        // consume it); until it exists the workers keep trying.
         let stream = config.platform.stream();
-        if let Err(e) = platform::nats::ensure_stream(&js, &stream).await {
-            tracing::warn!(error = %e, "could not set up the JetStream stream yet; the workers keep trying");
-        }
         // The workers' batches mix tenants (the system role bypasses row-level security); queries
         // run as the application role, one tenant per transaction. Each logs in as its own role.
         let system_pool = config

@@ -222,8 +222,12 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Cmd::Status { retention } => {
             bar.finish_and_clear();
-            let nats = async_nats::ConnectOptions::new()
-                .connection_timeout(Duration::from_secs(5))
+            // Stream and consumer info only: the projection-service login is enough.
+            let nats = cli
+                .settings
+                .nats_auth
+                .apply(async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)))
+                .await?
                 .connect(platform::nats::server_list(&cli.settings.nats_url))
                 .await?;
             let status =

@@ -11,7 +11,7 @@ use e2e::process::ServiceProcess;
 use e2e::traffic::{
     assert_end_state, stream_messages, wait_converged, Counts, LagMonitor, Traffic, LAGGING_SECS,
 };
-use e2e::{TestDb, TestStream, TestSystem};
+use e2e::{BrokerSecurity, Login, TestDb, TestStream, TestSystem};
 use platform::nats::{partition_for, StreamSettings};
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -154,7 +154,7 @@ async fn end_check(
     let stream = test_stream.name.as_str();
     let counts = assert_end_state(db, &test_stream.keys(), traffic).await;
     assert_eq!(
-        stream_messages(nats_url, stream).await as usize,
+        stream_messages(nats_url, &test_stream.auth(Login::Admin), stream).await as usize,
         counts.stored,
         "each event in the stream exactly once"
     );
@@ -248,9 +248,12 @@ impl Drop for Leaders {
 
 #[tokio::test]
 async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_nothing() {
-    let mut nats = NatsCluster::start().await;
+    // The cluster as deploy/ runs it: TLS, the logins of deploy/nats/auth.conf, no anonymous
+    // client; each service logs in as its own user.
+    let security = BrokerSecurity::new();
+    let mut nats = NatsCluster::start_secured(security.clone()).await;
     let db = TestDb::new().await;
-    let stream = TestStream::new(Some(nats.urls()), 4);
+    let stream = TestStream::secured(nats.urls(), 4, security);
     let settings = StreamSettings {
         name: stream.name.clone(),
         subject_prefix: stream.prefix.clone(),
@@ -261,13 +264,15 @@ async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_n
     nats.create_stream(&settings).await;
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
     let env = env(&db, &stream, 3);
+    let command_env = [env.clone(), stream.login_env(Login::Command)].concat();
+    let projection_env = [env, stream.login_env(Login::Projection)].concat();
     let mut commands = [
-        ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await,
-        ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await,
+        ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await,
+        ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await,
     ];
     let mut projections = [
-        ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await,
-        ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await,
+        ServiceProcess::start("projection-service", "QUERY_ADDR", &projection_env).await,
+        ServiceProcess::start("projection-service", "QUERY_ADDR", &projection_env).await,
     ];
     let mut traffic = Traffic::start(
         commands.iter().map(ServiceProcess::url).collect(),
@@ -319,7 +324,11 @@ async fn on_a_nats_cluster_losing_a_node_and_an_instance_of_each_service_loses_n
             elections,
         });
     };
-    let js = async_nats::jetstream::new(platform::nats::connect(&nats.urls()).await.unwrap());
+    let js = async_nats::jetstream::new(
+        platform::nats::connect(&nats.urls(), &nats.admin_auth())
+            .await
+            .unwrap(),
+    );
     let leaders = Leaders::watch(js.clone(), &stream);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Kills `node` and watches the window; returns how long the elections took.
@@ -524,7 +533,7 @@ async fn raising_event_partitions_on_a_live_system_keeps_per_contact_order() {
     command.set_env("RELAY_ENABLED", "false");
     command.restart().await;
     // 3. Wait until every consumer has applied (and acked) everything published.
-    let js = async_nats::jetstream::new(platform::nats::connect(&stream.url).await.unwrap());
+    let js = async_nats::jetstream::new(stream.admin_client().await);
     let events = js.get_stream(&stream.name).await.unwrap();
     let took = until(
         Duration::from_secs(60),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use e2e::traffic::{assert_end_state, stream_messages, wait_converged, Traffic};
-use e2e::{NatsServer, Options, TestSystem, APPLIED_PAIRS};
+use e2e::{Login, NatsServer, Options, TestSystem, APPLIED_PAIRS};
 use event_model::AggregateType;
 use futures::future::join_all;
 use platform::event_store::EventStore;
@@ -74,7 +74,7 @@ async fn a_replayed_nats_message_changes_nothing() {
             .await
             .unwrap(),
     );
-    let js = async_nats::jetstream::new(platform::nats::connect(&system.stream.url).await.unwrap());
+    let js = async_nats::jetstream::new(system.stream.admin_client().await);
     let settings = system.stream_settings();
     for (i, envelope) in events.iter().enumerate() {
         let subject = settings.subject(
@@ -301,7 +301,12 @@ async fn a_30_second_broker_outage_under_load_loses_nothing_and_delivers_once() 
     wait_converged(&system.db.pool, Duration::from_secs(120)).await;
     let counts = assert_end_state(&system.db.pool, &system.keys(), &traffic).await;
     assert_eq!(
-        stream_messages(&nats.url(), &system.stream.name).await as usize,
+        stream_messages(
+            &nats.url(),
+            &system.stream.auth(Login::Admin),
+            &system.stream.name
+        )
+        .await as usize,
         counts.stored,
         "each event is in the stream exactly once"
     );
@@ -329,7 +334,7 @@ async fn a_30_second_broker_outage_under_load_loses_nothing_and_delivers_once() 
 async fn a_redelivery_storm_under_load_applies_nothing_twice() {
     let mut system = TestSystem::start().await;
     let mut traffic = Traffic::start(vec![system.command_url.clone()], system.tenant.clone(), 4);
-    let js = async_nats::jetstream::new(platform::nats::connect(&system.stream.url).await.unwrap());
+    let js = async_nats::jetstream::new(system.stream.admin_client().await);
     let stream = js.get_stream(&system.stream.name).await.unwrap();
     let (mut dropped, mut republished) = (0usize, 0usize);
     for round in 0..12 {
@@ -396,7 +401,12 @@ async fn a_redelivery_storm_under_load_applies_nothing_twice() {
     system.wait_until_consumed(Duration::from_secs(60)).await;
     let counts = assert_end_state(&system.db.pool, &system.keys(), &traffic).await;
     assert_eq!(
-        stream_messages(&system.stream.url, &system.stream.name).await as usize,
+        stream_messages(
+            &system.stream.url,
+            &system.stream.auth(Login::Admin),
+            &system.stream.name
+        )
+        .await as usize,
         counts.stored + republished,
         "the stream holds each event once plus the storm's fresh-id copies"
     );
@@ -516,7 +526,12 @@ async fn with_its_fallback_poll_an_hour_away_the_relay_wakes_for_every_burst() {
     system.create_contact(json!({"name": "Lone"})).await;
     wait_converged(&system.db.pool, Duration::from_secs(30)).await;
     assert_eq!(
-        stream_messages(&system.stream.url, &system.stream.name).await as i64,
+        stream_messages(
+            &system.stream.url,
+            &system.stream.auth(Login::Admin),
+            &system.stream.name
+        )
+        .await as i64,
         system
             .count("select count(*) from contact_event_store")
             .await,

@@ -212,7 +212,9 @@ async fn pg_dump(url: &str) -> String {
 
 /// Every message of the stream, read back with the client, as one text.
 async fn stream_text(nats_url: &str, stream: &str) -> String {
-    let client = platform::nats::connect(nats_url).await.expect("nats");
+    let client = platform::nats::connect(nats_url, &Default::default())
+        .await
+        .expect("nats");
     let js = async_nats::jetstream::new(client);
     let mut jet = js.get_stream(stream).await.expect("stream");
     let last = jet.info().await.expect("info").state.last_sequence;

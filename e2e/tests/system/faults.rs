@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use e2e::process::ServiceProcess;
 use e2e::traffic::{assert_end_state, stream_messages, wait_converged, Traffic};
-use e2e::{TestDb, TestStream, TestSystem};
+use e2e::{Login, TestDb, TestStream, TestSystem};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -56,7 +56,7 @@ async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_
         "enough traffic got through: {counts}"
     );
     assert_eq!(
-        stream_messages(&stream.url, &stream.name).await as usize,
+        stream_messages(&stream.url, &stream.auth(Login::Admin), &stream.name).await as usize,
         counts.stored,
         "each event in the stream exactly once"
     );

@@ -1,6 +1,7 @@
 //! The whole system, end to end, against the real PostgreSQL and NATS JetStream: one binary,
 //! one module per concern. Each test gets its own database and stream.
 
+mod broker;
 mod cache;
 mod cli;
 mod cluster;

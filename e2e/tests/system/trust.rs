@@ -61,7 +61,7 @@ async fn forged_and_mutated_messages_on_the_subject_change_no_row_and_are_counte
         .unwrap()
         .remove(0);
 
-    let js = async_nats::jetstream::new(platform::nats::connect(&system.stream.url).await.unwrap());
+    let js = async_nats::jetstream::new(system.stream.admin_client().await);
     let settings = system.stream_settings();
     let publish = |envelope: event_model::EventEnvelope| {
         let js = js.clone();
