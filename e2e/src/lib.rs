@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-pub use nats::{NatsServer, TestStream};
+pub use nats::{NatsServer, SecuredBroker, TestStream};
 pub use nats_security::{BrokerSecurity, Login};
 
 /// `processed_events` as `(event_id, name)` pairs, one per projection an event was applied to
@@ -293,6 +293,9 @@ impl Reply {
 pub struct TestSystem {
     pub options: Options,
     pub stream: TestStream,
+    /// The private broker of [`TestSystem::start_secured`] (after `stream`: the stream is deleted
+    /// while it still runs).
+    broker: Option<NatsServer>,
     pub command_url: String,
     pub query_url: String,
     pub tenant: Tenant,
@@ -310,6 +313,21 @@ impl TestSystem {
         Self::start_with(Options::default()).await
     }
 
+    /// The system on a private broker of its own that checks logins and TLS as `deploy/` runs
+    /// it; the services log in as command-service and projection-service.
+    pub async fn start_secured(options: Options) -> Self {
+        let security = BrokerSecurity::new();
+        let broker = NatsServer::start_secured(security.clone()).await;
+        let mut system = Self::start_with(Options {
+            nats_url: Some(broker.url()),
+            nats_security: Some(security),
+            ..options
+        })
+        .await;
+        system.broker = Some(broker);
+        system
+    }
+
     pub async fn start_with(options: Options) -> Self {
         // Logs go to the test's captured output: shown for a failing test only.
         traces::init();
@@ -324,6 +342,7 @@ impl TestSystem {
         let mut system = Self {
             options,
             stream,
+            broker: None,
             command_url: String::new(),
             query_url: String::new(),
             tenant,

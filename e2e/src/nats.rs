@@ -109,6 +109,56 @@ impl TestStream {
     }
 }
 
+/// A private broker that checks logins and TLS as `deploy/` runs it (`deploy/nats/auth.conf`),
+/// with a stream of its own: what the system suites run on, so that each shows its promises hold
+/// with the services logged in as in production.
+pub struct SecuredBroker {
+    // First: the stream is deleted while its server still runs.
+    pub stream: TestStream,
+    pub server: NatsServer,
+}
+
+impl SecuredBroker {
+    pub async fn start(partitions: u32) -> Self {
+        let security = BrokerSecurity::new();
+        let server = NatsServer::start_secured(security.clone()).await;
+        Self {
+            stream: TestStream::secured(server.url(), partitions, security),
+            server,
+        }
+    }
+
+    /// The options of a [`crate::TestSystem`] on this broker.
+    pub fn options(&self, options: crate::Options) -> crate::Options {
+        crate::Options {
+            nats_url: Some(self.server.url()),
+            nats_security: self.stream.security.clone(),
+            partitions: self.stream.partitions,
+            ..options
+        }
+    }
+}
+
+impl TestStream {
+    /// [`TestStream::service_env`] plus the broker login of command-service.
+    pub fn command_env(&self, database_url: &str) -> Vec<(&'static str, String)> {
+        [
+            self.service_env(database_url),
+            self.login_env(Login::Command),
+        ]
+        .concat()
+    }
+
+    /// [`TestStream::service_env`] plus the broker login of projection-service.
+    pub fn projection_env(&self, database_url: &str) -> Vec<(&'static str, String)> {
+        [
+            self.service_env(database_url),
+            self.login_env(Login::Projection),
+        ]
+        .concat()
+    }
+}
+
 impl Drop for TestStream {
     fn drop(&mut self) {
         let (url, name, auth) = (self.url.clone(), self.name.clone(), self.auth(Login::Admin));

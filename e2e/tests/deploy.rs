@@ -221,7 +221,7 @@ fn in_compose_and_kubernetes_the_services_log_in_as_their_own_roles() {
     let services = &compose["services"];
     for name in ["command-service", "projection-service"] {
         let env = get(&services[name], "environment");
-        let url = |key: &str| text(&env[key]);
+        let url = |key: &str| text(get(env, key));
         assert_eq!(url_user(&url("DATABASE_URL")), "ventros_app", "{name}");
         assert_eq!(
             url_user(&url("SYSTEM_DATABASE_URL")),
@@ -292,6 +292,7 @@ fn in_compose_and_kubernetes_the_services_log_in_as_their_own_roles() {
         .expect("sslrootcert")
         .to_owned();
     let ca_dir = root_cert.rsplit_once('/').unwrap().0.to_owned();
+    let postgres_ca = &load(&deploy().join("k8s/postgres-ca.yaml"))[0];
     for file in ["command-service", "projection-service", "migrate-job"] {
         let docs = load(&deploy().join(format!("k8s/{file}.yaml")));
         let pod = &docs[0]["spec"]["template"]["spec"];
@@ -305,11 +306,11 @@ fn in_compose_and_kubernetes_the_services_log_in_as_their_own_roles() {
             .unwrap_or_else(|| panic!("{file}: no volume for the CA"));
         assert_eq!(
             text(&volume["secret"]["secretName"]),
-            text(&secret[1]["metadata"]["name"]),
+            text(&postgres_ca["metadata"]["name"]),
             "{file}"
         );
     }
-    assert!(text(&secret[1]["stringData"]["ca.crt"]).contains("BEGIN CERTIFICATE"));
+    assert!(text(&postgres_ca["stringData"]["ca.crt"]).contains("BEGIN CERTIFICATE"));
 }
 
 #[test]

@@ -271,9 +271,12 @@ async fn after_the_projections_were_away_for_1000_commands_they_converge_to_a_re
 /// broker is back everything is published once and applied once.
 #[tokio::test]
 async fn a_30_second_broker_outage_under_load_loses_nothing_and_delivers_once() {
-    let mut nats = NatsServer::start().await;
+    // A broker that checks logins and TLS, as `deploy/` runs it.
+    let security = e2e::BrokerSecurity::new();
+    let mut nats = NatsServer::start_secured(security.clone()).await;
     let system = TestSystem::start_with(Options {
         nats_url: Some(nats.url()),
+        nats_security: Some(security),
         ..Options::default()
     })
     .await;
@@ -332,7 +335,7 @@ async fn a_30_second_broker_outage_under_load_loses_nothing_and_delivers_once() 
 /// (the gap fill). Nothing is applied twice and the read tables equal a rebuild.
 #[tokio::test]
 async fn a_redelivery_storm_under_load_applies_nothing_twice() {
-    let mut system = TestSystem::start().await;
+    let mut system = TestSystem::start_secured(Options::default()).await;
     let mut traffic = Traffic::start(vec![system.command_url.clone()], system.tenant.clone(), 4);
     let js = async_nats::jetstream::new(system.stream.admin_client().await);
     let stream = js.get_stream(&system.stream.name).await.unwrap();

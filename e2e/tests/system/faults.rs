@@ -6,21 +6,21 @@ use std::time::Duration;
 
 use e2e::process::ServiceProcess;
 use e2e::traffic::{assert_end_state, stream_messages, wait_converged, Traffic};
-use e2e::{Login, TestDb, TestStream, TestSystem};
+use e2e::{Login, SecuredBroker, TestDb, TestSystem};
 use serde_json::{json, Value};
 
 #[tokio::test]
 async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_twice() {
     let db = TestDb::new().await;
-    let stream = TestStream::new(None, 2);
+    // On a broker that checks logins and TLS, as `deploy/` runs it.
+    let broker = SecuredBroker::start(2).await;
+    let stream = &broker.stream;
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let env = [
-        stream.service_env(&db.url),
-        vec![("RELAY_POLL_MS", "100".to_owned())],
-    ]
-    .concat();
-    let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
-    let mut query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
+    let relay_poll = vec![("RELAY_POLL_MS", "100".to_owned())];
+    let command_env = [stream.command_env(&db.url), relay_poll.clone()].concat();
+    let query_env = [stream.projection_env(&db.url), relay_poll].concat();
+    let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await;
+    let mut query = ServiceProcess::start("projection-service", "QUERY_ADDR", &query_env).await;
     let mut traffic = Traffic::start(vec![command.url()], tenant.clone(), 4);
 
     // Crashes at moments the traffic does not choose: mid-request, between commit and answer,
@@ -67,15 +67,14 @@ async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_
 async fn both_services_ride_out_a_postgresql_outage_and_readyz_reports_it() {
     let postgres = e2e::postgres::PrivatePostgres::start().await;
     let db = TestDb::on(&postgres.url()).await;
-    let stream = TestStream::new(None, 2);
+    let broker = SecuredBroker::start(2).await;
+    let stream = &broker.stream;
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let env = [
-        stream.service_env(&db.url),
-        vec![("RELAY_POLL_MS", "100".to_owned())],
-    ]
-    .concat();
-    let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
-    let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
+    let relay_poll = vec![("RELAY_POLL_MS", "100".to_owned())];
+    let command_env = [stream.command_env(&db.url), relay_poll.clone()].concat();
+    let query_env = [stream.projection_env(&db.url), relay_poll].concat();
+    let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await;
+    let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &query_env).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -54,36 +54,44 @@ async fn the_services_as_run_sh_starts_them_are_connected_as_unprivileged_roles(
     let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
 
-    // Every connection the services hold, with what its login could become.
-    let rows: Vec<(String, String, bool, bool, bool)> = sqlx::query_as(
-        "select a.application_name, a.usename::text, \
-                exists (select 1 from pg_roles r where r.rolsuper \
-                         and pg_has_role(a.usesysid, r.oid, 'member')), \
-                exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-                         where n.nspname = 'public' \
-                           and pg_has_role(a.usesysid, c.relowner, 'member')), \
-                exists (select 1 from pg_roles r where r.rolbypassrls \
-                         and pg_has_role(a.usesysid, r.oid, 'member')) \
-           from pg_stat_activity a \
-          where a.datname = $1 and a.application_name like '%-service %' \
-          order by 1",
-    )
-    .bind(&db.name)
-    .fetch_all(&db.pool)
-    .await
-    .unwrap();
+    // Every connection the services hold, with what its login could become (the listeners
+    // connect in the background: read until every kind of connection is there).
+    let expected = [
+        "command-service request",
+        "command-service system",
+        "projection-service listener",
+        "projection-service request",
+        "projection-service system",
+    ];
+    let read = || async {
+        sqlx::query_as::<_, (String, String, bool, bool, bool)>(
+            "select a.application_name, a.usename::text, \
+                    exists (select 1 from pg_roles r where r.rolsuper \
+                             and pg_has_role(a.usesysid, r.oid, 'member')), \
+                    exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace \
+                             where n.nspname = 'public' \
+                               and pg_has_role(a.usesysid, c.relowner, 'member')), \
+                    exists (select 1 from pg_roles r where r.rolbypassrls \
+                             and pg_has_role(a.usesysid, r.oid, 'member')) \
+               from pg_stat_activity a \
+              where a.datname = $1 and a.application_name like '%-service %' \
+              order by 1",
+        )
+        .bind(&db.name)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    e2e::wait_until(std::time::Duration::from_secs(10), || async {
+        let rows = read().await;
+        expected
+            .iter()
+            .all(|name| rows.iter().any(|r| r.0 == *name))
+    })
+    .await;
+    let rows = read().await;
     let names: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
-    assert_eq!(
-        names.into_iter().collect::<Vec<_>>(),
-        [
-            "command-service request",
-            "command-service system",
-            "projection-service listener",
-            "projection-service request",
-            "projection-service system"
-        ],
-        "{rows:?}"
-    );
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), expected, "{rows:?}");
     for (name, user, superuser, owner, bypass) in &rows {
         assert!(!superuser && !owner, "{name} logged in as {user}: {rows:?}");
         // The request paths, and the listener that wakes their `min_version` reads.

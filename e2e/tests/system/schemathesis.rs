@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use e2e::process::ServiceProcess;
 use e2e::traffic::wait_converged;
-use e2e::{TestDb, TestStream, TestSystem};
+use e2e::{TestDb, TestSystem};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -286,20 +286,20 @@ async fn schemathesis_finds_no_server_error_and_rejected_requests_write_nothing(
     // The real binaries (as in production, and without the test harness's in-memory span
     // exporter, which would keep every span of thousands of requests).
     let db = TestDb::new().await;
-    let stream = TestStream::new(None, 2);
+    // On a broker that checks logins and TLS, as `deploy/` runs it.
+    let broker = e2e::SecuredBroker::start(2).await;
+    let stream = &broker.stream;
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let env = [
-        stream.service_env(&db.url),
-        vec![
-            ("RELAY_POLL_MS", "100".to_owned()),
-            // The sweeper writes events no request answered with: keep it out of this test.
-            ("SWEEP_INTERVAL_MS", "3600000".to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
-        ],
-    ]
-    .concat();
-    let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
-    let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
+    let settings = vec![
+        ("RELAY_POLL_MS", "100".to_owned()),
+        // The sweeper writes events no request answered with: keep it out of this test.
+        ("SWEEP_INTERVAL_MS", "3600000".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let command_env = [stream.command_env(&db.url), settings.clone()].concat();
+    let query_env = [stream.projection_env(&db.url), settings].concat();
+    let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await;
+    let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &query_env).await;
     let http = reqwest::Client::new();
     let post = |path: String, body: Value| {
         let request = http

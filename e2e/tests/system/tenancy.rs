@@ -1,5 +1,7 @@
 //! Acceptance 8: another tenant's ids are 404 on every route and change nothing; a viewer cannot
 //! send commands; a missing or bad key is 401.
+//!
+//! Every system here runs on a private broker that checks logins and TLS, as `deploy/` runs it.
 
 use e2e::{Options, Tenant, TestSystem};
 use reqwest::{Method, StatusCode};
@@ -114,7 +116,7 @@ const APP_ROLE: &str = "ventros_app";
 const RLS_BYPASSING_ROLE: &str = "ventros_projector";
 
 async fn ids_probe(app_role: &'static str) {
-    let system = TestSystem::start_with(Options {
+    let system = TestSystem::start_secured(Options {
         app_role,
         ..Options::default()
     })
@@ -204,7 +206,7 @@ async fn ids_probe(app_role: &'static str) {
 
 #[tokio::test]
 async fn viewers_read_but_cannot_command_and_keys_must_be_valid() {
-    let system = TestSystem::start().await;
+    let system = TestSystem::start_secured(Options::default()).await;
     let contact = system.create_contact(json!({"name": "Seen"})).await;
     let viewer = system.add_member(&system.tenant, "viewer").await;
     let agent = system.add_member(&system.tenant, "agent").await;
@@ -411,7 +413,7 @@ async fn bootstrap_is_idempotent_and_a_key_belongs_to_one_user() {
 
 #[tokio::test]
 async fn the_services_database_role_is_bound_by_row_level_security() {
-    let system = TestSystem::start().await;
+    let system = TestSystem::start_secured(Options::default()).await;
     let (b, _, _) = tenant_b_with_data(&system).await;
     system.create_contact(json!({"name": "A's"})).await;
     system
@@ -520,7 +522,7 @@ async fn without_row_level_security_a_s_cursors_filters_and_ids_still_show_b_not
 }
 
 async fn cursors_probe(app_role: &'static str) {
-    let system = TestSystem::start_with(Options {
+    let system = TestSystem::start_secured(Options {
         app_role,
         ..Options::default()
     })
