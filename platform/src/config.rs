@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-#[derive(Debug, Clone, clap::Args)]
+/// `Debug` is written out below: it hides the KEKs and the passwords in the database URLs.
+#[derive(Clone, clap::Args)]
 pub struct Settings {
     /// The PostgreSQL login of the request paths: in production `ventros_app` itself (neither a
     /// superuser nor the tables' owner), so that nothing a request runs can step out of its
@@ -206,4 +207,90 @@ impl Settings {
 /// An optional setting that is set and not empty (a compose file's `${X:-}` is unset).
 fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.trim().is_empty())
+}
+
+/// A database URL with its password, if any, replaced (for `Debug`).
+fn without_password(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.into()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |set: bool| if set { "***" } else { "unset" };
+        f.debug_struct("Settings")
+            .field("database_url", &without_password(&self.database_url))
+            .field(
+                "migration_database_url",
+                &self.migration_database_url.as_deref().map(without_password),
+            )
+            .field(
+                "system_database_url",
+                &self.system_database_url.as_deref().map(without_password),
+            )
+            .field("database_max_connections", &self.database_max_connections)
+            .field("database_app_role", &self.database_app_role)
+            .field("database_system_role", &self.database_system_role)
+            .field("nats_url", &self.nats_url)
+            .field("nats_auth", &self.nats_auth)
+            .field("nats_stream", &self.nats_stream)
+            .field("nats_subject_prefix", &self.nats_subject_prefix)
+            .field("nats_stream_replicas", &self.nats_stream_replicas)
+            .field("event_partitions", &self.event_partitions)
+            .field("data_kek", &hidden(self.data_kek.is_some()))
+            .field("data_kek_file", &self.data_kek_file)
+            .field(
+                "data_kek_previous",
+                &hidden(!self.data_kek_previous.is_empty()),
+            )
+            .field(
+                "request_statement_timeout_ms",
+                &self.request_statement_timeout_ms,
+            )
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("rate_limit_burst", &self.rate_limit_burst)
+            .field("api_key_cache_capacity", &self.api_key_cache_capacity)
+            .field("http", &self.http)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: Settings,
+    }
+
+    #[test]
+    fn debug_shows_no_kek_and_no_password() {
+        let cli = Cli::parse_from([
+            "x",
+            "--database-url",
+            "postgres://ventros_app:s3cret-app@db/ventros",
+            "--system-database-url",
+            "postgres://ventros_projector:s3cret-projector@db/ventros",
+            "--data-kek",
+            "a2VrLWluLWJhc2U2NC1vZi0zMi1ieXRlcy4uLi4uLi4=",
+        ]);
+        let shown = format!("{:?}", cli.settings);
+        for secret in ["s3cret-app", "s3cret-projector", "a2VrLWluLWJhc2U2"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("postgres://ventros_app:***@db/ventros"),
+            "{shown}"
+        );
+    }
 }
