@@ -35,12 +35,8 @@ pub use config::CommandConfig;
 const SERVICE: &str = "command-service";
 
 pub struct App {
-    /// The API-key cache, the pool its change listener connects through, and that listener.
-    key_cache: (
-        Arc<platform::auth::KeyCache>,
-        sqlx::PgPool,
-        Option<sqlx::postgres::PgListener>,
-    ),
+    /// Empties the API-key cache whenever what it holds may have changed.
+    key_cache: platform::auth::KeyCacheListener,
     listener: TcpListener,
     router: Router,
     http: platform::HttpLimits,
@@ -111,7 +107,8 @@ impl App {
         )
         .with_cache(config.aggregate_cache_capacity);
         let key_cache = config.platform.key_cache();
-        let key_listener = key_cache.start_listening(&app_pool).await;
+        let key_listener =
+            platform::auth::KeyCacheListener::start(key_cache.clone(), app_pool.clone()).await;
         let state = routes::AppState {
             pool: app_pool.clone(),
             auth: platform::auth::Authenticator {
@@ -155,7 +152,7 @@ impl App {
             interval: config.sweep_interval(),
         };
         Ok(Self {
-            key_cache: (key_cache, app_pool, key_listener),
+            key_cache: key_listener,
             listener,
             router,
             http: config.platform.http.clone(),
@@ -191,8 +188,7 @@ impl App {
             }
         });
         let sweeper = tokio::spawn(self.sweeper.run(shutdown.clone()));
-        let (key_cache, listen_pool, listener) = self.key_cache;
-        let key_cache = tokio::spawn(key_cache.listen(listen_pool, listener, shutdown.clone()));
+        let key_cache = tokio::spawn(self.key_cache.run(shutdown.clone()));
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
         let served = platform::server::serve(
             self.listener,

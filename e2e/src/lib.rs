@@ -78,6 +78,17 @@ pub fn settings_for(database_url: &str) -> Settings {
     }
 }
 
+/// The value of a Prometheus sample: the sum over every series of `family` whose labels contain
+/// all of `labels`.
+pub fn sample(text: &str, family: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Asks `check` every 20 ms until it answers true (true) or `within` has passed (false).
 pub async fn wait_until<F, Fut>(within: Duration, mut check: F) -> bool
 where
@@ -513,6 +524,18 @@ impl TestSystem {
     pub async fn stop(mut self) {
         self.stop_command().await;
         self.stop_projection().await;
+    }
+
+    /// The Prometheus text of the service at `base_url`.
+    pub async fn metrics(&self, base_url: &str) -> String {
+        self.http
+            .get(format!("{base_url}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     /// Sends a request and reads the whole answer.

@@ -174,7 +174,7 @@ impl KeyCache {
     /// Connects the change listener and turns the cache on; `None` (and the cache off) when the
     /// database cannot be reached, which [`KeyCache::listen`] then retries. Called before the
     /// service serves, so that it serves with the cache on.
-    pub async fn start_listening(&self, pool: &PgPool) -> Option<PgListener> {
+    async fn start_listening(&self, pool: &PgPool) -> Option<PgListener> {
         if self.capacity == 0 {
             return None;
         }
@@ -200,7 +200,7 @@ impl KeyCache {
     /// Empties the cache on each [`ACCESS_CHANGED_CHANNEL`] notification on `pool`'s server (the
     /// primary: a replica cannot listen) until `stop`. While the connection is down the cache is
     /// off and emptied; once it is back, emptied again.
-    pub async fn listen(
+    async fn listen(
         self: Arc<Self>,
         pool: PgPool,
         mut listener: Option<PgListener>,
@@ -235,6 +235,31 @@ impl KeyCache {
                 },
             }
         }
+    }
+}
+
+/// A [`KeyCache`] with the connection that keeps it honest, from before the service serves
+/// until it stops.
+pub struct KeyCacheListener {
+    cache: Arc<KeyCache>,
+    pool: PgPool,
+    listener: Option<PgListener>,
+}
+
+impl KeyCacheListener {
+    /// Starts listening on `pool`'s server (the primary's: a replica cannot listen).
+    pub async fn start(cache: Arc<KeyCache>, pool: PgPool) -> Self {
+        let listener = cache.start_listening(&pool).await;
+        Self {
+            cache,
+            pool,
+            listener,
+        }
+    }
+
+    /// Keeps the cache honest until `stop` (see [`KeyCache::listen`]).
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
+        self.cache.listen(self.pool, self.listener, stop).await
     }
 }
 

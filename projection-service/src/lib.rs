@@ -33,13 +33,8 @@ pub use config::ProjectionConfig;
 const SERVICE: &str = "projection-service";
 
 pub struct App {
-    /// The API-key cache, the pool (the primary's) its change listener connects through, and
-    /// that listener.
-    key_cache: (
-        Arc<platform::auth::KeyCache>,
-        sqlx::PgPool,
-        Option<sqlx::postgres::PgListener>,
-    ),
+    /// Empties the API-key cache whenever what it holds may have changed.
+    key_cache: platform::auth::KeyCacheListener,
     listener: TcpListener,
     router: Router,
     http: platform::HttpLimits,
@@ -128,7 +123,8 @@ impl App {
         });
         // The cache's listener connects to the primary: a replica cannot LISTEN.
         let key_cache = config.platform.key_cache();
-        let key_listener = key_cache.start_listening(&app_pool).await;
+        let key_listener =
+            platform::auth::KeyCacheListener::start(key_cache.clone(), app_pool.clone()).await;
         // Batches are notified on the primary (a replica does not relay notifications): the
         // listener holds one connection of a pool of its own, not one of the queries'.
         let (notifications, projected) = projected::Listener::new(platform::db::login_pool(
@@ -168,7 +164,7 @@ impl App {
             .await
             .with_context(|| format!("binding {}", config.addr))?;
         Ok(Self {
-            key_cache: (key_cache, app_pool, key_listener),
+            key_cache: key_listener,
             listener,
             router,
             http: config.platform.http.clone(),
@@ -205,8 +201,7 @@ impl App {
             .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
-        let (key_cache, listen_pool, listener) = self.key_cache;
-        let key_cache = tokio::spawn(key_cache.listen(listen_pool, listener, shutdown.clone()));
+        let key_cache = tokio::spawn(self.key_cache.run(shutdown.clone()));
         let notifications = tokio::spawn(self.notifications.run(shutdown.clone()));
         let served = platform::server::serve(
             self.listener,

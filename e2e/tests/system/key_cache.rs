@@ -12,19 +12,7 @@ use serde_json::json;
 /// A counter's value on the service at `base` (the sum of its series whose labels hold
 /// `label`).
 async fn counter(system: &TestSystem, base: &str, family: &str, label: &str) -> f64 {
-    let text = system
-        .http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(family) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    e2e::sample(&system.metrics(base).await, family, &[label])
 }
 
 /// How long until `tenant`'s requests get `status` from both services (a read, and a command on

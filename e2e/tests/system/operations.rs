@@ -198,30 +198,6 @@ async fn health_readiness_and_metrics_answer() {
     system.stop().await;
 }
 
-/// The Prometheus text of the service at `base_url`.
-pub(crate) async fn scrape(system: &TestSystem, base_url: &str) -> String {
-    system
-        .http
-        .get(format!("{base_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// The value of a Prometheus sample: the sum over every series of `family` whose labels contain
-/// all of `labels`.
-pub(crate) fn sample(text: &str, family: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test]
 async fn metrics_move_with_traffic() {
     let system = TestSystem::start_with(e2e::Options {
@@ -229,7 +205,7 @@ async fn metrics_move_with_traffic() {
         ..e2e::Options::default()
     })
     .await;
-    let before = scrape(&system, &system.command_url).await;
+    let before = system.metrics(&system.command_url).await;
     let contact = system.create_contact(json!({"name": "Counted"})).await;
     for tag in ["a", "a", ""] {
         system
@@ -242,11 +218,11 @@ async fn metrics_move_with_traffic() {
     }
     system.wait_until_projected(Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_millis(2_500)).await; // the lag and backlog gauges refresh
-    let after = scrape(&system, &system.command_url).await;
+    let after = system.metrics(&system.command_url).await;
     let moved = |family: &str, labels: &[&str]| {
         let (b, a) = (
-            sample(&before, family, labels),
-            sample(&after, family, labels),
+            e2e::sample(&before, family, labels),
+            e2e::sample(&after, family, labels),
         );
         assert!(
             a > b,
@@ -353,9 +329,9 @@ async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let metrics = scrape(&system, &system.query_url).await;
+    let metrics = system.metrics(&system.query_url).await;
     assert_eq!(
-        sample(
+        e2e::sample(
             &metrics,
             "projection_redeliveries_total",
             &["consumer=\"projections-p0\""],
@@ -445,16 +421,16 @@ async fn a_poison_event_is_parked_the_partition_keeps_flowing_and_a_retry_applie
         ready.body
     );
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    let metrics = scrape(&system, &system.query_url).await;
+    let metrics = system.metrics(&system.query_url).await;
     assert!(
-        sample(
+        e2e::sample(
             &metrics,
             "projection_parked_events",
             &["consumer=\"projections-p0\""]
         ) >= 1.0,
         "{metrics}"
     );
-    assert!(sample(&metrics, "projection_events_parked_total", &[]) >= 1.0);
+    assert!(e2e::sample(&metrics, "projection_events_parked_total", &[]) >= 1.0);
 
     // Retrying before the fix changes nothing but the attempt count.
     let report = projection_service::dead_letters::retry(&system.db.pool, &system.keys(), None)

@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::cli::replay_tool_with;
-use crate::operations::{sample, scrape};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -124,8 +123,8 @@ async fn keys_held(system: &TestSystem, keys: &[&str]) -> i64 {
 
 /// Sweeps finished so far, by table (the histogram's sample count).
 async fn sweeps(system: &TestSystem, base_url: &str, table: &str) -> f64 {
-    sample(
-        &scrape(system, base_url).await,
+    e2e::sample(
+        &system.metrics(base_url).await,
         "retention_sweep_seconds_count",
         &[&format!("table=\"{table}\"")],
     )
@@ -187,7 +186,7 @@ async fn rows_past_their_retention_are_deleted_and_young_or_unpublished_rows_sta
         )
         .await
         .assert_problem(422);
-    let before = scrape(&system, &system.command_url).await;
+    let before = system.metrics(&system.command_url).await;
     age(&system, &old, &old_keys, 2, 8).await;
     system
         .eventually(Duration::from_secs(30), "the aged rows deleted", || async {
@@ -221,27 +220,27 @@ async fn rows_past_their_retention_are_deleted_and_young_or_unpublished_rows_sta
             .unwrap();
     assert_eq!(unpublished_held, 2, "unpublished rows are never deleted");
 
-    let metrics = scrape(&system, &command).await;
+    let metrics = system.metrics(&command).await;
     for (table, deleted) in [
         ("outbox_events", old.len()),
         ("idempotency_keys", old_keys.len()),
         ("processed_events", old.len()),
     ] {
         let label = format!("table=\"{table}\"");
-        let moved = sample(&metrics, "retention_rows_deleted_total", &[&label])
-            - sample(&before, "retention_rows_deleted_total", &[&label]);
+        let moved = e2e::sample(&metrics, "retention_rows_deleted_total", &[&label])
+            - e2e::sample(&before, "retention_rows_deleted_total", &[&label]);
         assert!(
             moved >= deleted as f64,
             "{table}: {moved} deleted:\n{metrics}"
         );
-        let oldest = sample(&metrics, "retention_oldest_age_seconds", &[&label]);
+        let oldest = e2e::sample(&metrics, "retention_oldest_age_seconds", &[&label]);
         assert!(
             oldest > 0.0 && oldest < 600.0,
             "{table}: the oldest row left is young: {oldest}"
         );
     }
     assert_eq!(
-        sample(&metrics, "retention_sweep_failures_total", &[]),
+        e2e::sample(&metrics, "retention_sweep_failures_total", &[]),
         0.0,
         "{metrics}"
     );

@@ -12,32 +12,14 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-/// The sum of a Prometheus counter's series whose labels contain `label`.
+/// The sum of a Prometheus counter's series whose labels contain `label`, on projection-service.
 async fn counter(system: &TestSystem, family: &str, label: &str) -> f64 {
     counter_at(system, &system.query_url, family, label).await
 }
 
 /// [`counter`] on the service at `base`.
 async fn counter_at(system: &TestSystem, base: &str, family: &str, label: &str) -> f64 {
-    scrape(system, base)
-        .await
-        .lines()
-        .filter(|l| l.starts_with(family) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// A service's `/metrics` text.
-async fn scrape(system: &TestSystem, base: &str) -> String {
-    system
-        .http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    e2e::sample(&system.metrics(base).await, family, &[label])
 }
 
 #[tokio::test]
@@ -182,7 +164,8 @@ async fn forged_and_mutated_messages_on_the_subject_change_no_row_and_are_counte
 
 /// The series of a metric family in a service's `/metrics`.
 async fn series(system: &TestSystem, base: &str, family: &str) -> usize {
-    scrape(system, base)
+    system
+        .metrics(base)
         .await
         .lines()
         .filter(|l| l.starts_with(&format!("{family}{{")))
