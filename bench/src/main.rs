@@ -13,7 +13,8 @@
 //! Scenarios ([`scenarios`]): 1 HTTP commands vs baseline (a), raw SQL; 2 end-to-end lag;
 //! 3 projection catch-up vs baseline (b), raw JetStream; 4 rebuild vs baseline (c), `COPY`;
 //! 5 loading a long stream with and without snapshots; 6 the GIN index on the insert path;
-//! 7 one instance of each service against two ([`scale`]).
+//! 7 one instance of each service against two ([`scale`]); 8 the whole pipeline, projections
+//! live, against baseline (d), the peer built on cqrs-es and postgres-es ([`pipeline`], [`peer`]).
 //!
 //! Every database and stream it creates is dropped afterwards (the harness's `Drop`s), also on
 //! Ctrl-C and on a failure. Progress goes to stderr, the table (or JSON) to stdout.
@@ -21,6 +22,8 @@
 mod clone;
 mod lag;
 mod long_stream;
+mod peer;
+mod pipeline;
 mod profile;
 mod raw_jetstream;
 mod raw_sql;
@@ -59,7 +62,7 @@ struct Cli {
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Run only these scenarios (1–7), e.g. `--only 1,5`.
+    /// Run only these scenarios (1–8), e.g. `--only 1,5`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
     #[command(subcommand)]
@@ -113,6 +116,9 @@ pub struct Sizes {
     pub gin_run: Duration,
     pub gin_rounds: usize,
     pub partitions: u32,
+    /// One of scenario 8's windows; each side gets two.
+    #[serde(serialize_with = "as_seconds")]
+    pub peer_round: Duration,
 }
 
 fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -135,6 +141,7 @@ impl Sizes {
             gin_run: Duration::from_secs(3),
             gin_rounds: 1,
             partitions: 8,
+            peer_round: Duration::from_secs(5),
         }
     }
 
@@ -153,6 +160,7 @@ impl Sizes {
             gin_run: Duration::from_secs(10),
             gin_rounds: 2,
             partitions: 8,
+            peer_round: Duration::from_secs(15),
         }
     }
 }

@@ -318,11 +318,28 @@ pub struct RunResult {
     pub window: Duration,
     pub latency: Percentiles,
     pub first_error: Option<String>,
+    /// Every latency of the window, sorted (so that runs can be combined).
+    pub samples: Vec<Duration>,
 }
 
 impl RunResult {
     pub fn per_second(&self) -> f64 {
         self.completed as f64 / self.window.as_secs_f64()
+    }
+
+    /// Several runs of the same side as one: their windows added, their samples pooled.
+    pub fn combine(runs: Vec<RunResult>) -> RunResult {
+        let mut all = Window::default();
+        let mut window = Duration::ZERO;
+        for run in runs {
+            window += run.window;
+            all.latencies.extend(run.samples);
+            all.errors += run.errors;
+            if all.first_error.is_none() {
+                all.first_error = run.first_error;
+            }
+        }
+        all.into_result(window)
     }
 }
 
@@ -409,6 +426,7 @@ impl Window {
             window,
             latency: Percentiles::of(&mut self.latencies),
             first_error: self.first_error,
+            samples: self.latencies,
         }
     }
 }
