@@ -173,15 +173,33 @@ struct Machine {
     kernel: String,
     postgres: String,
     nats_server: String,
+    /// The 1, 5 and 15 minute load averages when the run started: on a shared machine, what
+    /// else was running weighs on every figure (the ratios less than the rates).
+    load_average: String,
 }
 
 impl Machine {
     fn line(&self) -> String {
         format!(
-            "{} cores ({}), {:.0} GiB RAM, Linux {}, {}, nats-server {}",
-            self.cores, self.cpu, self.memory_gib, self.kernel, self.postgres, self.nats_server
+            "{} cores ({}), {:.0} GiB RAM, Linux {}, {}, nats-server {}, load average {} at start",
+            self.cores,
+            self.cpu,
+            self.memory_gib,
+            self.kernel,
+            self.postgres,
+            self.nats_server,
+            self.load_average
         )
     }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn machine() -> anyhow::Result<Machine> {
@@ -218,6 +236,7 @@ async fn machine() -> anyhow::Result<Machine> {
         kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
         postgres,
         nats_server,
+        load_average: load_average(),
     })
 }
 
@@ -263,10 +282,21 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Sizes::full()
     };
+    let only = cli
+        .only
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let command = format!(
-        "cargo run --release -p bench --{}{}",
+        "cargo run --release -p bench --{}{}{}",
         if cli.quick { " --quick" } else { "" },
-        if cli.json { " --json" } else { "" }
+        if cli.json { " --json" } else { "" },
+        if only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only {only}")
+        }
     );
     let machine = machine().await?;
     if !cli.json {
@@ -298,7 +328,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         println!("{}", report::table(&rows));
         println!();
-        println!("total {}", report::seconds(elapsed));
+        println!(
+            "total {}, load average {} at the end",
+            report::seconds(elapsed),
+            load_average()
+        );
     }
     Ok(())
 }
