@@ -3,8 +3,8 @@
 //! figure beside a baseline measured in the same run on the same servers.
 //!
 //! ```sh
-//! cargo run --release -p bench -- --quick     # under 2 minutes
-//! cargo run --release -p bench                # the full sizes (about 8 minutes)
+//! cargo run --release -p bench -- --quick     # about 3 minutes
+//! cargo run --release -p bench                # the full sizes (about 12 minutes)
 //! cargo run --release -p bench -- --json      # the rows as JSON
 //! cargo run --release -p bench -- --only 1,5  # some scenarios only
 //! cargo run --release -p bench -- profile-statements   # where the database time goes
@@ -56,7 +56,7 @@ fn data_keys() -> platform::personal::DataKeys {
 #[derive(Parser)]
 #[command(about)]
 struct Cli {
-    /// Smaller sizes and shorter runs (under 2 minutes).
+    /// Smaller sizes and shorter runs (about 3 minutes).
     #[arg(long)]
     quick: bool,
     /// Print the rows as JSON instead of a table.
