@@ -28,8 +28,19 @@ struct Waiting {
 /// Tracks until the sender side is closed and everything is seen, or `give_up` after that.
 pub async fn track(
     database_url: &str,
+    accepted: mpsc::UnboundedReceiver<Accepted>,
+    give_up: Duration,
+) -> anyhow::Result<LagReport> {
+    track_polling(database_url, accepted, give_up, Duration::from_millis(2)).await
+}
+
+/// [`track`], reading the tables every `poll` while anything is waiting: a coarser poll costs
+/// the system under a closed loop fewer queries, and measures the lag to within `poll`.
+pub async fn track_polling(
+    database_url: &str,
     mut accepted: mpsc::UnboundedReceiver<Accepted>,
     give_up: Duration,
+    poll: Duration,
 ) -> anyhow::Result<LagReport> {
     let options = platform::db::connect_options(database_url)?;
     let mut conn = PgConnection::connect_with(&options).await?;
@@ -96,7 +107,7 @@ pub async fn track(
         if closed_at.is_some_and(|t| t.elapsed() > give_up) {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(poll).await;
     }
     let unseen = waiting
         .iter()

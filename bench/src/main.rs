@@ -3,8 +3,8 @@
 //! figure beside a baseline measured in the same run on the same servers.
 //!
 //! ```sh
-//! cargo run --release -p bench -- --quick     # under 2 minutes
-//! cargo run --release -p bench                # the full sizes (about 8 minutes)
+//! cargo run --release -p bench -- --quick     # about 3 minutes
+//! cargo run --release -p bench                # the full sizes (about 12 minutes)
 //! cargo run --release -p bench -- --json      # the rows as JSON
 //! cargo run --release -p bench -- --only 1,5  # some scenarios only
 //! cargo run --release -p bench -- profile-statements   # where the database time goes
@@ -13,8 +13,9 @@
 //! Scenarios ([`scenarios`]): 1 HTTP commands vs baseline (a), raw SQL; 2 end-to-end lag;
 //! 3 projection catch-up vs baseline (b), raw JetStream; 4 rebuild vs baseline (c), `COPY`;
 //! 5 loading a long stream with and without snapshots; 6 the indexes no query reads on the
-//! insert path;
-//! 7 one instance of each service against two ([`scale`]).
+//! insert path; 7 one instance of each service against two ([`scale`]); 8 the whole pipeline,
+//! projections live, against baseline (d), the peer built on cqrs-es and postgres-es
+//! ([`pipeline`], [`peer`]).
 //!
 //! Every database and stream it creates is dropped afterwards (the harness's `Drop`s), also on
 //! Ctrl-C and on a failure. Progress goes to stderr, the table (or JSON) to stdout.
@@ -22,6 +23,8 @@
 mod clone;
 mod lag;
 mod long_stream;
+mod peer;
+mod pipeline;
 mod profile;
 mod raw_jetstream;
 mod raw_sql;
@@ -54,13 +57,13 @@ fn data_keys() -> platform::personal::DataKeys {
 #[derive(Parser)]
 #[command(about)]
 struct Cli {
-    /// Smaller sizes and shorter runs (under 2 minutes).
+    /// Smaller sizes and shorter runs (about 3 minutes).
     #[arg(long)]
     quick: bool,
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Run only these scenarios (1–7), e.g. `--only 1,5`.
+    /// Run only these scenarios (1–8), e.g. `--only 1,5`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
     #[command(subcommand)]
@@ -114,6 +117,9 @@ pub struct Sizes {
     pub gin_run: Duration,
     pub gin_rounds: usize,
     pub partitions: u32,
+    /// One of scenario 8's windows; each side gets two.
+    #[serde(serialize_with = "as_seconds")]
+    pub peer_round: Duration,
 }
 
 fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -136,6 +142,7 @@ impl Sizes {
             gin_run: Duration::from_secs(3),
             gin_rounds: 1,
             partitions: 8,
+            peer_round: Duration::from_secs(5),
         }
     }
 
@@ -154,6 +161,7 @@ impl Sizes {
             gin_run: Duration::from_secs(10),
             gin_rounds: 2,
             partitions: 8,
+            peer_round: Duration::from_secs(15),
         }
     }
 }
@@ -166,15 +174,33 @@ struct Machine {
     kernel: String,
     postgres: String,
     nats_server: String,
+    /// The 1, 5 and 15 minute load averages when the run started: on a shared machine, what
+    /// else was running weighs on every figure (the ratios less than the rates).
+    load_average: String,
 }
 
 impl Machine {
     fn line(&self) -> String {
         format!(
-            "{} cores ({}), {:.0} GiB RAM, Linux {}, {}, nats-server {}",
-            self.cores, self.cpu, self.memory_gib, self.kernel, self.postgres, self.nats_server
+            "{} cores ({}), {:.0} GiB RAM, Linux {}, {}, nats-server {}, load average {} at start",
+            self.cores,
+            self.cpu,
+            self.memory_gib,
+            self.kernel,
+            self.postgres,
+            self.nats_server,
+            self.load_average
         )
     }
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn machine() -> anyhow::Result<Machine> {
@@ -211,6 +237,7 @@ async fn machine() -> anyhow::Result<Machine> {
         kernel: read("/proc/sys/kernel/osrelease").trim().to_owned(),
         postgres,
         nats_server,
+        load_average: load_average(),
     })
 }
 
@@ -256,10 +283,21 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Sizes::full()
     };
+    let only = cli
+        .only
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let command = format!(
-        "cargo run --release -p bench --{}{}",
+        "cargo run --release -p bench --{}{}{}",
         if cli.quick { " --quick" } else { "" },
-        if cli.json { " --json" } else { "" }
+        if cli.json { " --json" } else { "" },
+        if only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only {only}")
+        }
     );
     let machine = machine().await?;
     if !cli.json {
@@ -291,7 +329,11 @@ async fn main() -> anyhow::Result<()> {
     } else {
         println!("{}", report::table(&rows));
         println!();
-        println!("total {}", report::seconds(elapsed));
+        println!(
+            "total {}, load average {} at the end",
+            report::seconds(elapsed),
+            load_average()
+        );
     }
     Ok(())
 }

@@ -101,22 +101,7 @@ pub async fn run(
             window
         }));
     }
-    let windows = futures::future::join_all(tasks).await;
-    let mut all = Window::default();
-    for w in windows.into_iter().flatten() {
-        all.latencies.extend(w.latencies);
-        all.errors += w.errors;
-        if all.first_error.is_none() {
-            all.first_error = w.first_error;
-        }
-    }
-    RunResult {
-        completed: all.latencies.len() as u64,
-        errors: all.errors,
-        window: duration,
-        latency: crate::report::Percentiles::of(&mut all.latencies),
-        first_error: all.first_error,
-    }
+    crate::workload::merge(futures::future::join_all(tasks).await, duration)
 }
 
 async fn command(

@@ -1,5 +1,5 @@
 //! The scenarios, in the order they run, each returning its rows (7, the scale-out one, is in
-//! [`crate::scale`]).
+//! [`crate::scale`]; 8, the pipeline against the peer, in [`crate::pipeline`]).
 //!
 //! 1–3 share one system (both services in-process, a fresh database and stream); 4–6 each use
 //! bare databases of their own. Progress goes to stderr, the table to stdout.
@@ -119,6 +119,9 @@ pub async fn run_all(sizes: &Sizes, only: &[u32]) -> anyhow::Result<Vec<Row>> {
     }
     if wants(7) {
         rows.extend(crate::scale::rows(sizes).await?);
+    }
+    if wants(8) {
+        rows.extend(crate::pipeline::rows(sizes).await?);
     }
     Ok(rows)
 }

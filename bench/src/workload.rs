@@ -5,7 +5,12 @@
 //! A [`Script`] sends exactly one command per [`Script::step`], so the same clients serve a
 //! closed loop (each client sends its next command as soon as the previous one is answered) and
 //! an open loop at a fixed rate (each command waits for a ticket from a pacer).
+//!
+//! The closed loop drives any [`Client`], so other request shapes (one command on many
+//! contacts, the peer's deposits) are measured by the same loop, with the same HTTP client
+//! settings and the same counting.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,21 +44,26 @@ pub struct Api {
     key: String,
 }
 
+/// The HTTP client every load generator uses, whichever server it drives.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
 impl Api {
     pub fn new(command_url: &str, project_id: Uuid, api_key: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("http client");
         Self {
-            http,
+            http: http_client(),
             base: format!("{command_url}/v1/projects/{project_id}"),
             key: api_key.to_owned(),
         }
     }
 
-    async fn send(
+    /// Sends one request; any answer other than 2xx is an error.
+    pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -275,6 +285,26 @@ impl Script {
     }
 }
 
+/// One virtual client of a closed loop.
+pub trait Client: Send + 'static {
+    /// Sends this client's next request and waits for the answer: `Err` on a failure or any
+    /// answer other than 2xx; `Some` names the read row that will show the command's effect,
+    /// where the server has a read side that lags.
+    fn send_next(&mut self) -> impl Future<Output = anyhow::Result<Option<Visible>>> + Send;
+}
+
+/// The realistic mix: a [`Script`] against our command API.
+struct Conversation {
+    script: Script,
+    api: Api,
+}
+
+impl Client for Conversation {
+    async fn send_next(&mut self) -> anyhow::Result<Option<Visible>> {
+        self.script.step(&self.api).await.map(Some)
+    }
+}
+
 pub fn agents() -> Arc<Vec<Uuid>> {
     Arc::new((0..20).map(|_| Uuid::new_v4()).collect())
 }
@@ -288,11 +318,28 @@ pub struct RunResult {
     pub window: Duration,
     pub latency: Percentiles,
     pub first_error: Option<String>,
+    /// Every latency of the window, sorted (so that runs can be combined).
+    pub samples: Vec<Duration>,
 }
 
 impl RunResult {
     pub fn per_second(&self) -> f64 {
         self.completed as f64 / self.window.as_secs_f64()
+    }
+
+    /// Several runs of the same side as one: their windows added, their samples pooled.
+    pub fn combine(runs: Vec<RunResult>) -> RunResult {
+        let mut all = Window::default();
+        let mut window = Duration::ZERO;
+        for run in runs {
+            window += run.window;
+            all.latencies.extend(run.samples);
+            all.errors += run.errors;
+            if all.first_error.is_none() {
+                all.first_error = run.first_error;
+            }
+        }
+        all.into_result(window)
     }
 }
 
@@ -304,8 +351,8 @@ pub struct Window {
     pub first_error: Option<String>,
 }
 
-/// `clients` virtual clients, each sending its next command as soon as the last is answered, for
-/// `warmup` (not counted) and then `duration`.
+/// `clients` virtual clients of the realistic mix, each sending its next command as soon as the
+/// last is answered, for `warmup` (not counted) and then `duration`.
 pub async fn closed_loop(
     api: &Api,
     clients: usize,
@@ -314,24 +361,46 @@ pub async fn closed_loop(
     seed: u64,
 ) -> RunResult {
     let agents = agents();
+    let clients = (0..clients).map(|c| Conversation {
+        script: Script::new(seed ^ (c as u64).wrapping_mul(0x9e37_79b9), agents.clone()),
+        api: api.clone(),
+    });
+    closed_loop_of(clients, warmup, duration, None).await
+}
+
+/// A closed loop of the given clients, each sending its next request as soon as the last is
+/// answered, for `warmup` (not counted) and then `duration`. Every command that names a read
+/// row is sent to `accepted`, if given, for a lag tracker.
+pub async fn closed_loop_of<C: Client>(
+    clients: impl IntoIterator<Item = C>,
+    warmup: Duration,
+    duration: Duration,
+    accepted: Option<mpsc::UnboundedSender<Accepted>>,
+) -> RunResult {
     let started = Instant::now();
     let measure_from = started + warmup;
     let deadline = measure_from + duration;
     let mut tasks = Vec::new();
-    for c in 0..clients {
-        let api = api.clone();
-        let agents = agents.clone();
+    for mut client in clients {
+        let accepted = accepted.clone();
         tasks.push(tokio::spawn(async move {
-            let mut script = Script::new(seed ^ (c as u64).wrapping_mul(0x9e37_79b9), agents);
             let mut window = Window::default();
             loop {
                 let sent = Instant::now();
                 if sent >= deadline {
                     break;
                 }
-                let result = script.step(&api).await;
+                let result = client.send_next().await;
                 let done = Instant::now();
-                if sent < measure_from {
+                let measured = sent >= measure_from;
+                if let (Ok(Some(visible)), Some(accepted)) = (&result, &accepted) {
+                    let _ = accepted.send(Accepted {
+                        visible: *visible,
+                        accepted: done,
+                        measured,
+                    });
+                }
+                if !measured {
                     continue;
                 }
                 match result {
@@ -345,10 +414,28 @@ pub async fn closed_loop(
             window
         }));
     }
+    drop(accepted);
     merge(futures::future::join_all(tasks).await, duration)
 }
 
-fn merge(windows: Vec<Result<Window, tokio::task::JoinError>>, duration: Duration) -> RunResult {
+impl Window {
+    fn into_result(mut self, window: Duration) -> RunResult {
+        RunResult {
+            completed: self.latencies.len() as u64,
+            errors: self.errors,
+            window,
+            latency: Percentiles::of(&mut self.latencies),
+            first_error: self.first_error,
+            samples: self.latencies,
+        }
+    }
+}
+
+/// The windows of a run's tasks as one result.
+pub fn merge(
+    windows: Vec<Result<Window, tokio::task::JoinError>>,
+    duration: Duration,
+) -> RunResult {
     let mut all = Window::default();
     for w in windows.into_iter().flatten() {
         all.latencies.extend(w.latencies);
@@ -357,13 +444,7 @@ fn merge(windows: Vec<Result<Window, tokio::task::JoinError>>, duration: Duratio
             all.first_error = w.first_error;
         }
     }
-    RunResult {
-        completed: all.latencies.len() as u64,
-        errors: all.errors,
-        window: duration,
-        latency: Percentiles::of(&mut all.latencies),
-        first_error: all.first_error,
-    }
+    all.into_result(duration)
 }
 
 /// A command accepted at `accepted`, whose effect the lag tracker waits to see.
