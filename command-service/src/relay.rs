@@ -204,12 +204,7 @@ impl OutboxRelay {
 
     /// Sets the backlog gauges: rows waiting, and how long the oldest has waited.
     async fn measure_backlog(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
-        let (pending, oldest): (i64, f64) = sqlx::query_as(
-            "select count(*), coalesce(extract(epoch from (now() at time zone 'utc') - min(created_at)), 0)::float8 \
-               from outbox_events where status in ('pending', 'processing')",
-        )
-        .fetch_one(&mut *conn)
-        .await?;
+        let (pending, oldest) = platform::event_store::outbox_backlog(&mut *conn).await?;
         metrics::gauge!("outbox_pending_rows").set(pending as f64);
         metrics::gauge!("outbox_oldest_pending_age_seconds").set(oldest);
         Ok(())

@@ -171,6 +171,17 @@ pub struct EventStore {
     pool: PgPool,
 }
 
+/// The outbox rows not yet on the broker: how many, and how long the oldest has waited (the
+/// relay's gauges and `replay-tool status` read it alike).
+pub async fn outbox_backlog(conn: impl PgExecutor<'_>) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "select count(*), coalesce(extract(epoch from (now() at time zone 'utc') - min(created_at)), 0)::float8 \
+           from outbox_events where status in ('pending', 'processing')",
+    )
+    .fetch_one(conn)
+    .await
+}
+
 impl EventStore {
     pub fn new(pool: PgPool) -> Self {
         Self { pool }

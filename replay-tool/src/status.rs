@@ -128,12 +128,8 @@ pub async fn status(
     let events_in_store: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
         .fetch_one(pool)
         .await?;
-    let (outbox_pending, outbox_oldest_pending_seconds): (i64, f64) = sqlx::query_as(
-        "select count(*), coalesce(extract(epoch from (now() at time zone 'utc') - min(created_at)), 0)::float8 \
-           from outbox_events where status in ('pending', 'processing')",
-    )
-    .fetch_one(pool)
-    .await?;
+    let (outbox_pending, outbox_oldest_pending_seconds) =
+        platform::event_store::outbox_backlog(pool).await?;
     let parked = projection_service::dead_letters::counts(pool).await?;
     let js = async_nats::jetstream::new(nats.clone());
     let jet = js.get_stream(&stream.name).await?;
