@@ -30,16 +30,13 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::{ConsumerHealth, PartitionWorker};
+use crate::worker::{durable_name, ConsumerHealth, Lease, PartitionWorker};
 
 /// How often an instance looks at its leases, counts the instances and claims or gives back.
 pub const ROUND: Duration = Duration::from_millis(500);
 
 /// Set in the member lock's first key; partition locks never have it.
 const MEMBER_BIT: i32 = 0x4000_0000;
-
-/// The connection that holds a partition's lock, on which its worker also writes.
-pub type Lease = Arc<Mutex<PgConnection>>;
 
 /// The advisory-lock namespace of a stream: FNV-1a of its name, positive and below
 /// [`MEMBER_BIT`].
@@ -262,11 +259,7 @@ impl Coordinator {
     /// the lock: nobody else can take the partition before the worker is done.
     fn release(&self, partition: u32, r: Running) -> JoinHandle<()> {
         let health = self.health.clone();
-        let consumer = PartitionWorker {
-            partition,
-            ..self.template.clone()
-        }
-        .consumer_name();
+        let consumer = durable_name(partition);
         tokio::spawn(async move {
             r.token.cancel();
             let _ = r.handle.await;

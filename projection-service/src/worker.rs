@@ -27,7 +27,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dead_letters;
-use crate::ownership::Lease;
 use crate::projections::{apply_batch, BatchReport, Projection, ProjectionError};
 
 /// The longest wait before a worker sets its consumer up again after a broker failure. Short: on
@@ -126,9 +125,17 @@ pub struct PartitionWorker {
     pub lease: Option<Lease>,
 }
 
+/// The connection that holds a partition's lock (`ownership`), on which its worker also writes.
+pub type Lease = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
+
+/// The durable JetStream consumer of a partition.
+pub fn durable_name(partition: u32) -> String {
+    format!("projections-p{partition}")
+}
+
 impl PartitionWorker {
     pub fn consumer_name(&self) -> String {
-        format!("projections-p{}", self.partition)
+        durable_name(self.partition)
     }
 
     /// Consumes until `shutdown`, reconnecting the consumer after any broker failure.
