@@ -122,6 +122,15 @@ pub enum CommandError {
     Store(StoreError),
 }
 
+impl From<idempotency::Recorded> for CommandError {
+    fn from(recorded: idempotency::Recorded) -> Self {
+        match recorded {
+            idempotency::Recorded::Same(answer) => CommandError::Replay(answer),
+            idempotency::Recorded::Different => CommandError::IdempotencyMismatch,
+        }
+    }
+}
+
 impl From<StoreError> for CommandError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -212,7 +221,7 @@ impl CommandHandler {
             let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
             tx.commit().await?;
             if let Some(previous) = previous {
-                return Err(previous);
+                return Err(previous.into());
             }
         }
         let name = command.name();
@@ -651,13 +660,14 @@ impl CommandHandler {
             .await?;
         }
         if let Some(slot) = idempotency {
-            if !idempotency::record(&mut tx, actor, slot, &render(&outcome)).await? {
+            let project = (actor.project_id, actor.tenant_id.as_str());
+            if !idempotency::record(&mut tx, project, slot, &render(&outcome)).await? {
                 // A twin request with the same key won the race: answer what it answered.
                 tx.rollback().await?;
                 let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
                 let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
                 tx.commit().await?;
-                return Err(previous.unwrap_or(CommandError::Conflict));
+                return Err(previous.map_or(CommandError::Conflict, CommandError::from));
             }
         }
         tx.commit().await?;

@@ -6,8 +6,6 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::commands::{Actor, CommandError};
-
 /// A key and the hash of the request it came with (method, path and body).
 #[derive(Debug, Clone)]
 pub struct IdempotencySlot {
@@ -22,13 +20,21 @@ pub struct StoredResponse {
     pub body: Value,
 }
 
-/// The stored answer for this key, `Replay` when the request matches, `IdempotencyMismatch`
-/// when it does not.
+/// What a key already stands for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    /// The same request was answered before: this answer.
+    Same(StoredResponse),
+    /// The key was used with another request.
+    Different,
+}
+
+/// What this key already stands for in the project, if anything.
 pub async fn find(
     executor: impl sqlx::PgExecutor<'_>,
     project_id: Uuid,
     slot: &IdempotencySlot,
-) -> Result<Option<CommandError>, sqlx::Error> {
+) -> Result<Option<Recorded>, sqlx::Error> {
     let row: Option<(String, i32, Value)> = sqlx::query_as(
         "select request_hash, response_status, response_body from idempotency_keys \
           where project_id = $1 and idempotency_key = $2",
@@ -39,20 +45,21 @@ pub async fn find(
     .await?;
     Ok(row.map(|(hash, status, body)| {
         if hash == slot.request_hash {
-            CommandError::Replay(StoredResponse {
+            Recorded::Same(StoredResponse {
                 status: status as u16,
                 body,
             })
         } else {
-            CommandError::IdempotencyMismatch
+            Recorded::Different
         }
     }))
 }
 
-/// Records the answer; `false` when another request recorded this key first.
+/// Records the answer in the project's tenant; `false` when another request recorded this key
+/// first.
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
-    actor: &Actor,
+    (project_id, tenant_id): (Uuid, &str),
     slot: &IdempotencySlot,
     response: &StoredResponse,
 ) -> Result<bool, sqlx::Error> {
@@ -60,8 +67,8 @@ pub async fn record(
         "insert into idempotency_keys (project_id, tenant_id, idempotency_key, request_hash, response_status, response_body) \
          values ($1, $2, $3, $4, $5, $6) on conflict (project_id, idempotency_key) do nothing",
     )
-    .bind(actor.project_id)
-    .bind(&actor.tenant_id)
+    .bind(project_id)
+    .bind(tenant_id)
     .bind(&slot.key)
     .bind(&slot.request_hash)
     .bind(i32::from(response.status))
