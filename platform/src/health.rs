@@ -63,13 +63,13 @@ pub fn router(probes: Probes) -> OpenApiRouter {
 }
 
 /// The process is alive.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+#[utoipa::path(get, path = "/healthz", operation_id = "check_liveness", tag = "operations", responses((status = 200, description = "Alive")))]
 async fn alive() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
 /// The database and the broker are reachable.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+#[utoipa::path(get, path = "/readyz", operation_id = "check_readiness", tag = "operations", responses(
     (status = 200, description = "Ready: the body says `database` and `broker` are true"),
     (status = 503, description = "Not ready: the body says which dependency is down"),
 ))]
@@ -102,7 +102,7 @@ async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics, in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "get_metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
