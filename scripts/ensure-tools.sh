@@ -1,36 +1,65 @@
 #!/usr/bin/env bash
-# Make sure the tools the test suite runs besides cargo are installed, into the work tree only:
-#   schemathesis (PyPI), pinned, in a Python virtual environment at target/tools/venv.
-# Idempotent: does nothing when the pinned version is already there. Needs python3 (>= 3.9) with
-# the venv module and access to PyPI the first time. Prints one line per tool.
-# The e2e test `schemathesis::*` runs target/tools/venv/bin/schemathesis (or $SCHEMATHESIS) and
-# fails if it is missing.
+# Make sure the tools the test suite runs besides cargo are installed:
+#   - from PyPI, pinned, in a Python virtual environment at target/tools/venv (the work tree only):
+#     schemathesis (generated hostile requests), openapi-spec-validator (is each served document
+#     valid OpenAPI 3.1?) and openapi-python-client (can an integrator generate a client from it?);
+#   - promtool (Debian's `prometheus` package), to lint each service's /metrics.
+# Idempotent: does nothing when the pinned versions are already there. Needs python3 (>= 3.9) with
+# the venv module and access to PyPI the first time; for promtool, apt-get and root (or promtool
+# already on PATH, or $PROMTOOL). Prints one line per tool.
+# The e2e tests `schemathesis::*` and `conformance::*` run these and fail if one is missing.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-SCHEMATHESIS_VERSION=4.32.5
 VENV=target/tools/venv
+# name==version, one per tool, installed together so pip resolves one consistent set.
+PYPI_TOOLS=(
+    schemathesis==4.32.5
+    openapi-spec-validator==0.9.0
+    openapi-python-client==0.29.1
+)
 
 installed_version() {
-    "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' 2>/dev/null || true
+    "$VENV/bin/python" -c "import importlib.metadata as m; print(m.version('$1'))" 2>/dev/null || true
 }
 
-if [[ "$(installed_version)" == "$SCHEMATHESIS_VERSION" ]]; then
-    echo "schemathesis: $SCHEMATHESIS_VERSION up"
-    exit 0
-fi
+all_installed() {
+    local tool
+    for tool in "${PYPI_TOOLS[@]}"; do
+        [[ "$(installed_version "${tool%%==*}")" == "${tool##*==}" ]] || return 1
+    done
+}
 
-PYTHON=${PYTHON:-python3}
-if [[ ! -x "$VENV/bin/python" ]]; then
-    mkdir -p "$(dirname "$VENV")"
-    "$PYTHON" -m venv "$VENV"
+if all_installed; then
+    state=up
+else
+    PYTHON=${PYTHON:-python3}
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        mkdir -p "$(dirname "$VENV")"
+        "$PYTHON" -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${PYPI_TOOLS[@]}"
+    state=installed
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check \
-    "schemathesis==$SCHEMATHESIS_VERSION"
+for tool in "${PYPI_TOOLS[@]}"; do
+    if [[ "$(installed_version "${tool%%==*}")" != "${tool##*==}" ]]; then
+        echo "ensure-tools: ${tool%%==*} ${tool##*==} did not install" >&2
+        exit 1
+    fi
+    echo "${tool%%==*}: ${tool##*==} $state"
+done
 
-if [[ "$(installed_version)" != "$SCHEMATHESIS_VERSION" ]]; then
-    echo "ensure-tools: schemathesis $SCHEMATHESIS_VERSION did not install" >&2
-    exit 1
+# promtool: whichever is on PATH (any 2.x lints the text format the same way), else Debian's.
+if [[ -n "${PROMTOOL:-}" ]] || command -v promtool >/dev/null 2>&1; then
+    echo "promtool: up"
+else
+    if ! command -v apt-get >/dev/null 2>&1 || ((EUID != 0)); then
+        echo "ensure-tools: promtool is missing; install Debian's 'prometheus' package (or set PROMTOOL)" >&2
+        exit 1
+    fi
+    # The package also ships the Prometheus server as a service; policy-rc.d (containers) or
+    # systemd decides whether it starts. Only promtool is used here.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    echo "promtool: installed"
 fi
-echo "schemathesis: $SCHEMATHESIS_VERSION installed"

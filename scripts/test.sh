@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run the whole test suite, as a newcomer (or CI, through .ci/run) would:
 #   1. make sure PostgreSQL and NATS are up (scripts/ensure-services.sh), and the tools the suite
-#      runs besides cargo are installed (scripts/ensure-tools.sh: schemathesis in target/tools);
+#      runs besides cargo are installed (scripts/ensure-tools.sh: schemathesis, openapi-spec-validator
+#      and openapi-python-client in target/tools, promtool);
 #   2. `cargo nextest run --workspace --no-fail-fast` when cargo-nextest is installed, followed by
 #      `cargo test --workspace --doc` (nextest does not run doctests);
 #      otherwise `cargo test --workspace --no-fail-fast` (which runs doctests too).

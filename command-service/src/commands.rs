@@ -155,6 +155,34 @@ impl From<sqlx::Error> for CommandError {
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// The `# HELP` text of the families recorded here (`promtool check metrics` wants one on each).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_histogram, Unit};
+    describe_counter!(
+        "commands_total",
+        "Commands handled, by command and outcome (ok, refused, conflict, replayed, error)"
+    );
+    describe_counter!(
+        "commands_retried_total",
+        "Command attempts retried after a version conflict, by command"
+    );
+    describe_counter!(
+        "aggregate_cache_total",
+        "Streams a command found in the aggregate cache (hit) or loaded from the store (miss)"
+    );
+    describe_histogram!(
+        "aggregate_load_seconds",
+        Unit::Seconds,
+        "Time to load an aggregate for a command, by aggregate (cached: from the cache)"
+    );
+    describe_histogram!(
+        "aggregate_events_folded",
+        Unit::Count,
+        "Events folded to load an aggregate (after its snapshot), by aggregate"
+    );
+    describe_counter!("snapshots_written_total", "Aggregate snapshots written");
+}
+
 pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
 }

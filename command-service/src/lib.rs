@@ -69,6 +69,8 @@ impl App {
     ) -> anyhow::Result<Self> {
         // Before anything records a metric, so that nothing recorded at start is lost.
         let _ = platform::health::metrics_handle();
+        commands::describe_metrics();
+        relay::describe_metrics();
         let js = async_nats::jetstream::new(nats.clone());
         let stream = config.platform.stream();
         // This service owns the stream: its relay is the one publisher. The relay retries

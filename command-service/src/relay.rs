@@ -81,6 +81,34 @@ enum Published {
     Permanent(Uuid, String),
 }
 
+/// The `# HELP` text of the relay's families (`promtool check metrics` wants one on each).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "outbox_pending_rows",
+        Unit::Count,
+        "Outbox rows stored but not yet published to the broker"
+    );
+    describe_gauge!(
+        "outbox_oldest_pending_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest outbox row not yet published"
+    );
+    describe_counter!(
+        "outbox_published_total",
+        "Events the relay published to the broker"
+    );
+    describe_counter!(
+        "outbox_publish_failures_total",
+        "Publish attempts that failed (retried with backoff)"
+    );
+    describe_histogram!(
+        "outbox_publish_batch_seconds",
+        Unit::Seconds,
+        "Time to publish one batch of outbox rows and mark them published"
+    );
+}
+
 /// The pending rows, oldest first, with their events (`$1`: how many).
 pub fn batch_query() -> String {
     format!(

@@ -46,9 +46,72 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Fails only when another recorder is already installed; then ours stays unused.
             let _ = metrics::set_global_recorder(recorder);
+            describe_platform_metrics();
             handle
         })
         .clone()
+}
+
+/// The `# HELP` text of the families this crate records (`promtool check metrics` wants one on
+/// every family; a dashboard shows it). Each service describes its own families the same way.
+fn describe_platform_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "http_requests_total",
+        "HTTP requests answered, by method, route and status"
+    );
+    describe_histogram!(
+        "http_request_duration_seconds",
+        Unit::Seconds,
+        "Time from receiving an HTTP request to answering it, by method, route and status"
+    );
+    describe_counter!(
+        "http_shed_requests_total",
+        "Requests answered 503 at once because the instance was at HTTP_MAX_IN_FLIGHT"
+    );
+    describe_counter!(
+        "http_rate_limited_total",
+        "Requests refused with 429: the API key was over its rate limit"
+    );
+    describe_gauge!("http_connections_open", "HTTP connections open now");
+    describe_counter!(
+        "http_connections_refused_total",
+        "Connections closed unserved because the instance was at HTTP_MAX_CONNECTIONS"
+    );
+    describe_counter!(
+        "http_connections_closed_total",
+        "Connections the server closed, by reason (header_read_timeout, idle_timeout)"
+    );
+    describe_counter!(
+        "auth_key_lookups_total",
+        "API-key lookups, by result: granted_from_cache, refused_from_cache, found, unknown"
+    );
+    describe_counter!(
+        "auth_cache_invalidations_total",
+        "Times the API-key cache was emptied because keys, users or projects changed"
+    );
+    describe_gauge!(
+        "database_login_privileged",
+        "1 when a pool's database login is a superuser, owns the tables or bypasses row-level security"
+    );
+    describe_counter!(
+        "retention_rows_deleted_total",
+        "Rows the retention sweepers deleted, by table"
+    );
+    describe_histogram!(
+        "retention_sweep_seconds",
+        Unit::Seconds,
+        "Time one retention sweep of a table took"
+    );
+    describe_gauge!(
+        "retention_oldest_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest row retention governs in a table, after the last sweep"
+    );
+    describe_counter!(
+        "retention_sweep_failures_total",
+        "Retention sweeps that failed, by sweeper"
+    );
 }
 
 /// `/healthz`, `/readyz`, `/metrics`, documented.
@@ -63,13 +126,13 @@ pub fn router(probes: Probes) -> OpenApiRouter {
 }
 
 /// The process is alive.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+#[utoipa::path(get, path = "/healthz", operation_id = "check_liveness", tag = "operations", responses((status = 200, description = "Alive")))]
 async fn alive() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
 /// The database and the broker are reachable.
-#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+#[utoipa::path(get, path = "/readyz", operation_id = "check_readiness", tag = "operations", responses(
     (status = 200, description = "Ready: the body says `database` and `broker` are true"),
     (status = 503, description = "Not ready: the body says which dependency is down"),
 ))]
@@ -102,7 +165,7 @@ async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics, in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "get_metrics", tag = "operations", responses((status = 200, description = "Prometheus text", content_type = "text/plain")))]
 async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -2,6 +2,10 @@
 //! so a route cannot be served without being documented, nor documented without being served),
 //! serves it at `/openapi.json`, and a browsable page at `/docs` (Swagger UI, vendored in the binary so
 //! it works offline) from which a request can be tried.
+//!
+//! Every operation has an `operation_id`, unique in its document and stable
+//! across releases: client generators name their functions after it, so a renamed id breaks every
+//! generated client, and a duplicate makes the document invalid (e2e `conformance::*`).
 
 use axum::Router;
 use utoipa::openapi::path::{HttpMethod, OperationBuilder};
@@ -218,15 +222,22 @@ fn non_null_parameters(mut doc: OpenApi) -> OpenApi {
 
 /// Adds `/openapi.json` and `/docs` to the document and serves both.
 pub fn docs_router(mut doc: OpenApi) -> Router {
-    for (path, summary, content_type) in [
-        ("/openapi.json", "This OpenAPI document", "application/json"),
+    for (path, operation_id, summary, content_type) in [
+        (
+            "/openapi.json",
+            "get_openapi_document",
+            "This OpenAPI document",
+            "application/json",
+        ),
         (
             "/docs",
+            "get_docs_page",
             "A browsable page of this document, from which requests can be tried",
             "text/html",
         ),
     ] {
         let operation = OperationBuilder::new()
+            .operation_id(Some(operation_id))
             .summary(Some(summary))
             .tag("operations")
             .response(

@@ -67,6 +67,8 @@ impl App {
     ) -> anyhow::Result<Self> {
         // Before anything records a metric, so that nothing recorded at start is lost.
         let _ = platform::health::metrics_handle();
+        worker::describe_metrics();
+        ownership::describe_metrics();
         // The stream is command-service's to create (this service's login may only read and
         // consume it); until it exists the workers keep trying.
         let stream = config.platform.stream();

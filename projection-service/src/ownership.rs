@@ -49,6 +49,20 @@ pub fn namespace(stream: &str) -> i32 {
     (hash & 0x3fff_ffff) as i32
 }
 
+/// The `# HELP` text of the ownership families (`promtool check metrics` wants one on each).
+pub fn describe_metrics() {
+    use metrics::{describe_gauge, Unit};
+    describe_gauge!(
+        "projection_owned_partitions",
+        Unit::Count,
+        "Partitions this instance owns now"
+    );
+    describe_gauge!(
+        "projection_partition_owned",
+        "1 while this instance owns the consumer's partition, 0 after it let it go"
+    );
+}
+
 /// The partitions this instance owns now, for `/metrics` and the tests.
 #[derive(Debug, Default)]
 pub struct Owned {

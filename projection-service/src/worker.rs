@@ -54,6 +54,60 @@ pub fn requests_context(client: &async_nats::Client) -> async_nats::jetstream::C
     js
 }
 
+/// The `# HELP` text of the workers' families (`promtool check metrics` wants one on each).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "projection_consumer_lag_events",
+        Unit::Count,
+        "Events waiting for a partition's worker (pending and unacknowledged), by consumer"
+    );
+    describe_gauge!(
+        "projection_consumer_lag_seconds",
+        Unit::Seconds,
+        "Time from recording the newest event of a partition's last batch to applying it, by consumer"
+    );
+    describe_gauge!(
+        "projection_parked_events",
+        Unit::Count,
+        "Events parked in dead_letter_events, by consumer"
+    );
+    describe_counter!(
+        "projection_events_applied_total",
+        "Events applied to the read tables, by consumer"
+    );
+    describe_counter!(
+        "projection_events_duplicate_total",
+        "Events delivered again and skipped (already in processed_events), by consumer"
+    );
+    describe_counter!(
+        "projection_events_parked_total",
+        "Events parked in dead_letter_events instead of applied, by consumer"
+    );
+    describe_counter!(
+        "projection_redeliveries_total",
+        "Messages the broker delivered more than once, by consumer"
+    );
+    describe_counter!(
+        "projection_batch_failures_total",
+        "Batches that failed and were handed back for redelivery, by consumer"
+    );
+    describe_counter!(
+        "projection_rejected_messages_total",
+        "Messages the event store does not back, parked and never applied, by reason"
+    );
+    describe_histogram!(
+        "projection_batch_size",
+        Unit::Count,
+        "Events per batch a worker applied, by consumer"
+    );
+    describe_histogram!(
+        "projection_batch_seconds",
+        Unit::Seconds,
+        "Time to apply one batch and commit it, by consumer"
+    );
+}
+
 /// Every partition's progress, shared by the workers and `/readyz`.
 #[derive(Debug, Default)]
 pub struct ConsumerHealth {

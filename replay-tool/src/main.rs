@@ -147,6 +147,19 @@ fn print<T: serde::Serialize>(
 /// Serves `/metrics` in the background for as long as the command runs.
 async fn serve_metrics(addr: &str) -> anyhow::Result<()> {
     let handle = platform::health::metrics_handle();
+    metrics::describe_gauge!(
+        "replay_events_expected",
+        metrics::Unit::Count,
+        "Events the running rebuild or verify expects to read from the store"
+    );
+    metrics::describe_counter!(
+        "replay_events_total",
+        "Events the running rebuild or verify has read from the store so far"
+    );
+    metrics::describe_counter!(
+        "encrypt_history_events_total",
+        "Events encrypt-history has gone through so far (sealed, or found sealed already)"
+    );
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let app = axum::Router::new().route(
         "/metrics",

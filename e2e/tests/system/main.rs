@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod cluster;
 mod concurrency;
+mod conformance;
 mod delivery;
 mod erasure;
 mod faults;

@@ -98,7 +98,7 @@ struct ContactFilters {
     cursor: Option<Uuid>,
 }
 
-#[utoipa::path(get, path = "/contacts", tag = "contacts", summary = "List contacts", params(("project_id" = Uuid, Path, description = "The project"), ContactFilters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<ContactDto>), QueryErrors), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/contacts", operation_id = "list_contacts", tag = "contacts", summary = "List contacts", params(("project_id" = Uuid, Path, description = "The project"), ContactFilters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<ContactDto>), QueryErrors), security(("api_key" = [])))]
 async fn list(
     State(state): State<QueryState>,
     auth: AuthContext,
@@ -168,7 +168,7 @@ pub async fn read_contact(
     Ok(row.map(|r| r.0))
 }
 
-#[utoipa::path(get, path = "/contacts/{contact_id}", tag = "contacts", summary = "Read a contact (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ReadParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = ContactDto), QueryErrors), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/contacts/{contact_id}", operation_id = "get_contact", tag = "contacts", summary = "Read a contact (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ReadParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = ContactDto), QueryErrors), security(("api_key" = [])))]
 async fn one(
     State(state): State<QueryState>,
     auth: AuthContext,
@@ -193,7 +193,7 @@ async fn one(
     Ok(with_etag(ContactDto::from(record), Some(version)))
 }
 
-#[utoipa::path(get, path = "/contacts/{contact_id}/sessions", tag = "contacts", summary = "List a contact's sessions", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ContactSessionFilters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<SessionDto>), QueryErrors), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/contacts/{contact_id}/sessions", operation_id = "list_contact_sessions", tag = "contacts", summary = "List a contact's sessions", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ContactSessionFilters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<SessionDto>), QueryErrors), security(("api_key" = [])))]
 async fn sessions(
     State(state): State<QueryState>,
     auth: AuthContext,
@@ -252,7 +252,7 @@ struct EventParams {
     limit: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/contacts/{contact_id}/events", tag = "contacts", summary = "A contact's and its sessions' events, in store order", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), EventParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = EventPage), QueryErrors), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/contacts/{contact_id}/events", operation_id = "list_contact_events", tag = "contacts", summary = "A contact's and its sessions' events, in store order", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), EventParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = EventPage), QueryErrors), security(("api_key" = [])))]
 async fn events(
     State(state): State<QueryState>,
     auth: AuthContext,

@@ -67,7 +67,7 @@ struct Entry {
     published_at: DateTime<Utc>,
 }
 
-#[utoipa::path(get, path = "/event-log", tag = "event-log", summary = "The audit trail: one row per event", params(("project_id" = Uuid, Path, description = "The project"), Filters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<Entry>), QueryErrors), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/event-log", operation_id = "list_event_log", tag = "event-log", summary = "The audit trail: one row per event", params(("project_id" = Uuid, Path, description = "The project"), Filters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<Entry>), QueryErrors), security(("api_key" = [])))]
 async fn list(
     State(state): State<QueryState>,
     auth: AuthContext,

@@ -186,7 +186,7 @@ pub async fn list_sessions(
     Ok(page(items, limit, |s| s.id))
 }
 
-#[utoipa::path(get, path = "/sessions", tag = "sessions", summary = "List sessions", params(("project_id" = Uuid, Path, description = "The project"), SessionFilters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<SessionDto>), QueryErrors), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/sessions", operation_id = "list_sessions", tag = "sessions", summary = "List sessions", params(("project_id" = Uuid, Path, description = "The project"), SessionFilters), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = Page<SessionDto>), QueryErrors), security(("api_key" = [])))]
 async fn list(
     State(state): State<QueryState>,
     auth: AuthContext,
@@ -198,7 +198,7 @@ async fn list(
     ))
 }
 
-#[utoipa::path(get, path = "/sessions/{session_id}", tag = "sessions", summary = "Read a session with every metric (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ReadParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = SessionDto), QueryErrors), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/sessions/{session_id}", operation_id = "get_session", tag = "sessions", summary = "Read a session with every metric (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ReadParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = SessionDto), QueryErrors), security(("api_key" = [])))]
 async fn one(
     State(state): State<QueryState>,
     auth: AuthContext,
