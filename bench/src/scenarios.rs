@@ -555,7 +555,7 @@ async fn long_stream_rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
         tenant_id: "bench-loads".into(),
         project_id: Uuid::new_v4(),
         user_id: Some(Uuid::new_v4()),
-        session_timeout_seconds: 1_800,
+        session_timeout: event_model::values::SessionTimeout::from_minutes(30),
     };
     let with = long_stream::write_contact(&db.pool, &actor, n, Some(100)).await?;
     let tail = long_stream::write_contact(&db.pool, &actor, n + 99, Some(100)).await?;

@@ -35,7 +35,7 @@ pub struct Actor {
     pub tenant_id: String,
     pub project_id: Uuid,
     pub user_id: Option<Uuid>,
-    pub session_timeout_seconds: i64,
+    pub session_timeout: event_model::values::SessionTimeout,
 }
 
 /// Per-request metadata carried into every event.
@@ -601,7 +601,7 @@ impl CommandHandler {
         }
         let ctx = Context {
             now: event_model::values::instant((self.clock)()),
-            session_timeout_seconds: actor.session_timeout_seconds,
+            session_timeout: actor.session_timeout,
         };
         let pending = match command {
             Command::Contact {

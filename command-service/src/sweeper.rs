@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
+use event_model::values::SessionTimeout;
 use event_model::SessionCommand;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -63,10 +64,11 @@ impl TimeoutSweeper {
                join contacts c on c.id = s.contact_id \
                join projects p on p.id = c.project_id \
               where s.status = 'active' \
-                and s.last_activity_at + make_interval(secs => coalesce(s.timeout_duration, 1800000000000) / 1e9) < $1 \
+                and s.last_activity_at + make_interval(secs => coalesce(s.timeout_duration, $2) / 1e9) < $1 \
               order by s.last_activity_at limit 500",
         )
         .bind(now)
+        .bind(SessionTimeout::DEFAULT.nanos())
         .fetch_all(&self.pool)
         .await?;
         let mut ended = 0;
@@ -75,7 +77,7 @@ impl TimeoutSweeper {
                 tenant_id: candidate.tenant_id,
                 project_id: candidate.project_id,
                 user_id: None,
-                session_timeout_seconds: candidate.session_timeout_minutes * 60,
+                session_timeout: SessionTimeout::from_minutes(candidate.session_timeout_minutes),
             };
             let meta = CommandMeta {
                 correlation_id: Uuid::now_v7(),

@@ -532,7 +532,7 @@ fn open_session(
                 contact_id,
                 channel_type_id,
                 pipeline_id,
-                timeout_seconds: ctx.session_timeout_seconds,
+                timeout_seconds: ctx.session_timeout.seconds(),
                 started_at,
             }),
         },

@@ -41,8 +41,8 @@ use chrono::{DateTime, Utc};
 pub struct Context {
     /// The time the command is decided at (injected so tests and replays are deterministic).
     pub now: DateTime<Utc>,
-    /// The project's session timeout (`projects.session_timeout_minutes`), in seconds.
-    pub session_timeout_seconds: i64,
+    /// The project's session timeout (`projects.session_timeout_minutes`).
+    pub session_timeout: values::SessionTimeout,
 }
 
 /// An event-sourced aggregate: a default (empty) state, folded one stored event at a time.

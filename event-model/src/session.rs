@@ -4,7 +4,7 @@
 //! Metrics come from event times only (`sent_at`, `started_at`, `ended_at`), never the wall
 //! clock, so replaying the events gives the same numbers.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -295,7 +295,7 @@ impl SessionView {
             .last_activity_at
             .or(self.started_at)
             .unwrap_or_default();
-        last + Duration::seconds(self.timeout_seconds)
+        last + crate::values::SessionTimeout::from_seconds(self.timeout_seconds).duration()
     }
 
     /// Whether something happening at `at` comes after the session has already timed out.

@@ -11,6 +11,49 @@ pub const MAX_TAGS: usize = 200;
 /// first appearance, so it must stay small enough to scan.
 pub const MAX_SESSION_AGENTS: usize = 64;
 pub const MAX_TEXT_LEN: usize = 1_000;
+
+/// How long an active session may go without traffic before it ends. A project sets it in minutes
+/// (`projects.session_timeout_minutes`), `session.started` carries it in seconds, and the
+/// sessions read model in nanoseconds (`timeout_duration`, as the inventory has it): this type is
+/// the one place that converts between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionTimeout {
+    seconds: i64,
+}
+
+impl SessionTimeout {
+    /// A project's timeout when it sets none, and a session row's when it holds none.
+    pub const DEFAULT: Self = Self::from_minutes(30);
+    const NANOS_PER_SECOND: i64 = 1_000_000_000;
+
+    pub const fn from_minutes(minutes: i64) -> Self {
+        Self {
+            seconds: minutes.saturating_mul(60),
+        }
+    }
+
+    pub const fn from_seconds(seconds: i64) -> Self {
+        Self { seconds }
+    }
+
+    pub const fn from_nanos(nanos: i64) -> Self {
+        Self {
+            seconds: nanos / Self::NANOS_PER_SECOND,
+        }
+    }
+
+    pub const fn seconds(self) -> i64 {
+        self.seconds
+    }
+
+    pub const fn nanos(self) -> i64 {
+        self.seconds.saturating_mul(Self::NANOS_PER_SECOND)
+    }
+
+    pub fn duration(self) -> chrono::Duration {
+        chrono::Duration::seconds(self.seconds)
+    }
+}
 pub const MAX_LONG_TEXT_LEN: usize = 20_000;
 
 /// Lower-cases and checks an e-mail address (one `@`, a non-empty local part, a dotted domain,

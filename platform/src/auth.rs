@@ -58,7 +58,8 @@ pub struct AuthContext {
     pub project_id: Uuid,
     pub tenant_id: String,
     pub role: Role,
-    pub session_timeout_minutes: i64,
+    /// The project's session timeout.
+    pub session_timeout: event_model::values::SessionTimeout,
 }
 
 impl AuthContext {
@@ -355,7 +356,10 @@ where
             project_id: access.project_id.ok_or_else(not_found)?,
             tenant_id: access.tenant_id.ok_or_else(not_found)?,
             role,
-            session_timeout_minutes: access.session_timeout_minutes.unwrap_or(30),
+            session_timeout: access.session_timeout_minutes.map_or(
+                event_model::values::SessionTimeout::DEFAULT,
+                event_model::values::SessionTimeout::from_minutes,
+            ),
         };
         // Kept until the key expires, if sooner than the cache's own bound.
         let now = Instant::now();

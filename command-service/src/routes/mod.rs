@@ -226,7 +226,7 @@ impl CommandContext {
             tenant_id: self.auth.tenant_id.clone(),
             project_id: self.auth.project_id,
             user_id: Some(self.auth.user_id),
-            session_timeout_seconds: self.auth.session_timeout_minutes.saturating_mul(60),
+            session_timeout: self.auth.session_timeout,
         }
     }
 

@@ -17,7 +17,7 @@ pub fn t(secs: i64) -> DateTime<Utc> {
 pub fn ctx_at(secs: i64) -> Context {
     Context {
         now: t(secs),
-        session_timeout_seconds: 1_800,
+        session_timeout: event_model::values::SessionTimeout::from_minutes(30),
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use event_model::values::SessionTimeout;
 use event_model::{
     ContactEvent, DomainEvent, EndReason, EventEnvelope, Sentiment, SessionStatus, SessionView,
 };
@@ -15,8 +16,6 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{decode, load_rows, upsert_rows, Decoded, ProjectionError, ReadRow};
-
-const NANOS_PER_SECOND: i64 = 1_000_000_000;
 
 /// A `sessions` row, column for column (read with `to_jsonb`, written with
 /// `jsonb_populate_recordset`).
@@ -123,7 +122,8 @@ impl SessionRecord {
                 .end_reason
                 .as_deref()
                 .and_then(|r| serde_json::from_value(Value::String(r.into())).ok()),
-            timeout_seconds: self.timeout_duration.unwrap_or_default() / NANOS_PER_SECOND,
+            timeout_seconds: SessionTimeout::from_nanos(self.timeout_duration.unwrap_or_default())
+                .seconds(),
             last_activity_at: Some(self.last_activity_at.and_utc()),
             message_count: self.message_count.unwrap_or_default(),
             messages_from_contact: self.messages_from_contact.unwrap_or_default(),
@@ -160,7 +160,7 @@ impl SessionRecord {
             ended_at: naive(view.ended_at),
             status: Some(view.status.as_str().to_owned()),
             end_reason: view.end_reason.map(|r: EndReason| r.as_str().to_owned()),
-            timeout_duration: Some(view.timeout_seconds.saturating_mul(NANOS_PER_SECOND)),
+            timeout_duration: Some(SessionTimeout::from_seconds(view.timeout_seconds).nanos()),
             last_activity_at: view.last_activity_at.map_or(started_at, |t| t.naive_utc()),
             message_count: Some(view.message_count),
             messages_from_contact: Some(view.messages_from_contact),
