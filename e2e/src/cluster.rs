@@ -119,10 +119,7 @@ impl NatsCluster {
         let store = self.dir.path().join(&node.name);
         let mut command = Command::new(binary());
         if let Some(security) = &self.security {
-            command
-                .arg("-c")
-                .arg(security.server_config())
-                .envs(security.server_env());
+            security.configure(&mut command);
         }
         let child = command
             .args(["-a", "127.0.0.1", "-p", &node.client_port.to_string()])

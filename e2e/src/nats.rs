@@ -233,10 +233,7 @@ impl NatsServer {
     pub async fn resume(&mut self) {
         let mut command = Command::new(binary());
         if let Some(security) = &self.security {
-            command
-                .arg("-c")
-                .arg(security.server_config())
-                .envs(security.server_env());
+            security.configure(&mut command);
         }
         let child = command
             .args([

@@ -135,6 +135,14 @@ impl BrokerSecurity {
             .collect()
     }
 
+    /// Makes `command` (a `nats-server` about to start) take these logins, permissions and TLS.
+    pub fn configure(&self, command: &mut std::process::Command) {
+        command
+            .arg("-c")
+            .arg(self.server_config())
+            .envs(self.server_env());
+    }
+
     /// A nats-server config file for this test: TLS on the client port, and the shipped
     /// logins and permissions for this test's stream. Written once, read by every node.
     pub fn server_config(&self) -> PathBuf {

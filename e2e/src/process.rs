@@ -194,3 +194,37 @@ impl Drop for ServiceProcess {
         self.kill();
     }
 }
+
+/// Creates a contact "Ada" through the command-service at `command` and reads it back from the
+/// projection-service at `query` with `min_version` (the services as processes): the smallest
+/// proof that the whole system works on whatever it was started on.
+pub async fn contact_round_trip(command: &str, query: &str, tenant: &crate::Tenant) {
+    let http = reqwest::Client::new();
+    let project = format!("/v1/projects/{}", tenant.project_id);
+    let created: serde_json::Value = http
+        .post(format!("{command}{project}/contacts"))
+        .bearer_auth(&tenant.api_key)
+        .json(&serde_json::json!({"name": "Ada"}))
+        .send()
+        .await
+        .expect("create a contact")
+        .json()
+        .await
+        .expect("a JSON answer");
+    let id = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no id in {created}"));
+    let read = http
+        .get(format!(
+            "{query}{project}/contacts/{id}?min_version=1&wait_ms=10000"
+        ))
+        .bearer_auth(&tenant.api_key)
+        .send()
+        .await
+        .expect("read the contact");
+    assert_eq!(read.status(), reqwest::StatusCode::OK);
+    assert_eq!(
+        read.json::<serde_json::Value>().await.expect("JSON")["name"],
+        "Ada"
+    );
+}

@@ -650,30 +650,7 @@ async fn queries_read_the_query_database_and_min_version_still_reads_your_writes
     ));
     let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &env).await;
     let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &env).await;
-    let http = reqwest::Client::new();
-    let project = format!("/v1/projects/{}", tenant.project_id);
-    let created: Value = http
-        .post(format!("{}{project}/contacts", command.url()))
-        .bearer_auth(&tenant.api_key)
-        .json(&json!({"name": "Ada"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap();
-    let read = http
-        .get(format!(
-            "{}{project}/contacts/{id}?min_version=1&wait_ms=10000",
-            query.url()
-        ))
-        .bearer_auth(&tenant.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), reqwest::StatusCode::OK);
-    assert_eq!(read.json::<Value>().await.unwrap()["name"], "Ada");
+    e2e::process::contact_round_trip(&command.url(), &query.url(), &tenant).await;
     let on_replica: i64 = sqlx::query_scalar(
         "select count(*) from pg_stat_activity where datname = current_database() \
             and application_name = 'ventros_query_replica'",

@@ -391,32 +391,7 @@ async fn the_services_reach_postgresql_over_verified_tls() {
     let pool = platform::db::connect_and_migrate(&owner, 2).await.unwrap();
     let tenant = TestSystem::bootstrap_tenant(&pool, "tenant-a").await;
 
-    let http = reqwest::Client::new();
-    let project = format!("/v1/projects/{}", tenant.project_id);
-    let created: Value = http
-        .post(format!("{}{project}/contacts", command.url()))
-        .bearer_auth(&tenant.api_key)
-        .json(&json!({"name": "Ada"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let read = http
-        .get(format!(
-            "{}{project}/contacts/{}?min_version=1&wait_ms=10000",
-            query.url(),
-            created["id"]
-                .as_str()
-                .unwrap_or_else(|| panic!("no id in {created}"))
-        ))
-        .bearer_auth(&tenant.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), reqwest::StatusCode::OK);
-    assert_eq!(read.json::<Value>().await.unwrap()["name"], "Ada");
+    e2e::process::contact_round_trip(&command.url(), &query.url(), &tenant).await;
 
     // Every connection of the services is encrypted.
     let connections: Vec<(String, bool)> = sqlx::query_as(
