@@ -89,14 +89,7 @@ impl App {
         }
         // Requests run as the application role, bound by row-level security; the relay and the
         // sweeper's scan span tenants. Each logs in as its own role.
-        let app_pool = config.platform.app_pool(SERVICE).await?;
-        let system_pool = config.platform.system_pool(SERVICE, 4).await?;
-        platform::db::check_login(&app_pool, platform::db::Login::Request)
-            .await
-            .context("connecting to PostgreSQL (DATABASE_URL)")?;
-        platform::db::check_login(&system_pool, platform::db::Login::System)
-            .await
-            .context("connecting to PostgreSQL (SYSTEM_DATABASE_URL)")?;
+        let (app_pool, system_pool) = config.platform.service_pools(SERVICE, 4).await?;
         let keyring = config.platform.keyring()?;
         platform::personal::log_key_protection(&keyring);
         let keys = DataKeys::new(keyring, config.aggregate_cache_capacity);

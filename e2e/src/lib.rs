@@ -426,25 +426,18 @@ impl TestSystem {
     pub fn settings_as(&self, login: Login) -> Settings {
         Settings {
             database_url: login_url(&self.db.url, self.options.app_role),
-            migration_database_url: Some(self.db.url.clone()),
-            system_database_url: Some(login_url(&self.db.url, "ventros_projector")),
             database_max_connections: self.options.database_max_connections,
             database_app_role: self.options.app_role.into(),
-            database_system_role: "ventros_projector".into(),
             nats_url: self.stream.url.clone(),
             nats_auth: self.stream.auth(login),
             nats_stream: self.stream.name.clone(),
             nats_subject_prefix: self.stream.prefix.clone(),
-            nats_stream_replicas: 1,
             event_partitions: self.options.partitions,
             data_kek: Some(self.stream.kek.clone()),
-            data_kek_file: None,
-            data_kek_previous: vec![],
-            request_statement_timeout_ms: 10_000,
             rate_limit_per_second: self.options.rate_limit.0,
             rate_limit_burst: self.options.rate_limit.1,
-            api_key_cache_capacity: 10_000,
             http: self.options.http.clone(),
+            ..settings_for(&self.db.url)
         }
     }
 
@@ -536,6 +529,11 @@ impl TestSystem {
             .text()
             .await
             .expect("metrics text")
+    }
+
+    /// A Prometheus sample of the service at `base_url` (see [`sample`]).
+    pub async fn sample(&self, base_url: &str, family: &str, labels: &[&str]) -> f64 {
+        sample(&self.metrics(base_url).await, family, labels)
     }
 
     /// Sends a request and reads the whole answer.
@@ -641,22 +639,15 @@ impl TestSystem {
     }
 
     /// Polls `check` until it holds or `within` passes (for what has no `min_version`).
-    pub async fn eventually<F, Fut>(&self, within: Duration, what: &str, mut check: F)
+    pub async fn eventually<F, Fut>(&self, within: Duration, what: &str, check: F)
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = bool>,
     {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            if check().await {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for: {what}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert!(
+            wait_until(within, check).await,
+            "timed out waiting for: {what}"
+        );
     }
 
     pub async fn count(&self, sql: &str) -> i64 {

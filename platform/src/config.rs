@@ -170,12 +170,12 @@ impl Settings {
 
     /// The request paths' pool on `DATABASE_URL` (see `database_app_role`); `service` names its
     /// connections (`application_name`).
-    pub async fn app_pool(&self, service: &str) -> anyhow::Result<sqlx::PgPool> {
-        self.app_pool_on(&self.database_url, service).await
+    pub fn app_pool(&self, service: &str) -> anyhow::Result<sqlx::PgPool> {
+        self.app_pool_on(&self.database_url, service)
     }
 
     /// The request paths' pool on another server (a read replica).
-    pub async fn app_pool_on(&self, url: &str, service: &str) -> anyhow::Result<sqlx::PgPool> {
+    pub fn app_pool_on(&self, url: &str, service: &str) -> anyhow::Result<sqlx::PgPool> {
         crate::db::login_pool(
             url,
             &format!("{service} request"),
@@ -188,12 +188,28 @@ impl Settings {
         )
     }
 
-    /// The cross-tenant work's pool on `SYSTEM_DATABASE_URL` (see `database_system_role`).
-    pub async fn system_pool(
+    /// A service's two pools, the request paths' and the cross-tenant work's (`system_connections`
+    /// of them), each connected once to check that its login holds no more than its work needs
+    /// ([`crate::db::check_login`]).
+    pub async fn service_pools(
         &self,
         service: &str,
-        max_connections: u32,
-    ) -> anyhow::Result<sqlx::PgPool> {
+        system_connections: u32,
+    ) -> anyhow::Result<(sqlx::PgPool, sqlx::PgPool)> {
+        use anyhow::Context as _;
+        let app = self.app_pool(service)?;
+        let system = self.system_pool(service, system_connections)?;
+        crate::db::check_login(&app, crate::db::Login::Request)
+            .await
+            .context("connecting to PostgreSQL (DATABASE_URL)")?;
+        crate::db::check_login(&system, crate::db::Login::System)
+            .await
+            .context("connecting to PostgreSQL (SYSTEM_DATABASE_URL)")?;
+        Ok((app, system))
+    }
+
+    /// The cross-tenant work's pool on `SYSTEM_DATABASE_URL` (see `database_system_role`).
+    pub fn system_pool(&self, service: &str, max_connections: u32) -> anyhow::Result<sqlx::PgPool> {
         crate::db::login_pool(
             self.system_url(),
             &format!("{service} system"),

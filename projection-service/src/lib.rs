@@ -74,27 +74,15 @@ impl App {
         let stream = config.platform.stream();
         // The workers' batches mix tenants (the system role bypasses row-level security); queries
         // run as the application role, one tenant per transaction. Each logs in as its own role.
-        let system_pool = config
+        let workers = config
             .platform
-            .system_pool(
-                SERVICE,
-                config
-                    .platform
-                    .database_max_connections
-                    .max(stream.partitions + 2),
-            )
-            .await?;
-        let app_pool = config.platform.app_pool(SERVICE).await?;
-        platform::db::check_login(&app_pool, platform::db::Login::Request)
-            .await
-            .context("connecting to PostgreSQL (DATABASE_URL)")?;
-        platform::db::check_login(&system_pool, platform::db::Login::System)
-            .await
-            .context("connecting to PostgreSQL (SYSTEM_DATABASE_URL)")?;
+            .database_max_connections
+            .max(stream.partitions + 2);
+        let (app_pool, system_pool) = config.platform.service_pools(SERVICE, workers).await?;
         // Queries may read a replica; the workers and the existence check of a `min_version`
         // read stay on the primary.
         let query_pool = match &config.query_database_url {
-            Some(url) if !url.is_empty() => config.platform.app_pool_on(url, SERVICE).await?,
+            Some(url) if !url.is_empty() => config.platform.app_pool_on(url, SERVICE)?,
             _ => app_pool.clone(),
         };
         let retention = retention::elected(&config, system_pool.clone());

@@ -427,10 +427,7 @@ async fn a_redelivery_storm_under_load_applies_nothing_twice() {
 async fn the_relays_batch_query_is_planned_for_the_tables_as_they_are() {
     let db = e2e::TestDb::new().await;
     // A connection as the relay gets one: from the cross-tenant pool (`Settings::system_pool`).
-    let pool = e2e::settings_for(&db.url)
-        .system_pool("test", 1)
-        .await
-        .unwrap();
+    let pool = e2e::settings_for(&db.url).system_pool("test", 1).unwrap();
     let mut conn = pool.acquire().await.unwrap().detach();
     sqlx::query(&format!(
         "prepare batch(int8) as {}",

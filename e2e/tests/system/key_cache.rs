@@ -9,12 +9,6 @@ use e2e::{Tenant, TestSystem};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-/// A counter's value on the service at `base` (the sum of its series whose labels hold
-/// `label`).
-async fn counter(system: &TestSystem, base: &str, family: &str, label: &str) -> f64 {
-    e2e::sample(&system.metrics(base).await, family, &[label])
-}
-
 /// How long until `tenant`'s requests get `status` from both services (a read, and a command on
 /// a contact that does not exist, which changes nothing either way); panics after 1 s.
 async fn until_both_answer(system: &TestSystem, tenant: &Tenant, status: StatusCode) -> Duration {
@@ -62,7 +56,11 @@ async fn a_key_in_use_costs_one_lookup_and_a_revoked_one_is_refused_within_a_sec
     let agent = system.add_member(&system.tenant, "agent").await;
     let lookups = |base: String| {
         let system = &system;
-        async move { counter(system, &base, "auth_key_lookups_total", "result=\"found\"").await }
+        async move {
+            system
+                .sample(&base, "auth_key_lookups_total", &["result=\"found\""])
+                .await
+        }
     };
     let before = lookups(system.query_url.clone()).await;
     for _ in 0..30 {
@@ -118,13 +116,9 @@ async fn a_key_in_use_costs_one_lookup_and_a_revoked_one_is_refused_within_a_sec
         now = after;
     }
     assert!(
-        counter(
-            &system,
-            &system.command_url,
-            "auth_cache_invalidations_total",
-            ""
-        )
-        .await
+        system
+            .sample(&system.command_url, "auth_cache_invalidations_total", &[""])
+            .await
             >= 5.0
     );
     system.stop().await;

@@ -129,23 +129,22 @@ async fn a_service_logged_in_as_a_superuser_says_so() {
     };
     let least = e2e::settings_for(&db.url);
     assert!(
-        check_login(&owner_login.app_pool("test").await.unwrap(), Login::Request)
-            .await
-            .unwrap()
-    );
-    assert!(check_login(
-        &owner_login.system_pool("test", 1).await.unwrap(),
-        Login::System
-    )
-    .await
-    .unwrap());
-    assert!(
-        !check_login(&least.app_pool("test").await.unwrap(), Login::Request)
+        check_login(&owner_login.app_pool("test").unwrap(), Login::Request)
             .await
             .unwrap()
     );
     assert!(
-        !check_login(&least.system_pool("test", 1).await.unwrap(), Login::System)
+        check_login(&owner_login.system_pool("test", 1).unwrap(), Login::System)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !check_login(&least.app_pool("test").unwrap(), Login::Request)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !check_login(&least.system_pool("test", 1).unwrap(), Login::System)
             .await
             .unwrap()
     );
@@ -156,7 +155,7 @@ async fn a_service_logged_in_as_a_superuser_says_so() {
         ..e2e::settings_for(&db.url)
     };
     assert!(check_login(
-        &projector_for_requests.app_pool("test").await.unwrap(),
+        &projector_for_requests.app_pool("test").unwrap(),
         Login::Request
     )
     .await
@@ -206,7 +205,7 @@ async fn an_injected_reset_role_on_the_request_login_gains_nothing() {
     let db = TestDb::new().await;
     let (tenant, contact) = two_tenants(&db).await;
     // The request paths' pool, as the services build it.
-    let app: PgPool = e2e::settings_for(&db.url).app_pool("test").await.unwrap();
+    let app: PgPool = e2e::settings_for(&db.url).app_pool("test").unwrap();
     let mut conn = app.acquire().await.unwrap();
     sqlx::query("reset role").execute(&mut *conn).await.unwrap();
     let (user, current): (String, String) =
@@ -289,7 +288,7 @@ async fn redact(app: &PgPool, tenant: &str, id: Uuid, data: Value) -> i64 {
 async fn history_is_rewritten_by_the_request_login_only_as_a_forgotten_contacts_redaction() {
     let db = TestDb::new().await;
     let (tenant, contact) = two_tenants(&db).await;
-    let app = e2e::settings_for(&db.url).app_pool("test").await.unwrap();
+    let app = e2e::settings_for(&db.url).app_pool("test").unwrap();
     let event: Uuid = sqlx::query_scalar(
         "select id from contact_event_store where aggregate_id = $1 and sequence_number = 1",
     )

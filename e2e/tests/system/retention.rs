@@ -343,10 +343,7 @@ async fn rows_past_their_retention_are_deleted_and_young_or_unpublished_rows_sta
 async fn a_sweep_deletes_in_bounded_statements_until_one_comes_back_short() {
     let db = TestDb::new().await;
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let system_pool = e2e::settings_for(&db.url)
-        .system_pool("test", 2)
-        .await
-        .unwrap();
+    let system_pool = e2e::settings_for(&db.url).system_pool("test", 2).unwrap();
     let mut conn = system_pool.acquire().await.unwrap();
     let sweep = RetentionSweep {
         outbox_retention: HOUR,

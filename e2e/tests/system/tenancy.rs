@@ -425,7 +425,7 @@ async fn the_services_database_role_is_bound_by_row_level_security() {
         database_max_connections: 2,
         ..e2e::settings_for(&system.db.url)
     };
-    let app = settings.app_pool("test").await.unwrap();
+    let app = settings.app_pool("test").unwrap();
     let (user, superuser): (String, bool) = sqlx::query_as(
         "select current_user::text, rolsuper from pg_roles where rolname = current_user",
     )

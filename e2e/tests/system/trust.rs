@@ -12,16 +12,6 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
 
-/// The sum of a Prometheus counter's series whose labels contain `label`, on projection-service.
-async fn counter(system: &TestSystem, family: &str, label: &str) -> f64 {
-    counter_at(system, &system.query_url, family, label).await
-}
-
-/// [`counter`] on the service at `base`.
-async fn counter_at(system: &TestSystem, base: &str, family: &str, label: &str) -> f64 {
-    e2e::sample(&system.metrics(base).await, family, &[label])
-}
-
 #[tokio::test]
 async fn forged_and_mutated_messages_on_the_subject_change_no_row_and_are_counted() {
     let system = TestSystem::start().await;
@@ -129,14 +119,21 @@ async fn forged_and_mutated_messages_on_the_subject_change_no_row_and_are_counte
             Duration::from_secs(10),
             "the rejections counted",
             || async {
-                counter(
-                    &system,
-                    "projection_rejected_messages_total",
-                    "not_in_store",
-                )
-                .await
+                system
+                    .sample(
+                        &system.query_url,
+                        "projection_rejected_messages_total",
+                        &["not_in_store"],
+                    )
+                    .await
                     >= 2.0
-                    && counter(&system, "projection_rejected_messages_total", "differs").await
+                    && system
+                        .sample(
+                            &system.query_url,
+                            "projection_rejected_messages_total",
+                            &["differs"],
+                        )
+                        .await
                         >= 1.0
             },
         )
@@ -253,7 +250,7 @@ async fn a_request_paths_statement_is_cancelled_at_its_timeout_and_answered_503(
         request_statement_timeout_ms: 200,
         ..e2e::settings_for(&db.url)
     };
-    let app = settings.app_pool("test").await.unwrap();
+    let app = settings.app_pool("test").unwrap();
     let started = std::time::Instant::now();
     let error = sqlx::query("select pg_sleep(5)")
         .execute(&app)
@@ -264,7 +261,7 @@ async fn a_request_paths_statement_is_cancelled_at_its_timeout_and_answered_503(
     assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(answer.headers().contains_key("retry-after"));
     // The cross-tenant pool (relay, workers, sweeps) has no such limit: a rebuild's merge may run long.
-    let system = settings.system_pool("test", 1).await.unwrap();
+    let system = settings.system_pool("test", 1).unwrap();
     sqlx::query("select pg_sleep(0.3)")
         .execute(&system)
         .await
@@ -317,7 +314,11 @@ async fn a_flood_of_requests_with_an_unknown_key_costs_one_lookup() {
     // Both services run in this test's process and share its metrics: one scrape sees both.
     let lookups = |result: &'static str| {
         let system = &system;
-        async move { counter_at(system, &system.query_url, "auth_key_lookups_total", result).await }
+        async move {
+            system
+                .sample(&system.query_url, "auth_key_lookups_total", &[result])
+                .await
+        }
     };
     let before = lookups("result=\"unknown\"").await;
     let made_up = format!("vk_{}", Uuid::new_v4().simple());
@@ -462,13 +463,13 @@ async fn a_connection_that_sends_half_a_header_is_closed_at_the_header_timeout()
         assert_eq!(get_on(&mut whole, "/healthz").await.map(|a| a.0), Some(200));
     }
     assert!(
-        counter_at(
-            &system,
-            &system.query_url,
-            "http_connections_closed_total",
-            "header_read_timeout"
-        )
-        .await
+        system
+            .sample(
+                &system.query_url,
+                "http_connections_closed_total",
+                &["header_read_timeout"]
+            )
+            .await
             >= 4.0
     );
 }
@@ -511,13 +512,13 @@ async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
         );
     }
     assert!(
-        counter_at(
-            &system,
-            &system.query_url,
-            "http_connections_closed_total",
-            "idle_timeout"
-        )
-        .await
+        system
+            .sample(
+                &system.query_url,
+                "http_connections_closed_total",
+                &["idle_timeout"]
+            )
+            .await
             >= 4.0
     );
 }
@@ -534,7 +535,9 @@ async fn requests_beyond_the_in_flight_limit_are_shed_with_503_and_retry_after()
         .query(&format!("/contacts/{contact}?min_version=1"))
         .await;
     assert_eq!(read.status, StatusCode::OK, "{}", read.body);
-    let shed_before = counter(&system, "http_shed_requests_total", "").await;
+    let shed_before = system
+        .sample(&system.query_url, "http_shed_requests_total", &[""])
+        .await;
 
     // Four reads waiting (up to 3 s) for a version no command makes: the limit is taken.
     let slow = futures::future::join_all((0..4).map(|_| async {
@@ -576,7 +579,12 @@ async fn requests_beyond_the_in_flight_limit_are_shed_with_503_and_retry_after()
     for reply in slow {
         reply.assert_problem(404);
     }
-    assert!(counter(&system, "http_shed_requests_total", "").await >= shed_before + 2.0);
+    assert!(
+        system
+            .sample(&system.query_url, "http_shed_requests_total", &[""])
+            .await
+            >= shed_before + 2.0
+    );
     // The slow ones done, requests are served again.
     assert_eq!(system.query("/contacts").await.status, StatusCode::OK);
 }
@@ -590,14 +598,7 @@ async fn past_the_connection_cap_a_connection_is_closed_unserved_until_one_frees
     .await;
     // The metrics are scraped from command-service (the same process, the same registry): the
     // query service's connections are the ones counted.
-    let refused = || {
-        counter_at(
-            &system,
-            &system.command_url,
-            "http_connections_refused_total",
-            "",
-        )
-    };
+    let refused = || system.sample(&system.command_url, "http_connections_refused_total", &[""]);
     let before = refused().await;
     let mut open = Vec::new();
     for _ in 0..3 {
