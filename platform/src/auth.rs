@@ -123,11 +123,12 @@ impl KeyCache {
         self.capacity > 0 && self.listening.load(Ordering::Acquire)
     }
 
-    fn granted(&self, hash: &str, project_id: Uuid) -> Option<AuthContext> {
+    /// `key`: the key's hash and the project asked for.
+    fn granted(&self, key: &(String, Uuid)) -> Option<AuthContext> {
         if !self.serving() {
             return None;
         }
-        let entry = self.granted.get(&(hash.to_owned(), project_id))?;
+        let entry = self.granted.get(key)?;
         let (access, expires) = entry.value();
         (Instant::now() < *expires).then(|| access.clone())
     }
@@ -140,15 +141,20 @@ impl KeyCache {
                 .is_some_and(|at| at.elapsed() < FAILED_KEY_TTL)
     }
 
-    fn remember_granted(&self, began: u64, hash: String, access: &AuthContext, until: Instant) {
+    fn remember_granted(
+        &self,
+        began: u64,
+        key: (String, Uuid),
+        access: &AuthContext,
+        until: Instant,
+    ) {
         if !self.serving() || self.generation.load(Ordering::Acquire) != began {
             return;
         }
         if self.granted.len() >= self.capacity {
             self.granted.clear();
         }
-        self.granted
-            .insert((hash, access.project_id), (access.clone(), until));
+        self.granted.insert(key, (access.clone(), until));
     }
 
     fn remember_failed(&self, began: u64, hash: String) {
@@ -316,13 +322,14 @@ where
             ))
         })?;
         let auth = Authenticator::from_ref(state);
-        let hash = hash_api_key(&key);
-        if let Some(access) = auth.cache.granted(&hash, project_id) {
+        // The key's hash and the project: what the cache is keyed by.
+        let asked = (hash_api_key(&key), project_id);
+        if let Some(access) = auth.cache.granted(&asked) {
             metrics::counter!("auth_key_lookups_total", "result" => "granted_from_cache")
                 .increment(1);
             return Ok(access);
         }
-        if auth.cache.recently_failed(&hash) {
+        if auth.cache.recently_failed(&asked.0) {
             metrics::counter!("auth_key_lookups_total", "result" => "refused_from_cache")
                 .increment(1);
             return Err(ApiError::Unauthorized);
@@ -334,7 +341,7 @@ where
             "select user_id, project_id, tenant_id, session_timeout_minutes, role, key_expires_at \
                from authenticate_api_key($1, $2)",
         )
-        .bind(&hash)
+        .bind(&asked.0)
         .bind(project_id)
         .fetch_optional(&auth.pool)
         .await
@@ -342,7 +349,7 @@ where
         metrics::counter!("auth_key_lookups_total", "result" => if access.is_some() { "found" } else { "unknown" })
             .increment(1);
         let Some(access) = access else {
-            auth.cache.remember_failed(began, hash);
+            auth.cache.remember_failed(began, asked.0);
             return Err(ApiError::Unauthorized);
         };
         let not_found = || ApiError::NotFound("no such project".into());
@@ -372,7 +379,7 @@ where
                 now + left.min(ACCESS_TTL)
             })
             .unwrap_or(now + ACCESS_TTL);
-        auth.cache.remember_granted(began, hash, &context, until);
+        auth.cache.remember_granted(began, asked, &context, until);
         Ok(context)
     }
 }

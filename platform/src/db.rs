@@ -95,7 +95,7 @@ pub fn login_pool(
 /// login is that role, which is how production runs; a login that is a member of it works too,
 /// with the warning of [`check_login`]) and then `setup`, once each. An empty role keeps the
 /// login.
-pub fn role_pool_on(
+fn role_pool_on(
     options: PgConnectOptions,
     max_connections: u32,
     role: &str,
