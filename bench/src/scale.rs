@@ -109,19 +109,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
     let stop = CancellationToken::new();
     let settings = system.settings();
     let command = command_service::App::build_with(
-        command_service::CommandConfig {
-            platform: settings.clone(),
-            addr: "127.0.0.1:0".into(),
-            snapshot_every: system.options.snapshot_every,
-            max_attempts: 10,
-            aggregate_cache_capacity: system.options.aggregate_cache_capacity,
-            relay_batch_size: 500,
-            relay_poll_ms: system.options.relay_poll_ms,
-            sweep_interval_ms: system.options.sweep_interval_ms,
-            relay_enabled: true,
-            retention: system.options.retention.clone(),
-            retention_interval: system.options.retention_interval,
-        },
+        system.command_config(),
         platform::nats::connect(&system.stream.url, &Default::default()).await?,
         command_service::system_clock(),
     )

@@ -17,9 +17,10 @@ use event_model::{
     ContactScope, Context, DomainError, DomainEvent, PendingEvent, Session, SessionCommand,
     Snapshot,
 };
+use platform::crypto::DataKey;
 use platform::db::tenant_tx;
 use platform::event_store::{EventStore, NewEvent, StoreError};
-use platform::personal::{self, DataKeys, KeySet, StoredSnapshot, WritingKey};
+use platform::personal::{self, DataKeys, KeySet, KeyState, NewKey, StoredSnapshot};
 use rand::Rng;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -27,6 +28,7 @@ use uuid::Uuid;
 
 use crate::cache::{AggregateCache, Cached};
 use crate::idempotency::{self, IdempotencySlot, StoredResponse};
+use crate::writer::{GroupWriter, Grouping, Write, WriteError};
 
 /// Who a command acts for: the project and tenant, and the calling user (none for the system's
 /// own commands, e.g. the timeout sweeper).
@@ -195,6 +197,7 @@ pub struct CommandHandler {
     max_attempts: u32,
     cache: Arc<AggregateCache>,
     keys: DataKeys,
+    writer: GroupWriter,
 }
 
 /// The streams a command read, at the versions it read them.
@@ -202,6 +205,16 @@ struct Loaded {
     contact_id: Uuid,
     contact: Contact,
     sessions: BTreeMap<Uuid, Session>,
+}
+
+/// A command decided: what it writes, the states it leaves once written, and its answer.
+struct Decided {
+    /// The loaded streams with the new events folded in.
+    loaded: Loaded,
+    write: Write,
+    outcome: Outcome,
+    /// A key made for this command: cached once its write has committed.
+    new_key: Option<DataKey>,
 }
 
 impl CommandHandler {
@@ -213,6 +226,7 @@ impl CommandHandler {
         max_attempts: u32,
     ) -> Self {
         Self {
+            writer: GroupWriter::start(store.pool().clone(), Grouping::DEFAULT),
             store,
             clock,
             snapshot_every: snapshot_every.max(1),
@@ -220,6 +234,12 @@ impl CommandHandler {
             cache: Arc::new(AggregateCache::new(0)),
             keys,
         }
+    }
+
+    /// Stores the commands' writes through `grouping`'s writers (see [`crate::writer`]).
+    pub fn with_grouping(mut self, grouping: Grouping) -> Self {
+        self.writer = GroupWriter::start(self.store.pool().clone(), grouping);
+        self
     }
 
     pub fn keys(&self) -> &DataKeys {
@@ -585,10 +605,60 @@ impl CommandHandler {
         idempotency: Option<&IdempotencySlot>,
         render: fn(&Outcome) -> StoredResponse,
     ) -> Result<Outcome, CommandError> {
-        // One transaction in the caller's tenant, from the loads to the append: row-level
-        // security shows this tenant's streams only.
+        // The loads and the decision in one transaction in the caller's tenant (row-level
+        // security shows this tenant's streams only). It only reads, so its commit costs no WAL
+        // flush; the write goes to the group writer, and each stream's unique sequence numbers
+        // refuse it there if a stream moved on meanwhile.
         let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
-        let mut loaded = self.load_for(&mut tx, actor, &command).await?;
+        let decided = self
+            .decide(&mut tx, actor, meta, command, idempotency, render)
+            .await?;
+        tx.commit().await?;
+        let Decided {
+            loaded,
+            write,
+            outcome,
+            new_key,
+        } = decided;
+        let (contact_id, forgotten) = (write.contact_id, write.forget);
+        if forgotten {
+            self.keys.evict(contact_id);
+        }
+        match self.writer.write(write).await {
+            Ok(()) => {}
+            Err(WriteError::Conflict) => return Err(CommandError::Conflict),
+            Err(WriteError::IdempotencyTaken) => {
+                // A twin request with the same key won the race: answer what it answered.
+                let slot = idempotency.expect("only a write with a key records one");
+                let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
+                let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
+                tx.commit().await?;
+                return Err(previous.map_or(CommandError::Conflict, CommandError::from));
+            }
+            Err(WriteError::Store(e)) => return Err(e.into()),
+        }
+        self.remember(actor, &loaded);
+        if let Some(key) = new_key {
+            self.keys.remember(contact_id, &key);
+        }
+        if forgotten {
+            self.keys.evict(contact_id);
+        }
+        Ok(outcome)
+    }
+
+    /// Loads what `command` needs and decides it: the write it makes, and the answer once that
+    /// is stored.
+    async fn decide(
+        &self,
+        tx: &mut PgConnection,
+        actor: &Actor,
+        meta: CommandMeta,
+        command: Command,
+        idempotency: Option<&IdempotencySlot>,
+        render: fn(&Outcome) -> StoredResponse,
+    ) -> Result<Decided, CommandError> {
+        let mut loaded = self.load_for(&mut *tx, actor, &command).await?;
         let target = command.target();
         let current = match &command {
             Command::Contact { .. } => loaded.contact.version,
@@ -632,80 +702,65 @@ impl CommandHandler {
             std::iter::once((loaded.contact_id, loaded.contact.version))
                 .chain(loaded.sessions.iter().map(|(id, s)| (*id, s.version)))
                 .collect();
-        // The contact's data key, when something is to be sealed with it (it is created with
-        // the contact, or on first need for a contact of the previous release).
+        // The contact's data key, when something is to be sealed with it (it is made with the
+        // contact, or on first need for a contact of the previous release).
         let needs_key = pending
             .iter()
             .any(|p| !event_model::personal::fields(p.event.event_type()).is_empty());
-        let mut writing = if needs_key {
-            Some(self.writing_key(&mut tx, actor, loaded.contact_id).await?)
+        let mut sealing = if needs_key {
+            Some(self.sealing_key(&mut *tx, loaded.contact_id).await?)
         } else {
             None
         };
-        let events = self.sequence(actor, meta, &ctx, &mut loaded, &pending, writing.as_ref())?;
+        let events = self.sequence(
+            actor,
+            meta,
+            &ctx,
+            &mut loaded,
+            &pending,
+            sealing.as_ref().map(|(key, _)| key),
+        )?;
         let snapshots_due = self.due_snapshots(&loaded, &before);
-        if !snapshots_due.is_empty() && writing.is_none() {
-            writing = Some(self.writing_key(&mut tx, actor, loaded.contact_id).await?);
+        if !snapshots_due.is_empty() && !events.is_empty() && sealing.is_none() {
+            sealing = Some(self.sealing_key(&mut *tx, loaded.contact_id).await?);
         }
         let outcome = outcome_of(target, &loaded, &events, current);
-        let forgotten = pending.iter().any(|p| {
+        let forget = pending.iter().any(|p| {
             matches!(
                 p.event,
                 DomainEvent::Contact(event_model::ContactEvent::Forgotten { .. })
             )
         });
-
-        if !events.is_empty() {
-            EventStore::append(&mut tx, &events).await?;
-            if let Some(writing) = &writing {
-                for (id, state, version) in snapshots_due {
-                    let data = personal::seal_snapshot(
-                        &writing.key,
-                        loaded.contact_id,
-                        id,
-                        version,
-                        &state,
-                    );
-                    EventStore::save_snapshot(&mut tx, &actor.tenant_id, id, version, data).await?;
-                    metrics::counter!("snapshots_written_total").increment(1);
-                }
-            }
-        }
-        if forgotten {
-            // In the very transaction that records the erasure: there is no moment at which
-            // `contact.forgotten` is stored and the key still opens anything.
-            self.keys
-                .destroy(&mut tx, &actor.tenant_id, loaded.contact_id)
-                .await?;
-            EventStore::delete_contact_snapshots(&mut tx, &actor.tenant_id, loaded.contact_id)
-                .await?;
-            // Events the previous release stored in the clear have no key to destroy.
-            platform::history::redact_plain_of_contact(
-                &mut tx,
-                &actor.tenant_id,
-                loaded.contact_id,
-            )
-            .await?;
-        }
-        if let Some(slot) = idempotency {
-            let project = (actor.project_id, actor.tenant_id.as_str());
-            if !idempotency::record(&mut tx, project, slot, &render(&outcome)).await? {
-                // A twin request with the same key won the race: answer what it answered.
-                tx.rollback().await?;
-                let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
-                let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
-                tx.commit().await?;
-                return Err(previous.map_or(CommandError::Conflict, CommandError::from));
-            }
-        }
-        tx.commit().await?;
-        self.remember(actor, &loaded);
-        match writing {
-            Some(WritingKey { key, created: true }) => self.keys.remember(loaded.contact_id, &key),
-            _ if forgotten => self.keys.evict(loaded.contact_id),
-            _ => {}
-        }
-        Ok(outcome)
+        let snapshots = match (&sealing, events.is_empty()) {
+            (Some((key, _)), false) => snapshots_due
+                .into_iter()
+                .map(|(id, state, version)| {
+                    let sealed =
+                        personal::seal_snapshot(key, loaded.contact_id, id, version, &state);
+                    (id, version, sealed)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let (new_key, stored_key) = match sealing {
+            Some((key, Some(new))) => (Some(key), Some(new)),
+            _ => (None, None),
+        };
+        let write = Write {
+            tenant_id: actor.tenant_id.clone(),
+            contact_id: loaded.contact_id,
+            new_key: stored_key,
+            events,
+            snapshots,
+            forget,
+            idempotency: idempotency.map(|slot| (actor.project_id, slot.clone(), render(&outcome))),
+        };
+        Ok(Decided {
+            loaded,
+            write,
+            outcome,
+            new_key,
+        })
     }
 
     /// Caches the states a command committed (only streams that exist).
@@ -730,7 +785,7 @@ impl CommandHandler {
         ctx: &Context,
         loaded: &mut Loaded,
         pending: &[PendingEvent],
-        writing: Option<&WritingKey>,
+        sealing: Option<&DataKey>,
     ) -> Result<Vec<NewEvent>, CommandError> {
         let traceparent = platform::telemetry::traceparent(&tracing::Span::current());
         pending
@@ -750,9 +805,9 @@ impl CommandHandler {
                     }
                 };
                 let event_id = Uuid::now_v7();
-                let data = match writing {
-                    Some(w) => personal::seal_event(&w.key, loaded.contact_id, event_id, &p.event)?,
-                    // Nothing personal in these events (see `needs_key` in `attempt`).
+                let data = match sealing {
+                    Some(key) => personal::seal_event(key, loaded.contact_id, event_id, &p.event)?,
+                    // Nothing personal in these events (see `needs_key` in `decide`).
                     None => p
                         .event
                         .payload()
@@ -780,24 +835,26 @@ impl CommandHandler {
             .collect()
     }
 
-    /// The key to seal a contact's new events and snapshots with.
-    async fn writing_key(
+    /// The key to seal a contact's new events and snapshots with: its stored key, or a new one
+    /// that the write stores (a new contact, or one of the previous release).
+    async fn sealing_key(
         &self,
         conn: &mut PgConnection,
-        actor: &Actor,
         contact_id: Uuid,
-    ) -> Result<WritingKey, CommandError> {
-        self.keys
-            .for_writing(conn, &actor.tenant_id, contact_id)
-            .await?
-            .ok_or_else(|| {
-                CommandError::Store(StoreError::Corrupt {
-                    event_id: Uuid::nil(),
-                    reason: format!(
-                        "contact {contact_id} was forgotten, yet a command decided personal data for it"
-                    ),
-                })
-            })
+    ) -> Result<(DataKey, Option<NewKey>), CommandError> {
+        match self.keys.current(conn, contact_id).await? {
+            Some(KeyState::Active(key)) => Ok((key, None)),
+            None => {
+                let (key, new) = self.keys.make(contact_id);
+                Ok((key, Some(new)))
+            }
+            Some(KeyState::Destroyed) => Err(CommandError::Store(StoreError::Corrupt {
+                event_id: Uuid::nil(),
+                reason: format!(
+                    "contact {contact_id} was forgotten, yet a command decided personal data for it"
+                ),
+            })),
+        }
     }
 
     /// A snapshot (unsealed state) for every stream that crossed a multiple of `snapshot_every`.

@@ -18,6 +18,9 @@ pub struct CommandConfig {
     /// events (0 turns the cache off; a stale entry only costs the rows read after it).
     #[arg(long, env = "AGGREGATE_CACHE_CAPACITY", default_value_t = 10_000)]
     pub aggregate_cache_capacity: usize,
+    /// How commands' writes are grouped into transactions (group commit).
+    #[command(flatten)]
+    pub grouping: crate::writer::Grouping,
     /// How many times a command is decided again after losing a concurrency race, before 409.
     #[arg(long, env = "COMMAND_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,

@@ -15,6 +15,7 @@ pub mod relay;
 pub mod retention;
 pub mod routes;
 pub mod sweeper;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -71,6 +72,7 @@ impl App {
         let _ = platform::health::metrics_handle();
         commands::describe_metrics();
         relay::describe_metrics();
+        writer::describe_metrics();
         let js = async_nats::jetstream::new(nats.clone());
         let stream = config.platform.stream();
         // This service owns the stream: its relay is the one publisher. The relay retries
@@ -100,7 +102,8 @@ impl App {
             config.snapshot_every,
             config.max_attempts,
         )
-        .with_cache(config.aggregate_cache_capacity);
+        .with_cache(config.aggregate_cache_capacity)
+        .with_grouping(config.grouping);
         let key_cache = config.platform.key_cache();
         let key_listener =
             platform::auth::KeyCacheListener::start(key_cache.clone(), app_pool.clone()).await;

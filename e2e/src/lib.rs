@@ -205,6 +205,8 @@ pub struct Options {
     pub http: platform::HttpLimits,
     /// `DATABASE_MAX_CONNECTIONS` of both services.
     pub database_max_connections: u32,
+    /// `COMMAND_WRITERS` and `COMMAND_GROUP_MAX` (group commit).
+    pub grouping: command_service::writer::Grouping,
 }
 
 impl Default for Options {
@@ -225,6 +227,7 @@ impl Default for Options {
             rate_limit: (0, 0),
             http: platform::HttpLimits::default(),
             database_max_connections: 20,
+            grouping: command_service::writer::Grouping::DEFAULT,
         }
     }
 }
@@ -446,11 +449,13 @@ impl TestSystem {
         self.stream.keys()
     }
 
-    pub async fn start_command(&mut self) {
-        let config = CommandConfig {
+    /// The settings of a command-service instance of this system.
+    pub fn command_config(&self) -> CommandConfig {
+        CommandConfig {
             platform: self.settings(),
             addr: "127.0.0.1:0".into(),
             snapshot_every: self.options.snapshot_every,
+            grouping: self.options.grouping,
             max_attempts: 10,
             aggregate_cache_capacity: self.options.aggregate_cache_capacity,
             relay_batch_size: 500,
@@ -459,7 +464,11 @@ impl TestSystem {
             relay_enabled: true,
             retention: self.options.retention.clone(),
             retention_interval: self.options.retention_interval,
-        };
+        }
+    }
+
+    pub async fn start_command(&mut self) {
+        let config = self.command_config();
         let nats = platform::nats::connect(&self.stream.url, &self.stream.auth(Login::Command))
             .await
             .expect("nats");

@@ -20,7 +20,8 @@ use crate::{Tenant, APPLIED_PAIRS};
 /// What the clients sent and which event ids their 2xx answers named.
 pub struct Traffic {
     running: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<Uuid>>>,
+    /// The event ids of each acknowledged command that appended any.
+    acked: Arc<Mutex<Vec<Vec<Uuid>>>>,
     acked_commands: Arc<AtomicUsize>,
     sent: Arc<AtomicUsize>,
     clients: Vec<JoinHandle<()>>,
@@ -59,7 +60,7 @@ impl Traffic {
         assert!(!command_urls.is_empty(), "a command-service URL");
         let urls = Arc::new(command_urls);
         let running = Arc::new(AtomicBool::new(true));
-        let acked: Arc<Mutex<Vec<Uuid>>> = Arc::default();
+        let acked: Arc<Mutex<Vec<Vec<Uuid>>>> = Arc::default();
         let acked_commands = Arc::new(AtomicUsize::new(0));
         let sent = Arc::new(AtomicUsize::new(0));
         let handles = (0..clients)
@@ -109,15 +110,15 @@ impl Traffic {
                             }
                             let body: Value = answer.json().await.ok()?;
                             acked_commands.fetch_add(1, Ordering::SeqCst);
-                            acked.lock().unwrap().extend(
-                                body["event_ids"]
-                                    .as_array()
-                                    .into_iter()
-                                    .flatten()
-                                    .filter_map(|v| {
-                                        v.as_str().and_then(|s| Uuid::parse_str(s).ok())
-                                    }),
-                            );
+                            let ids: Vec<Uuid> = body["event_ids"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|v| v.as_str().and_then(|s| Uuid::parse_str(s).ok()))
+                                .collect();
+                            if !ids.is_empty() {
+                                acked.lock().unwrap().push(ids);
+                            }
                             Some(body)
                         }
                     };
@@ -179,6 +180,11 @@ impl Traffic {
     }
 
     pub fn acknowledged_events(&self) -> Vec<Uuid> {
+        self.acked.lock().unwrap().concat()
+    }
+
+    /// The event ids each acknowledged command answered (those that appended any).
+    pub fn acknowledged_by_command(&self) -> Vec<Vec<Uuid>> {
         self.acked.lock().unwrap().clone()
     }
 

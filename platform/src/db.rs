@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection, Executor, PgPool, Postgres, Transaction};
+use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 
 /// The project's migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -190,6 +190,16 @@ pub async fn tenant_tx<'a>(
         return Err(sqlx::Error::Encode("a tenant id cannot contain NUL".into()));
     }
     pool.begin_with(begin_in_tenant(tenant_id)).await
+}
+
+/// Moves the caller's transaction into another tenant, for the statements after it (a group
+/// commit writes several tenants' commands in one transaction, each under its own tenant).
+pub async fn set_tenant(conn: &mut PgConnection, tenant_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("select set_config('app.current_tenant_id', $1, true)")
+        .bind(tenant_id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// `BEGIN` plus the transaction-local tenant setting, the tenant quoted as a SQL literal.

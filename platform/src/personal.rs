@@ -334,6 +334,23 @@ impl std::fmt::Debug for DataKeys {
     }
 }
 
+/// A contact's new data key as it is stored: wrapped by the current KEK.
+#[derive(Clone)]
+pub struct NewKey {
+    pub contact_id: Uuid,
+    material: Vec<u8>,
+    kek_id: String,
+}
+
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("contact_id", &self.contact_id)
+            .field("kek_id", &self.kek_id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A key to seal a contact's new events with.
 pub struct WritingKey {
     pub key: DataKey,
@@ -436,21 +453,8 @@ impl DataKeys {
             Some(KeyState::Destroyed) => return Ok(None),
             None => {}
         }
-        let (key, bytes) = DataKey::generate();
-        let (kek_id, material) = self.keyring.wrap(contact_id, &bytes);
-        let inserted = sqlx::query(
-            "insert into contact_data_keys (contact_id, tenant_id, key_material, kek_id) \
-             values ($1, $2, $3, $4) on conflict (contact_id) do nothing",
-        )
-        .bind(contact_id)
-        .bind(tenant_id)
-        .bind(&material)
-        .bind(&kek_id)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
+        let (key, new) = self.make(contact_id);
+        if Self::store_new(conn, tenant_id, &[&new]).await? == 1 {
             return Ok(Some(WritingKey { key, created: true }));
         }
         // Another command created it first (and has committed: the insert waited for it).
@@ -462,6 +466,46 @@ impl DataKeys {
             Some(KeyState::Destroyed) => Ok(None),
             None => Err(PersonalError::MissingKey(contact_id)),
         }
+    }
+
+    /// A new key for a contact, and the row that stores it wrapped ([`DataKeys::store_new`]).
+    /// Nothing may be sealed with it for good until that row has committed.
+    pub fn make(&self, contact_id: Uuid) -> (DataKey, NewKey) {
+        let (key, bytes) = DataKey::generate();
+        let (kek_id, material) = self.keyring.wrap(contact_id, &bytes);
+        (
+            key,
+            NewKey {
+                contact_id,
+                material,
+                kek_id,
+            },
+        )
+    }
+
+    /// Stores new keys in one statement, in the caller's transaction; answers how many were
+    /// stored. A contact that has a key row already keeps it (it was created, or destroyed,
+    /// first): the caller sealed with a key that will never be stored and must start over.
+    pub async fn store_new(
+        conn: &mut PgConnection,
+        tenant_id: &str,
+        keys: &[&NewKey],
+    ) -> Result<u64, PersonalError> {
+        let contacts: Vec<Uuid> = keys.iter().map(|k| k.contact_id).collect();
+        let materials: Vec<&[u8]> = keys.iter().map(|k| k.material.as_slice()).collect();
+        let keks: Vec<&str> = keys.iter().map(|k| k.kek_id.as_str()).collect();
+        Ok(sqlx::query(
+            "insert into contact_data_keys (contact_id, tenant_id, key_material, kek_id) \
+             select c, $2, m, k from unnest($1::uuid[], $3::bytea[], $4::text[]) as n(c, m, k) \
+             on conflict (contact_id) do nothing",
+        )
+        .bind(&contacts)
+        .bind(tenant_id)
+        .bind(&materials)
+        .bind(&keks)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
     }
 
     /// Caches a key known to be committed.
@@ -486,14 +530,13 @@ impl DataKeys {
     }
 
     /// Destroys a contact's key in the caller's transaction (forgetting it). The row stays as
-    /// the tombstone that makes readers redact instead of fail.
+    /// the tombstone that makes readers redact instead of fail. The caller evicts the key from
+    /// its cache ([`DataKeys::evict`]) before the transaction and after it commits.
     pub async fn destroy(
-        &self,
         conn: &mut PgConnection,
         tenant_id: &str,
         contact_id: Uuid,
     ) -> Result<(), PersonalError> {
-        self.evict(contact_id);
         sqlx::query(
             "insert into contact_data_keys (contact_id, tenant_id, key_material, kek_id, destroyed_at) \
              values ($1, $2, null, 'none', now()) \

@@ -11,6 +11,7 @@ mod delivery;
 mod erasure;
 mod faults;
 mod flow;
+mod group_commit;
 mod hostile;
 mod key_cache;
 mod logins;
