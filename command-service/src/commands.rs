@@ -217,6 +217,14 @@ struct Decided {
     new_key: Option<DataKey>,
 }
 
+/// Where a decision finds its contact's data key.
+enum KeySource<'c> {
+    /// The keys this instance saw committed; nothing else.
+    Cache,
+    /// The cache, else `contact_data_keys` in the command's transaction.
+    Store(&'c mut PgConnection),
+}
+
 impl CommandHandler {
     pub fn new(
         store: EventStore,
@@ -298,13 +306,27 @@ impl CommandHandler {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // A lost race means the cache was behind (or a twin write won): the next attempts
+            // decide on what the store holds.
+            let trust_cache = attempt == 1;
             match self
-                .attempt(actor, meta, command.clone(), idempotency, render)
+                .attempt(
+                    actor,
+                    meta,
+                    command.clone(),
+                    idempotency,
+                    render,
+                    trust_cache,
+                )
                 .await
             {
                 Err(CommandError::Conflict) if meta.if_match.is_some() => {
                     let current = self.current_version(actor, &command).await?;
-                    return Err(CommandError::PreconditionFailed { current });
+                    if Some(current) != meta.if_match || attempt >= self.max_attempts {
+                        return Err(CommandError::PreconditionFailed { current });
+                    }
+                    // The addressed stream is as the caller expects; another stream the command
+                    // read moved on: decide again.
                 }
                 Err(CommandError::Conflict) if attempt < self.max_attempts => {
                     metrics::counter!("commands_retried_total", "command" => command.name())
@@ -511,6 +533,36 @@ impl CommandHandler {
         }
     }
 
+    /// The streams a command needs as this instance last committed them; `None` when one is
+    /// not cached.
+    fn cached_streams(&self, tenant: &str, command: &Command) -> Option<Loaded> {
+        match command {
+            Command::Contact { contact_id, .. } => {
+                let contact = self.cache.get::<Contact>(tenant, *contact_id)?;
+                let sessions = contact
+                    .active_sessions
+                    .values()
+                    .map(|id| Some((*id, self.cache.get::<Session>(tenant, *id)?)))
+                    .collect::<Option<BTreeMap<_, _>>>()?;
+                Some(Loaded {
+                    contact_id: *contact_id,
+                    contact,
+                    sessions,
+                })
+            }
+            Command::Session { session_id, .. } => {
+                let session = self.cache.get::<Session>(tenant, *session_id)?;
+                let contact_id = session.view.contact_id;
+                let contact = self.cache.get::<Contact>(tenant, contact_id)?;
+                Some(Loaded {
+                    contact_id,
+                    contact,
+                    sessions: BTreeMap::from([(*session_id, session)]),
+                })
+            }
+        }
+    }
+
     /// The streams a command needs, when all of them are cached: one statement reads what was
     /// appended after the cached versions (usually nothing). `None` when one is not cached.
     async fn load_cached(
@@ -521,34 +573,13 @@ impl CommandHandler {
     ) -> Result<Option<Loaded>, CommandError> {
         let started = std::time::Instant::now();
         let tenant = actor.tenant_id.as_str();
-        let (contact_id, mut contact, mut sessions) = match command {
-            Command::Contact { contact_id, .. } => {
-                let Some(contact) = self.cache.get::<Contact>(tenant, *contact_id) else {
-                    return Ok(None);
-                };
-                let mut sessions = BTreeMap::new();
-                for id in contact.active_sessions.values() {
-                    let Some(session) = self.cache.get::<Session>(tenant, *id) else {
-                        return Ok(None);
-                    };
-                    sessions.insert(*id, session);
-                }
-                (*contact_id, contact, sessions)
-            }
-            Command::Session { session_id, .. } => {
-                let Some(session) = self.cache.get::<Session>(tenant, *session_id) else {
-                    return Ok(None);
-                };
-                let contact_id = session.view.contact_id;
-                let Some(contact) = self.cache.get::<Contact>(tenant, contact_id) else {
-                    return Ok(None);
-                };
-                (
-                    contact_id,
-                    contact,
-                    BTreeMap::from([(*session_id, session)]),
-                )
-            }
+        let Some(Loaded {
+            contact_id,
+            mut contact,
+            mut sessions,
+        }) = self.cached_streams(tenant, command)
+        else {
+            return Ok(None);
         };
         let streams: Vec<(AggregateType, Uuid, i64)> =
             std::iter::once((AggregateType::Contact, contact_id, contact.version))
@@ -604,16 +635,92 @@ impl CommandHandler {
         command: Command,
         idempotency: Option<&IdempotencySlot>,
         render: fn(&Outcome) -> StoredResponse,
+        trust_cache: bool,
     ) -> Result<Outcome, CommandError> {
-        // The loads and the decision in one transaction in the caller's tenant (row-level
-        // security shows this tenant's streams only). It only reads, so its commit costs no WAL
-        // flush; the write goes to the group writer, and each stream's unique sequence numbers
-        // refuse it there if a stream moved on meanwhile.
-        let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
+        let on_cache = if trust_cache {
+            self.decide_on_cache(actor, meta, &command, idempotency, render)
+                .await
+        } else {
+            None
+        };
+        let decided = match on_cache {
+            Some(decided) => decided,
+            None => {
+                // The loads and the decision in one transaction in the caller's tenant
+                // (row-level security shows this tenant's streams only). It only reads, so its
+                // commit flushes no WAL.
+                let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
+                let loaded = self.load_for(&mut tx, actor, &command).await?;
+                let decided = self
+                    .decide(
+                        &mut KeySource::Store(&mut tx),
+                        loaded,
+                        actor,
+                        meta,
+                        command,
+                        idempotency,
+                        render,
+                    )
+                    .await?
+                    .expect("the store answers every key");
+                tx.commit().await?;
+                decided
+            }
+        };
+        self.store_decided(actor, decided, idempotency).await
+    }
+
+    /// Decides on the cached states alone, with no round trip to the database, when every
+    /// stream the command needs is cached (and its contact's key, if it seals anything). The
+    /// write then proves the cache was current: it appends right after the cached versions and
+    /// checks the streams it only read (see [`crate::writer`]), and a stale entry makes it a
+    /// lost race, decided again on what the store holds. `None` when the command must be
+    /// decided on the store: something is not cached, or the cached states decide nothing or a
+    /// refusal, which stale states could cause (a tag already there, a session already ended,
+    /// an `If-Match` that the cache calls stale).
+    async fn decide_on_cache(
+        &self,
+        actor: &Actor,
+        meta: CommandMeta,
+        command: &Command,
+        idempotency: Option<&IdempotencySlot>,
+        render: fn(&Outcome) -> StoredResponse,
+    ) -> Option<Decided> {
+        if matches!(
+            command,
+            Command::Contact {
+                command: ContactCommand::Forget { .. },
+                ..
+            }
+        ) {
+            // An erasure is decided on what the store holds, whatever the cache says.
+            return None;
+        }
+        let loaded = self.cached_streams(&actor.tenant_id, command)?;
+        metrics::counter!("aggregate_cache_total", "result" => "hit")
+            .increment(1 + loaded.sessions.len() as u64);
         let decided = self
-            .decide(&mut tx, actor, meta, command, idempotency, render)
-            .await?;
-        tx.commit().await?;
+            .decide(
+                &mut KeySource::Cache,
+                loaded,
+                actor,
+                meta,
+                command.clone(),
+                idempotency,
+                render,
+            )
+            .await
+            .ok()??;
+        (!decided.write.events.is_empty()).then_some(decided)
+    }
+
+    /// Stores a decided command's write and, once it has committed, caches what it left.
+    async fn store_decided(
+        &self,
+        actor: &Actor,
+        decided: Decided,
+        idempotency: Option<&IdempotencySlot>,
+    ) -> Result<Outcome, CommandError> {
         let Decided {
             loaded,
             write,
@@ -647,18 +754,20 @@ impl CommandHandler {
         Ok(outcome)
     }
 
-    /// Loads what `command` needs and decides it: the write it makes, and the answer once that
-    /// is stored.
+    /// Decides `command` on `loaded`: the write it makes, and the answer once that is stored.
+    /// `None` when the contact's key is needed and `keys` cannot give it (only the cache can
+    /// fail to).
+    #[allow(clippy::too_many_arguments)]
     async fn decide(
         &self,
-        tx: &mut PgConnection,
+        keys: &mut KeySource<'_>,
+        mut loaded: Loaded,
         actor: &Actor,
         meta: CommandMeta,
         command: Command,
         idempotency: Option<&IdempotencySlot>,
         render: fn(&Outcome) -> StoredResponse,
-    ) -> Result<Decided, CommandError> {
-        let mut loaded = self.load_for(&mut *tx, actor, &command).await?;
+    ) -> Result<Option<Decided>, CommandError> {
         let target = command.target();
         let current = match &command {
             Command::Contact { .. } => loaded.contact.version,
@@ -707,11 +816,13 @@ impl CommandHandler {
         let needs_key = pending
             .iter()
             .any(|p| !event_model::personal::fields(p.event.event_type()).is_empty());
-        let mut sealing = if needs_key {
-            Some(self.sealing_key(&mut *tx, loaded.contact_id).await?)
-        } else {
-            None
-        };
+        let mut sealing = None;
+        if needs_key {
+            let Some(key) = self.sealing_key(keys, loaded.contact_id).await? else {
+                return Ok(None);
+            };
+            sealing = Some(key);
+        }
         let events = self.sequence(
             actor,
             meta,
@@ -722,7 +833,10 @@ impl CommandHandler {
         )?;
         let snapshots_due = self.due_snapshots(&loaded, &before);
         if !snapshots_due.is_empty() && !events.is_empty() && sealing.is_none() {
-            sealing = Some(self.sealing_key(&mut *tx, loaded.contact_id).await?);
+            let Some(key) = self.sealing_key(keys, loaded.contact_id).await? else {
+                return Ok(None);
+            };
+            sealing = Some(key);
         }
         let outcome = outcome_of(target, &loaded, &events, current);
         let forget = pending.iter().any(|p| {
@@ -746,21 +860,28 @@ impl CommandHandler {
             Some((key, Some(new))) => (Some(key), Some(new)),
             _ => (None, None),
         };
+        // The streams the decision read and writes nothing to: the write checks that they are
+        // still at these versions.
+        let read_only = before
+            .into_iter()
+            .filter(|(id, version)| *version > 0 && !events.iter().any(|e| e.aggregate_id == *id))
+            .collect();
         let write = Write {
             tenant_id: actor.tenant_id.clone(),
             contact_id: loaded.contact_id,
             new_key: stored_key,
+            read_only,
             events,
             snapshots,
             forget,
             idempotency: idempotency.map(|slot| (actor.project_id, slot.clone(), render(&outcome))),
         };
-        Ok(Decided {
+        Ok(Some(Decided {
             loaded,
             write,
             outcome,
             new_key,
-        })
+        }))
     }
 
     /// Caches the states a command committed (only streams that exist).
@@ -836,17 +957,22 @@ impl CommandHandler {
     }
 
     /// The key to seal a contact's new events and snapshots with: its stored key, or a new one
-    /// that the write stores (a new contact, or one of the previous release).
+    /// that the write stores (a new contact, or one of the previous release). `None` when
+    /// `keys` is the cache and does not hold it.
     async fn sealing_key(
         &self,
-        conn: &mut PgConnection,
+        keys: &mut KeySource<'_>,
         contact_id: Uuid,
-    ) -> Result<(DataKey, Option<NewKey>), CommandError> {
-        match self.keys.current(conn, contact_id).await? {
-            Some(KeyState::Active(key)) => Ok((key, None)),
+    ) -> Result<Option<(DataKey, Option<NewKey>)>, CommandError> {
+        let state = match keys {
+            KeySource::Cache => return Ok(self.keys.cached(contact_id).map(|key| (key, None))),
+            KeySource::Store(conn) => self.keys.current(conn, contact_id).await?,
+        };
+        match state {
+            Some(KeyState::Active(key)) => Ok(Some((key, None))),
             None => {
                 let (key, new) = self.keys.make(contact_id);
-                Ok((key, Some(new)))
+                Ok(Some((key, Some(new))))
             }
             Some(KeyState::Destroyed) => Err(CommandError::Store(StoreError::Corrupt {
                 event_id: Uuid::nil(),

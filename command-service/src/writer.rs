@@ -10,7 +10,8 @@
 //! commit, so an answer still means "stored"; a crash before it leaves none of the group.
 //!
 //! Each write is still checked on its own: every event goes in at the sequence number its
-//! command decided, and the unique `(aggregate_id, sequence_number)` refuses a stale one. When
+//! command decided, and the unique `(aggregate_id, sequence_number)` refuses a stale one; the
+//! streams a command only read must still be at the versions it read. When
 //! anything in a group is refused, the group is rolled back and its writes are stored one by
 //! one, each in its own transaction, so that a refusal fails its own command alone (which is then
 //! decided again, as any lost race is). Two writes of one group on the same stream position are
@@ -40,6 +41,9 @@ pub struct Write {
     pub contact_id: Uuid,
     /// The contact's data key, made for this command (its first personal data).
     pub new_key: Option<NewKey>,
+    /// The streams the command read and writes nothing to, at the versions it read: if one has
+    /// moved on, the command decided on a stale state and is refused like a stale append.
+    pub read_only: Vec<(Uuid, i64)>,
     pub events: Vec<NewEvent>,
     /// `(aggregate id, version, sealed state)`.
     pub snapshots: Vec<(Uuid, i64, Value)>,
@@ -305,6 +309,15 @@ async fn store_in_tenant(
             StoreError::Conflict => WriteError::Conflict,
             other => WriteError::Store(other),
         })?;
+    }
+    // After the appends, so that a write that read a stream another write of the group appends
+    // to is refused too (and the group stored write by write, in order).
+    let read_only: Vec<(Uuid, i64)> = writes
+        .iter()
+        .flat_map(|w| w.read_only.iter().copied())
+        .collect();
+    if !read_only.is_empty() && EventStore::streams_moved(tx, &read_only).await? {
+        return Err(WriteError::Conflict);
     }
     for write in writes {
         for (id, version, data) in &write.snapshots {

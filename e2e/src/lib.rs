@@ -205,7 +205,9 @@ pub struct Options {
     pub http: platform::HttpLimits,
     /// `DATABASE_MAX_CONNECTIONS` of both services.
     pub database_max_connections: u32,
-    /// `COMMAND_WRITERS` and `COMMAND_GROUP_MAX` (group commit).
+    /// `COMMAND_WRITERS` and `COMMAND_GROUP_MAX` (group commit): the service's defaults, or the
+    /// environment's values when set (so that a benchmark run can compare, e.g. with
+    /// `COMMAND_GROUP_MAX=1`).
     pub grouping: command_service::writer::Grouping,
 }
 
@@ -227,8 +229,25 @@ impl Default for Options {
             rate_limit: (0, 0),
             http: platform::HttpLimits::default(),
             database_max_connections: 20,
-            grouping: command_service::writer::Grouping::DEFAULT,
+            grouping: grouping_from_env(),
         }
+    }
+}
+
+fn grouping_from_env() -> command_service::writer::Grouping {
+    let default = command_service::writer::Grouping::DEFAULT;
+    let read = |name: &str, or: usize| {
+        std::env::var(name)
+            .ok()
+            .map(|v| {
+                v.parse()
+                    .unwrap_or_else(|_| panic!("{name}={v}: not a number"))
+            })
+            .unwrap_or(or)
+    };
+    command_service::writer::Grouping {
+        writers: read("COMMAND_WRITERS", default.writers),
+        max_group: read("COMMAND_GROUP_MAX", default.max_group),
     }
 }
 

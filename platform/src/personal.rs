@@ -417,6 +417,12 @@ impl DataKeys {
         self.load(conn, &ids).await
     }
 
+    /// A contact's key if this process holds it (a key it saw committed), without asking the
+    /// database.
+    pub fn cached(&self, contact_id: Uuid) -> Option<DataKey> {
+        self.cache.get(&contact_id).map(|key| key.clone())
+    }
+
     /// A contact's key for the command path: cached, else read in the caller's transaction.
     /// `None` when it has no key row (a contact of the previous release, or none yet).
     pub async fn current(

@@ -1,6 +1,7 @@
 //! The command-service's aggregate cache never decides on a stale state: a write by another
 //! instance (here a second command handler on the same database, with no cache) is seen by the
-//! next command, and another tenant asking for a cached id still gets 404.
+//! next command, a decision on the cache alone is checked by its write, and another tenant
+//! asking for a cached id still gets 404.
 
 use command_service::commands::{Actor, Command, CommandMeta, Outcome};
 use command_service::idempotency::StoredResponse;
@@ -145,6 +146,64 @@ async fn a_write_by_another_instance_is_seen_by_the_next_command() {
     assert_eq!(
         read.body["message_count"], 3,
         "three messages: {}",
+        read.body
+    );
+
+    // Every stream now cached is current, so the service decides on its cache alone; a write
+    // elsewhere makes that decision a lost race, decided again on the store: once for a stream
+    // the command appends to (its next position is taken), once for a stream it only reads
+    // (the session's contact, checked by the write).
+    let retried = || system.sample(&system.command_url, "commands_retried_total", &[]);
+    let retries_before = retried().await;
+    let tag_elsewhere = |tag: &'static str| {
+        let (other, actor) = (&other, &actor);
+        async move {
+            other
+                .execute(
+                    actor,
+                    meta,
+                    Command::Contact {
+                        contact_id: contact,
+                        command: ContactCommand::AddTag { tag: tag.into() },
+                    },
+                    None,
+                    unused,
+                )
+                .await
+                .expect("the other instance's tag")
+                .version
+        }
+    };
+    let contact_at = tag_elsewhere("e").await;
+    let reply = system
+        .command(
+            Method::POST,
+            &format!("/contacts/{contact}/tags"),
+            Some(json!({"tag": "f"})),
+        )
+        .await;
+    assert_eq!(reply.body["version"], contact_at + 1, "{}", reply.body);
+    assert_eq!(retried().await - retries_before, 1.0);
+    tag_elsewhere("g").await;
+    let reply = system
+        .command(
+            Method::POST,
+            &format!("/sessions/{session}/messages"),
+            Some(json!({"from_contact": true})),
+        )
+        .await;
+    assert_eq!(reply.body["version"], written.version + 2, "{}", reply.body);
+    assert_eq!(retried().await - retries_before, 2.0);
+    let read = system
+        .query(&format!(
+            "/contacts/{contact}?min_version={}",
+            contact_at + 2
+        ))
+        .await;
+    assert_eq!(
+        read.body["tags"],
+        json!(["a", "b", "d", "e", "f", "g"]),
+        "{}",
         read.body
     );
     system.stop().await;

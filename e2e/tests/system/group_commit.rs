@@ -21,6 +21,7 @@ fn tagging(tenant: &e2e::Tenant, contact: Uuid, sequence: i64) -> Write {
         tenant_id: tenant.tenant_id.clone(),
         contact_id: contact,
         new_key: None,
+        read_only: Vec::new(),
         events: vec![NewEvent {
             event_id: Uuid::now_v7(),
             aggregate_id: contact,
