@@ -228,3 +228,41 @@ pub async fn contact_round_trip(command: &str, query: &str, tenant: &crate::Tena
         "Ada"
     );
 }
+
+/// Both services as processes of their own, on a database and a broker that checks logins and
+/// TLS (as `deploy/` runs them), the relay polling every 100 ms: what the crash tests kill.
+pub struct ProcessSystem {
+    // Field order is drop order: the processes stop before their broker and database go.
+    pub command: ServiceProcess,
+    pub query: ServiceProcess,
+    pub tenant: crate::Tenant,
+    pub broker: crate::SecuredBroker,
+    pub db: crate::TestDb,
+}
+
+impl ProcessSystem {
+    /// `command_env` adds to (or overrides) command-service's environment.
+    pub async fn start(command_env: &[(&str, String)]) -> Self {
+        let db = crate::TestDb::new().await;
+        let broker = crate::SecuredBroker::start(2).await;
+        let tenant = crate::TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
+        let relay_poll = vec![("RELAY_POLL_MS", "100".to_owned())];
+        let stream = &broker.stream;
+        let command_env = [
+            stream.command_env(&db.url),
+            relay_poll.clone(),
+            command_env.to_vec(),
+        ]
+        .concat();
+        let query_env = [stream.projection_env(&db.url), relay_poll].concat();
+        let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await;
+        let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &query_env).await;
+        Self {
+            command,
+            query,
+            tenant,
+            broker,
+            db,
+        }
+    }
+}

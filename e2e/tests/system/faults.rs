@@ -4,23 +4,22 @@
 
 use std::time::Duration;
 
-use e2e::process::ServiceProcess;
+use e2e::process::{ProcessSystem, ServiceProcess};
 use e2e::traffic::{assert_end_state, stream_messages, wait_converged, Traffic};
 use e2e::{Login, SecuredBroker, TestDb, TestSystem};
 use serde_json::{json, Value};
 
 #[tokio::test]
 async fn killing_either_service_at_any_moment_loses_nothing_and_applies_nothing_twice() {
-    let db = TestDb::new().await;
-    // On a broker that checks logins and TLS, as `deploy/` runs it.
-    let broker = SecuredBroker::start(2).await;
+    // Bound in this order so that they drop in the reverse one: the processes first.
+    let ProcessSystem {
+        db,
+        broker,
+        tenant,
+        mut query,
+        mut command,
+    } = ProcessSystem::start(&[]).await;
     let stream = &broker.stream;
-    let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let relay_poll = vec![("RELAY_POLL_MS", "100".to_owned())];
-    let command_env = [stream.command_env(&db.url), relay_poll.clone()].concat();
-    let query_env = [stream.projection_env(&db.url), relay_poll].concat();
-    let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await;
-    let mut query = ServiceProcess::start("projection-service", "QUERY_ADDR", &query_env).await;
     let mut traffic = Traffic::start(vec![command.url()], tenant.clone(), 4);
 
     // Crashes at moments the traffic does not choose: mid-request, between commit and answer,

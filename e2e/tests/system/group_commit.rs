@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use chrono::Utc;
 use command_service::writer::{GroupWriter, Grouping, Write, WriteError};
-use e2e::process::ServiceProcess;
+use e2e::process::ProcessSystem;
 use e2e::traffic::{assert_end_state, wait_converged, Traffic};
-use e2e::{SecuredBroker, TestDb, TestSystem};
+use e2e::{TestDb, TestSystem};
 use event_model::AggregateType;
 use futures::future::join_all;
 use platform::event_store::NewEvent;
@@ -190,21 +190,16 @@ async fn concurrent_commands_share_commits_and_each_lands_once() {
 
 #[tokio::test]
 async fn killing_command_service_with_groups_in_flight_stores_each_command_whole_or_not_at_all() {
-    let db = TestDb::new().await;
-    let broker = SecuredBroker::start(2).await;
+    // One writer: while it commits, every other client's write queues for the next group.
+    // Bound in this order so that they drop in the reverse one: the processes first.
+    let ProcessSystem {
+        db,
+        broker,
+        tenant,
+        query: _query,
+        mut command,
+    } = ProcessSystem::start(&[("COMMAND_WRITERS", "1".to_owned())]).await;
     let stream = &broker.stream;
-    let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-    let fast_relay = vec![("RELAY_POLL_MS", "100".to_owned())];
-    let command_env = [
-        stream.command_env(&db.url),
-        fast_relay.clone(),
-        // One writer: while it commits, every other client's write queues for the next group.
-        vec![("COMMAND_WRITERS", "1".to_owned())],
-    ]
-    .concat();
-    let query_env = [stream.projection_env(&db.url), fast_relay].concat();
-    let mut command = ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await;
-    let _query = ServiceProcess::start("projection-service", "QUERY_ADDR", &query_env).await;
     let mut traffic = Traffic::start(vec![command.url()], tenant.clone(), 16);
 
     let mut largest = 0.0f64;
