@@ -40,6 +40,14 @@ pub struct Actor {
     pub session_timeout: event_model::values::SessionTimeout,
 }
 
+/// A command whose answer is kept for its `Idempotency-Key`: the key, and how an outcome becomes
+/// the HTTP answer that is stored and replayed.
+#[derive(Debug, Clone, Copy)]
+pub struct Replayable<'a> {
+    pub slot: &'a IdempotencySlot,
+    pub render: fn(&Outcome) -> StoredResponse,
+}
+
 /// Per-request metadata carried into every event.
 #[derive(Debug, Clone, Copy)]
 pub struct CommandMeta {
@@ -95,6 +103,23 @@ impl Command {
     }
 }
 
+/// What a command answers: what it did now, or the answer its `Idempotency-Key` got before.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answered {
+    Now(Outcome),
+    Replayed(StoredResponse),
+}
+
+impl Answered {
+    /// What the command did now; `None` for a replayed answer.
+    pub fn now(self) -> Option<Outcome> {
+        match self {
+            Self::Now(outcome) => Some(outcome),
+            Self::Replayed(_) => None,
+        }
+    }
+}
+
 /// What a command did: the addressed aggregate's new version, and the session it touched (a
 /// message on a contact goes to, or opens, a session).
 #[derive(Debug, Clone, PartialEq)]
@@ -117,19 +142,16 @@ pub enum CommandError {
     Conflict,
     #[error("the Idempotency-Key was used with another request")]
     IdempotencyMismatch,
-    /// The same Idempotency-Key already has an answer: replay it.
-    #[error("already answered")]
-    Replay(StoredResponse),
     #[error(transparent)]
     Store(StoreError),
 }
 
-impl From<idempotency::Recorded> for CommandError {
-    fn from(recorded: idempotency::Recorded) -> Self {
-        match recorded {
-            idempotency::Recorded::Same(answer) => CommandError::Replay(answer),
-            idempotency::Recorded::Different => CommandError::IdempotencyMismatch,
-        }
+/// The answer an `Idempotency-Key` already stands for: its first answer, or a refusal when the
+/// key came with another request.
+fn replayed(recorded: idempotency::Recorded) -> Result<Answered, CommandError> {
+    match recorded {
+        idempotency::Recorded::Same(answer) => Ok(Answered::Replayed(answer)),
+        idempotency::Recorded::Different => Err(CommandError::IdempotencyMismatch),
     }
 }
 
@@ -262,31 +284,33 @@ impl CommandHandler {
 
     /// Runs a command to completion: decides, appends, retries lost races.
     ///
-    /// `render` turns the outcome into the HTTP answer stored for `Idempotency-Key` replays.
+    /// With `replayable`, the answer is recorded for its `Idempotency-Key` in the command's
+    /// transaction, and a key already answered is replayed (see [`crate::idempotency`]).
     #[tracing::instrument(skip_all, fields(target = %command.target(), tenant = %actor.tenant_id), err(level = "debug"))]
     pub async fn execute(
         &self,
         actor: &Actor,
         meta: CommandMeta,
         command: Command,
-        idempotency: Option<&IdempotencySlot>,
-        render: fn(&Outcome) -> StoredResponse,
-    ) -> Result<Outcome, CommandError> {
-        if let Some(slot) = idempotency {
+        replayable: Option<Replayable<'_>>,
+    ) -> Result<Answered, CommandError> {
+        if let Some(Replayable { slot, .. }) = replayable {
             let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
             let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
             tx.commit().await?;
             if let Some(previous) = previous {
-                return Err(previous.into());
+                metrics::counter!("commands_total", "command" => command.name(), "outcome" => "replayed")
+                    .increment(1);
+                return replayed(previous);
             }
         }
         let name = command.name();
         let result = self
-            .execute_with_retries(actor, meta, command, idempotency, render)
+            .execute_with_retries(actor, meta, command, replayable)
             .await;
         let outcome = match &result {
-            Ok(_) => "ok",
-            Err(CommandError::Replay(_)) => "replayed",
+            Ok(Answered::Now(_)) => "ok",
+            Ok(Answered::Replayed(_)) => "replayed",
             Err(CommandError::Conflict) => "conflict",
             Err(CommandError::Store(_)) => "error",
             Err(_) => "refused",
@@ -300,9 +324,8 @@ impl CommandHandler {
         actor: &Actor,
         meta: CommandMeta,
         command: Command,
-        idempotency: Option<&IdempotencySlot>,
-        render: fn(&Outcome) -> StoredResponse,
-    ) -> Result<Outcome, CommandError> {
+        replayable: Option<Replayable<'_>>,
+    ) -> Result<Answered, CommandError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -310,14 +333,7 @@ impl CommandHandler {
             // decide on what the store holds.
             let trust_cache = attempt == 1;
             match self
-                .attempt(
-                    actor,
-                    meta,
-                    command.clone(),
-                    idempotency,
-                    render,
-                    trust_cache,
-                )
+                .attempt(actor, meta, command.clone(), replayable, trust_cache)
                 .await
             {
                 Err(CommandError::Conflict) if meta.if_match.is_some() => {
@@ -633,12 +649,11 @@ impl CommandHandler {
         actor: &Actor,
         meta: CommandMeta,
         command: Command,
-        idempotency: Option<&IdempotencySlot>,
-        render: fn(&Outcome) -> StoredResponse,
+        replayable: Option<Replayable<'_>>,
         trust_cache: bool,
-    ) -> Result<Outcome, CommandError> {
+    ) -> Result<Answered, CommandError> {
         let on_cache = if trust_cache {
-            self.decide_on_cache(actor, meta, &command, idempotency, render)
+            self.decide_on_cache(actor, meta, &command, replayable)
                 .await
         } else {
             None
@@ -658,8 +673,7 @@ impl CommandHandler {
                         actor,
                         meta,
                         command,
-                        idempotency,
-                        render,
+                        replayable,
                     )
                     .await?
                     .expect("the store answers every key");
@@ -667,7 +681,8 @@ impl CommandHandler {
                 decided
             }
         };
-        self.store_decided(actor, decided, idempotency).await
+        self.store_decided(actor, decided, replayable.map(|r| r.slot))
+            .await
     }
 
     /// Decides on the cached states alone, with no round trip to the database, when every
@@ -683,8 +698,7 @@ impl CommandHandler {
         actor: &Actor,
         meta: CommandMeta,
         command: &Command,
-        idempotency: Option<&IdempotencySlot>,
-        render: fn(&Outcome) -> StoredResponse,
+        replayable: Option<Replayable<'_>>,
     ) -> Option<Decided> {
         if matches!(
             command,
@@ -706,8 +720,7 @@ impl CommandHandler {
                 actor,
                 meta,
                 command.clone(),
-                idempotency,
-                render,
+                replayable,
             )
             .await
             .ok()??;
@@ -720,7 +733,7 @@ impl CommandHandler {
         actor: &Actor,
         decided: Decided,
         idempotency: Option<&IdempotencySlot>,
-    ) -> Result<Outcome, CommandError> {
+    ) -> Result<Answered, CommandError> {
         let Decided {
             loaded,
             write,
@@ -740,7 +753,7 @@ impl CommandHandler {
                 let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
                 let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
                 tx.commit().await?;
-                return Err(previous.map_or(CommandError::Conflict, CommandError::from));
+                return previous.map_or(Err(CommandError::Conflict), replayed);
             }
             Err(WriteError::Store(e)) => return Err(e.into()),
         }
@@ -751,13 +764,12 @@ impl CommandHandler {
         if forgotten {
             self.keys.evict(contact_id);
         }
-        Ok(outcome)
+        Ok(Answered::Now(outcome))
     }
 
     /// Decides `command` on `loaded`: the write it makes, and the answer once that is stored.
     /// `None` when the contact's key is needed and `keys` cannot give it (only the cache can
     /// fail to).
-    #[allow(clippy::too_many_arguments)]
     async fn decide(
         &self,
         keys: &mut KeySource<'_>,
@@ -765,8 +777,7 @@ impl CommandHandler {
         actor: &Actor,
         meta: CommandMeta,
         command: Command,
-        idempotency: Option<&IdempotencySlot>,
-        render: fn(&Outcome) -> StoredResponse,
+        replayable: Option<Replayable<'_>>,
     ) -> Result<Option<Decided>, CommandError> {
         let target = command.target();
         let current = match &command {
@@ -874,7 +885,8 @@ impl CommandHandler {
             events,
             snapshots,
             forget,
-            idempotency: idempotency.map(|slot| (actor.project_id, slot.clone(), render(&outcome))),
+            idempotency: replayable
+                .map(|r| (actor.project_id, r.slot.clone(), (r.render)(&outcome))),
         };
         Ok(Some(Decided {
             loaded,

@@ -14,8 +14,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::commands::{Actor, Clock, Command, CommandError, CommandHandler, CommandMeta, Outcome};
-use crate::idempotency::StoredResponse;
+use crate::commands::{Actor, Clock, Command, CommandError, CommandHandler, CommandMeta};
 
 #[derive(Clone)]
 pub struct TimeoutSweeper {
@@ -31,13 +30,6 @@ struct Candidate {
     tenant_id: String,
     project_id: Uuid,
     session_timeout_minutes: i64,
-}
-
-fn no_answer(_: &Outcome) -> StoredResponse {
-    StoredResponse {
-        status: 200,
-        body: serde_json::Value::Null,
-    }
 }
 
 impl TimeoutSweeper {
@@ -88,11 +80,7 @@ impl TimeoutSweeper {
                 session_id: candidate.id,
                 command: SessionCommand::EndIfIdle,
             };
-            match self
-                .handler
-                .execute(&actor, meta, command, None, no_answer)
-                .await
-            {
+            match self.handler.execute(&actor, meta, command, None).await {
                 Ok(_) => ended += 1,
                 // Already ended, or active again since the read model saw it: nothing to do.
                 Err(CommandError::Domain(_)) | Err(CommandError::NotFound(_)) => {}

@@ -22,7 +22,9 @@ use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
-use crate::commands::{Actor, Command, CommandError, CommandHandler, CommandMeta, Outcome};
+use crate::commands::{
+    Actor, Answered, Command, CommandError, CommandHandler, CommandMeta, Outcome, Replayable,
+};
 use crate::idempotency::{IdempotencySlot, StoredResponse};
 
 #[derive(Clone)]
@@ -264,11 +266,16 @@ impl CommandContext {
         let stored = match self
             .state
             .handler
-            .execute(&actor, meta, command, slot.as_ref(), render)
+            .execute(
+                &actor,
+                meta,
+                command,
+                slot.as_ref().map(|slot| Replayable { slot, render }),
+            )
             .await
         {
-            Ok(outcome) => render(&outcome),
-            Err(CommandError::Replay(previous)) => previous,
+            Ok(Answered::Now(outcome)) => render(&outcome),
+            Ok(Answered::Replayed(previous)) => previous,
             Err(e) => return Err(api_error(e)),
         };
         Ok(self.respond(answer, stored))
@@ -348,9 +355,6 @@ pub fn api_error(error: CommandError) -> ApiError {
                 message: "reused with another request".into(),
             }],
         },
-        CommandError::Replay(_) => {
-            ApiError::internal(anyhow::anyhow!("a replay reached the error path"))
-        }
         CommandError::Store(e) => ApiError::internal(e),
     }
 }

@@ -3,8 +3,7 @@
 //! next command, a decision on the cache alone is checked by its write, and another tenant
 //! asking for a cached id still gets 404.
 
-use command_service::commands::{Actor, Command, CommandMeta, Outcome};
-use command_service::idempotency::StoredResponse;
+use command_service::commands::{Actor, Command, CommandMeta};
 use command_service::{system_clock, CommandHandler};
 use e2e::TestSystem;
 use event_model::session::NewMessage;
@@ -14,10 +13,6 @@ use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
 use uuid::Uuid;
-
-fn unused(_: &Outcome) -> StoredResponse {
-    unreachable!("no Idempotency-Key is sent")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_by_another_instance_is_seen_by_the_next_command() {
@@ -63,10 +58,11 @@ async fn a_write_by_another_instance_is_seen_by_the_next_command() {
                 command: ContactCommand::AddTag { tag: "c".into() },
             },
             None,
-            unused,
         )
         .await
-        .expect("the other instance's command");
+        .expect("the other instance's command")
+        .now()
+        .expect("decided now");
     assert_eq!(written.version, 3);
 
     // The service's next command decides on version 3: If-Match 3 is accepted, and the tag
@@ -117,10 +113,11 @@ async fn a_write_by_another_instance_is_seen_by_the_next_command() {
                 }),
             },
             None,
-            unused,
         )
         .await
-        .expect("the other instance's message");
+        .expect("the other instance's message")
+        .now()
+        .expect("decided now");
     assert_eq!(written.version, opened_at + 1);
     let if_match = format!("\"{}\"", written.version);
     let reply = system
@@ -167,10 +164,11 @@ async fn a_write_by_another_instance_is_seen_by_the_next_command() {
                         command: ContactCommand::AddTag { tag: tag.into() },
                     },
                     None,
-                    unused,
                 )
                 .await
                 .expect("the other instance's tag")
+                .now()
+                .expect("decided now")
                 .version
         }
     };
