@@ -391,6 +391,9 @@ impl DataKeys {
         conn: &mut PgConnection,
         contact_ids: &[Uuid],
     ) -> Result<KeySet, PersonalError> {
+        if contact_ids.is_empty() {
+            return Ok(KeySet::default());
+        }
         let rows: Vec<KeyRow> = sqlx::query_as(
             "select contact_id, key_material, kek_id from contact_data_keys where contact_id = any($1)",
         )
@@ -405,7 +408,9 @@ impl DataKeys {
         Ok(set)
     }
 
-    /// The keys the given envelopes need (their contacts'), read as in [`DataKeys::load`].
+    /// The keys the given envelopes need (their contacts'), read as in [`DataKeys::load`]. Every
+    /// contact of the batch, not only those of events with personal fields: an event filled in
+    /// from the store ahead of them (a gap) is opened with the same keys.
     pub async fn load_for<'a>(
         &self,
         conn: &mut PgConnection,

@@ -261,12 +261,16 @@ pub(crate) trait ReadRow:
     fn id(&self) -> Uuid;
 }
 
-/// Reads rows of a read table by id, locked for the batch (`to_jsonb`), keyed by id.
+/// Reads rows of a read table by id, locked for the batch (`to_jsonb`), keyed by id. No ids, no
+/// round trip (a batch of contact events only has no session rows to read).
 pub(crate) async fn load_rows<T: ReadRow>(
     tx: &mut Transaction<'_, Postgres>,
     table: &str,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, T>, ProjectionError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
     let rows: Vec<sqlx::types::Json<T>> = sqlx::query_scalar(&format!(
         "select to_jsonb(t) from {table} t where t.id = any($1) for update"
     ))
