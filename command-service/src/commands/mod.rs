@@ -297,20 +297,18 @@ impl CommandHandler {
         command: Command,
         replayable: Option<Replayable<'_>>,
     ) -> Result<Answered, CommandError> {
-        if let Some(Replayable { slot, .. }) = replayable {
-            let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
-            let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
-            tx.commit().await?;
-            if let Some(previous) = previous {
-                metrics::counter!("commands_total", "command" => command.name(), "outcome" => "replayed")
-                    .increment(1);
-                return replayed(previous);
-            }
-        }
         let name = command.name();
-        let result = self
-            .execute_with_retries(actor, meta, command, replayable)
-            .await;
+        let before = match replayable {
+            Some(Replayable { slot, .. }) => self.recorded(actor, slot).await?,
+            None => None,
+        };
+        let result = match before {
+            Some(recorded) => replayed(recorded),
+            None => {
+                self.execute_with_retries(actor, meta, command, replayable)
+                    .await
+            }
+        };
         let outcome = match &result {
             Ok(Answered::Now(_)) => "ok",
             Ok(Answered::Replayed(_)) => "replayed",
@@ -320,6 +318,18 @@ impl CommandHandler {
         };
         metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
         result
+    }
+
+    /// What `slot`'s key already stands for in the actor's project, if anything.
+    async fn recorded(
+        &self,
+        actor: &Actor,
+        slot: &IdempotencySlot,
+    ) -> Result<Option<idempotency::Recorded>, CommandError> {
+        let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
+        let recorded = idempotency::find(&mut *tx, actor.project_id, slot).await?;
+        tx.commit().await?;
+        Ok(recorded)
     }
 
     async fn execute_with_retries(
@@ -465,10 +475,10 @@ impl CommandHandler {
             Err(WriteError::IdempotencyTaken) => {
                 // A twin request with the same key won the race: answer what it answered.
                 let slot = idempotency.expect("only a write with a key records one");
-                let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
-                let previous = idempotency::find(&mut *tx, actor.project_id, slot).await?;
-                tx.commit().await?;
-                return previous.map_or(Err(CommandError::Conflict), replayed);
+                return self
+                    .recorded(actor, slot)
+                    .await?
+                    .map_or(Err(CommandError::Conflict), replayed);
             }
             Err(WriteError::Store(e)) => return Err(e.into()),
         }
