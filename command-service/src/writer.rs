@@ -259,17 +259,14 @@ async fn store_together(pool: &PgPool, writes: &[&Write]) -> Together {
     }
     let stored = async {
         let mut tenants = by_tenant.iter();
-        let Some((first, _)) = tenants.next() else {
-            return Err(WriteError::Conflict);
-        };
+        let (first, writes) = tenants.next().expect("a group holds writes");
         let mut tx = tenant_tx(pool, first).await?;
-        for (i, (tenant, writes)) in by_tenant.iter().enumerate() {
-            if i > 0 {
-                set_tenant(&mut tx, tenant).await?;
-            }
+        store_in_tenant(&mut tx, first, writes).await?;
+        for (tenant, writes) in tenants {
+            set_tenant(&mut tx, tenant).await?;
             store_in_tenant(&mut tx, tenant, writes).await?;
         }
-        Ok(tx)
+        Ok::<_, WriteError>(tx)
     };
     match stored.await {
         // Dropping the transaction rolls it back.

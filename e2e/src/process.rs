@@ -241,20 +241,16 @@ pub struct ProcessSystem {
 }
 
 impl ProcessSystem {
-    /// `command_env` adds to (or overrides) command-service's environment.
-    pub async fn start(command_env: &[(&str, String)]) -> Self {
+    /// `env` adds to (or overrides) both services' environment (a setting one of them does not
+    /// have is ignored by it).
+    pub async fn start(env: &[(&str, String)]) -> Self {
         let db = crate::TestDb::new().await;
         let broker = crate::SecuredBroker::start(2).await;
         let tenant = crate::TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-        let relay_poll = vec![("RELAY_POLL_MS", "100".to_owned())];
+        let settings = [vec![("RELAY_POLL_MS", "100".to_owned())], env.to_vec()].concat();
         let stream = &broker.stream;
-        let command_env = [
-            stream.command_env(&db.url),
-            relay_poll.clone(),
-            command_env.to_vec(),
-        ]
-        .concat();
-        let query_env = [stream.projection_env(&db.url), relay_poll].concat();
+        let command_env = [stream.command_env(&db.url), settings.clone()].concat();
+        let query_env = [stream.projection_env(&db.url), settings].concat();
         let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await;
         let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &query_env).await;
         Self {

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use e2e::process::ServiceProcess;
+use e2e::process::ProcessSystem;
 use e2e::traffic::wait_converged;
-use e2e::{Tenant, TestDb, TestStream, TestSystem};
+use e2e::{Tenant, TestSystem};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -243,42 +243,23 @@ fn report(output: &Output) -> String {
     )
 }
 
-/// Both services as processes (the real binaries, as deployed) on a database and stream of
+/// Both services as processes (the real binaries, as deployed) on a database and broker of
 /// their own, with two tenants.
 struct Services {
-    command: ServiceProcess,
-    query: ServiceProcess,
-    tenant: Tenant,
+    system: ProcessSystem,
     other: Tenant,
-    // Last: dropped after the processes.
-    _stream: TestStream,
-    db: TestDb,
 }
 
 impl Services {
     async fn start() -> Self {
-        let db = TestDb::new().await;
-        let stream = TestStream::new(None, 2);
-        let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
-        let other = TestSystem::bootstrap_tenant(&db.pool, "tenant-b").await;
-        let settings = vec![
-            ("RELAY_POLL_MS", "100".to_owned()),
+        let system = ProcessSystem::start(&[
             // Sweeps within the test, so that the retention families are on /metrics too.
             ("RETENTION_INTERVAL", "1s".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
-        ];
-        let command_env = [stream.command_env(&db.url), settings.clone()].concat();
-        let query_env = [stream.projection_env(&db.url), settings].concat();
-        let command = ServiceProcess::start("command-service", "COMMAND_ADDR", &command_env).await;
-        let query = ServiceProcess::start("projection-service", "QUERY_ADDR", &query_env).await;
-        Self {
-            command,
-            query,
-            tenant,
-            other,
-            _stream: stream,
-            db,
-        }
+        ])
+        .await;
+        let other = TestSystem::bootstrap_tenant(&system.db.pool, "tenant-b").await;
+        Self { system, other }
     }
 }
 
@@ -338,8 +319,16 @@ async fn both_documents_are_valid_openapi_and_clients_generated_from_them_walk_t
     let http = reqwest::Client::new();
 
     for (service, base, package) in [
-        ("command-service", services.command.url(), "command_client"),
-        ("projection-service", services.query.url(), "query_client"),
+        (
+            "command-service",
+            services.system.command.url(),
+            "command_client",
+        ),
+        (
+            "projection-service",
+            services.system.query.url(),
+            "query_client",
+        ),
     ] {
         let url = format!("{base}/openapi.json");
         let doc = http
@@ -378,10 +367,10 @@ async fn both_documents_are_valid_openapi_and_clients_generated_from_them_walk_t
         tokio::process::Command::new(&python)
             .arg(walkthrough_script())
             .env("PYTHONPATH", dir.path())
-            .env("COMMAND_URL", services.command.url())
-            .env("QUERY_URL", services.query.url())
-            .env("PROJECT_ID", services.tenant.project_id.to_string())
-            .env("API_KEY", &services.tenant.api_key)
+            .env("COMMAND_URL", services.system.command.url())
+            .env("QUERY_URL", services.system.query.url())
+            .env("PROJECT_ID", services.system.tenant.project_id.to_string())
+            .env("API_KEY", &services.system.tenant.api_key)
             .env("OTHER_PROJECT_ID", services.other.project_id.to_string())
             .env("OTHER_API_KEY", &services.other.api_key),
         Duration::from_secs(120),
@@ -418,7 +407,7 @@ async fn both_documents_are_valid_openapi_and_clients_generated_from_them_walk_t
         "select count(*) from contact_event_store where aggregate_id = $1 and event_type = 'session.ended'",
     )
     .bind(session)
-    .fetch_one(&services.db.pool)
+    .fetch_one(&services.system.db.pool)
     .await
     .expect("count");
     assert_eq!(ended, 1, "one session.ended event in the store");
@@ -429,12 +418,12 @@ async fn promtool_finds_nothing_to_lint_on_either_services_metrics_after_traffic
     let promtool = promtool();
     let services = Services::start().await;
     let http = reqwest::Client::new();
-    let (command, query) = (services.command.url(), services.query.url());
-    let project = services.tenant.project_id;
+    let (command, query) = (services.system.command.url(), services.system.query.url());
+    let project = services.system.tenant.project_id;
     let send = |method: Method, url: String, body: Option<Value>| {
         let mut request = http
             .request(method, url)
-            .bearer_auth(&services.tenant.api_key);
+            .bearer_auth(&services.system.tenant.api_key);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -471,7 +460,7 @@ async fn promtool_finds_nothing_to_lint_on_either_services_metrics_after_traffic
         )
         .await;
     }
-    wait_converged(&services.db.pool, Duration::from_secs(30)).await;
+    wait_converged(&services.system.db.pool, Duration::from_secs(30)).await;
     for path in [
         format!("contacts/{contact_id}?min_version=2"),
         format!("sessions/{session_id}"),
