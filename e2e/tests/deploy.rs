@@ -55,6 +55,16 @@ fn env_keys(env: &Yaml) -> Vec<String> {
     }
 }
 
+/// A compose service's volume mounts, as written (`host:container[:mode]`).
+fn mounts(service: &Yaml) -> Vec<String> {
+    get(service, "volumes")
+        .as_vec()
+        .expect("volumes")
+        .iter()
+        .map(text)
+        .collect()
+}
+
 fn text(node: &Yaml) -> String {
     match node {
         Yaml::String(s) => s.clone(),
@@ -242,12 +252,7 @@ fn in_compose_and_kubernetes_the_services_log_in_as_their_own_roles() {
         "no trust auth"
     );
     assert!(!env["POSTGRES_PASSWORD"].is_badvalue());
-    let mounts: Vec<String> = postgres["volumes"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .map(text)
-        .collect();
+    let mounts = mounts(postgres);
     assert!(
         mounts
             .iter()
@@ -581,12 +586,7 @@ fn compose_publishes_no_broker_port_and_gives_each_service_its_login() {
     let services = &compose["services"];
     for node in 1..=3 {
         let nats = &services[format!("nats-{node}").as_str()];
-        let mounts: Vec<String> = get(nats, "volumes")
-            .as_vec()
-            .unwrap()
-            .iter()
-            .map(text)
-            .collect();
+        let mounts = mounts(nats);
         assert!(
             mounts.contains(&"./nats/auth.conf:/etc/nats/auth.conf:ro".to_owned()),
             "nats-{node} does not mount the logins: {mounts:?}"
