@@ -159,6 +159,31 @@ pub async fn statements(
     sqlx::query("vacuum analyze")
         .execute(&mut admin_db(&system).await?)
         .await?;
+    // The whole pipeline as it runs: commands with the relay and the projections live, every
+    // statement of every service summed per command (the polls of the harness's waits fall
+    // outside the segment).
+    system.start_projection().await;
+    system.wait_until_projected(Duration::from_secs(60)).await;
+    let live_events_before: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
+        .fetch_one(&mut admin_db(&system).await?)
+        .await?;
+    let live_from = log_len(log)?;
+    let live = workload::closed_loop(
+        &api,
+        clients,
+        Duration::ZERO,
+        Duration::from_secs(seconds),
+        3,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let live_to = log_len(log)?;
+    system.wait_until_projected(Duration::from_secs(60)).await;
+    let live_events: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
+        .fetch_one(&mut admin_db(&system).await?)
+        .await?;
+    system.stop_projection().await;
+
     let events_before: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
         .fetch_one(&mut admin_db(&system).await?)
         .await?;
@@ -246,6 +271,20 @@ pub async fn statements(
         rebuilt.as_secs_f64(),
     );
     let part = |a, b| -> anyhow::Result<_> { Ok(summarise(&read_segment(log, a, b)?, &name)) };
+    println!(
+        "# the whole pipeline live: {} HTTP commands ({} cmd/s, p50 {:.2} ms, p99 {:.2} ms), {} events",
+        live.completed + live.errors,
+        live.per_second() as u64,
+        live.latency.p50_ms,
+        live.latency.p99_ms,
+        live_events - live_events_before
+    );
+    print(
+        "whole pipeline, projections live (commands, relay, workers)",
+        live.completed + live.errors,
+        "command",
+        &part(live_from, live_to)?,
+    );
     print(
         "command path (HTTP + relay)",
         commands,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use event_model::EventEnvelope;
 use sqlx::postgres::PgListener;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -35,30 +35,20 @@ fn short_name(id: Uuid) -> u64 {
     id.as_u64_pair().1
 }
 
-/// Tells the listening instances, on commit, which aggregates `events` advanced. One statement
-/// per batch, not per event.
-pub async fn notify(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[EventEnvelope],
-) -> Result<(), sqlx::Error> {
+/// The notification payload telling the listening instances which aggregates `events`
+/// advanced; sent with [`CHANNEL`] by the batch's write, so they hear of it on commit.
+pub fn payload(events: &[EventEnvelope]) -> String {
     let mut names: Vec<u64> = events.iter().map(|e| short_name(e.aggregate_id)).collect();
     names.sort_unstable();
     names.dedup();
-    let payload = if names.len() > MAX_NAMED {
-        String::new()
-    } else {
-        names
-            .iter()
-            .map(|n| format!("{n:016x}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(payload)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    if names.len() > MAX_NAMED {
+        return String::new();
+    }
+    names
+        .iter()
+        .map(|n| format!("{n:016x}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// What a notification says advanced.

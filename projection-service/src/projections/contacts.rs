@@ -1,7 +1,7 @@
 //! The `contacts` projection: one row per contact, folded with the domain's own
 //! [`ContactView::apply`], plus `first/last_interaction_at` from its sessions' messages.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use event_model::{ContactEvent, ContactView, DomainEvent, EventEnvelope, SessionEvent};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{decode, load_rows, upsert_rows, Decoded, ProjectionError, ReadRow};
+use super::{decode, Decoded, ProjectionError};
 
 /// A `contacts` row, column for column (it is read with `to_jsonb` and written with
 /// `jsonb_populate_recordset`, so the field names are the column names).
@@ -39,7 +39,7 @@ pub struct ContactRecord {
     pub forgotten_at: Option<NaiveDateTime>,
 }
 
-const COLUMNS: &[&str] = &[
+pub(super) const COLUMNS: &[&str] = &[
     "id",
     "project_id",
     "tenant_id",
@@ -156,24 +156,16 @@ pub fn fold(record: &mut ContactRecord, envelope: &EventEnvelope, event: &Domain
     }
 }
 
-impl ReadRow for ContactRecord {
-    fn id(&self) -> Uuid {
-        self.id
-    }
-}
-
-/// Applies events to the `contacts` rows; returns the ids of every event it took care of
-/// (applied, filled in from the store, or found already applied).
+/// Folds events into the `contacts` rows (`rows`: the batch's, as loaded); returns the rows it
+/// changed and the ids of every event it took care of (applied, filled in from the store, or
+/// found already applied). The batch writes the rows ([`super::write`]).
 pub async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
     keys: &KeySet,
     events: &[Decoded<'_>],
-) -> Result<Vec<Uuid>, ProjectionError> {
-    let mut ids: Vec<Uuid> = events.iter().map(|d| d.envelope.contact_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let mut rows = load_rows::<ContactRecord>(tx, "contacts", &ids).await?;
+    mut rows: HashMap<Uuid, ContactRecord>,
+) -> Result<(Vec<ContactRecord>, Vec<Uuid>), ProjectionError> {
     let mut dirty = BTreeSet::new();
     let mut handled = Vec::with_capacity(events.len());
     for d in events {
@@ -217,7 +209,14 @@ pub async fn apply(
         }
         handled.push(envelope.event_id);
     }
-    let changed: Vec<&ContactRecord> = dirty.iter().filter_map(|id| rows.get(id)).collect();
-    upsert_rows(tx, "contacts", COLUMNS, &changed).await?;
-    Ok(handled)
+    let changed = dirty.iter().filter_map(|id| rows.remove(id)).collect();
+    Ok((changed, handled))
+}
+
+/// The ids of the `contacts` rows a batch reads: every event's contact.
+pub fn row_ids(events: &[Decoded<'_>]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = events.iter().map(|d| d.envelope.contact_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }

@@ -6,16 +6,14 @@
 //! writes the very rows the live path wrote.
 
 use chrono::NaiveDateTime;
-use event_model::{ContactEvent, DomainEvent};
 use serde::Serialize;
-use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{Decoded, ProjectionError};
+use super::Decoded;
 
 /// A `domain_event_logs` row, borrowed from its event (field names are the columns).
 #[derive(Serialize)]
-struct LogRow<'a> {
+pub struct LogRow<'a> {
     id: Uuid,
     event_type: &'a str,
     aggregate_id: Uuid,
@@ -29,11 +27,24 @@ struct LogRow<'a> {
     created_at: NaiveDateTime,
 }
 
-pub async fn apply(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[Decoded<'_>],
-) -> Result<Vec<Uuid>, ProjectionError> {
-    let rows: Vec<LogRow<'_>> = events
+/// The columns a batch's write inserts ([`super::write`]; a second delivery inserts nothing).
+pub(super) const COLUMNS: &[&str] = &[
+    "id",
+    "event_type",
+    "aggregate_id",
+    "aggregate_type",
+    "tenant_id",
+    "project_id",
+    "user_id",
+    "payload",
+    "occurred_at",
+    "published_at",
+    "created_at",
+];
+
+/// The audit rows of `events`, one each.
+pub fn rows<'a>(events: &[Decoded<'a>]) -> Vec<LogRow<'a>> {
+    events
         .iter()
         .map(|d| {
             let e = d.envelope;
@@ -51,33 +62,5 @@ pub async fn apply(
                 created_at: e.recorded_at.naive_utc(),
             }
         })
-        .collect();
-    sqlx::query(
-        "insert into domain_event_logs \
-             (id, event_type, aggregate_id, aggregate_type, tenant_id, project_id, user_id, payload, \
-              occurred_at, published_at, created_at) \
-         select id, event_type, aggregate_id, aggregate_type, tenant_id, project_id, user_id, payload, \
-                occurred_at, published_at, created_at \
-           from jsonb_populate_recordset(null::domain_event_logs, $1) \
-         on conflict (id) do nothing",
-    )
-    .bind(sqlx::types::Json(&rows))
-    .execute(&mut **tx)
-    .await?;
-    // A forgotten contact's rows that were written from messages published in the clear (by the
-    // previous release) take the store's redacted form, which a rebuild would write.
-    let forgotten: Vec<Uuid> = events
-        .iter()
-        .filter(|d| {
-            matches!(
-                d.event,
-                DomainEvent::Contact(ContactEvent::Forgotten { .. })
-            )
-        })
-        .map(|d| d.envelope.contact_id)
-        .collect();
-    if !forgotten.is_empty() {
-        platform::history::sync_log_copies_of(tx, &forgotten).await?;
-    }
-    Ok(events.iter().map(|d| d.envelope.event_id).collect())
+        .collect()
 }

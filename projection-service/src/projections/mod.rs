@@ -16,12 +16,14 @@ pub mod sessions;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use event_model::{DomainEvent, EventEnvelope};
+use contacts::ContactRecord;
+use event_model::{ContactEvent, DomainEvent, EventEnvelope};
 use platform::event_store::{EventStore, StoreError};
 use platform::personal::{DataKeys, KeySet, PersonalError};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sqlx::{Postgres, Transaction};
+use sessions::SessionRecord;
+use sqlx::types::Json;
+use sqlx::{Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 /// A projection, by the name it records in `processed_events.consumer_name`.
@@ -143,6 +145,10 @@ pub struct BatchReport {
 
 /// Applies `events` (in order) to `projections` inside `tx`, recording `processed_events`; when
 /// it applied any, it tells the waiting `min_version` reads on commit ([`crate::projected`]).
+///
+/// Four statements whatever the batch holds, besides gap fills: what was already applied, the
+/// data keys, the read rows (locked), and one write of every row, audit entry, `processed_events`
+/// row and the notification ([`write`]).
 pub async fn apply_batch(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
@@ -162,11 +168,12 @@ pub async fn apply_batch(
     .flat_map(|(id, name)| covered(name).map(move |p| (*id, p)))
     .collect();
     let keys = batch_keys(tx, keys, events).await?;
-    let (report, processed) = apply_events(tx, store, &keys, projections, events, &done).await?;
-    record_processed(tx, &processed, started.elapsed().as_millis() as i64).await?;
-    if report.applied > 0 {
-        crate::projected::notify(tx, events).await?;
-    }
+    let folded = fold_batch(tx, store, &keys, projections, events, &done).await?;
+    let report = folded.report;
+    let processed = Processed::of(&folded.handled, started);
+    let notification = (report.applied > 0).then(|| crate::projected::payload(events));
+    write(tx, &folded, Some(&processed), notification).await?;
+    folded.after_write(tx).await?;
     Ok(report)
 }
 
@@ -181,130 +188,292 @@ pub async fn apply_batch_once(
     events: &[EventEnvelope],
 ) -> Result<(BatchReport, Vec<Uuid>), ProjectionError> {
     let keys = batch_keys(tx, keys, events).await?;
-    let (report, processed) =
-        apply_events(tx, store, &keys, projections, events, &HashSet::new()).await?;
-    let mut ids: Vec<Uuid> = processed.into_iter().map(|(id, _)| id).collect();
+    let folded = fold_batch(tx, store, &keys, projections, events, &HashSet::new()).await?;
+    write(tx, &folded, None, None).await?;
+    folded.after_write(tx).await?;
+    let mut ids: Vec<Uuid> = folded.handled.into_iter().map(|(id, _)| id).collect();
     ids.sort_unstable();
     ids.dedup();
-    Ok((report, ids))
+    Ok((folded.report, ids))
 }
 
-/// The projections' work on a batch: every (event, projection) pair not in `done` is applied.
-async fn apply_events(
+/// A batch folded in memory: the rows it writes, and which (event, projection) pairs it took
+/// care of.
+#[derive(Default)]
+struct Folded<'a> {
+    report: BatchReport,
+    handled: Vec<(Uuid, Projection)>,
+    contacts: Vec<ContactRecord>,
+    sessions: Vec<SessionRecord>,
+    log: Vec<event_log::LogRow<'a>>,
+    /// Contacts forgotten in the batch whose sessions' personal columns are nulled after the
+    /// write (it may have written those sessions).
+    forgotten_sessions: Vec<Uuid>,
+    /// Contacts forgotten in the batch whose audit rows written from plaintext messages of the
+    /// previous release take the store's redacted form.
+    forgotten_log: Vec<Uuid>,
+}
+
+impl Folded<'_> {
+    async fn after_write(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), ProjectionError> {
+        if !self.forgotten_sessions.is_empty() {
+            sessions::forget_personal_columns(tx, &self.forgotten_sessions).await?;
+        }
+        if !self.forgotten_log.is_empty() {
+            platform::history::sync_log_copies_of(tx, &self.forgotten_log).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The contacts that `events` forget.
+fn forgotten_in(events: &[Decoded<'_>]) -> Vec<Uuid> {
+    events
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.event,
+                DomainEvent::Contact(ContactEvent::Forgotten { .. })
+            )
+        })
+        .map(|d| d.envelope.contact_id)
+        .collect()
+}
+
+/// The projections' work on a batch: every (event, projection) pair not in `done` is folded into
+/// the rows read (and locked) in one statement.
+async fn fold_batch<'a>(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
     keys: &KeySet,
     projections: &[Projection],
-    events: &[EventEnvelope],
+    events: &'a [EventEnvelope],
     done: &HashSet<(Uuid, Projection)>,
-) -> Result<(BatchReport, Vec<(Uuid, Projection)>), ProjectionError> {
-    let mut report = BatchReport::default();
-    let mut processed: Vec<(Uuid, Projection)> = Vec::new();
+) -> Result<Folded<'a>, ProjectionError> {
+    let mut folded = Folded::default();
+    let mut todo: BTreeMap<Projection, Vec<Decoded<'a>>> = BTreeMap::new();
     for &projection in projections {
         let mut seen = HashSet::new();
-        let mut todo = Vec::new();
+        let mut list = Vec::new();
         for envelope in events {
             if done.contains(&(envelope.event_id, projection)) || !seen.insert(envelope.event_id) {
-                report.duplicates += 1;
+                folded.report.duplicates += 1;
             } else {
-                todo.push(decode(keys, envelope)?);
+                list.push(decode(keys, envelope)?);
             }
         }
-        if todo.is_empty() {
-            continue;
+        if !list.is_empty() {
+            todo.insert(projection, list);
         }
-        let handled = match projection {
-            Projection::Contacts => contacts::apply(tx, store, keys, &todo).await?,
-            Projection::Sessions => sessions::apply(tx, store, keys, &todo).await?,
-            Projection::DomainEventLogs => event_log::apply(tx, &todo).await?,
-        };
-        report.applied += handled.len();
-        processed.extend(handled.into_iter().map(|id| (id, projection)));
     }
-    Ok((report, processed))
+    let ids = |projection, row_ids: fn(&[Decoded<'_>]) -> Vec<Uuid>| {
+        todo.get(&projection)
+            .map(|list| row_ids(list))
+            .unwrap_or_default()
+    };
+    let (contact_rows, session_rows) = load_rows(
+        tx,
+        &ids(Projection::Contacts, contacts::row_ids),
+        &ids(Projection::Sessions, sessions::row_ids),
+    )
+    .await?;
+    let (mut contact_rows, mut session_rows) = (Some(contact_rows), Some(session_rows));
+    for (&projection, list) in &todo {
+        let handled = match projection {
+            Projection::Contacts => {
+                let rows = contact_rows.take().unwrap_or_default();
+                let (changed, handled) = contacts::apply(tx, store, keys, list, rows).await?;
+                folded.contacts = changed;
+                handled
+            }
+            Projection::Sessions => {
+                let rows = session_rows.take().unwrap_or_default();
+                let (changed, handled) = sessions::apply(tx, store, keys, list, rows).await?;
+                folded.sessions = changed;
+                folded.forgotten_sessions = forgotten_in(list);
+                handled
+            }
+            Projection::DomainEventLogs => {
+                folded.log = event_log::rows(list);
+                folded.forgotten_log = forgotten_in(list);
+                list.iter().map(|d| d.envelope.event_id).collect()
+            }
+        };
+        folded.report.applied += handled.len();
+        folded
+            .handled
+            .extend(handled.into_iter().map(|id| (id, projection)));
+    }
+    Ok(folded)
 }
 
-/// One `processed_events` row per event, naming the projections it was applied to.
-async fn record_processed(
-    tx: &mut Transaction<'_, Postgres>,
-    processed: &[(Uuid, Projection)],
+/// The `processed_events` rows of a batch: one per event, naming the projections it was applied
+/// to, with the batch's time so far.
+struct Processed {
+    ids: Vec<Uuid>,
+    names: Vec<String>,
     duration_ms: i64,
+}
+
+impl Processed {
+    fn of(handled: &[(Uuid, Projection)], started: Instant) -> Self {
+        let mut by_event: BTreeMap<Uuid, Vec<Projection>> = BTreeMap::new();
+        for &(id, projection) in handled {
+            by_event.entry(id).or_default().push(projection);
+        }
+        let (ids, names) = by_event
+            .into_iter()
+            .map(|(id, projections)| (id, consumer_name(&projections)))
+            .unzip();
+        Self {
+            ids,
+            names,
+            duration_ms: started.elapsed().as_millis() as i64,
+        }
+    }
+}
+
+/// Reads the `contacts` and `sessions` rows a batch folds into, locked for the batch, in one
+/// statement (a table with no ids is left out).
+async fn load_rows(
+    tx: &mut Transaction<'_, Postgres>,
+    contact_ids: &[Uuid],
+    session_ids: &[Uuid],
+) -> Result<(HashMap<Uuid, ContactRecord>, HashMap<Uuid, SessionRecord>), ProjectionError> {
+    let tables = [("contacts", contact_ids), ("sessions", session_ids)];
+    if tables.iter().all(|(_, ids)| ids.is_empty()) {
+        return Ok(Default::default());
+    }
+    let mut sql = QueryBuilder::<Postgres>::new("with ");
+    let mut columns = Vec::new();
+    let mut reads = 0;
+    for (table, ids) in tables {
+        if ids.is_empty() {
+            columns.push("null::jsonb".to_owned());
+            continue;
+        }
+        if reads > 0 {
+            sql.push(", ");
+        }
+        reads += 1;
+        sql.push(format_args!(
+            "{table}_read as (select to_jsonb(t) as row from {table} t where t.id = any("
+        ))
+        .push_bind(ids)
+        .push(") for update)");
+        columns.push(format!("(select jsonb_agg(row) from {table}_read)"));
+    }
+    sql.push(" select ").push(columns.join(", "));
+    type Rows<T> = Option<sqlx::types::Json<Vec<T>>>;
+    let (contacts, sessions): (Rows<ContactRecord>, Rows<SessionRecord>) =
+        sql.build_query_as().fetch_one(&mut **tx).await?;
+    Ok((
+        contacts
+            .map(|r| r.0.into_iter().map(|r| (r.id, r)).collect())
+            .unwrap_or_default(),
+        sessions
+            .map(|r| r.0.into_iter().map(|r| (r.id, r)).collect())
+            .unwrap_or_default(),
+    ))
+}
+
+/// Writes a folded batch in one statement: the changed `contacts` and `sessions` rows (inserted,
+/// or every column overwritten), the audit rows (a second delivery inserts nothing), the
+/// `processed_events` rows and the notification, each part only when it has something to write.
+/// A session row's foreign key to its contact's row is checked at the statement's end, after both.
+async fn write(
+    tx: &mut Transaction<'_, Postgres>,
+    folded: &Folded<'_>,
+    processed: Option<&Processed>,
+    notification: Option<String>,
 ) -> Result<(), sqlx::Error> {
-    if processed.is_empty() {
+    let mut sql = QueryBuilder::<Postgres>::new("");
+    let mut parts = 0;
+    let mut part = |sql: &mut QueryBuilder<'_, Postgres>, name: &str| {
+        sql.push(if parts == 0 { "with " } else { ", " })
+            .push(name)
+            .push(" as (");
+        parts += 1;
+    };
+    if !folded.contacts.is_empty() {
+        part(&mut sql, "contacts_written");
+        upsert(
+            &mut sql,
+            "contacts",
+            contacts::COLUMNS,
+            Json(&folded.contacts),
+        );
+    }
+    if !folded.sessions.is_empty() {
+        part(&mut sql, "sessions_written");
+        upsert(
+            &mut sql,
+            "sessions",
+            sessions::COLUMNS,
+            Json(&folded.sessions),
+        );
+    }
+    if !folded.log.is_empty() {
+        part(&mut sql, "logged");
+        let list = event_log::COLUMNS.join(", ");
+        sql.push(format_args!(
+            "insert into domain_event_logs ({list}) select {list} \
+               from jsonb_populate_recordset(null::domain_event_logs, "
+        ))
+        .push_bind(Json(&folded.log))
+        .push(") on conflict (id) do nothing)");
+    }
+    if let Some(processed) = processed.filter(|p| !p.ids.is_empty()) {
+        part(&mut sql, "processed");
+        sql.push(
+            "insert into processed_events (event_id, consumer_name, processing_duration_ms) \
+             select id, name, ",
+        )
+        .push_bind(processed.duration_ms)
+        .push(" from unnest(")
+        .push_bind(&processed.ids)
+        .push("::uuid[], ")
+        .push_bind(&processed.names)
+        .push("::text[]) as t(id, name) on conflict (event_id, consumer_name) do nothing)");
+    }
+    if parts == 0 && notification.is_none() {
         return Ok(());
     }
-    let mut by_event: BTreeMap<Uuid, Vec<Projection>> = BTreeMap::new();
-    for &(id, projection) in processed {
-        by_event.entry(id).or_default().push(projection);
+    match notification {
+        Some(payload) => {
+            sql.push(" select pg_notify(")
+                .push_bind(crate::projected::CHANNEL)
+                .push(", ")
+                .push_bind(payload)
+                .push(")");
+        }
+        None => {
+            sql.push(" select 1");
+        }
     }
-    let (ids, names): (Vec<Uuid>, Vec<String>) = by_event
-        .into_iter()
-        .map(|(id, projections)| (id, consumer_name(&projections)))
-        .unzip();
-    sqlx::query(
-        "insert into processed_events (event_id, consumer_name, processing_duration_ms) \
-         select id, name, $3 from unnest($1::uuid[], $2::text[]) as t(id, name) \
-         on conflict (event_id, consumer_name) do nothing",
-    )
-    .bind(&ids)
-    .bind(&names)
-    .bind(duration_ms)
-    .execute(&mut **tx)
-    .await?;
+    sql.build().execute(&mut **tx).await?;
     Ok(())
 }
 
-/// A read row: the serde record of a table whose field names are the columns, keyed by `id`.
-pub(crate) trait ReadRow:
-    DeserializeOwned + Serialize + Send + Sync + Unpin + 'static
-{
-    fn id(&self) -> Uuid;
-}
-
-/// Reads rows of a read table by id, locked for the batch (`to_jsonb`), keyed by id. No ids, no
-/// round trip (a batch of contact events only has no session rows to read).
-pub(crate) async fn load_rows<T: ReadRow>(
-    tx: &mut Transaction<'_, Postgres>,
-    table: &str,
-    ids: &[Uuid],
-) -> Result<HashMap<Uuid, T>, ProjectionError> {
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let rows: Vec<sqlx::types::Json<T>> = sqlx::query_scalar(&format!(
-        "select to_jsonb(t) from {table} t where t.id = any($1) for update"
-    ))
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    Ok(rows.into_iter().map(|r| (r.0.id(), r.0)).collect())
-}
-
-/// Writes records into a read table in one statement (`jsonb_populate_recordset`), inserting new
-/// ids and overwriting every listed column of existing ones. `columns[0]` is the key, `id`.
-pub(crate) async fn upsert_rows<T: ReadRow>(
-    tx: &mut Transaction<'_, Postgres>,
+/// `insert … on conflict (id) do update` of every column of `table` from the records in `rows`
+/// (`jsonb_populate_recordset`: the records' field names are the columns); closes the part.
+fn upsert<'a, T: Serialize + Sync>(
+    sql: &mut QueryBuilder<'a, Postgres>,
     table: &str,
     columns: &[&str],
-    records: &[&T],
-) -> Result<(), ProjectionError> {
-    if records.is_empty() {
-        return Ok(());
-    }
+    rows: Json<&'a Vec<T>>,
+) {
     let list = columns.join(", ");
     let updates = columns[1..]
         .iter()
         .map(|c| format!("{c} = excluded.{c}"))
         .collect::<Vec<_>>()
         .join(", ");
-    sqlx::query(&format!(
-        "insert into {table} ({list}) select {list} from jsonb_populate_recordset(null::{table}, $1) \
-         on conflict (id) do update set {updates}"
+    sql.push(format_args!(
+        "insert into {table} ({list}) select {list} from jsonb_populate_recordset(null::{table}, "
     ))
-    .bind(sqlx::types::Json(records))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .push_bind(rows)
+    .push(format_args!(") on conflict (id) do update set {updates})"));
 }
 
 #[cfg(test)]

@@ -5,9 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use event_model::values::SessionTimeout;
-use event_model::{
-    ContactEvent, DomainEvent, EndReason, EventEnvelope, Sentiment, SessionStatus, SessionView,
-};
+use event_model::{DomainEvent, EndReason, EventEnvelope, Sentiment, SessionStatus, SessionView};
 use platform::event_store::EventStore;
 use platform::personal::KeySet;
 use serde::{Deserialize, Serialize};
@@ -15,7 +13,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{decode, load_rows, upsert_rows, Decoded, ProjectionError, ReadRow};
+use super::{decode, Decoded, ProjectionError};
 
 /// A `sessions` row, column for column (read with `to_jsonb`, written with
 /// `jsonb_populate_recordset`).
@@ -59,7 +57,7 @@ pub struct SessionRecord {
     pub deleted_at: Option<NaiveDateTime>,
 }
 
-const COLUMNS: &[&str] = &[
+pub(super) const COLUMNS: &[&str] = &[
     "id",
     "contact_id",
     "tenant_id",
@@ -222,41 +220,23 @@ pub fn fold(
     Some(next)
 }
 
-impl ReadRow for SessionRecord {
-    fn id(&self) -> Uuid {
-        self.id
-    }
-}
-
-/// Applies events to the `sessions` rows; returns the ids of every event it took care of.
+/// Folds session events into the `sessions` rows (`rows`: the batch's, as loaded); returns the
+/// rows it changed and the ids of every event it took care of. The batch writes the rows
+/// ([`super::write`]).
 pub async fn apply(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
     keys: &KeySet,
     events: &[Decoded<'_>],
-) -> Result<Vec<Uuid>, ProjectionError> {
-    let mut ids: Vec<Uuid> = events
-        .iter()
-        .filter(|d| matches!(d.event, DomainEvent::Session(_)))
-        .map(|d| d.envelope.aggregate_id)
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
+    rows: HashMap<Uuid, SessionRecord>,
+) -> Result<(Vec<SessionRecord>, Vec<Uuid>), ProjectionError> {
     let mut rows: HashMap<Uuid, Option<SessionRecord>> =
-        load_rows::<SessionRecord>(tx, "sessions", &ids)
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k, Some(v)))
-            .collect();
+        rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
     let mut dirty = BTreeSet::new();
     let mut handled = Vec::with_capacity(events.len());
-    let mut forgotten = Vec::new();
     for d in events {
         let envelope = d.envelope;
         handled.push(envelope.event_id);
-        if let DomainEvent::Contact(ContactEvent::Forgotten { .. }) = d.event {
-            forgotten.push(envelope.contact_id);
-        }
         if !matches!(d.event, DomainEvent::Session(_)) {
             continue;
         }
@@ -279,20 +259,29 @@ pub async fn apply(
         *slot = fold(slot.take(), envelope, &d.event);
         dirty.insert(id);
     }
-    let changed: Vec<&SessionRecord> = dirty
+    let changed = dirty
         .iter()
-        .filter_map(|id| rows.get(id).and_then(Option::as_ref))
+        .filter_map(|id| rows.remove(id).flatten())
         .collect();
-    upsert_rows(tx, "sessions", COLUMNS, &changed).await?;
-    if !forgotten.is_empty() {
-        forget_personal_columns(tx, &forgotten).await?;
-    }
-    Ok(handled)
+    Ok((changed, handled))
 }
 
-/// Nulls the personal columns of a forgotten contact's sessions (the events' personal fields,
-/// see `event_model::personal::fields`): what a fold of their now-redacted events gives.
-async fn forget_personal_columns(
+/// The ids of the `sessions` rows a batch reads: its session events' sessions.
+pub fn row_ids(events: &[Decoded<'_>]) -> Vec<Uuid> {
+    let mut ids: Vec<Uuid> = events
+        .iter()
+        .filter(|d| matches!(d.event, DomainEvent::Session(_)))
+        .map(|d| d.envelope.aggregate_id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Nulls the personal columns of forgotten contacts' sessions (the events' personal fields, see
+/// `event_model::personal::fields`): what a fold of their now-redacted events gives. Run after the
+/// batch's write, which may have written those sessions.
+pub async fn forget_personal_columns(
     tx: &mut Transaction<'_, Postgres>,
     contact_ids: &[Uuid],
 ) -> Result<(), ProjectionError> {
