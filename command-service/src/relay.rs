@@ -19,6 +19,7 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::{self, message::PublishMessage};
 use event_model::EventEnvelope;
 use futures::future::join_all;
+use platform::db::GenericPlans;
 use platform::event_store::{EventRow, EVENT_COLUMNS};
 use platform::nats::{StreamSettings, HEADER_TENANT, HEADER_TRACEPARENT};
 use sqlx::postgres::PgListener;
@@ -109,13 +110,15 @@ pub fn describe_metrics() {
     );
 }
 
-/// The pending rows, oldest first, with their events (`$1`: how many).
-pub fn batch_query() -> String {
+/// The first `limit` pending rows, oldest first, with their events. The limit is written into
+/// the statement, not bound: its plan is generic ([`GenericPlans`]), and a bound limit would be
+/// planned as a tenth of the pending rows, however many the statistics last counted.
+pub fn batch_query(limit: i64) -> String {
     format!(
         "select o.id as outbox_id, {EVENT_COLUMNS} \
            from outbox_events o join contact_event_store e on e.id = o.event_id \
           where o.status in ('pending', 'processing') \
-          order by o.seq limit $1"
+          order by o.seq limit {limit}"
     )
 }
 
@@ -172,7 +175,9 @@ impl OutboxRelay {
     ) -> anyhow::Result<()> {
         let mut broker_backoff = Duration::from_millis(100);
         let mut backlog_measured = std::time::Instant::now() - Duration::from_secs(60);
+        let plans = GenericPlans::new(GenericPlans::EVERY);
         loop {
+            plans.refresh(conn).await?;
             if backlog_measured.elapsed() >= Duration::from_secs(1) {
                 self.measure_backlog(conn).await?;
                 backlog_measured = std::time::Instant::now();
@@ -240,8 +245,7 @@ impl OutboxRelay {
 
     /// Publishes one batch of pending rows; returns (published, failed).
     pub async fn relay_batch(&self, conn: &mut PgConnection) -> anyhow::Result<(usize, usize)> {
-        let rows: Vec<PendingRow> = sqlx::query_as(&batch_query())
-            .bind(self.batch_size)
+        let rows: Vec<PendingRow> = sqlx::query_as(&batch_query(self.batch_size))
             .fetch_all(&mut *conn)
             .await?;
         if rows.is_empty() {

@@ -63,16 +63,56 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
         if e.code().as_deref() == Some("23505") && e.constraint() == Some(constraint))
 }
 
-/// Set on every connection of the cross-tenant pool: the outbox relay and the projection workers.
-/// They run the same few statements for hours while the tables grow from empty, and PostgreSQL
-/// keeps the generic plan it settled on after five executions until the table is next analyzed.
-/// Settled on while the tables were tiny, those plans scanned them whole: the relay's batch query
-/// scanned the event store once per pending row (1.3 to 2.2 s a batch), the workers' duplicate
-/// check walked every `processed_events` row of its projection (58 ms a batch), for the first
-/// minutes of a fresh system. Their statements run once per batch, so planning each execution
-/// for the tables as they are costs a fraction of a millisecond per batch. (Request paths keep
-/// the plan cache: they run several statements per request.)
+/// Set on every connection of the cross-tenant pool (the sweepers, retention, dead letters, and
+/// the relay's and workers' connections until they switch to [`GenericPlans`]). These statements
+/// run for hours while the tables grow from empty, and PostgreSQL keeps a generic plan until the
+/// table is next analyzed: settled on while the tables were tiny, such plans scanned them whole
+/// (the relay's batch query scanned the event store once per pending row, 1.3 to 2.2 s a batch,
+/// for the first minutes of a fresh system). Planning each execution costs a fraction of a
+/// millisecond, which only the relay's and the workers' hot statements cannot afford.
 pub const PLAN_PER_EXECUTION: &str = "set plan_cache_mode = force_custom_plan";
+
+/// The plans of a long-lived connection that runs the same few statements all day: the relay's,
+/// a projection worker's lease. Each statement is planned once (`force_generic_plan`) instead of
+/// on every execution, which was 22 % of PostgreSQL's CPU with the whole pipeline live
+/// (`perf record -a` during bench row 8a). The plans are thrown away every `every` (`discard
+/// plans`: the prepared statements stay, each is planned again at its next execution, for the
+/// tables as they are then), so a plan made while a table was tiny, the danger of
+/// [`PLAN_PER_EXECUTION`], lasts that long at most.
+#[derive(Debug)]
+pub struct GenericPlans {
+    every: Duration,
+    /// When the plans are next thrown away; `None` until the connection switched.
+    due: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl GenericPlans {
+    /// How long a plan lives on such a connection.
+    pub const EVERY: Duration = Duration::from_secs(5);
+
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            due: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Call before a unit of work on `conn` (always the same connection): switches it to generic
+    /// plans the first time, and throws its plans away when they are due. Costs a statement
+    /// every `every`, nothing in between.
+    pub async fn refresh(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let now = std::time::Instant::now();
+        let due = *self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let sql = match due {
+            None => "set plan_cache_mode = force_generic_plan",
+            Some(due) if now >= due => "discard plans",
+            Some(_) => return Ok(()),
+        };
+        conn.execute(sql).await?;
+        *self.due.lock().unwrap_or_else(|e| e.into_inner()) = Some(now + self.every);
+        Ok(())
+    }
+}
 
 /// A pool logged in with `url`, its connections named `application_name` (as
 /// `pg_stat_activity` shows them) unless the URL names them, and running as `role`: see

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use platform::db::GenericPlans;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
@@ -258,6 +259,7 @@ impl Coordinator {
         let worker = PartitionWorker {
             partition,
             lease: Some(lease.clone()),
+            plans: Arc::new(GenericPlans::new(GenericPlans::EVERY)),
             ..self.template.clone()
         };
         metrics::gauge!("projection_partition_owned", "consumer" => worker.consumer_name())

@@ -19,6 +19,7 @@ use chrono::Utc;
 use dashmap::DashMap;
 use event_model::EventEnvelope;
 use futures::StreamExt;
+use platform::db::GenericPlans;
 use platform::event_store::EventStore;
 use platform::nats::{StreamSettings, HEADER_TRACEPARENT};
 use platform::personal::DataKeys;
@@ -177,6 +178,8 @@ pub struct PartitionWorker {
     /// The connection holding this partition's lock (see [`crate::ownership`]): batches are
     /// applied on it, so a worker that lost its lock cannot commit. `None`: the pool's.
     pub lease: Option<Lease>,
+    /// The lease's plans: planned once, renewed every few seconds (see `GenericPlans`).
+    pub plans: Arc<GenericPlans>,
 }
 
 /// The connection that holds a partition's lock (`ownership`), on which its worker also writes.
@@ -410,6 +413,9 @@ impl PartitionWorker {
             Some(lease) => Some(lease.lock().await),
             None => None,
         };
+        if let Some(conn) = lease.as_mut() {
+            self.plans.refresh(conn).await?;
+        }
         let ids: Vec<_> = envelopes.iter().map(|e| e.event_id).collect();
         let stored = match lease.as_mut() {
             Some(conn) => EventStore::read_by_ids(&mut **conn, &ids).await?,

@@ -420,18 +420,23 @@ async fn a_redelivery_storm_under_load_applies_nothing_twice() {
     system.stop().await;
 }
 
-/// The relay's batch query stays on the indexes while the event store grows from empty. A plan
-/// cached while the tables were tiny (a nested loop over a sequential scan of the event store,
-/// once per pending row) made each batch take seconds on a fresh system, until the next ANALYZE.
+/// The relay's batch query is planned once, not on every execution, and stays on the indexes
+/// while the event store grows from empty. A plan cached while the tables were tiny (a nested
+/// loop over a sequential scan of the event store, once per pending row) made each batch take
+/// seconds on a fresh system, until the next ANALYZE: the relay's plans are renewed every few
+/// seconds (`GenericPlans`).
 #[tokio::test]
-async fn the_relays_batch_query_is_planned_for_the_tables_as_they_are() {
+async fn the_relays_batch_query_is_planned_once_and_follows_the_tables_as_they_grow() {
     let db = e2e::TestDb::new().await;
-    // A connection as the relay gets one: from the cross-tenant pool (`Settings::system_pool`).
+    // A connection as the relay gets one: from the cross-tenant pool (`Settings::system_pool`),
+    // its plans kept as the relay keeps them (renewed every 200 ms here).
     let pool = e2e::settings_for(&db.url).system_pool("test", 1).unwrap();
     let mut conn = pool.acquire().await.unwrap().detach();
+    let plans = platform::db::GenericPlans::new(Duration::from_millis(200));
+    plans.refresh(&mut conn).await.unwrap();
     sqlx::query(&format!(
-        "prepare batch(int8) as {}",
-        command_service::relay::batch_query()
+        "prepare batch as {}",
+        command_service::relay::batch_query(500)
     ))
     .execute(&mut conn)
     .await
@@ -454,18 +459,30 @@ async fn the_relays_batch_query_is_planned_for_the_tables_as_they_are() {
         "update outbox_events set status = 'pending' where seq > (select max(seq) - 10 from outbox_events)";
     store(20).execute(&db.pool).await.unwrap();
     sqlx::query(pending).execute(&db.pool).await.unwrap();
-    // More than the five executions after which PostgreSQL may settle on a generic plan.
     for _ in 0..10 {
-        let rows = sqlx::query("execute batch(500)")
+        plans.refresh(&mut conn).await.unwrap();
+        let rows = sqlx::query("execute batch")
             .fetch_all(&mut conn)
             .await
             .unwrap();
         assert_eq!(rows.len(), 10);
     }
+    let (generic, custom): (i64, i64) = sqlx::query_as(
+        "select generic_plans, custom_plans from pg_prepared_statements where name = 'batch'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        generic >= 1 && custom == 0,
+        "the batch query is planned on every execution ({generic} generic plans, {custom} custom)"
+    );
     store(30_000).execute(&db.pool).await.unwrap();
     sqlx::query(pending).execute(&db.pool).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    plans.refresh(&mut conn).await.unwrap();
 
-    let plan: Value = sqlx::query_scalar("explain (format json) execute batch(500)")
+    let plan: Value = sqlx::query_scalar("explain (format json) execute batch")
         .fetch_one(&mut conn)
         .await
         .unwrap();
