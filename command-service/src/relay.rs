@@ -9,7 +9,7 @@
 //!
 //! Each batch is published with `Nats-Msg-Id = event_id` (the broker drops a republished event
 //! within its duplicate window; the projections' `processed_events` catch the rest), the acks
-//! are awaited, and the batch is marked `processed` in one statement. While the broker is away,
+//! are awaited, and the batch's rows are deleted in one statement. While the broker is away,
 //! rows stay `pending` with `retry_count`/`last_error` updated and the relay backs off; only an
 //! error that no retry can fix (a message over the broker's size limit) marks a row `failed`.
 
@@ -277,13 +277,13 @@ impl OutboxRelay {
             }
         }
         if !done.is_empty() {
-            sqlx::query(
-                "update outbox_events set status = 'processed', processed_at = now() at time zone 'utc' \
-                  where id = any($1)",
-            )
-            .bind(&done)
-            .execute(&mut *conn)
-            .await?;
+            // Published rows go: an update would write a new version of each row and an entry
+            // in every index (its status changes), where a delete only marks the row dead. The
+            // event stays in the store, which is the record.
+            sqlx::query("delete from outbox_events where id = any($1)")
+                .bind(&done)
+                .execute(&mut *conn)
+                .await?;
             metrics::counter!("outbox_published_total").increment(done.len() as u64);
             metrics::histogram!("outbox_publish_batch_seconds")
                 .record(started.elapsed().as_secs_f64());

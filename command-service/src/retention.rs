@@ -2,6 +2,9 @@
 //! `OUTBOX_RETENTION` (7 d) and idempotency keys older than `IDEMPOTENCY_TTL` (24 h) are deleted.
 //! The outbox is a queue, not a history (the event store is that); an idempotency key is a
 //! promise about retries, and keeps the request's answer, so it must not outlive the promise.
+//! The relay deletes the rows it publishes; the published rows this sweep finds are those an
+//! earlier release marked `processed` instead, left for it to take in bounded statements rather
+//! than in one migration.
 //!
 //! One command-service instance sweeps at a time: the holder of advisory lock
 //! [`RETENTION_LOCK`] (see `platform::retention` for the election, the chunking and the

@@ -557,10 +557,22 @@ async fn a_forgotten_contact_is_unreadable_everywhere_and_survives_a_rebuild() {
 
 /// Turns what the current release wrote into what the previous one wrote: every event, outbox
 /// row, audit row and snapshot in the clear (`v1`, each payload `DomainEvent::data()`'s shape),
-/// and no data keys. The previous release wrote exactly this shape; only the sealing is new.
+/// and no data keys. The previous release wrote exactly this shape; only the sealing is new
+/// (and the deletion of published outbox rows: it kept them, marked `processed`).
 async fn as_the_previous_release_wrote_it(system: &TestSystem) {
     let pool = &system.db.pool;
     let mut conn = pool.acquire().await.unwrap();
+    sqlx::query(
+        "insert into outbox_events (event_id, aggregate_id, aggregate_type, event_type, event_data, \
+                                    tenant_id, status, processed_at) \
+         select id, aggregate_id, aggregate_type, event_type, event_data, tenant_id, 'processed', \
+                now() at time zone 'utc' \
+           from contact_event_store e \
+          where not exists (select 1 from outbox_events o where o.event_id = e.id)",
+    )
+    .execute(&mut *conn)
+    .await
+    .unwrap();
     let rows: Vec<(Uuid, Uuid, String, String, String, Value, Value)> = sqlx::query_as(
         "select id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata from contact_event_store",
     )

@@ -1,5 +1,6 @@
-//! Retention: published outbox rows, idempotency keys and `processed_events` rows past their
-//! retention are deleted by the services' sweepers, in bounded statements, one instance at a
+//! Retention: published outbox rows left by earlier releases (the relay now deletes what it
+//! publishes), idempotency keys and `processed_events` rows past their retention are deleted by
+//! the services' sweepers, in bounded statements, one instance at a
 //! time; everything younger, and every outbox row not yet published, stays; `replay-tool status`
 //! reports what each table holds.
 //!
@@ -101,6 +102,31 @@ async fn projected(system: &TestSystem, unpublished: &[Uuid]) {
         .await;
 }
 
+/// How many outbox rows `events` have.
+async fn outbox_rows_of(system: &TestSystem, events: &[Uuid]) -> i64 {
+    sqlx::query_scalar("select count(*) from outbox_events where event_id = any($1)")
+        .bind(events)
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap()
+}
+
+/// Outbox rows of `events` as a release that marked published rows instead of deleting them
+/// left them: `processed`, published now.
+async fn published_by_an_earlier_release(system: &TestSystem, events: &[Uuid]) {
+    sqlx::query(
+        "insert into outbox_events (event_id, aggregate_id, aggregate_type, event_type, event_data, \
+                                    tenant_id, status, processed_at) \
+         select id, aggregate_id, aggregate_type, event_type, event_data, tenant_id, 'processed', \
+                now() at time zone 'utc' \
+           from contact_event_store where id = any($1)",
+    )
+    .bind(events)
+    .execute(&system.db.pool)
+    .await
+    .unwrap();
+}
+
 /// How many rows of `events` each table holds: (published outbox rows, processed_events rows).
 async fn held(system: &TestSystem, events: &[Uuid]) -> (i64, i64) {
     sqlx::query_as(
@@ -175,6 +201,15 @@ async fn rows_past_their_retention_are_deleted_and_young_or_unpublished_rows_sta
         young.extend(contact_with_a_session(&system, key, key).await);
     }
     projected(&system, &unpublished).await;
+    let mut all = old.clone();
+    all.extend(&young);
+    assert_eq!(
+        outbox_rows_of(&system, &all).await,
+        0,
+        "the relay deletes what it published"
+    );
+    // Published rows as the releases before kept them (marked, not deleted): the sweep's work.
+    published_by_an_earlier_release(&system, &all).await;
     // Remembered: the key with another body is refused.
     system
         .command_as(
@@ -293,7 +328,8 @@ async fn rows_past_their_retention_are_deleted_and_young_or_unpublished_rows_sta
     let outbox = retained(&status, "outbox_events");
     assert_eq!(
         (outbox["rows"].as_i64(), outbox["past_retention"].as_i64()),
-        (Some(young_events + 1 + 2), Some(young_events)),
+        // The young rows and the two unpublished ones; the fresh event's row went at publication.
+        (Some(young_events + 2), Some(young_events)),
         "{status}"
     );
     assert_eq!(outbox["retention_seconds"], 3600.0);
