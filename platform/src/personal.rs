@@ -384,6 +384,32 @@ impl DataKeys {
         }
     }
 
+    /// The statement part that reads the key rows of the contacts in `ids` (an SQL expression of
+    /// a `uuid[]`): `contact_id, key_material, kek_id`, for a reader that reads keys together
+    /// with other rows in one statement and makes the set with [`DataKeys::set_of`].
+    pub fn rows_sql(ids: &str) -> String {
+        format!(
+            "select contact_id, key_material, kek_id from contact_data_keys where contact_id = any({ids})"
+        )
+    }
+
+    /// The key set of rows read with [`DataKeys::rows_sql`]: (contact, key material, KEK id).
+    pub fn set_of(
+        &self,
+        rows: impl IntoIterator<Item = (Uuid, Option<Vec<u8>>, String)>,
+    ) -> Result<KeySet, PersonalError> {
+        let mut set = KeySet::default();
+        for (contact_id, key_material, kek_id) in rows {
+            let state = self.state_of(KeyRow {
+                contact_id,
+                key_material,
+                kek_id,
+            })?;
+            set.insert(contact_id, state);
+        }
+        Ok(set)
+    }
+
     /// The keys of these contacts as they are now (never cached: a reader of history must see a
     /// destruction at once). Contacts without a key row are absent from the set.
     pub async fn load(
@@ -394,12 +420,10 @@ impl DataKeys {
         if contact_ids.is_empty() {
             return Ok(KeySet::default());
         }
-        let rows: Vec<KeyRow> = sqlx::query_as(
-            "select contact_id, key_material, kek_id from contact_data_keys where contact_id = any($1)",
-        )
-        .bind(contact_ids)
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows: Vec<KeyRow> = sqlx::query_as(&Self::rows_sql("$1"))
+            .bind(contact_ids)
+            .fetch_all(&mut *conn)
+            .await?;
         let mut set = KeySet::default();
         for row in rows {
             let id = row.contact_id;

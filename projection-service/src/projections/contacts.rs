@@ -212,11 +212,3 @@ pub async fn apply(
     let changed = dirty.iter().filter_map(|id| rows.remove(id)).collect();
     Ok((changed, handled))
 }
-
-/// The ids of the `contacts` rows a batch reads: every event's contact.
-pub fn row_ids(events: &[Decoded<'_>]) -> Vec<Uuid> {
-    let mut ids: Vec<Uuid> = events.iter().map(|d| d.envelope.contact_id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}

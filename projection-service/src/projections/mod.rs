@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use contacts::ContactRecord;
-use event_model::{ContactEvent, DomainEvent, EventEnvelope};
+use event_model::{AggregateType, ContactEvent, DomainEvent, EventEnvelope};
 use platform::event_store::{EventStore, StoreError};
 use platform::personal::{DataKeys, KeySet, PersonalError};
 use serde::Serialize;
@@ -123,17 +123,6 @@ pub fn decode<'a>(
         })
 }
 
-/// The data keys of the contacts in `events`, as they are now, read in the batch's transaction.
-async fn batch_keys(
-    tx: &mut Transaction<'_, Postgres>,
-    keys: &DataKeys,
-    events: &[EventEnvelope],
-) -> Result<KeySet, ProjectionError> {
-    keys.load_for(tx, events)
-        .await
-        .map_err(ProjectionError::Keys)
-}
-
 /// What a batch did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct BatchReport {
@@ -146,9 +135,9 @@ pub struct BatchReport {
 /// Applies `events` (in order) to `projections` inside `tx`, recording `processed_events`; when
 /// it applied any, it tells the waiting `min_version` reads on commit ([`crate::projected`]).
 ///
-/// Four statements whatever the batch holds, besides gap fills: what was already applied, the
-/// data keys, the read rows (locked), and one write of every row, audit entry, `processed_events`
-/// row and the notification ([`write`]).
+/// Two statements whatever the batch holds, besides gap fills: one read of what the batch needs
+/// ([`read`]: the read rows, locked, the data keys, what was already applied) and one write of
+/// every row, audit entry, `processed_events` row and the notification ([`write`]).
 pub async fn apply_batch(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
@@ -157,18 +146,8 @@ pub async fn apply_batch(
     events: &[EventEnvelope],
 ) -> Result<BatchReport, ProjectionError> {
     let started = Instant::now();
-    let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let done: HashSet<(Uuid, Projection)> = sqlx::query_as::<_, (Uuid, String)>(
-        "select event_id, consumer_name::text from processed_events where event_id = any($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?
-    .iter()
-    .flat_map(|(id, name)| covered(name).map(move |p| (*id, p)))
-    .collect();
-    let keys = batch_keys(tx, keys, events).await?;
-    let folded = fold_batch(tx, store, &keys, projections, events, &done).await?;
+    let read = read(tx, keys, projections, events, true).await?;
+    let folded = fold_batch(tx, store, projections, events, read).await?;
     let report = folded.report;
     let processed = Processed::of(&folded.handled, started);
     let notification = (report.applied > 0).then(|| crate::projected::payload(events));
@@ -187,8 +166,8 @@ pub async fn apply_batch_once(
     projections: &[Projection],
     events: &[EventEnvelope],
 ) -> Result<(BatchReport, Vec<Uuid>), ProjectionError> {
-    let keys = batch_keys(tx, keys, events).await?;
-    let folded = fold_batch(tx, store, &keys, projections, events, &HashSet::new()).await?;
+    let read = read(tx, keys, projections, events, false).await?;
+    let folded = fold_batch(tx, store, projections, events, read).await?;
     write(tx, &folded, None, None).await?;
     folded.after_write(tx).await?;
     let mut ids: Vec<Uuid> = folded.handled.into_iter().map(|(id, _)| id).collect();
@@ -240,18 +219,23 @@ fn forgotten_in(events: &[Decoded<'_>]) -> Vec<Uuid> {
         .collect()
 }
 
-/// The projections' work on a batch: every (event, projection) pair not in `done` is folded into
-/// the rows read (and locked) in one statement.
+/// The projections' work on a batch: every (event, projection) pair not applied yet is folded
+/// into the rows `read` holds.
 async fn fold_batch<'a>(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
-    keys: &KeySet,
     projections: &[Projection],
     events: &'a [EventEnvelope],
-    done: &HashSet<(Uuid, Projection)>,
+    read: Read,
 ) -> Result<Folded<'a>, ProjectionError> {
+    let Read {
+        contacts: contact_rows,
+        sessions: session_rows,
+        keys,
+        done,
+    } = read;
+    let (mut contact_rows, mut session_rows) = (Some(contact_rows), Some(session_rows));
     let mut folded = Folded::default();
-    let mut todo: BTreeMap<Projection, Vec<Decoded<'a>>> = BTreeMap::new();
     for &projection in projections {
         let mut seen = HashSet::new();
         let mut list = Vec::new();
@@ -259,43 +243,29 @@ async fn fold_batch<'a>(
             if done.contains(&(envelope.event_id, projection)) || !seen.insert(envelope.event_id) {
                 folded.report.duplicates += 1;
             } else {
-                list.push(decode(keys, envelope)?);
+                list.push(decode(&keys, envelope)?);
             }
         }
-        if !list.is_empty() {
-            todo.insert(projection, list);
+        if list.is_empty() {
+            continue;
         }
-    }
-    let ids = |projection, row_ids: fn(&[Decoded<'_>]) -> Vec<Uuid>| {
-        todo.get(&projection)
-            .map(|list| row_ids(list))
-            .unwrap_or_default()
-    };
-    let (contact_rows, session_rows) = load_rows(
-        tx,
-        &ids(Projection::Contacts, contacts::row_ids),
-        &ids(Projection::Sessions, sessions::row_ids),
-    )
-    .await?;
-    let (mut contact_rows, mut session_rows) = (Some(contact_rows), Some(session_rows));
-    for (&projection, list) in &todo {
         let handled = match projection {
             Projection::Contacts => {
                 let rows = contact_rows.take().unwrap_or_default();
-                let (changed, handled) = contacts::apply(tx, store, keys, list, rows).await?;
+                let (changed, handled) = contacts::apply(tx, store, &keys, &list, rows).await?;
                 folded.contacts = changed;
                 handled
             }
             Projection::Sessions => {
                 let rows = session_rows.take().unwrap_or_default();
-                let (changed, handled) = sessions::apply(tx, store, keys, list, rows).await?;
+                let (changed, handled) = sessions::apply(tx, store, &keys, &list, rows).await?;
                 folded.sessions = changed;
-                folded.forgotten_sessions = forgotten_in(list);
+                folded.forgotten_sessions = forgotten_in(&list);
                 handled
             }
             Projection::DomainEventLogs => {
-                folded.log = event_log::rows(list);
-                folded.forgotten_log = forgotten_in(list);
+                folded.log = event_log::rows(&list);
+                folded.forgotten_log = forgotten_in(&list);
                 list.iter().map(|d| d.envelope.event_id).collect()
             }
         };
@@ -333,48 +303,143 @@ impl Processed {
     }
 }
 
-/// Reads the `contacts` and `sessions` rows a batch folds into, locked for the batch, in one
-/// statement (a table with no ids is left out).
-async fn load_rows(
+/// What a batch reads before it folds.
+struct Read {
+    /// The `contacts` rows of its events' contacts, locked for the batch.
+    contacts: HashMap<Uuid, ContactRecord>,
+    /// The `sessions` rows of its session events, locked for the batch.
+    sessions: HashMap<Uuid, SessionRecord>,
+    /// Its contacts' data keys as they are now (gap fills of those contacts use them too).
+    keys: KeySet,
+    /// The (event, projection) pairs applied already (`processed_events`).
+    done: HashSet<(Uuid, Projection)>,
+}
+
+/// Reads what a batch needs in one statement: the data keys of its events' contacts, the
+/// `contacts` and `sessions` rows its projections fold into (locked for the batch; a projection
+/// not in `projections` reads none), and, `with_done`, which projections already applied each
+/// event. Rows of events applied already are read too: which those are is only known from this
+/// very read, and a row read for nothing is only a lock held a moment.
+async fn read(
     tx: &mut Transaction<'_, Postgres>,
-    contact_ids: &[Uuid],
-    session_ids: &[Uuid],
-) -> Result<(HashMap<Uuid, ContactRecord>, HashMap<Uuid, SessionRecord>), ProjectionError> {
-    let tables = [("contacts", contact_ids), ("sessions", session_ids)];
-    if tables.iter().all(|(_, ids)| ids.is_empty()) {
-        return Ok(Default::default());
+    keys: &DataKeys,
+    projections: &[Projection],
+    events: &[EventEnvelope],
+    with_done: bool,
+) -> Result<Read, ProjectionError> {
+    if events.is_empty() {
+        return Ok(Read {
+            contacts: HashMap::new(),
+            sessions: HashMap::new(),
+            keys: KeySet::default(),
+            done: HashSet::new(),
+        });
     }
-    let mut sql = QueryBuilder::<Postgres>::new("with ");
-    let mut columns = Vec::new();
-    let mut reads = 0;
-    for (table, ids) in tables {
-        if ids.is_empty() {
-            columns.push("null::jsonb".to_owned());
+    let sorted = |ids: Vec<Uuid>| {
+        let mut ids = ids;
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let contact_ids = sorted(events.iter().map(|e| e.contact_id).collect());
+    let session_ids = sorted(
+        events
+            .iter()
+            .filter(|e| e.aggregate_type == AggregateType::Session)
+            .map(|e| e.aggregate_id)
+            .collect(),
+    );
+    let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+    let mut sql = format!("with keys_read as ({})", DataKeys::rows_sql("$1"));
+    let mut columns = vec![
+        "(select array_agg(contact_id order by contact_id) from keys_read) as key_contacts"
+            .to_owned(),
+        "(select array_agg(key_material order by contact_id) from keys_read) as key_material"
+            .to_owned(),
+        "(select array_agg(kek_id order by contact_id) from keys_read) as kek_ids".to_owned(),
+    ];
+    let mut binds = 1;
+    for (projection, ids) in [
+        (Projection::Contacts, &contact_ids),
+        (Projection::Sessions, &session_ids),
+    ] {
+        let table = projection.table();
+        if !projections.contains(&projection) || ids.is_empty() {
+            columns.push(format!("null::jsonb as {table}"));
             continue;
         }
-        if reads > 0 {
-            sql.push(", ");
-        }
-        reads += 1;
-        sql.push(format_args!(
-            "{table}_read as (select to_jsonb(t) as row from {table} t where t.id = any("
-        ))
-        .push_bind(ids)
-        .push(") for update)");
-        columns.push(format!("(select jsonb_agg(row) from {table}_read)"));
+        binds += 1;
+        sql.push_str(&format!(
+            ", {table}_read as (select to_jsonb(t) as row from {table} t \
+                where t.id = any(${binds}) for update)"
+        ));
+        columns.push(format!(
+            "(select jsonb_agg(row) from {table}_read) as {table}"
+        ));
     }
-    sql.push(" select ").push(columns.join(", "));
-    type Rows<T> = Option<sqlx::types::Json<Vec<T>>>;
-    let (contacts, sessions): (Rows<ContactRecord>, Rows<SessionRecord>) =
-        sql.build_query_as().fetch_one(&mut **tx).await?;
-    Ok((
-        contacts
+    if with_done {
+        binds += 1;
+        sql.push_str(&format!(
+            ", done_read as (select event_id, consumer_name::text as name from processed_events \
+                where event_id = any(${binds}))"
+        ));
+        columns.push("(select array_agg(event_id) from done_read) as done_ids".to_owned());
+        columns.push("(select array_agg(name) from done_read) as done_names".to_owned());
+    } else {
+        columns.push("null::uuid[] as done_ids".to_owned());
+        columns.push("null::text[] as done_names".to_owned());
+    }
+    sql.push_str(" select ");
+    sql.push_str(&columns.join(", "));
+    let mut query = sqlx::query_as::<_, ReadRow>(&sql).bind(&contact_ids);
+    if projections.contains(&Projection::Contacts) && !contact_ids.is_empty() {
+        query = query.bind(&contact_ids);
+    }
+    if projections.contains(&Projection::Sessions) && !session_ids.is_empty() {
+        query = query.bind(&session_ids);
+    }
+    if with_done {
+        query = query.bind(&event_ids);
+    }
+    let row = query.fetch_one(&mut **tx).await?;
+    let key_rows = row
+        .key_contacts
+        .unwrap_or_default()
+        .into_iter()
+        .zip(row.key_material.unwrap_or_default())
+        .zip(row.kek_ids.unwrap_or_default())
+        .map(|((contact, material), kek)| (contact, material, kek));
+    let done = row
+        .done_ids
+        .unwrap_or_default()
+        .into_iter()
+        .zip(row.done_names.unwrap_or_default())
+        .flat_map(|(id, name)| covered(&name).map(move |p| (id, p)).collect::<Vec<_>>())
+        .collect();
+    Ok(Read {
+        contacts: row
+            .contacts
             .map(|r| r.0.into_iter().map(|r| (r.id, r)).collect())
             .unwrap_or_default(),
-        sessions
+        sessions: row
+            .sessions
             .map(|r| r.0.into_iter().map(|r| (r.id, r)).collect())
             .unwrap_or_default(),
-    ))
+        keys: keys.set_of(key_rows).map_err(ProjectionError::Keys)?,
+        done,
+    })
+}
+
+/// The one row of [`read`]'s statement.
+#[derive(sqlx::FromRow)]
+struct ReadRow {
+    key_contacts: Option<Vec<Uuid>>,
+    key_material: Option<Vec<Option<Vec<u8>>>>,
+    kek_ids: Option<Vec<String>>,
+    contacts: Option<Json<Vec<ContactRecord>>>,
+    sessions: Option<Json<Vec<SessionRecord>>>,
+    done_ids: Option<Vec<Uuid>>,
+    done_names: Option<Vec<String>>,
 }
 
 /// Writes a folded batch in one statement: the changed `contacts` and `sessions` rows (inserted,

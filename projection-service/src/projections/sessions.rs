@@ -266,18 +266,6 @@ pub async fn apply(
     Ok((changed, handled))
 }
 
-/// The ids of the `sessions` rows a batch reads: its session events' sessions.
-pub fn row_ids(events: &[Decoded<'_>]) -> Vec<Uuid> {
-    let mut ids: Vec<Uuid> = events
-        .iter()
-        .filter(|d| matches!(d.event, DomainEvent::Session(_)))
-        .map(|d| d.envelope.aggregate_id)
-        .collect();
-    ids.sort_unstable();
-    ids.dedup();
-    ids
-}
-
 /// Nulls the personal columns of forgotten contacts' sessions (the events' personal fields, see
 /// `event_model::personal::fields`): what a fold of their now-redacted events gives. Run after the
 /// batch's write, which may have written those sessions.
