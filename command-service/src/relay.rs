@@ -72,8 +72,17 @@ pub struct OutboxRelay {
 #[derive(sqlx::FromRow)]
 struct PendingRow {
     outbox_id: Uuid,
+    outbox_seq: i64,
     #[sqlx(flatten)]
     event: EventRow,
+}
+
+/// A batch sent to the broker, its acks still to come.
+struct Sent {
+    acks: Vec<Pending>,
+    /// The last outbox position it holds: the next batch starts after it.
+    last_seq: i64,
+    started: std::time::Instant,
 }
 
 enum Published {
@@ -110,14 +119,15 @@ pub fn describe_metrics() {
     );
 }
 
-/// The first `limit` pending rows, oldest first, with their events. The limit is written into
-/// the statement, not bound: its plan is generic ([`GenericPlans`]), and a bound limit would be
-/// planned as a tenth of the pending rows, however many the statistics last counted.
+/// The first `limit` pending rows after `seq` `$1`, oldest first, with their events. The limit
+/// is written into the statement, not bound: its plan is generic ([`GenericPlans`]), and a bound
+/// limit would be planned as a tenth of the pending rows, however many the statistics last
+/// counted.
 pub fn batch_query(limit: i64) -> String {
     format!(
-        "select o.id as outbox_id, {EVENT_COLUMNS} \
+        "select o.id as outbox_id, o.seq as outbox_seq, {EVENT_COLUMNS} \
            from outbox_events o join contact_event_store e on e.id = o.event_id \
-          where o.status in ('pending', 'processing') \
+          where o.status in ('pending', 'processing') and o.seq > $1 \
           order by o.seq limit {limit}"
     )
 }
@@ -182,7 +192,26 @@ impl OutboxRelay {
                 self.measure_backlog(conn).await?;
                 backlog_measured = std::time::Instant::now();
             }
-            let (published, failed) = self.relay_batch(conn).await?;
+            // A full batch means more is waiting: the next one is read and sent while the
+            // broker acknowledges this one, which is settled (its rows deleted) only then.
+            // The next batch starts after this one's rows, still in the table until settled.
+            let sent = self.send_batch(conn, 0).await?;
+            let (published, failed) = if sent.acks.len() as i64 >= self.batch_size {
+                let mut sent = sent;
+                let mut settled = (0, 0);
+                loop {
+                    let next = self.send_batch(conn, sent.last_seq).await?;
+                    let (published, failed) = self.settle(conn, sent).await?;
+                    settled = (settled.0 + published, settled.1 + failed);
+                    if failed > 0 || (next.acks.len() as i64) < self.batch_size {
+                        let (published, failed) = self.settle(conn, next).await?;
+                        break (settled.0 + published, settled.1 + failed);
+                    }
+                    sent = next;
+                }
+            } else {
+                self.settle(conn, sent).await?
+            };
             if failed > 0 {
                 metrics::counter!("outbox_publish_failures_total").increment(failed as u64);
                 tokio::select! {
@@ -194,7 +223,7 @@ impl OutboxRelay {
             }
             broker_backoff = Duration::from_millis(100);
             if published as i64 >= self.batch_size {
-                continue; // more is waiting
+                continue; // more may be waiting
             }
             // Awake, the relay gets no notifications (commits do not send them: see
             // RELAY_IDLE_LOCK); it looks again after a moment, and sleeps only when it gets the
@@ -211,7 +240,8 @@ impl OutboxRelay {
                 continue;
             }
             // The last look: what committed between the batch above and the lock.
-            let (published, failed) = self.relay_batch(conn).await?;
+            let sent = self.send_batch(conn, 0).await?;
+            let (published, failed) = self.settle(conn, sent).await?;
             if published + failed == 0 {
                 tokio::select! {
                     notification = listener.recv() => {
@@ -243,17 +273,16 @@ impl OutboxRelay {
         Ok(())
     }
 
-    /// Publishes one batch of pending rows; returns (published, failed).
-    pub async fn relay_batch(&self, conn: &mut PgConnection) -> anyhow::Result<(usize, usize)> {
+    /// Reads the next pending rows after outbox position `after` and sends them to the broker in
+    /// order (so a partition receives an aggregate's events in sequence), without awaiting the
+    /// acks.
+    async fn send_batch(&self, conn: &mut PgConnection, after: i64) -> anyhow::Result<Sent> {
         let rows: Vec<PendingRow> = sqlx::query_as(&batch_query(self.batch_size))
+            .bind(after)
             .fetch_all(&mut *conn)
             .await?;
-        if rows.is_empty() {
-            return Ok((0, 0));
-        }
         let started = std::time::Instant::now();
-        // Send in order (so a partition receives an aggregate's events in sequence), then await
-        // all the acks together.
+        let last_seq = rows.last().map_or(after, |r| r.outbox_seq);
         let mut acks = Vec::with_capacity(rows.len());
         for row in rows {
             let outbox_id = row.outbox_id;
@@ -266,7 +295,20 @@ impl OutboxRelay {
                 ))),
             }
         }
-        let results = join_all(acks.into_iter().map(Pending::settle)).await;
+        Ok(Sent {
+            acks,
+            last_seq,
+            started,
+        })
+    }
+
+    /// Awaits a sent batch's acks, deletes the rows the broker took and records the failures;
+    /// returns (published, failed).
+    async fn settle(&self, conn: &mut PgConnection, sent: Sent) -> anyhow::Result<(usize, usize)> {
+        if sent.acks.is_empty() {
+            return Ok((0, 0));
+        }
+        let results = join_all(sent.acks.into_iter().map(Pending::settle)).await;
         let mut done = Vec::new();
         let (mut transient, mut permanent) = (Vec::new(), Vec::new());
         for result in results {
@@ -286,7 +328,7 @@ impl OutboxRelay {
                 .await?;
             metrics::counter!("outbox_published_total").increment(done.len() as u64);
             metrics::histogram!("outbox_publish_batch_seconds")
-                .record(started.elapsed().as_secs_f64());
+                .record(sent.started.elapsed().as_secs_f64());
         }
         for (status, failures) in [("pending", &transient), ("failed", &permanent)] {
             if failures.is_empty() {

@@ -435,7 +435,7 @@ async fn the_relays_batch_query_is_planned_once_and_follows_the_tables_as_they_g
     let plans = platform::db::GenericPlans::new(Duration::from_millis(200));
     plans.refresh(&mut conn).await.unwrap();
     sqlx::query(&format!(
-        "prepare batch as {}",
+        "prepare batch(int8) as {}",
         command_service::relay::batch_query(500)
     ))
     .execute(&mut conn)
@@ -461,7 +461,7 @@ async fn the_relays_batch_query_is_planned_once_and_follows_the_tables_as_they_g
     sqlx::query(pending).execute(&db.pool).await.unwrap();
     for _ in 0..10 {
         plans.refresh(&mut conn).await.unwrap();
-        let rows = sqlx::query("execute batch")
+        let rows = sqlx::query("execute batch(0)")
             .fetch_all(&mut conn)
             .await
             .unwrap();
@@ -482,7 +482,7 @@ async fn the_relays_batch_query_is_planned_once_and_follows_the_tables_as_they_g
     tokio::time::sleep(Duration::from_millis(250)).await;
     plans.refresh(&mut conn).await.unwrap();
 
-    let plan: Value = sqlx::query_scalar("explain (format json) execute batch")
+    let plan: Value = sqlx::query_scalar("explain (format json) execute batch(0)")
         .fetch_one(&mut conn)
         .await
         .unwrap();
