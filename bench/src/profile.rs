@@ -164,40 +164,18 @@ pub async fn statements(
     // outside the segment).
     system.start_projection().await;
     system.wait_until_projected(Duration::from_secs(60)).await;
-    let live_events_before: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
-        .fetch_one(&mut admin_db(&system).await?)
-        .await?;
-    let live_from = log_len(log)?;
-    let live = workload::closed_loop(
-        &api,
-        clients,
-        Duration::ZERO,
-        Duration::from_secs(seconds),
-        3,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let live_to = log_len(log)?;
+    let live = window(&system, &api, log, clients, seconds, 3).await?;
     system.wait_until_projected(Duration::from_secs(60)).await;
-    let live_events: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
-        .fetch_one(&mut admin_db(&system).await?)
-        .await?;
+    let live_events = stored_events(&system).await? - live.events_before;
     system.stop_projection().await;
 
-    let events_before: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
-        .fetch_one(&mut admin_db(&system).await?)
-        .await?;
-    let from = log_len(log)?;
-    let run = workload::closed_loop(
-        &api,
-        clients,
-        Duration::ZERO,
-        Duration::from_secs(seconds),
-        2,
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let middle = log_len(log)?;
+    let commands_only = window(&system, &api, log, clients, seconds, 2).await?;
+    let (run, events_before, from, middle) = (
+        commands_only.run,
+        commands_only.events_before,
+        commands_only.from,
+        commands_only.to,
+    );
     let mut conn = admin_db(&system).await?;
     let events: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
         .fetch_one(&mut conn)
@@ -273,17 +251,17 @@ pub async fn statements(
     let part = |a, b| -> anyhow::Result<_> { Ok(summarise(&read_segment(log, a, b)?, &name)) };
     println!(
         "# the whole pipeline live: {} HTTP commands ({} cmd/s, p50 {:.2} ms, p99 {:.2} ms), {} events",
-        live.completed + live.errors,
-        live.per_second() as u64,
-        live.latency.p50_ms,
-        live.latency.p99_ms,
-        live_events - live_events_before
+        live.run.completed + live.run.errors,
+        live.run.per_second() as u64,
+        live.run.latency.p50_ms,
+        live.run.latency.p99_ms,
+        live_events
     );
     print(
         "whole pipeline, projections live (commands, relay, workers)",
-        live.completed + live.errors,
+        live.run.completed + live.run.errors,
         "command",
-        &part(live_from, live_to)?,
+        &part(live.from, live.to)?,
     );
     print(
         "command path (HTTP + relay)",
@@ -327,4 +305,49 @@ pub async fn statements(
 
 async fn admin_db(system: &TestSystem) -> anyhow::Result<PgConnection> {
     Ok(PgConnection::connect_with(&platform::db::connect_options(&system.db.url)?).await?)
+}
+
+/// A closed loop whose statements are the server log between `from` and `to`.
+struct Window {
+    run: workload::RunResult,
+    events_before: i64,
+    from: u64,
+    to: u64,
+}
+
+/// Runs `clients` for `seconds` and marks the log around them (2 s after the loop, for the
+/// statements it set off).
+async fn window(
+    system: &TestSystem,
+    api: &Api,
+    log: &str,
+    clients: usize,
+    seconds: u64,
+    seed: u64,
+) -> anyhow::Result<Window> {
+    let events_before = stored_events(system).await?;
+    let from = log_len(log)?;
+    let run = workload::closed_loop(
+        api,
+        clients,
+        Duration::ZERO,
+        Duration::from_secs(seconds),
+        seed,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(Window {
+        run,
+        events_before,
+        from,
+        to: log_len(log)?,
+    })
+}
+
+async fn stored_events(system: &TestSystem) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("select count(*) from contact_event_store")
+            .fetch_one(&mut admin_db(system).await?)
+            .await?,
+    )
 }
