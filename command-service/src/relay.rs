@@ -195,33 +195,14 @@ impl OutboxRelay {
     ) -> anyhow::Result<()> {
         let mut broker_backoff = Duration::from_millis(100);
         let mut backlog_measured = std::time::Instant::now() - Duration::from_secs(60);
-        let plans = GenericPlans::new(GenericPlans::EVERY);
+        let mut plans = GenericPlans::new(GenericPlans::EVERY);
         loop {
             plans.refresh(conn).await?;
             if backlog_measured.elapsed() >= Duration::from_secs(1) {
                 self.measure_backlog(conn).await?;
                 backlog_measured = std::time::Instant::now();
             }
-            // A full batch means more is waiting: the next one is read and sent while the
-            // broker acknowledges this one, which is settled (its rows deleted) only then.
-            // The next batch starts after this one's rows, still in the table until settled.
-            let sent = self.send_batch(conn, 0).await?;
-            let (published, failed) = if sent.acks.len() as i64 >= self.batch_size {
-                let mut sent = sent;
-                let mut settled = (0, 0);
-                loop {
-                    let next = self.send_batch(conn, sent.last_seq).await?;
-                    let (published, failed) = self.settle(conn, sent).await?;
-                    settled = (settled.0 + published, settled.1 + failed);
-                    if failed > 0 || (next.acks.len() as i64) < self.batch_size {
-                        let (published, failed) = self.settle(conn, next).await?;
-                        break (settled.0 + published, settled.1 + failed);
-                    }
-                    sent = next;
-                }
-            } else {
-                self.settle(conn, sent).await?
-            };
+            let (_, failed) = self.relay_pending(conn).await?;
             if failed > 0 {
                 metrics::counter!("outbox_publish_failures_total").increment(failed as u64);
                 tokio::select! {
@@ -232,9 +213,6 @@ impl OutboxRelay {
                 continue;
             }
             broker_backoff = Duration::from_millis(100);
-            if published as i64 >= self.batch_size {
-                continue; // more may be waiting
-            }
             // Awake, the relay gets no notifications (commits do not send them: see
             // RELAY_IDLE_LOCK); it looks again after a moment, and sleeps only when it gets the
             // idle lock, which waits for every transaction that inserted without notifying.
@@ -250,8 +228,7 @@ impl OutboxRelay {
                 continue;
             }
             // The last look: what committed between the batch above and the lock.
-            let sent = self.send_batch(conn, 0).await?;
-            let (published, failed) = self.settle(conn, sent).await?;
+            let (published, failed) = self.relay_pending(conn).await?;
             if published + failed == 0 {
                 tokio::select! {
                     notification = listener.recv() => {
@@ -281,6 +258,32 @@ impl OutboxRelay {
         metrics::gauge!("outbox_pending_rows").set(pending as f64);
         metrics::gauge!("outbox_oldest_pending_age_seconds").set(oldest);
         Ok(())
+    }
+
+    /// Publishes the pending rows, oldest first, until a batch comes back short or fails; returns
+    /// (published, failed). While batches are full (a backlog), the next one is read and sent
+    /// while the broker acknowledges the last, which is settled (its rows deleted) only then; the
+    /// next starts after the last one's rows, still in the table until settled.
+    async fn relay_pending(&self, conn: &mut PgConnection) -> anyhow::Result<(usize, usize)> {
+        let mut sent = self.send_batch(conn, 0).await?;
+        let (mut published, mut failed) = (0, 0);
+        loop {
+            let next = if sent.acks.len() as i64 >= self.batch_size {
+                Some(self.send_batch(conn, sent.last_seq).await?)
+            } else {
+                None
+            };
+            let (p, f) = self.settle(conn, sent).await?;
+            (published, failed) = (published + p, failed + f);
+            match next {
+                Some(next) if failed == 0 => sent = next,
+                Some(next) => {
+                    let (p, f) = self.settle(conn, next).await?;
+                    return Ok((published + p, failed + f));
+                }
+                None => return Ok((published, failed)),
+            }
+        }
     }
 
     /// Reads the next pending rows after outbox position `after` and sends them to the broker in

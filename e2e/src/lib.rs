@@ -107,6 +107,23 @@ where
     }
 }
 
+/// Outbox rows for `events` as a release that marked published rows instead of deleting them
+/// left them: `processed`, published now (events that still have a row are left alone).
+pub async fn outbox_as_an_earlier_release_left_it(pool: &sqlx::PgPool, events: &[uuid::Uuid]) {
+    sqlx::query(
+        "insert into outbox_events (event_id, aggregate_id, aggregate_type, event_type, event_data, \
+                                    tenant_id, status, processed_at) \
+         select id, aggregate_id, aggregate_type, event_type, event_data, tenant_id, 'processed', \
+                now() at time zone 'utc' \
+           from contact_event_store e \
+          where id = any($1) and not exists (select 1 from outbox_events o where o.event_id = e.id)",
+    )
+    .bind(events)
+    .execute(pool)
+    .await
+    .expect("outbox rows of an earlier release");
+}
+
 /// Runs an async clean-up from a `Drop`, on its own runtime (a `Drop` cannot await).
 pub(crate) fn block_on_cleanup<F: std::future::Future<Output = ()> + Send + 'static>(f: F) {
     let _ = std::thread::spawn(move || {

@@ -83,7 +83,7 @@ pub const PLAN_PER_EXECUTION: &str = "set plan_cache_mode = force_custom_plan";
 pub struct GenericPlans {
     every: Duration,
     /// When the plans are next thrown away; `None` until the connection switched.
-    due: std::sync::Mutex<Option<std::time::Instant>>,
+    due: Option<std::time::Instant>,
 }
 
 impl GenericPlans {
@@ -91,25 +91,21 @@ impl GenericPlans {
     pub const EVERY: Duration = Duration::from_secs(5);
 
     pub fn new(every: Duration) -> Self {
-        Self {
-            every,
-            due: std::sync::Mutex::new(None),
-        }
+        Self { every, due: None }
     }
 
     /// Call before a unit of work on `conn` (always the same connection): switches it to generic
     /// plans the first time, and throws its plans away when they are due. Costs a statement
     /// every `every`, nothing in between.
-    pub async fn refresh(&self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    pub async fn refresh(&mut self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         let now = std::time::Instant::now();
-        let due = *self.due.lock().unwrap_or_else(|e| e.into_inner());
-        let sql = match due {
+        let sql = match self.due {
             None => "set plan_cache_mode = force_generic_plan",
             Some(due) if now >= due => "discard plans",
             Some(_) => return Ok(()),
         };
         conn.execute(sql).await?;
-        *self.due.lock().unwrap_or_else(|e| e.into_inner()) = Some(now + self.every);
+        self.due = Some(now + self.every);
         Ok(())
     }
 }

@@ -107,9 +107,6 @@ impl App {
                 ack_wait: config.ack_wait(),
                 health: consumer_health.clone(),
                 lease: None,
-                plans: Arc::new(platform::db::GenericPlans::new(
-                    platform::db::GenericPlans::EVERY,
-                )),
             },
             health: consumer_health.clone(),
             owned: owned.clone(),

@@ -25,13 +25,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use platform::db::GenericPlans;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::worker::{durable_name, ConsumerHealth, Lease, PartitionWorker};
+use crate::worker::{durable_name, ConsumerHealth, Lease, Leased, PartitionWorker};
 
 /// How often an instance looks at its leases, counts the instances and claims or gives back.
 pub const ROUND: Duration = Duration::from_millis(500);
@@ -247,7 +246,7 @@ impl Coordinator {
             .fetch_one(&mut conn)
             .await?;
         if got {
-            Ok(Some(Arc::new(Mutex::new(conn))))
+            Ok(Some(Arc::new(Mutex::new(Leased::new(conn)))))
         } else {
             *spare = Some(conn);
             Ok(None)
@@ -259,7 +258,6 @@ impl Coordinator {
         let worker = PartitionWorker {
             partition,
             lease: Some(lease.clone()),
-            plans: Arc::new(GenericPlans::new(GenericPlans::EVERY)),
             ..self.template.clone()
         };
         metrics::gauge!("projection_partition_owned", "consumer" => worker.consumer_name())
@@ -283,7 +281,7 @@ impl Coordinator {
             metrics::gauge!("projection_partition_owned", "consumer" => consumer.clone()).set(0.0);
             metrics::gauge!("projection_consumer_lag_events", "consumer" => consumer).set(0.0);
             if let Ok(conn) = Arc::try_unwrap(r.lease) {
-                let _ = conn.into_inner().close().await;
+                let _ = conn.into_inner().conn.close().await;
             }
             // Otherwise the last reference goes with the worker's clone, and dropping a
             // connection closes it too.
@@ -297,7 +295,7 @@ async fn ping(lease: &Lease) -> bool {
     let Ok(mut conn) = lease.try_lock() else {
         return true;
     };
-    tokio::time::timeout(Duration::from_secs(5), conn.ping())
+    tokio::time::timeout(Duration::from_secs(5), conn.conn.ping())
         .await
         .is_ok_and(|r| r.is_ok())
 }

@@ -178,12 +178,26 @@ pub struct PartitionWorker {
     /// The connection holding this partition's lock (see [`crate::ownership`]): batches are
     /// applied on it, so a worker that lost its lock cannot commit. `None`: the pool's.
     pub lease: Option<Lease>,
-    /// The lease's plans: planned once, renewed every few seconds (see `GenericPlans`).
-    pub plans: Arc<GenericPlans>,
 }
 
 /// The connection that holds a partition's lock (`ownership`), on which its worker also writes.
-pub type Lease = Arc<tokio::sync::Mutex<sqlx::PgConnection>>;
+pub type Lease = Arc<tokio::sync::Mutex<Leased>>;
+
+/// A lease's connection, with its statements' plans: planned once, renewed every few seconds
+/// (see `GenericPlans`).
+pub struct Leased {
+    pub conn: sqlx::PgConnection,
+    pub plans: GenericPlans,
+}
+
+impl Leased {
+    pub fn new(conn: sqlx::PgConnection) -> Self {
+        Self {
+            conn,
+            plans: GenericPlans::new(GenericPlans::EVERY),
+        }
+    }
+}
 
 /// The durable JetStream consumer of a partition.
 pub fn durable_name(partition: u32) -> String {
@@ -409,13 +423,14 @@ impl PartitionWorker {
     async fn apply(&self, envelopes: &[EventEnvelope]) -> anyhow::Result<(BatchReport, usize)> {
         let consumer = self.consumer_name();
         let mut parked: Vec<(EventEnvelope, String)> = Vec::new();
-        let mut lease = match &self.lease {
+        let mut guard = match &self.lease {
             Some(lease) => Some(lease.lock().await),
             None => None,
         };
-        if let Some(conn) = lease.as_mut() {
-            self.plans.refresh(conn).await?;
+        if let Some(leased) = guard.as_deref_mut() {
+            leased.plans.refresh(&mut leased.conn).await?;
         }
+        let mut lease = guard.as_deref_mut().map(|leased| &mut leased.conn);
         let ids: Vec<_> = envelopes.iter().map(|e| e.event_id).collect();
         let stored = match lease.as_mut() {
             Some(conn) => EventStore::read_by_ids(&mut **conn, &ids).await?,

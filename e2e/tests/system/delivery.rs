@@ -432,7 +432,7 @@ async fn the_relays_batch_query_is_planned_once_and_follows_the_tables_as_they_g
     // its plans kept as the relay keeps them (renewed every 200 ms here).
     let pool = e2e::settings_for(&db.url).system_pool("test", 1).unwrap();
     let mut conn = pool.acquire().await.unwrap().detach();
-    let plans = platform::db::GenericPlans::new(Duration::from_millis(200));
+    let mut plans = platform::db::GenericPlans::new(Duration::from_millis(200));
     plans.refresh(&mut conn).await.unwrap();
     sqlx::raw_sql(command_service::relay::RELAY_PLANNER)
         .execute(&mut conn)

@@ -562,17 +562,6 @@ async fn a_forgotten_contact_is_unreadable_everywhere_and_survives_a_rebuild() {
 async fn as_the_previous_release_wrote_it(system: &TestSystem) {
     let pool = &system.db.pool;
     let mut conn = pool.acquire().await.unwrap();
-    sqlx::query(
-        "insert into outbox_events (event_id, aggregate_id, aggregate_type, event_type, event_data, \
-                                    tenant_id, status, processed_at) \
-         select id, aggregate_id, aggregate_type, event_type, event_data, tenant_id, 'processed', \
-                now() at time zone 'utc' \
-           from contact_event_store e \
-          where not exists (select 1 from outbox_events o where o.event_id = e.id)",
-    )
-    .execute(&mut *conn)
-    .await
-    .unwrap();
     let rows: Vec<(Uuid, Uuid, String, String, String, Value, Value)> = sqlx::query_as(
         "select id, aggregate_id, aggregate_type, event_type, event_version, event_data, metadata from contact_event_store",
     )
@@ -589,6 +578,8 @@ async fn as_the_previous_release_wrote_it(system: &TestSystem) {
         })
         .collect();
     let keys = system.keys().load(&mut conn, &contacts).await.unwrap();
+    let events: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+    e2e::outbox_as_an_earlier_release_left_it(pool, &events).await;
     for (row, contact) in rows.iter().zip(&contacts) {
         let payload = event_model::Payload::from_stored(&row.3, &row.4, row.5.clone()).unwrap();
         let plain = keys

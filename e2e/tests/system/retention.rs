@@ -111,22 +111,6 @@ async fn outbox_rows_of(system: &TestSystem, events: &[Uuid]) -> i64 {
         .unwrap()
 }
 
-/// Outbox rows of `events` as a release that marked published rows instead of deleting them
-/// left them: `processed`, published now.
-async fn published_by_an_earlier_release(system: &TestSystem, events: &[Uuid]) {
-    sqlx::query(
-        "insert into outbox_events (event_id, aggregate_id, aggregate_type, event_type, event_data, \
-                                    tenant_id, status, processed_at) \
-         select id, aggregate_id, aggregate_type, event_type, event_data, tenant_id, 'processed', \
-                now() at time zone 'utc' \
-           from contact_event_store where id = any($1)",
-    )
-    .bind(events)
-    .execute(&system.db.pool)
-    .await
-    .unwrap();
-}
-
 /// How many rows of `events` each table holds: (published outbox rows, processed_events rows).
 async fn held(system: &TestSystem, events: &[Uuid]) -> (i64, i64) {
     sqlx::query_as(
@@ -209,7 +193,7 @@ async fn rows_past_their_retention_are_deleted_and_young_or_unpublished_rows_sta
         "the relay deletes what it published"
     );
     // Published rows as the releases before kept them (marked, not deleted): the sweep's work.
-    published_by_an_earlier_release(&system, &all).await;
+    e2e::outbox_as_an_earlier_release_left_it(&system.db.pool, &all).await;
     // Remembered: the key with another body is refused.
     system
         .command_as(

@@ -229,12 +229,11 @@ async fn fold_batch<'a>(
     read: Read,
 ) -> Result<Folded<'a>, ProjectionError> {
     let Read {
-        contacts: contact_rows,
-        sessions: session_rows,
+        contacts: mut contact_rows,
+        sessions: mut session_rows,
         keys,
         done,
     } = read;
-    let (mut contact_rows, mut session_rows) = (Some(contact_rows), Some(session_rows));
     let mut folded = Folded::default();
     for &projection in projections {
         let mut seen = HashSet::new();
@@ -251,13 +250,13 @@ async fn fold_batch<'a>(
         }
         let handled = match projection {
             Projection::Contacts => {
-                let rows = contact_rows.take().unwrap_or_default();
+                let rows = std::mem::take(&mut contact_rows);
                 let (changed, handled) = contacts::apply(tx, store, &keys, &list, rows).await?;
                 folded.contacts = changed;
                 handled
             }
             Projection::Sessions => {
-                let rows = session_rows.take().unwrap_or_default();
+                let rows = std::mem::take(&mut session_rows);
                 let (changed, handled) = sessions::apply(tx, store, &keys, &list, rows).await?;
                 folded.sessions = changed;
                 folded.forgotten_sessions = forgotten_in(&list);
@@ -358,25 +357,27 @@ async fn read(
             .to_owned(),
         "(select array_agg(kek_id order by contact_id) from keys_read) as kek_ids".to_owned(),
     ];
+    // `$1`, the batch's contacts, keys both their keys and their rows.
     let mut binds = 1;
-    for (projection, ids) in [
-        (Projection::Contacts, &contact_ids),
-        (Projection::Sessions, &session_ids),
-    ] {
-        let table = projection.table();
-        if !projections.contains(&projection) || ids.is_empty() {
+    let mut rows_of = |table: &str, param: usize, read: bool| {
+        if read {
+            sql.push_str(&format!(
+                ", {table}_read as (select to_jsonb(t) as row from {table} t \
+                    where t.id = any(${param}) for update)"
+            ));
+            columns.push(format!(
+                "(select jsonb_agg(row) from {table}_read) as {table}"
+            ));
+        } else {
             columns.push(format!("null::jsonb as {table}"));
-            continue;
         }
+    };
+    rows_of("contacts", 1, projections.contains(&Projection::Contacts));
+    let reads_sessions = projections.contains(&Projection::Sessions) && !session_ids.is_empty();
+    if reads_sessions {
         binds += 1;
-        sql.push_str(&format!(
-            ", {table}_read as (select to_jsonb(t) as row from {table} t \
-                where t.id = any(${binds}) for update)"
-        ));
-        columns.push(format!(
-            "(select jsonb_agg(row) from {table}_read) as {table}"
-        ));
     }
+    rows_of("sessions", binds, reads_sessions);
     if with_done {
         binds += 1;
         sql.push_str(&format!(
@@ -392,10 +393,7 @@ async fn read(
     sql.push_str(" select ");
     sql.push_str(&columns.join(", "));
     let mut query = sqlx::query_as::<_, ReadRow>(&sql).bind(&contact_ids);
-    if projections.contains(&Projection::Contacts) && !contact_ids.is_empty() {
-        query = query.bind(&contact_ids);
-    }
-    if projections.contains(&Projection::Sessions) && !session_ids.is_empty() {
+    if reads_sessions {
         query = query.bind(&session_ids);
     }
     if with_done {
