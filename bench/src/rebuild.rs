@@ -137,20 +137,17 @@ pub const READ_TABLES: [&str; 3] = ["contacts", "sessions", "domain_event_logs"]
 pub struct CopyTimings {
     /// COPY into the three read tables.
     pub read_tables: Duration,
-    /// The same plus `processed_events` (which a rebuild also writes).
-    pub with_processed: Duration,
     pub rows: u64,
-    pub processed_rows: u64,
 }
 
-/// Baseline (c): takes the rebuilt rows out with `COPY … TO STDOUT`, then times, in one
-/// transaction each, `COPY … FROM STDIN` of them into the emptied tables (same indexes, same
-/// constraints), first the read tables alone and then with `processed_events` as well.
+/// Baseline (c): takes the rebuilt rows out with `COPY … TO STDOUT`, then times `COPY … FROM
+/// STDIN` of them into the emptied tables (same indexes, same constraints) in one transaction.
+/// `processed_events` is not part of it: a rebuild leaves that table to the live consumers.
 pub async fn copy_baseline(database_url: &str) -> anyhow::Result<CopyTimings> {
     let mut conn =
         PgConnection::connect_with(&platform::db::connect_options(database_url)?).await?;
     let mut dumps = Vec::new();
-    for table in READ_TABLES.iter().chain(["processed_events"].iter()) {
+    for table in READ_TABLES {
         let mut data = BytesMut::new();
         let mut out = conn
             .copy_out_raw(&format!("copy {table} to stdout"))
@@ -159,43 +156,26 @@ pub async fn copy_baseline(database_url: &str) -> anyhow::Result<CopyTimings> {
             data.extend_from_slice(&chunk);
         }
         drop(out);
-        dumps.push((*table, data.freeze()));
+        dumps.push(data.freeze());
     }
-    let rows_of = |t: &str| {
-        dumps
-            .iter()
-            .find(|(n, _)| *n == t)
-            .map(|(_, d)| d.iter().filter(|b| **b == b'\n').count() as u64)
-            .unwrap_or(0)
-    };
-    let rows = READ_TABLES.iter().map(|t| rows_of(t)).sum();
-    let processed_rows = rows_of("processed_events");
-
-    let mut timed = Vec::new();
-    for with_processed in [false, true] {
-        let mut tx = conn.begin().await?;
-        sqlx::query("truncate contacts, sessions, domain_event_logs, processed_events cascade")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let started = Instant::now();
-        let mut tx = conn.begin().await?;
-        for (table, data) in &dumps {
-            if *table == "processed_events" && !with_processed {
-                continue;
-            }
-            let mut copy = tx.copy_in_raw(&format!("copy {table} from stdin")).await?;
-            copy.send(data.clone()).await?;
-            copy.finish().await?;
-        }
-        tx.commit().await?;
-        timed.push(started.elapsed());
+    let rows = dumps
+        .iter()
+        .map(|d| d.iter().filter(|b| **b == b'\n').count() as u64)
+        .sum();
+    let mut tx = conn.begin().await?;
+    sqlx::query("truncate contacts, sessions, domain_event_logs cascade")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    let started = Instant::now();
+    let mut tx = conn.begin().await?;
+    for (table, data) in READ_TABLES.iter().zip(dumps) {
+        let mut copy = tx.copy_in_raw(&format!("copy {table} from stdin")).await?;
+        copy.send(data).await?;
+        copy.finish().await?;
     }
+    tx.commit().await?;
+    let read_tables = started.elapsed();
     let _ = conn.close().await;
-    Ok(CopyTimings {
-        read_tables: timed[0],
-        with_processed: timed[1],
-        rows,
-        processed_rows,
-    })
+    Ok(CopyTimings { read_tables, rows })
 }

@@ -6,6 +6,7 @@
 //! sanctioned exception, sealing the personal fields of `v1` rows, is `replay-tool
 //! encrypt-history`).
 
+use serde::de::value::MapDeserializer;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -14,7 +15,7 @@ use uuid::Uuid;
 use crate::contact::ContactEvent;
 use crate::envelope::AggregateType;
 use crate::error::value_free;
-use crate::personal::{Payload, Personal};
+use crate::personal::Payload;
 use crate::session::SessionEvent;
 
 /// The version new events are stored at: `v2`, personal fields sealed (see [`crate::personal`]).
@@ -122,9 +123,17 @@ impl DomainEvent {
         aggregate_type: AggregateType,
         payload: &Payload,
     ) -> Result<Self, EventDecodeError> {
-        let event_type = payload.event_type.as_str();
-        let Some(data) = payload.joined() else {
-            debug_assert!(matches!(payload.personal, Personal::Sealed(_)));
+        Self::from_owned_payload(aggregate_type, payload.clone())
+    }
+
+    /// [`DomainEvent::from_payload`], taking the payload apart instead of copying it.
+    pub fn from_owned_payload(
+        aggregate_type: AggregateType,
+        payload: Payload,
+    ) -> Result<Self, EventDecodeError> {
+        let (event_type, joined) = payload.into_joined();
+        let event_type = event_type.as_str();
+        let Some(data) = joined else {
             return Err(EventDecodeError::Sealed {
                 event_type: event_type.to_owned(),
             });
@@ -155,10 +164,17 @@ fn split_data<E: Serialize>(event: &E) -> Value {
 }
 
 fn join_data<E: DeserializeOwned>(event_type: &str, data: Value) -> Result<E, EventDecodeError> {
-    serde_json::from_value(json!({ "type": event_type, "data": data })).map_err(|source| {
-        EventDecodeError::Payload {
-            event_type: event_type.to_owned(),
-            reason: value_free(&source.to_string()),
-        }
+    // The tag first: serde then reads the data straight into its variant. (A JSON object would
+    // sort "data" before "type", and serde would buffer the whole payload to find the tag.)
+    let tagged = [
+        ("type", Value::String(event_type.to_owned())),
+        ("data", data),
+    ];
+    E::deserialize(MapDeserializer::<_, serde_json::Error>::new(
+        tagged.into_iter(),
+    ))
+    .map_err(|source| EventDecodeError::Payload {
+        event_type: event_type.to_owned(),
+        reason: value_free(&source.to_string()),
     })
 }

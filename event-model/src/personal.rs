@@ -163,22 +163,23 @@ impl Payload {
     /// The payload with its personal fields back in place: their values when in the clear, `null`
     /// when redacted. `None` while they are still sealed.
     pub fn joined(&self) -> Option<Value> {
-        let mut data = self.public.clone();
-        match &self.personal {
+        self.clone().into_joined().1
+    }
+
+    /// [`Payload::joined`], taking the payload apart; with its event type.
+    pub fn into_joined(self) -> (String, Option<Value>) {
+        let mut data = self.public;
+        match self.personal {
             Personal::None => {}
-            Personal::Plain(personal) => {
-                for (name, value) in personal {
-                    data.insert(name.clone(), value.clone());
-                }
-            }
+            Personal::Plain(personal) => data.extend(personal),
             Personal::Redacted => {
                 for &name in fields(&self.event_type) {
                     data.insert(name.to_owned(), Value::Null);
                 }
             }
-            Personal::Sealed(_) => return None,
+            Personal::Sealed(_) => return (self.event_type, None),
         }
-        Some(Value::Object(data))
+        (self.event_type, Some(Value::Object(data)))
     }
 }
 

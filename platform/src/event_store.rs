@@ -17,6 +17,11 @@ use uuid::Uuid;
 
 pub const SEQUENCE_CONSTRAINT: &str = "contact_event_store_aggregate_seq_key";
 
+/// [`Horizon::Finished`]'s condition on `contact_event_store e`.
+const FINISHED: &str = "and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
+/// [`Horizon::Upto`]'s condition, its bound in `$5` and `$6`.
+const UPTO: &str = "and (e.transaction_id, e.position) <= ($5::text::xid8, $6)";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another writer appended to one of the streams first.
@@ -141,6 +146,9 @@ pub enum Horizon {
     Finished,
     /// Everything committed and visible now.
     Visible,
+    /// Up to and including a checkpoint that was [`Horizon::Finished`] when it was taken (see
+    /// [`EventStore::finished_checkpoint`]): a fixed set, which readers can share out.
+    Upto(Checkpoint),
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -335,21 +343,52 @@ impl EventStore {
         tenant_id: Option<&str>,
         horizon: Horizon,
     ) -> Result<Vec<OrderedEvent>, StoreError> {
-        Ok(sqlx::query_as(&format!(
+        let upto = match horizon {
+            Horizon::Finished => FINISHED,
+            Horizon::Visible => "",
+            Horizon::Upto(_) => UPTO,
+        };
+        let sql = format!(
             "select {EVENT_COLUMNS}, e.transaction_id::text::bigint as transaction_id \
                from contact_event_store e \
-              where (e.transaction_id, e.position) > ($1::text::xid8, $2) \
-                and ($5 or e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())) \
+              where (e.transaction_id, e.position) > ($1::text::xid8, $2) {upto} \
                 and ($3::text is null or e.tenant_id = $3) \
               order by e.transaction_id, e.position limit $4"
+        );
+        let mut query = sqlx::query_as(&sql)
+            .bind(after.transaction_id.to_string())
+            .bind(after.position)
+            .bind(tenant_id)
+            .bind(limit);
+        if let Horizon::Upto(bound) = horizon {
+            query = query
+                .bind(bound.transaction_id.to_string())
+                .bind(bound.position);
+        }
+        Ok(query.fetch_all(executor).await?)
+    }
+
+    /// The last event (of `tenant_id`, or of all) whose transaction is finished: with
+    /// [`Horizon::Upto`], a fixed part of the history that nothing can join any more. The
+    /// default checkpoint when there is none.
+    pub async fn finished_checkpoint(
+        executor: impl PgExecutor<'_>,
+        tenant_id: Option<&str>,
+    ) -> Result<Checkpoint, StoreError> {
+        let last: Option<(i64, i64)> = sqlx::query_as(&format!(
+            "select e.transaction_id::text::bigint, e.position from contact_event_store e \
+              where true {FINISHED} and ($1::text is null or e.tenant_id = $1) \
+              order by e.transaction_id desc, e.position desc limit 1"
         ))
-        .bind(after.transaction_id.to_string())
-        .bind(after.position)
         .bind(tenant_id)
-        .bind(limit)
-        .bind(matches!(horizon, Horizon::Visible))
-        .fetch_all(executor)
-        .await?)
+        .fetch_optional(executor)
+        .await?;
+        Ok(last
+            .map(|(transaction_id, position)| Checkpoint {
+                transaction_id,
+                position,
+            })
+            .unwrap_or_default())
     }
 
     /// A contact's events after `after_sequence` that were stored before `before_position`: what

@@ -213,6 +213,20 @@ impl KeySet {
         Ok(payload)
     }
 
+    /// The typed event of a stored event, its personal fields opened (or redacted): [`Self::open`]
+    /// for a reader that needs no payload (one copy of the event's data fewer).
+    pub fn open_event(&self, envelope: &EventEnvelope) -> Result<DomainEvent, PersonalError> {
+        let payload = self.open_payload(
+            envelope.event_id,
+            Some(envelope.contact_id),
+            envelope.payload()?,
+        )?;
+        Ok(DomainEvent::from_owned_payload(
+            envelope.aggregate_type,
+            payload,
+        )?)
+    }
+
     /// Opens a stored event.
     pub fn open(&self, envelope: &EventEnvelope) -> Result<Opened, PersonalError> {
         let payload = self.open_payload(

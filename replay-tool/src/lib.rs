@@ -1,38 +1,34 @@
 //! Rebuilding and verifying the read tables from `contact_event_store`.
 //!
-//! A rebuild folds the whole history into *shadow* tables (temporary tables of the same columns
-//! and checks, keyed by `id` but without the live tables' other indexes, which shadow the real
-//! ones for this session's unqualified SQL), streaming the store in `(transaction_id, position)`
-//! order in batches through [`projection_service::projections::apply_batch_once`], the live
-//! workers' own code minus `processed_events` (the store gives each event once). The ids of the
-//! events applied go to an unindexed list. Only one batch is held in memory at a time, and the
-//! live tables stay untouched (and served) meanwhile.
+//! A rebuild folds the whole history into new tables beside the live ones ([`build`]), with the
+//! live workers' own projection code, while the live tables go on being written and served.
+//! Then:
+//! - a rebuild of every tenant swaps the new tables in, in one short transaction, with the
+//!   live tables' indexes, foreign keys, policies and grants ([`swap`]);
+//! - a rebuild of one tenant (whose rows share the tables with the others) brings the live
+//!   tables to the new rows under a short lock: changed rows updated, missing ones inserted, rows
+//!   the history does not produce deleted; rows already right are not touched.
 //!
-//! Then, holding the live tables for a moment: a last pass applies what was committed since, and
-//! the live tables are brought to the shadow's rows: changed rows updated, missing ones inserted,
-//! rows the history does not produce deleted, `processed_events` completed from the list of
-//! applied events (one row per event naming the projections rebuilt, written once). Rows that are already
-//! right are not touched, and rows of other tables that reference them (trackings, notes, ... with
-//! their ON DELETE rules) are left alone.
+//! `processed_events` is the live consumers' record, and a rebuild leaves it alone: an event it
+//! applied that a consumer delivers later is below its row's version (`contacts`, `sessions`)
+//! or already there by its id (`domain_event_logs`), so it changes nothing.
 //!
-//! Afterwards the live consumers carry on: an event the rebuild applied is in `processed_events`
-//! (and below the row's version), so its delivery changes nothing; one it did not see is applied
-//! by them as usual.
-//!
-//! `verify` builds the same shadow and diffs it against the live tables, writing nothing.
+//! `verify` builds the same tables in the session's temporary schema and diffs them against the
+//! live tables, writing nothing.
 
+pub mod build;
 pub mod personal;
 pub mod status;
+pub mod swap;
 
 use std::time::Instant;
 
-use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
+use build::{Build, Target};
+use platform::event_store::{Checkpoint, Horizon};
 use platform::personal::DataKeys;
-use projection_service::projections::{
-    apply_batch_once, consumer_name, covered, covers_sql, Projection,
-};
+use projection_service::projections::Projection;
 use serde::Serialize;
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 
 /// Progress: events done so far, and the total expected.
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
@@ -41,9 +37,8 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 pub struct RebuildReport {
     pub events: u64,
     pub applied: u64,
-    /// Where the time went, in order: reading the store, applying to the shadow, noting the
-    /// applied ids, the pass over late events, bringing each live table to its shadow,
-    /// `processed_events`, the commit.
+    /// Where the time went, in order. The first phases (reading the store, folding, the bulk
+    /// copy of the audit rows) run at the same time, so the phases add up to more than the whole.
     pub phases: Vec<Phase>,
     #[serde(skip)]
     pub checkpoint: Checkpoint,
@@ -67,7 +62,20 @@ impl RebuildReport {
         }
     }
 
-    /// `read 1.2 s, apply 3.4 s, ...`
+    /// Adds a later part's events, updates and phases; its checkpoint is where this one stands.
+    fn absorb(&mut self, later: RebuildReport) {
+        self.events += later.events;
+        self.applied += later.applied;
+        for phase in later.phases {
+            self.add(
+                &phase.name,
+                std::time::Duration::from_secs_f64(phase.seconds),
+            );
+        }
+        self.checkpoint = later.checkpoint;
+    }
+
+    /// `read 1.2 s, fold 3.4 s, ...`
     pub fn phases_line(&self) -> String {
         self.phases
             .iter()
@@ -88,7 +96,7 @@ pub struct TableDiff {
     pub sample_ids: Vec<String>,
 }
 
-/// Rebuilds `projections` (for one tenant, or all) and commits.
+/// Rebuilds `projections` (for one tenant, or all) and puts the result live.
 pub async fn rebuild(
     pool: &PgPool,
     keys: &DataKeys,
@@ -97,30 +105,130 @@ pub async fn rebuild(
     batch_size: i64,
     progress: Progress<'_>,
 ) -> anyhow::Result<RebuildReport> {
-    let shadow = Shadow {
-        store: EventStore::new(pool.clone()),
+    let build = Build {
+        pool,
         keys,
         projections,
         tenant,
         batch_size,
+        target: match tenant {
+            None => Target::new_schema(),
+            Some(_) => Target::Temp,
+        },
     };
-    let mut conn = shadow_connection(pool).await?;
-    let mut tx = conn.begin().await?;
-    let mut report = shadow.build(&mut tx, progress).await?;
-    let tables: Vec<&str> = projections.iter().map(|p| p.table()).collect();
-    let started = Instant::now();
-    // Writers wait from here to commit; readers go on seeing the old rows.
-    sqlx::query(&format!(
-        "lock table {} in exclusive mode",
-        qualified(&tables).join(", ")
-    ))
-    .execute(&mut *tx)
-    .await?;
-    let late = shadow
-        .catch_up(&mut tx, report.checkpoint, Horizon::Visible, &|_, _| {})
+    let mut conn = build.connect().await?;
+    let report = match tenant {
+        None => swap_in(&build, &mut conn, progress).await,
+        Some(tenant) => merge_in(&build, &mut conn, tenant, progress).await,
+    };
+    let _ = conn.close().await;
+    report
+}
+
+/// Only one rebuild swaps tables at a time (a session advisory lock on the build's connection),
+/// and it first drops what a rebuild that died left behind.
+const REBUILD_LOCK: i64 = 0x0072_6562_7569_6c64; // "rebuild"
+
+/// A rebuild of every tenant: build in a schema of its own, give the new tables what the live
+/// ones carry, swap them in.
+async fn swap_in(
+    build: &Build<'_>,
+    conn: &mut PgConnection,
+    progress: Progress<'_>,
+) -> anyhow::Result<RebuildReport> {
+    let Target::Schema(schema) = &build.target else {
+        unreachable!("a rebuild of every tenant builds in a schema of its own")
+    };
+    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(REBUILD_LOCK)
+        .fetch_one(&mut *conn)
         .await?;
-    report.events += late.events;
-    report.applied += late.applied;
+    anyhow::ensure!(locked, "another rebuild is running");
+    let left: Vec<String> = sqlx::query_scalar(
+        "select quote_ident(nspname) from pg_namespace where nspname ~ '^replay_[0-9a-f]{32}(_old)?$'",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    for stale in left {
+        tracing::warn!(schema = %stale, "dropping what an interrupted rebuild left");
+        conn.execute(format!("drop schema {stale} cascade").as_str())
+            .await?;
+    }
+    let built = async {
+        let tables: Vec<&'static str> = build.projections.iter().map(|p| p.table()).collect();
+        let moved = swap::survey(conn, &tables).await?;
+        build.create_tables(conn).await?;
+        let (bound, total) = build.bound().await?;
+        let counted = |done: u64, _: u64| progress(done, total.max(done));
+        // The fold, and beside it on a second connection the audit rows' bulk copy, key and
+        // indexes: the copy is done long before the fold.
+        let logs = async {
+            let mut report = RebuildReport::default();
+            if tables.contains(&Projection::DomainEventLogs.table()) {
+                let mut other = build.connect().await?;
+                report = build.copy_log(&mut other, bound).await?;
+                let table = Projection::DomainEventLogs.table();
+                swap::dress(&mut other, schema, &moved, table, &mut report).await?;
+                let _ = other.close().await;
+            }
+            anyhow::Ok(report)
+        };
+        let (folded, copied) = tokio::join!(build.fold(conn, bound, &counted), logs);
+        let mut report = folded?;
+        report.beside(copied?);
+        for table in tables
+            .iter()
+            .filter(|t| **t != Projection::DomainEventLogs.table())
+        {
+            swap::dress(conn, schema, &moved, table, &mut report).await?;
+        }
+        let at = report.checkpoint;
+        swap::swap(build, conn, &moved, at, &mut report).await?;
+        anyhow::Ok(report)
+    }
+    .await;
+    if built.is_err() {
+        let _ = conn
+            .execute(format!("drop schema if exists {schema} cascade").as_str())
+            .await;
+    }
+    built
+}
+
+/// A rebuild of one tenant: build its rows in temporary tables, then, holding the live tables
+/// for a moment, apply what was committed meanwhile and bring the live tables to them.
+async fn merge_in(
+    build: &Build<'_>,
+    conn: &mut PgConnection,
+    tenant: &str,
+    progress: Progress<'_>,
+) -> anyhow::Result<RebuildReport> {
+    build.create_tables(conn).await?;
+    let mut report = build.fill(conn, progress).await?;
+    let caught = build
+        .catch_up(conn, report.checkpoint, Horizon::Finished)
+        .await?;
+    report.absorb(caught);
+    let tables: Vec<&str> = build.projections.iter().map(|p| p.table()).collect();
+    let started = Instant::now();
+    let mut tx = conn.begin().await?;
+    // Writers wait from here to commit; readers go on seeing the old rows.
+    tx.execute(
+        format!(
+            "lock table {} in exclusive mode",
+            tables
+                .iter()
+                .map(|t| format!("public.{t}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .as_str(),
+    )
+    .await?;
+    let late = build
+        .catch_up(&mut tx, report.checkpoint, Horizon::Visible)
+        .await?;
+    report.absorb(late);
     report.add("late events", started.elapsed());
     for table in &tables {
         let started = Instant::now();
@@ -128,16 +236,13 @@ pub async fn rebuild(
         report.add(&format!("merge {table}"), started.elapsed());
     }
     let started = Instant::now();
-    sync_processed(&mut tx, projections).await?;
-    report.add("processed_events", started.elapsed());
-    let started = Instant::now();
     tx.commit().await?;
     report.add("commit", started.elapsed());
     Ok(report)
 }
 
-/// Rebuilds every projection into shadow tables and diffs them against the live tables, writing
-/// nothing. An empty result means live = rebuilt, column for column.
+/// Rebuilds every projection into temporary tables and diffs them against the live tables,
+/// writing nothing. An empty result means live = rebuilt, column for column.
 pub async fn verify(
     pool: &PgPool,
     keys: &DataKeys,
@@ -145,18 +250,19 @@ pub async fn verify(
     batch_size: i64,
     progress: Progress<'_>,
 ) -> anyhow::Result<Vec<TableDiff>> {
-    let shadow = Shadow {
-        store: EventStore::new(pool.clone()),
+    let build = Build {
+        pool,
         keys,
         projections: &Projection::ALL,
         tenant,
         batch_size,
+        target: Target::Temp,
     };
-    let mut conn = shadow_connection(pool).await?;
-    let mut tx = conn.begin().await?;
-    let report = shadow.build(&mut tx, progress).await?;
-    shadow
-        .catch_up(&mut tx, report.checkpoint, Horizon::Visible, &|_, _| {})
+    let mut conn = build.connect().await?;
+    build.create_tables(&mut conn).await?;
+    let report = build.fill(&mut conn, progress).await?;
+    build
+        .catch_up(&mut conn, report.checkpoint, Horizon::Visible)
         .await?;
     let mut diffs = Vec::new();
     for p in Projection::ALL {
@@ -166,11 +272,11 @@ pub async fn verify(
         let count = |a: &str, b: &str| format!("select count(*) from ({a} except {b}) d");
         let only_live: i64 = sqlx::query_scalar(&count(&live, &rebuilt))
             .bind(tenant)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut conn)
             .await?;
         let only_rebuilt: i64 = sqlx::query_scalar(&count(&rebuilt, &live))
             .bind(tenant)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut conn)
             .await?;
         if only_live + only_rebuilt > 0 {
             let sample_ids: Vec<String> = sqlx::query_scalar(&format!(
@@ -178,7 +284,7 @@ pub async fn verify(
                  order by 1 limit 10"
             ))
             .bind(tenant)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut conn)
             .await?;
             diffs.push(TableDiff {
                 table: t,
@@ -188,124 +294,16 @@ pub async fn verify(
             });
         }
     }
-    tx.rollback().await?;
+    let _ = conn.close().await;
     Ok(diffs)
 }
 
-/// A connection of its own for the shadow tables. Not one from the pool: a pooled connection
-/// keeps statements prepared by the live workers, whose plans name the live tables and would not
-/// see the temporary ones that shadow them, so the projection code would write to the live
-/// tables. This connection prepares everything while the shadow exists, and is closed after.
-async fn shadow_connection(pool: &PgPool) -> anyhow::Result<PgConnection> {
-    Ok(PgConnection::connect_with(&pool.connect_options()).await?)
-}
-
-fn qualified(tables: &[&str]) -> Vec<String> {
-    tables.iter().map(|t| format!("public.{t}")).collect()
-}
-
-/// One rebuild: which projections, for which tenant, in batches of what size.
-struct Shadow<'a> {
-    store: EventStore,
-    /// Read per batch, as they are now: a forgotten contact's fields come out redacted.
-    keys: &'a DataKeys,
-    projections: &'a [Projection],
-    tenant: Option<&'a str>,
-    batch_size: i64,
-}
-
-impl Shadow<'_> {
-    /// Creates the shadow tables (dropped at commit) and folds the history into them.
-    async fn build(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        progress: Progress<'_>,
-    ) -> anyhow::Result<RebuildReport> {
-        // Temporary tables come first in name resolution: the projection code's unqualified SQL
-        // writes here. `like` copies columns, defaults and checks; of the indexes only the key
-        // the upserts need (the live ones' other indexes would only slow the fold down).
-        for table in self.projections.iter().map(|p| p.table()) {
-            sqlx::query(&format!(
-                "create temp table {table} (like public.{table} including defaults including constraints) \
-                 on commit drop"
-            ))
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(&format!("alter table pg_temp.{table} add primary key (id)"))
-                .execute(&mut **tx)
-                .await?;
-        }
-        sqlx::query("create temp table rebuilt_events (event_id uuid not null) on commit drop")
-            .execute(&mut **tx)
-            .await?;
-        let total: i64 = sqlx::query_scalar(
-            "select count(*) from contact_event_store where ($1::text is null or tenant_id = $1)",
-        )
-        .bind(self.tenant)
-        .fetch_one(&mut **tx)
-        .await?;
-        metrics::gauge!("replay_events_expected").set(total as f64);
-        let counted = |done: u64, _: u64| progress(done, (total as u64).max(done));
-        self.catch_up(tx, Checkpoint::default(), Horizon::Finished, &counted)
-            .await
-    }
-
-    /// Applies every event after `from` (up to `horizon`) to the shadow tables.
-    async fn catch_up(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-        from: Checkpoint,
-        horizon: Horizon,
-        progress: Progress<'_>,
-    ) -> anyhow::Result<RebuildReport> {
-        let mut report = RebuildReport {
-            checkpoint: from,
-            ..RebuildReport::default()
-        };
-        loop {
-            let started = Instant::now();
-            let rows = EventStore::read_after(
-                &mut **tx,
-                report.checkpoint,
-                self.batch_size,
-                self.tenant,
-                horizon,
-            )
-            .await?;
-            let Some(last) = rows.last().map(OrderedEvent::checkpoint) else {
-                break;
-            };
-            let envelopes = rows
-                .into_iter()
-                .map(|r| EventRow::into_envelope(r.event))
-                .collect::<Result<Vec<_>, _>>()?;
-            report.add("read", started.elapsed());
-            let started = Instant::now();
-            let (batch, handled) =
-                apply_batch_once(tx, &self.store, self.keys, self.projections, &envelopes).await?;
-            report.add("apply", started.elapsed());
-            let started = Instant::now();
-            sqlx::query("insert into pg_temp.rebuilt_events select unnest($1::uuid[])")
-                .bind(&handled)
-                .execute(&mut **tx)
-                .await?;
-            report.add("note ids", started.elapsed());
-            report.events += envelopes.len() as u64;
-            report.applied += batch.applied as u64;
-            report.checkpoint = last;
-            metrics::counter!("replay_events_total").increment(envelopes.len() as u64);
-            progress(report.events, report.events);
-        }
-        Ok(report)
-    }
-}
-
-/// Brings a live table to its shadow: changed rows updated, new ones inserted, rows the history
-/// does not produce deleted; rows already right are not written.
+/// Brings a live table to the tenant's rebuilt rows: changed rows updated, new ones inserted,
+/// rows the history does not produce deleted; rows already right are not written.
 async fn sync_table(
     tx: &mut Transaction<'_, Postgres>,
     table: &str,
-    tenant: Option<&str>,
+    tenant: &str,
 ) -> anyhow::Result<()> {
     let columns: Vec<String> = sqlx::query_scalar(
         "select column_name::text from information_schema.columns \
@@ -328,59 +326,10 @@ async fn sync_table(
     .execute(&mut **tx)
     .await?;
     sqlx::query(&format!(
-        "delete from public.{table} live where ($1::text is null or live.tenant_id = $1) \
+        "delete from public.{table} live where live.tenant_id = $1 \
            and not exists (select 1 from pg_temp.{table} shadow where shadow.id = live.id)"
     ))
     .bind(tenant)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Completes `processed_events`: for each applied event, one row naming the rebuilt projections
-/// that no row of it covers yet. Rows of events applied live stay as they are, and no
-/// (event, projection) is ever covered twice.
-async fn sync_processed(
-    tx: &mut Transaction<'_, Postgres>,
-    projections: &[Projection],
-) -> anyhow::Result<()> {
-    let all = consumer_name(projections);
-    let names: Vec<&str> = covered(&all).map(Projection::name).collect();
-    sqlx::query(
-        "create temp table rebuilt_ids on commit drop as \
-         select distinct event_id from pg_temp.rebuilt_events",
-    )
-    .execute(&mut **tx)
-    .await?;
-    // Events with rows (applied live, or by an earlier rebuild of other projections): one row
-    // naming the rebuilt projections their rows do not cover yet, if any.
-    sqlx::query(&format!(
-        "insert into public.processed_events (event_id, consumer_name, processing_duration_ms) \
-         select r.event_id, string_agg(p.name, '+' order by p.position), 0 \
-           from pg_temp.rebuilt_ids r \
-          cross join unnest($1::text[]) with ordinality as p(name, position) \
-          where exists (select 1 from public.processed_events e where e.event_id = r.event_id) \
-            and not exists (select 1 from public.processed_events e \
-                             where e.event_id = r.event_id and {}) \
-          group by r.event_id \
-         on conflict (event_id, consumer_name) do nothing",
-        covers_sql("e", "p.name")
-    ))
-    .bind(&names)
-    .execute(&mut **tx)
-    .await?;
-    // The others (all of them in a rebuild from scratch) have no row at all: one row naming
-    // every rebuilt projection, inserted in id order. The ids are time-ordered, so the unique
-    // index grows at its end instead of taking a million inserts at random pages (the distinct
-    // above leaves them in hash order): 9 s against 5 s for a million rows here.
-    sqlx::query(
-        "insert into public.processed_events (event_id, consumer_name, processing_duration_ms) \
-         select r.event_id, $1, 0 from pg_temp.rebuilt_ids r \
-          where not exists (select 1 from public.processed_events e where e.event_id = r.event_id) \
-          order by r.event_id \
-         on conflict (event_id, consumer_name) do nothing",
-    )
-    .bind(&all)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -1,8 +1,8 @@
 //! The event-sourced core on the full schema: rows of the new tables that point at contacts and
 //! sessions (messages, notes, contact events, agent sessions, pipeline statuses, ai
-//! interactions) neither block the live projections nor a replay-tool rebuild, which deletes and
-//! re-inserts the contacts and sessions rows in one transaction: their foreign keys are
-//! deferrable and checked at commit, when the rows are back.
+//! interactions) neither block the live projections nor a replay-tool rebuild, which swaps new
+//! tables in: their foreign keys move to the new tables, and the schema after a rebuild is the
+//! schema before it, to the last index, policy and grant.
 
 use std::time::Duration;
 
@@ -80,6 +80,7 @@ async fn rebuilds_and_live_projections_work_with_rows_pointing_at_contacts_and_s
     .await
     .expect("rows pointing at the contact and its session");
 
+    let before = fingerprint(&system.db.pool).await;
     let quiet = |_, _| {};
     for projections in [
         Projection::ALL.to_vec(),
@@ -124,6 +125,19 @@ async fn rebuilds_and_live_projections_work_with_rows_pointing_at_contacts_and_s
         system.verify().await.is_empty(),
         "the rebuilt rows are the live rows"
     );
+    assert_eq!(
+        fingerprint(&system.db.pool).await,
+        before,
+        "the swapped-in tables carry what the live ones did"
+    );
+    let differences = crate::schema_differences(&system.db.pool).await;
+    assert!(differences.is_empty(), "{differences:#?}");
+    let left: i64 =
+        sqlx::query_scalar("select count(*) from pg_namespace where nspname like 'replay%'")
+            .fetch_one(&system.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0, "no schema of a rebuild is left behind");
 
     // The live path carries on over the same rows.
     let tagged = system
@@ -150,4 +164,32 @@ async fn rebuilds_and_live_projections_work_with_rows_pointing_at_contacts_and_s
         .unwrap();
     assert_eq!(status, "ended");
     system.stop().await;
+}
+
+/// What the read tables carry besides their rows, one line each: indexes, constraints (their
+/// own and other tables' that reference them, checked or not), policies, privileges, owner and
+/// row-level security switches.
+async fn fingerprint(pool: &sqlx::PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "with t(oid) as (select unnest(array['public.contacts', 'public.sessions', \
+                                             'public.domain_event_logs']::regclass[])) \
+         select x from ( \
+           select pg_get_indexdef(i.indexrelid) from pg_index i join t on t.oid = i.indrelid \
+           union all \
+           select format('%s %s %s %s', c.conrelid::regclass, c.conname, pg_get_constraintdef(c.oid), \
+                         c.convalidated) \
+             from pg_constraint c where c.conrelid in (select oid from t) or c.confrelid in (select oid from t) \
+           union all \
+           select format('policy %s %s %s %s %s %s', tablename, policyname, permissive, roles, qual, with_check) \
+             from pg_policies where schemaname = 'public' \
+              and tablename in ('contacts', 'sessions', 'domain_event_logs') \
+           union all \
+           select format('table %s %s %s %s %s', c.oid::regclass, c.relacl, c.relowner::regrole, \
+                         c.relrowsecurity, c.relforcerowsecurity) \
+             from pg_class c join t on t.oid = c.oid \
+         ) f(x) order by x",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }

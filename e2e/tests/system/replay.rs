@@ -233,72 +233,163 @@ fn replayed_metric() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `processed_events` after a rebuild: an event with no row gets one naming the rebuilt
-/// projections, one whose rows cover some of them gets a row naming the others, and no
-/// (event, projection) is recorded twice.
+/// A rebuild leaves `processed_events` to the live consumers: events it applied before their
+/// delivery are delivered afterwards, recorded once each, and change nothing.
 #[tokio::test]
-async fn a_rebuild_records_each_event_once_for_each_projection_it_rebuilt() {
+async fn events_a_rebuild_applied_before_their_delivery_change_nothing_when_delivered() {
     let mut system = TestSystem::start().await;
-    traffic(&system, &system.tenant.clone(), 3).await;
+    traffic(&system, &system.tenant.clone(), 2).await;
     system.wait_until_projected(Duration::from_secs(30)).await;
     system.stop_projection().await;
-    let events = system
-        .count("select count(*) from contact_event_store")
-        .await;
-    // Two events lose their rows; two others keep only a row for sessions (as if an older
-    // version had written one row per projection and some were lost).
-    let (gone, partial): (Vec<Uuid>, Vec<Uuid>) = {
-        let ids: Vec<Uuid> =
-            sqlx::query_scalar("select id from contact_event_store order by position limit 4")
-                .fetch_all(&system.db.pool)
-                .await
-                .unwrap();
-        (ids[..2].to_vec(), ids[2..].to_vec())
-    };
-    sqlx::query("delete from processed_events where event_id = any($1)")
-        .bind(ids_of(&gone, &partial))
-        .execute(&system.db.pool)
-        .await
-        .unwrap();
-    sqlx::query(
-        "insert into processed_events (event_id, consumer_name) select unnest($1::uuid[]), 'sessions'",
-    )
-    .bind(&partial)
-    .execute(&system.db.pool)
-    .await
-    .unwrap();
-
+    // Stored and published, not delivered yet.
+    traffic(&system, &system.tenant.clone(), 3).await;
+    let processed = "select count(*) from processed_events";
+    let recorded = system.count(processed).await;
     replay_tool::rebuild(
         &system.db.pool,
         &system.keys(),
-        &[Projection::Contacts],
+        &Projection::ALL,
         None,
-        5,
+        4,
         &|_, _| {},
     )
     .await
     .unwrap();
-    let names = |ids: &[Uuid]| {
-        let ids = ids.to_vec();
-        let pool = system.db.pool.clone();
-        async move {
-            sqlx::query_scalar::<_, String>(
-                "select string_agg(consumer_name, ',' order by consumer_name) from processed_events \
-                  where event_id = any($1) group by event_id order by event_id",
-            )
-            .bind(&ids)
-            .fetch_all(&pool)
-            .await
-            .unwrap()
-        }
-    };
-    assert_eq!(names(&gone).await, ["contacts", "contacts"]);
     assert_eq!(
-        names(&partial).await,
-        ["contacts,sessions", "contacts,sessions"]
+        system.count(processed).await,
+        recorded,
+        "a rebuild writes no processed_events row"
+    );
+    let rebuilt = rows(&system).await;
+    assert_eq!(
+        system
+            .count("select count(*) from sessions where message_count = 1 and jsonb_array_length(agent_ids) = 1")
+            .await,
+        5,
+        "the rebuild applied every session's message and agent"
     );
 
-    replay_tool::rebuild(
+    system.start_projection().await;
+    system.wait_until_projected(Duration::from_secs(30)).await;
+    assert_eq!(
+        rows(&system).await,
+        rebuilt,
+        "delivering what the rebuild applied changed no row"
+    );
+    let events = system
+        .count("select count(*) from contact_event_store")
+        .await;
+    let pairs = system
+        .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
+        .await;
+    let distinct = system
+        .count(&format!(
+            "select count(distinct (event_id, name)) from {APPLIED_PAIRS} a"
+        ))
+        .await;
+    assert_eq!(
+        (pairs, distinct),
+        (3 * events, 3 * events),
+        "every event recorded once for each projection"
+    );
+    let diffs = system.verify().await;
+    assert!(diffs.is_empty(), "{diffs:?}");
+    system.stop().await;
+}
+
+/// A rebuild of everything under live traffic and queries: commands go on landing in the read
+/// model within the `min_version` wait (2 s), every query is answered, and no query sees a table
+/// with rows missing; the swap happened (new tables), and a forgotten contact stays forgotten.
+#[tokio::test]
+async fn a_rebuild_under_live_traffic_keeps_the_lag_low_and_every_query_answered_in_full() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let system = Arc::new(TestSystem::start().await);
+    const CONTACTS: usize = 40;
+    let mut contacts = Vec::new();
+    for i in 0..CONTACTS {
+        let contact = system
+            .create_contact(json!({"name": format!("live{i}")}))
+            .await;
+        system.open_session(contact).await;
+        contacts.push(contact);
+    }
+    let forgotten = system
+        .create_contact(json!({"name": "Forgotten Fennimore"}))
+        .await;
+    let reply = system
+        .command(Method::POST, &format!("/contacts/{forgotten}/forget"), None)
+        .await;
+    assert!(reply.status.is_success(), "{}", reply.body);
+    system.wait_until_projected(Duration::from_secs(30)).await;
+    let table_oid = "select 'public.contacts'::regclass::oid::bigint";
+    let old_oid = system.count(table_oid).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    // Writers: tag a contact, then read it back at the version the command answered.
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (system, stop, contacts) = (system.clone(), stop.clone(), contacts.clone());
+            tokio::spawn(async move {
+                let mut lags = Vec::new();
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let contact = contacts[(n * 2 + w) % contacts.len()];
+                    n += 1;
+                    let reply = system
+                        .command(
+                            Method::POST,
+                            &format!("/contacts/{contact}/tags"),
+                            Some(json!({"tag": format!("w{w}n{n}")})),
+                        )
+                        .await;
+                    assert!(reply.status.is_success(), "{}", reply.body);
+                    let acknowledged = Instant::now();
+                    let version = &reply.body["version"];
+                    let read = system
+                        .query(&format!("/contacts/{contact}?min_version={version}"))
+                        .await;
+                    assert_eq!(
+                        read.status,
+                        reqwest::StatusCode::OK,
+                        "version {version} of a tagged contact not readable within 2 s: {}",
+                        read.body
+                    );
+                    lags.push((acknowledged, acknowledged.elapsed()));
+                }
+                lags
+            })
+        })
+        .collect();
+    // Readers: every page holds every contact and session, every time.
+    let readers: Vec<_> = ["/contacts?limit=500", "/sessions?limit=500"]
+        .into_iter()
+        .map(|path| {
+            let (system, stop) = (system.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut answered = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let page = system.query(path).await;
+                    assert_eq!(
+                        page.status,
+                        reqwest::StatusCode::OK,
+                        "{path}: {}",
+                        page.body
+                    );
+                    let items = page.body["items"].as_array().map_or(0, Vec::len);
+                    assert_eq!(items, CONTACTS, "{path} answered a partial table");
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let report = replay_tool::rebuild(
         &system.db.pool,
         &system.keys(),
         &Projection::ALL,
@@ -308,32 +399,53 @@ async fn a_rebuild_records_each_event_once_for_each_projection_it_rebuilt() {
     )
     .await
     .unwrap();
-    assert_eq!(
-        names(&gone).await,
-        [
-            "contacts,sessions+domain_event_logs",
-            "contacts,sessions+domain_event_logs"
-        ]
-    );
-    assert_eq!(
-        names(&partial).await,
-        [
-            "contacts,domain_event_logs,sessions",
-            "contacts,domain_event_logs,sessions"
-        ]
-    );
-    let pairs = system
-        .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
-        .await;
-    let distinct = system
-        .count(&format!(
-            "select count(distinct (event_id, name)) from {APPLIED_PAIRS} a"
-        ))
-        .await;
-    assert_eq!((pairs, distinct), (3 * events, 3 * events));
-    system.stop().await;
-}
+    let rebuilt = (started, Instant::now());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lags = Vec::new();
+    for writer in writers {
+        lags.extend(writer.await.expect("a writer failed"));
+    }
+    for reader in readers {
+        assert!(reader.await.expect("a reader failed") > 0);
+    }
 
-fn ids_of(a: &[Uuid], b: &[Uuid]) -> Vec<Uuid> {
-    a.iter().chain(b).copied().collect()
+    assert!(report.events > 0);
+    assert_ne!(
+        system.count(table_oid).await,
+        old_oid,
+        "the rebuilt contacts table took the live one's place"
+    );
+    let during = lags
+        .iter()
+        .filter(|(at, _)| *at >= rebuilt.0 && *at <= rebuilt.1)
+        .count();
+    assert!(
+        during > 0,
+        "commands were acknowledged while the rebuild ran ({} in all)",
+        lags.len()
+    );
+    let worst = lags.iter().map(|(_, lag)| *lag).max().unwrap_or_default();
+    assert!(
+        worst < Duration::from_secs(2),
+        "a command took {worst:?} to be readable"
+    );
+    system.wait_until_projected(Duration::from_secs(30)).await;
+    assert_eq!(
+        system
+            .count("select count(*) from contacts where name like '%Fennimore%'")
+            .await,
+        0,
+        "the forgotten contact's name did not come back"
+    );
+    assert_eq!(
+        system.query(&format!("/contacts/{forgotten}")).await.status,
+        reqwest::StatusCode::NOT_FOUND
+    );
+    let diffs = system.verify().await;
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let Ok(system) = Arc::try_unwrap(system) else {
+        panic!("the traffic tasks are done with the system")
+    };
+    system.stop().await;
 }

@@ -1,66 +1,34 @@
 //! The `domain_event_logs` projection: the audit trail, one row per event, keyed by the event's
 //! id (so a second delivery inserts nothing).
 //!
-//! `published_at` is when the event was committed to the store (`recorded_at`): the moment it
-//! became a fact others can see. It is taken from the store, not from the clock, so a rebuild
-//! writes the very rows the live path wrote.
+//! A row is its stored event, copied by the database from `contact_event_store` ([`insert_sql`]):
+//! the payload in its stored (sealed) form, `published_at` when the event was committed to the
+//! store (`created_at`, the moment it became a fact others can see). Nothing in it comes from a
+//! message or from the clock, and the payload never travels out of the database and back. The
+//! live path copies a batch's events by id; a rebuild copies the whole history in one statement
+//! with the very same column list.
 
-use chrono::NaiveDateTime;
-use serde::Serialize;
-use uuid::Uuid;
-
-use super::Decoded;
-
-/// A `domain_event_logs` row, borrowed from its event (field names are the columns).
-#[derive(Serialize)]
-pub struct LogRow<'a> {
-    id: Uuid,
-    event_type: &'a str,
-    aggregate_id: Uuid,
-    aggregate_type: &'a str,
-    tenant_id: &'a str,
-    project_id: Uuid,
-    user_id: Option<Uuid>,
-    payload: &'a serde_json::Value,
-    occurred_at: NaiveDateTime,
-    published_at: NaiveDateTime,
-    created_at: NaiveDateTime,
+/// SQL: copies stored events into `domain_event_logs` (as resolved by the connection's
+/// `search_path`); the caller appends the `where` condition on `contact_event_store e`, and
+/// [`KEEP_EXISTING`] wherever the row may already be there.
+pub fn copy_sql() -> String {
+    format!(
+        "insert into domain_event_logs (id, event_type, aggregate_id, aggregate_type, tenant_id, \
+                                        project_id, user_id, payload, occurred_at, published_at, \
+                                        created_at) \
+         select e.id, e.event_type, e.aggregate_id, coalesce(e.aggregate_type, 'contact'), \
+                e.tenant_id, e.project_id, {USER_ID}, e.event_data, e.occurred_at, \
+                coalesce(e.created_at, e.occurred_at), coalesce(e.created_at, e.occurred_at) \
+           from contact_event_store e"
+    )
 }
 
-/// The columns a batch's write inserts ([`super::write`]; a second delivery inserts nothing).
-pub(super) const COLUMNS: &[&str] = &[
-    "id",
-    "event_type",
-    "aggregate_id",
-    "aggregate_type",
-    "tenant_id",
-    "project_id",
-    "user_id",
-    "payload",
-    "occurred_at",
-    "published_at",
-    "created_at",
-];
+/// A second copy of an event inserts nothing (needs the table's key, which a rebuild's bulk
+/// copy into a new table does without: it builds the key after).
+pub const KEEP_EXISTING: &str = " on conflict (id) do nothing";
 
-/// The audit rows of `events`, one each.
-pub fn rows<'a>(events: &[Decoded<'a>]) -> Vec<LogRow<'a>> {
-    events
-        .iter()
-        .map(|d| {
-            let e = d.envelope;
-            LogRow {
-                id: e.event_id,
-                event_type: &e.event_type,
-                aggregate_id: e.aggregate_id,
-                aggregate_type: e.aggregate_type.as_str(),
-                tenant_id: &e.tenant_id,
-                project_id: e.project_id,
-                user_id: e.user_id,
-                payload: &e.data,
-                occurred_at: e.occurred_at.naive_utc(),
-                published_at: e.recorded_at.naive_utc(),
-                created_at: e.recorded_at.naive_utc(),
-            }
-        })
-        .collect()
-}
+/// The acting user, from the event's metadata: a uuid, or null when the metadata holds none (or
+/// something else), as the envelope reads it.
+const USER_ID: &str = "case when e.metadata->>'user_id' ~* \
+     '^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$' \
+     then (e.metadata->>'user_id')::uuid end";

@@ -112,11 +112,8 @@ pub fn decode<'a>(
     keys: &KeySet,
     envelope: &'a EventEnvelope,
 ) -> Result<Decoded<'a>, ProjectionError> {
-    keys.open(envelope)
-        .map(|opened| Decoded {
-            envelope,
-            event: opened.event,
-        })
+    keys.open_event(envelope)
+        .map(|event| Decoded { envelope, event })
         .map_err(|e| ProjectionError::Poison {
             envelope: Box::new(envelope.clone()),
             reason: e.to_string(),
@@ -157,34 +154,31 @@ pub async fn apply_batch(
 }
 
 /// [`apply_batch`] for a reader that is given every event exactly once, in order (a rebuild from
-/// the store): `processed_events` is neither read nor written. Returns the report and the ids of
-/// the events taken care of (gap fills included; an id may repeat).
+/// the store): `processed_events` is neither read nor written.
 pub async fn apply_batch_once(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
     keys: &DataKeys,
     projections: &[Projection],
     events: &[EventEnvelope],
-) -> Result<(BatchReport, Vec<Uuid>), ProjectionError> {
+) -> Result<BatchReport, ProjectionError> {
     let read = read(tx, keys, projections, events, false).await?;
     let folded = fold_batch(tx, store, projections, events, read).await?;
     write(tx, &folded, None, None).await?;
     folded.after_write(tx).await?;
-    let mut ids: Vec<Uuid> = folded.handled.into_iter().map(|(id, _)| id).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    Ok((folded.report, ids))
+    Ok(folded.report)
 }
 
 /// A batch folded in memory: the rows it writes, and which (event, projection) pairs it took
 /// care of.
 #[derive(Default)]
-struct Folded<'a> {
+struct Folded {
     report: BatchReport,
     handled: Vec<(Uuid, Projection)>,
     contacts: Vec<ContactRecord>,
     sessions: Vec<SessionRecord>,
-    log: Vec<event_log::LogRow<'a>>,
+    /// The events whose audit rows the write copies from the store.
+    log: Vec<Uuid>,
     /// Contacts forgotten in the batch whose sessions' personal columns are nulled after the
     /// write (it may have written those sessions).
     forgotten_sessions: Vec<Uuid>,
@@ -193,7 +187,7 @@ struct Folded<'a> {
     forgotten_log: Vec<Uuid>,
 }
 
-impl Folded<'_> {
+impl Folded {
     async fn after_write(&self, tx: &mut Transaction<'_, Postgres>) -> Result<(), ProjectionError> {
         if !self.forgotten_sessions.is_empty() {
             sessions::forget_personal_columns(tx, &self.forgotten_sessions).await?;
@@ -221,13 +215,13 @@ fn forgotten_in(events: &[Decoded<'_>]) -> Vec<Uuid> {
 
 /// The projections' work on a batch: every (event, projection) pair not applied yet is folded
 /// into the rows `read` holds.
-async fn fold_batch<'a>(
+async fn fold_batch(
     tx: &mut Transaction<'_, Postgres>,
     store: &EventStore,
     projections: &[Projection],
-    events: &'a [EventEnvelope],
+    events: &[EventEnvelope],
     read: Read,
-) -> Result<Folded<'a>, ProjectionError> {
+) -> Result<Folded, ProjectionError> {
     let Read {
         contacts: mut contact_rows,
         sessions: mut session_rows,
@@ -263,9 +257,9 @@ async fn fold_batch<'a>(
                 handled
             }
             Projection::DomainEventLogs => {
-                folded.log = event_log::rows(&list);
+                folded.log = list.iter().map(|d| d.envelope.event_id).collect();
                 folded.forgotten_log = forgotten_in(&list);
-                list.iter().map(|d| d.envelope.event_id).collect()
+                folded.log.clone()
             }
         };
         folded.report.applied += handled.len();
@@ -446,7 +440,7 @@ struct ReadRow {
 /// A session row's foreign key to its contact's row is checked at the statement's end, after both.
 async fn write(
     tx: &mut Transaction<'_, Postgres>,
-    folded: &Folded<'_>,
+    folded: &Folded,
     processed: Option<&Processed>,
     notification: Option<String>,
 ) -> Result<(), sqlx::Error> {
@@ -478,13 +472,12 @@ async fn write(
     }
     if !folded.log.is_empty() {
         part(&mut sql, "logged");
-        let list = event_log::COLUMNS.join(", ");
-        sql.push(format_args!(
-            "insert into domain_event_logs ({list}) select {list} \
-               from jsonb_populate_recordset(null::domain_event_logs, "
-        ))
-        .push_bind(Json(&folded.log))
-        .push(") on conflict (id) do nothing)");
+        sql.push(event_log::copy_sql())
+            .push(" where e.id = any(")
+            .push_bind(&folded.log)
+            .push(")")
+            .push(event_log::KEEP_EXISTING)
+            .push(")");
     }
     if let Some(processed) = processed.filter(|p| !p.ids.is_empty()) {
         part(&mut sql, "processed");
