@@ -22,6 +22,13 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 
+/// Every binary of the project (both services, the replay tool, the bench, the tests) allocates
+/// with mimalloc: decoding events allocates and frees many small maps and strings, and glibc's
+/// allocator spent about a quarter of the replay tool's CPU on them (a rebuild of a million
+/// events: 10.6 s of its own CPU with glibc, 7.7 s with mimalloc).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use config::Settings;
 pub use problem::{ApiError, FieldProblem};
 pub use server::HttpLimits;

@@ -83,12 +83,14 @@ impl Build<'_> {
     /// - Each execution is planned for the tables as they are then: they start empty and grow,
     ///   and a plan made for an empty table (a sequential scan) would stay in a prepared
     ///   statement's cache.
+    /// - Index builds sort in memory up to 256 MB (PostgreSQL's default, 64 MB, spills a million
+    ///   audit rows to disk).
     pub async fn connect(&self) -> anyhow::Result<PgConnection> {
         let mut conn = PgConnection::connect_with(&self.pool.connect_options()).await?;
         conn.execute(
             format!(
                 "set search_path = {}; set synchronous_commit = off; \
-                 set plan_cache_mode = force_custom_plan",
+                 set plan_cache_mode = force_custom_plan; set maintenance_work_mem = '256MB'",
                 self.target.search_path()
             )
             .as_str(),

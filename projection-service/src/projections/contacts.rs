@@ -96,17 +96,24 @@ impl ContactRecord {
         }
     }
 
-    fn view(&self) -> ContactView {
+    /// The domain's view of the row, its fields moved out (the fold puts them back with
+    /// [`Self::set_view`]: a contact's strings are not copied for every event).
+    fn take_view(&mut self) -> ContactView {
         ContactView {
-            name: self.name.clone(),
-            email: self.email.clone(),
-            phone: self.phone.clone(),
-            external_id: self.external_id.clone(),
-            source_channel: self.source_channel.clone(),
-            language: self.language.clone().unwrap_or_default(),
-            timezone: self.timezone.clone(),
-            tags: self.tags.iter().flatten().cloned().collect::<BTreeSet<_>>(),
-            profile_picture_url: self.profile_picture_url.clone(),
+            name: self.name.take(),
+            email: self.email.take(),
+            phone: self.phone.take(),
+            external_id: self.external_id.take(),
+            source_channel: self.source_channel.take(),
+            language: self.language.take().unwrap_or_default(),
+            timezone: self.timezone.take(),
+            tags: self
+                .tags
+                .take()
+                .into_iter()
+                .flatten()
+                .collect::<BTreeSet<_>>(),
+            profile_picture_url: self.profile_picture_url.take(),
             profile_picture_fetched_at: utc(self.profile_picture_fetched_at),
             created_at: utc(self.created_at),
             updated_at: utc(self.updated_at),
@@ -137,7 +144,7 @@ impl ContactRecord {
 pub fn fold(record: &mut ContactRecord, envelope: &EventEnvelope, event: &DomainEvent) {
     match event {
         DomainEvent::Contact(e) => {
-            let mut view = record.view();
+            let mut view = record.take_view();
             view.apply(e, envelope.occurred_at);
             record.set_view(view);
             if let ContactEvent::Created { .. } = e {
