@@ -43,6 +43,20 @@ async fn traffic(system: &TestSystem, tenant: &e2e::Tenant, n: usize) {
     }
 }
 
+/// A rebuild of every projection for every tenant, in batches of `batch_size`.
+async fn rebuild_everything(system: &TestSystem, batch_size: i64) -> replay_tool::RebuildReport {
+    replay_tool::rebuild(
+        &system.db.pool,
+        &system.keys(),
+        &Projection::ALL,
+        None,
+        batch_size,
+        &|_, _| {},
+    )
+    .await
+    .unwrap()
+}
+
 async fn rows(system: &TestSystem) -> Vec<Value> {
     sqlx::query_scalar(
         "select r from (select to_jsonb(c) r from contacts c union all select to_jsonb(s) from sessions s \
@@ -146,16 +160,7 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
         2,
         "verify sees both differences"
     );
-    replay_tool::rebuild(
-        &system.db.pool,
-        &system.keys(),
-        &Projection::ALL,
-        None,
-        50,
-        &quiet,
-    )
-    .await
-    .unwrap();
+    rebuild_everything(&system, 50).await;
     assert_eq!(rows(&system).await, live);
     assert_eq!(
         system
@@ -245,16 +250,7 @@ async fn events_a_rebuild_applied_before_their_delivery_change_nothing_when_deli
     traffic(&system, &system.tenant.clone(), 3).await;
     let processed = "select count(*) from processed_events";
     let recorded = system.count(processed).await;
-    replay_tool::rebuild(
-        &system.db.pool,
-        &system.keys(),
-        &Projection::ALL,
-        None,
-        4,
-        &|_, _| {},
-    )
-    .await
-    .unwrap();
+    rebuild_everything(&system, 4).await;
     assert_eq!(
         system.count(processed).await,
         recorded,
@@ -389,16 +385,7 @@ async fn a_rebuild_under_live_traffic_keeps_the_lag_low_and_every_query_answered
 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
-    let report = replay_tool::rebuild(
-        &system.db.pool,
-        &system.keys(),
-        &Projection::ALL,
-        None,
-        5,
-        &|_, _| {},
-    )
-    .await
-    .unwrap();
+    let report = rebuild_everything(&system, 5).await;
     let rebuilt = (started, Instant::now());
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
