@@ -68,13 +68,6 @@ pub struct Moved {
     inbound: Vec<Inbound>,
 }
 
-/// Reads what the live `tables` carry and what the swap moves; refuses tables that carry
-/// something a swap would leave behind (triggers, views, publications, column privileges,
-/// inheritance). Before anything is built, so a refusal costs nothing.
-pub async fn survey(conn: &mut PgConnection, tables: &[&'static str]) -> anyhow::Result<Moved> {
-    read_catalog(conn, tables).await
-}
-
 /// Gives the new `table` (in `schema`) what the live one carries, and fresh statistics.
 pub async fn dress(
     conn: &mut PgConnection,
@@ -108,10 +101,12 @@ fn retarget(statement: &str, schema: &str, tables: &[&str]) -> String {
     })
 }
 
-/// What each live table carries, and the other tables' foreign keys that reference them. Read
-/// with `search_path` set to the catalog alone, so that every name in a definition comes
+/// Reads what the live `tables` carry and what the swap moves; refuses tables that carry
+/// something a swap would leave behind (triggers, views, publications, column privileges,
+/// inheritance). Run before anything is built, so a refusal costs nothing. Read with
+/// `search_path` set to the catalog alone, so that every name in a definition comes
 /// schema-qualified.
-async fn read_catalog(conn: &mut PgConnection, tables: &[&'static str]) -> anyhow::Result<Moved> {
+pub async fn survey(conn: &mut PgConnection, tables: &[&'static str]) -> anyhow::Result<Moved> {
     let mut tx = conn.begin().await?;
     tx.execute("set local search_path = pg_catalog").await?;
     let mut carried = Vec::new();
@@ -376,4 +371,40 @@ fn lock_timed_out(e: &anyhow::Error) -> bool {
             .and_then(|e| e.code())
             .is_some_and(|code| code == "55P03")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retarget;
+
+    #[test]
+    fn definitions_are_pointed_at_the_new_tables_and_only_at_them() {
+        let tables = ["contacts", "sessions"];
+        let cases = [
+            (
+                "CREATE INDEX contacts_email_idx ON public.contacts USING btree (email)",
+                "CREATE INDEX contacts_email_idx ON replay_x.contacts USING btree (email)",
+            ),
+            (
+                "alter table public.sessions add constraint sessions_contact_id_fkey FOREIGN KEY \
+                 (contact_id) REFERENCES public.contacts(id) DEFERRABLE not valid",
+                "alter table replay_x.sessions add constraint sessions_contact_id_fkey FOREIGN KEY \
+                 (contact_id) REFERENCES replay_x.contacts(id) DEFERRABLE not valid",
+            ),
+            (
+                "grant SELECT on public.contacts to ventros_app",
+                "grant SELECT on replay_x.contacts to ventros_app",
+            ),
+            // Another table whose name starts like a rebuilt one, and one that is not rebuilt.
+            (
+                "alter table public.contacts_archive add constraint k FOREIGN KEY (p) \
+                 REFERENCES public.projects(id) not valid",
+                "alter table public.contacts_archive add constraint k FOREIGN KEY (p) \
+                 REFERENCES public.projects(id) not valid",
+            ),
+        ];
+        for (read, expected) in cases {
+            assert_eq!(retarget(read, "replay_x", &tables), expected);
+        }
+    }
 }
