@@ -33,7 +33,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Rebuild projections from the event store (shadow tables, then the live ones brought to them).
+    /// Rebuild projections from the event store: new tables built beside the live ones and swapped
+    /// in (with --tenant: that tenant's rows merged into the live tables).
     Rebuild {
         #[arg(long, value_enum, default_value = "all")]
         projection: Which,
@@ -41,7 +42,7 @@ enum Cmd {
         #[arg(long)]
         tenant: Option<String>,
     },
-    /// Rebuild into shadow tables and compare with the live ones; exit 1 on any difference.
+    /// Rebuild into temporary tables and compare with the live ones; exit 1 on any difference.
     Verify {
         #[arg(long)]
         tenant: Option<String>,
