@@ -24,6 +24,7 @@
 
 use std::time::Instant;
 
+use event_model::EventEnvelope;
 use platform::event_store::{Checkpoint, EventRow, EventStore, Horizon, OrderedEvent};
 use platform::personal::DataKeys;
 use projection_service::projections::{apply_batch_once, event_log, Projection};
@@ -244,14 +245,9 @@ impl Build<'_> {
         while let Some((envelopes, read)) = batches.recv().await {
             report.add("read", read);
             let started = Instant::now();
-            let mut tx = conn.begin().await?;
-            let batch =
-                apply_batch_once(&mut tx, &store, self.keys, &projections, &envelopes).await?;
-            tx.commit().await?;
+            self.apply(conn, &store, &projections, &envelopes, &mut report)
+                .await?;
             report.add("fold", started.elapsed());
-            report.events += envelopes.len() as u64;
-            report.applied += batch.applied as u64;
-            metrics::counter!("replay_events_total").increment(envelopes.len() as u64);
             progress(report.events, report.events);
         }
         reader.await??;
@@ -294,6 +290,25 @@ impl Build<'_> {
         Ok(report)
     }
 
+    /// Applies one batch to the target's tables in a transaction of its own (a savepoint when
+    /// `conn` is in one) and counts it in `report`.
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        store: &EventStore,
+        projections: &[Projection],
+        envelopes: &[EventEnvelope],
+        report: &mut RebuildReport,
+    ) -> anyhow::Result<()> {
+        let mut tx = conn.begin().await?;
+        let batch = apply_batch_once(&mut tx, store, self.keys, projections, envelopes).await?;
+        tx.commit().await?;
+        report.events += envelopes.len() as u64;
+        report.applied += batch.applied as u64;
+        metrics::counter!("replay_events_total").increment(envelopes.len() as u64);
+        Ok(())
+    }
+
     /// Applies every event after `from` (up to `horizon`) to the target's tables, all
     /// projections together, a batch per transaction (a savepoint when `conn` is in one).
     pub async fn catch_up(
@@ -324,15 +339,10 @@ impl Build<'_> {
                 .into_iter()
                 .map(|r| EventRow::into_envelope(r.event))
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut tx = conn.begin().await?;
-            let batch =
-                apply_batch_once(&mut tx, &store, self.keys, self.projections, &envelopes).await?;
-            tx.commit().await?;
+            self.apply(conn, &store, self.projections, &envelopes, &mut report)
+                .await?;
             report.add("catch-up", started.elapsed());
-            report.events += envelopes.len() as u64;
-            report.applied += batch.applied as u64;
             report.checkpoint = last;
-            metrics::counter!("replay_events_total").increment(envelopes.len() as u64);
         }
         Ok(report)
     }

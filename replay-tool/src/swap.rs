@@ -243,7 +243,7 @@ pub async fn swap(
         at = caught.checkpoint;
         report.absorb(caught);
         let started = Instant::now();
-        match try_swap(build, conn, moved, &tables, at, &old).await {
+        match try_swap(build, conn, moved, (schema, &old), &tables, at).await {
             Ok(late) => {
                 report.absorb(late);
                 report.add("swap", started.elapsed());
@@ -269,18 +269,16 @@ pub async fn swap(
     Ok(())
 }
 
-/// One attempt at steps 1 to 5; returns the last catch-up's report.
+/// One attempt at steps 1 to 5, the new tables in `schema` and the old ones moved to `old`;
+/// returns the last catch-up's report.
 async fn try_swap(
     build: &Build<'_>,
     conn: &mut PgConnection,
     Moved { carried, inbound }: &Moved,
+    (schema, old): (&str, &str),
     tables: &[&str],
     at: Checkpoint,
-    old: &str,
 ) -> anyhow::Result<RebuildReport> {
-    let Target::Schema(schema) = &build.target else {
-        unreachable!("checked by swap")
-    };
     let live: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();
     let mut tx = conn.begin().await?;
     tx.execute(
