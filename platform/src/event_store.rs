@@ -57,7 +57,9 @@ pub struct NewEvent {
     pub traceparent: Option<String>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+/// A stored event's row, as the store holds it; read as columns, or as the `to_jsonb` of the row
+/// where a statement returns a batch of them inside one row (projection-service's read).
+#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
 pub struct EventRow {
     pub id: Uuid,
     pub aggregate_id: Uuid,

@@ -2,9 +2,10 @@
 //! (`projections-p<N>`), each worker applying what it receives in batches. Which instance runs a
 //! partition's worker is decided by [`crate::ownership`]: one at a time, across instances.
 //!
-//! A batch is whatever is ready, up to `batch_size`. It is applied to every
-//! projection in one transaction (see [`crate::projections::apply_batch`]), committed, and only
-//! then acked. A crash between commit and ack means a redelivery, which `processed_events` turns
+//! A batch is whatever is ready, up to `batch_size`. It is applied to every projection at once,
+//! in one read and one write statement (see [`crate::projections::apply_unlocked`]), or, when it
+//! needs more, in one transaction ([`crate::projections::apply_batch`]); committed, and only then
+//! acked. A crash between commit and ack means a redelivery, which `processed_events` turns
 //! into a no-op. A batch that fails is nak'ed with a delay and retried.
 //!
 //! Each worker reports its progress to [`ConsumerHealth`]: a consumer with events waiting that
@@ -28,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dead_letters;
-use crate::projections::{apply_batch, BatchReport, Projection, ProjectionError};
+use crate::projections::{self, apply_batch, BatchReport, Projection, ProjectionError};
 
 /// The longest wait before a worker sets its consumer up again after a broker failure. Short: on
 /// a NATS cluster, a consumer whose leader was lost is back as soon as the survivors elected a new
@@ -96,6 +97,10 @@ pub fn describe_metrics() {
     describe_counter!(
         "projection_rejected_messages_total",
         "Messages the event store does not back, parked and never applied, by reason"
+    );
+    describe_counter!(
+        "projection_batches_locked_total",
+        "Batches applied in a transaction that locks their rows instead of in two round trips, by reason"
     );
     describe_histogram!(
         "projection_batch_size",
@@ -410,7 +415,8 @@ impl PartitionWorker {
         }
     }
 
-    /// Applies a batch in one transaction. An event that cannot be applied (poison) is parked,
+    /// Applies a batch: in two round trips when it can ([`projections::apply_unlocked`]), else in
+    /// one transaction. An event that cannot be applied (poison) is parked,
     /// with the events of its contact behind it in the batch, and the rest is applied: the
     /// partition keeps flowing where ordering allows. Returns the report and how many were parked.
     ///
@@ -432,11 +438,26 @@ impl PartitionWorker {
         }
         let mut lease = guard.as_deref_mut().map(|leased| &mut leased.conn);
         let ids: Vec<_> = envelopes.iter().map(|e| e.event_id).collect();
-        let stored = match lease.as_mut() {
-            Some(conn) => EventStore::read_by_ids(&mut **conn, &ids).await?,
-            None => EventStore::read_by_ids(self.store.pool(), &ids).await?,
+        // First in two round trips and no transaction (the lease keeps every other worker off
+        // these rows); a batch that needs a transaction, or whose rows moved meanwhile, is
+        // applied again below in one that locks them.
+        let mut pooled: Option<sqlx::pool::PoolConnection<sqlx::Postgres>> = None;
+        let conn: &mut sqlx::PgConnection = match lease.as_mut() {
+            Some(conn) => conn,
+            None => pooled.insert(self.store.pool().acquire().await?),
         };
-        let (mut remaining, rejected) = against_the_store(envelopes, stored);
+        let unlocked = projections::read_unlocked(conn, &self.keys, &ids).await?;
+        let (mut remaining, rejected) = against_the_store(envelopes, &unlocked.stored);
+        let declined = if rejected.is_empty() {
+            match projections::apply_unlocked(conn, &self.store, &remaining, unlocked).await? {
+                Ok(report) => return Ok((report, 0)),
+                Err(declined) => declined.label(),
+            }
+        } else {
+            "rejected"
+        };
+        drop(pooled);
+        metrics::counter!("projection_batches_locked_total", "reason" => declined).increment(1);
         for (envelope, reason) in rejected {
             tracing::warn!(consumer, event_id = %envelope.event_id, reason = reason.label(), "a message that is not the stored event: not applied, parked");
             metrics::counter!("projection_rejected_messages_total", "reason" => reason.label())
@@ -527,21 +548,20 @@ impl std::fmt::Display for Rejected {
 /// rejected, with why.
 fn against_the_store(
     received: &[EventEnvelope],
-    stored: Vec<EventEnvelope>,
+    stored: &[EventEnvelope],
 ) -> (Vec<EventEnvelope>, Vec<(EventEnvelope, Rejected)>) {
-    let stored: std::collections::HashMap<_, _> =
-        stored.into_iter().map(|e| (e.event_id, e)).collect();
+    let stored: std::collections::HashMap<_, _> = stored.iter().map(|e| (e.event_id, e)).collect();
     let mut truth = Vec::with_capacity(received.len());
     let mut rejected = Vec::new();
     for message in received {
         match stored.get(&message.event_id) {
             None => rejected.push((message.clone(), Rejected::NotInStore)),
             Some(event) => {
-                if event != message {
+                if *event != message {
                     rejected.push((message.clone(), Rejected::Differs));
                 }
                 // A second message naming the same event is a duplicate the batch skips.
-                truth.push(event.clone());
+                truth.push((*event).clone());
             }
         }
     }

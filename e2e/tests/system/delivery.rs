@@ -10,7 +10,9 @@ use e2e::{Login, NatsServer, Options, TestSystem, APPLIED_PAIRS};
 use event_model::AggregateType;
 use futures::future::join_all;
 use platform::event_store::EventStore;
-use projection_service::projections::{apply_batch, Projection};
+use projection_service::projections::{
+    apply_batch, apply_unlocked, read_unlocked, Declined, Projection,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -205,6 +207,137 @@ async fn applying_a_batch_twice_or_out_of_order_gives_the_same_rows() {
     );
 
     system.stop().await;
+}
+
+/// The live path's first try writes without a transaction and checks that the rows it read are
+/// still as read. A row changed meanwhile (by a rebuild's swap or merge, say), or one that
+/// appeared meanwhile, aborts the write with nothing written, and the batch is declined for the
+/// locked path; read again, it applies.
+#[tokio::test]
+async fn an_unlocked_batch_whose_rows_moved_writes_nothing_and_applies_when_read_again() {
+    let mut system = TestSystem::start().await;
+    system.stop_projection().await;
+    let (contact, session) = some_traffic(&system).await;
+    let store = EventStore::new(system.db.pool.clone());
+    let keys = system.keys();
+    let stream = |kind, id| {
+        let (store, system) = (&store, &system);
+        async move {
+            store
+                .load_stream(&system.db.pool, &system.tenant.tenant_id, kind, id, 0)
+                .await
+                .unwrap()
+        }
+    };
+    let contact_events = stream(AggregateType::Contact, contact).await;
+    let first = &contact_events[0];
+    // The session's events: each folds into the session's row and its contact's.
+    let rest = &stream(AggregateType::Session, session).await[..];
+    let mut conn = system.db.pool.acquire().await.unwrap();
+    let written_of = |id: Uuid| {
+        let system = &system;
+        async move {
+            (
+                system
+                    .count(&format!(
+                        "select count(*) from processed_events where event_id = '{id}'"
+                    ))
+                    .await,
+                system
+                    .count(&format!(
+                        "select count(*) from domain_event_logs where id = '{id}'"
+                    ))
+                    .await,
+            )
+        }
+    };
+    let version = |table: &'static str, id: Uuid| {
+        let system = &system;
+        async move {
+            system
+                .count(&format!(
+                    "select coalesce(max(version), 0)::bigint from {table} where id = '{id}'"
+                ))
+                .await
+        }
+    };
+
+    // A row that appears between the read and the write: the locked path applied the contact's
+    // first event meanwhile.
+    let unlocked = read_unlocked(&mut conn, &keys, &[first.event_id])
+        .await
+        .unwrap();
+    assert_eq!(
+        unlocked.stored,
+        vec![first.clone()],
+        "the stored event, read with the rows"
+    );
+    let mut tx = system.db.pool.begin().await.unwrap();
+    apply_batch(
+        &mut tx,
+        &store,
+        &keys,
+        &Projection::ALL,
+        std::slice::from_ref(first),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let declined = apply_unlocked(&mut conn, &store, std::slice::from_ref(first), unlocked)
+        .await
+        .unwrap();
+    assert_eq!(declined, Err(Declined::Moved));
+    assert_eq!(version("contacts", contact).await, 1);
+
+    // A row changed between the read and the write: the batch writes nothing at all.
+    let unlocked = read_unlocked(&mut conn, &keys, &ids_of(rest))
+        .await
+        .unwrap();
+    let before = snapshot_of_read_tables(&system).await;
+    sqlx::query("update contacts set updated_at = updated_at where id = $1")
+        .bind(contact)
+        .execute(&system.db.pool)
+        .await
+        .unwrap();
+    let declined = apply_unlocked(&mut conn, &store, rest, unlocked)
+        .await
+        .unwrap();
+    assert_eq!(declined, Err(Declined::Moved));
+    assert_eq!(
+        snapshot_of_read_tables(&system).await,
+        before,
+        "nothing written"
+    );
+    for e in rest {
+        assert_eq!(
+            written_of(e.event_id).await,
+            (0, 0),
+            "no processed or audit row"
+        );
+    }
+
+    // Read again, it applies: every event once, to every projection.
+    let unlocked = read_unlocked(&mut conn, &keys, &ids_of(rest))
+        .await
+        .unwrap();
+    let report = apply_unlocked(&mut conn, &store, rest, unlocked)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.applied, rest.len() * 3, "{report:?}");
+    assert_eq!(version("sessions", session).await, rest.len() as i64);
+    for e in rest {
+        assert_eq!(written_of(e.event_id).await, (1, 1));
+    }
+    drop(conn);
+    system.start_projection().await;
+    system.wait_until_consumed(Duration::from_secs(20)).await;
+    assert!(system.verify().await.is_empty(), "the rows a rebuild gives");
+    system.stop().await;
+}
+
+fn ids_of(events: &[event_model::EventEnvelope]) -> Vec<Uuid> {
+    events.iter().map(|e| e.event_id).collect()
 }
 
 /// 1,000 commands from 8 clients: contacts, tags, inbound messages, agent replies, renames.

@@ -8,7 +8,7 @@ use event_model::{ContactEvent, ContactView, DomainEvent, EventEnvelope, Session
 use platform::event_store::EventStore;
 use platform::personal::KeySet;
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, Transaction};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{decode, Decoded, ProjectionError};
@@ -167,7 +167,7 @@ pub fn fold(record: &mut ContactRecord, envelope: &EventEnvelope, event: &Domain
 /// changed and the ids of every event it took care of (applied, filled in from the store, or
 /// found already applied). The batch writes the rows ([`super::write`]).
 pub async fn apply(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     store: &EventStore,
     keys: &KeySet,
     events: &[Decoded<'_>],
@@ -190,7 +190,7 @@ pub async fn apply(
             DomainEvent::Contact(_) if envelope.sequence_number > row.version + 1 => {
                 store
                     .read_range(
-                        &mut **tx,
+                        &mut *conn,
                         contact_id,
                         row.version + 1,
                         envelope.sequence_number - 1,
@@ -199,7 +199,7 @@ pub async fn apply(
             }
             DomainEvent::Session(_) if row.version == 0 => {
                 store
-                    .read_contact_before(&mut **tx, contact_id, 0, envelope.position)
+                    .read_contact_before(&mut *conn, contact_id, 0, envelope.position)
                     .await?
             }
             _ => Vec::new(),

@@ -1,8 +1,10 @@
 //! The projections: each a pure fold of events into read rows plus the SQL that loads and writes
 //! those rows in sets. The live JetStream workers and the replay tool call the very same
-//! [`apply_batch`], so a rebuild gives exactly the rows the live path gives.
+//! [`apply_batch`] (the live workers first try [`apply_unlocked`], the same fold and write in two
+//! statements and no transaction), so a rebuild gives exactly the rows the live path gives.
 //!
-//! Exactly-once effect: a batch is applied in one transaction that also records, for every event
+//! Exactly-once effect: a batch is applied atomically (in one transaction, or in one statement
+//! that checks its rows have not moved since they were read) and also records, for every event
 //! it handled, one `processed_events(event_id, consumer_name)` row naming the projections it was
 //! applied to ([`consumer_name`]: `contacts+sessions+domain_event_logs` on the live path); a
 //! redelivered event finds its row and changes nothing. Each read row also keeps its
@@ -18,12 +20,12 @@ use std::time::Instant;
 
 use contacts::ContactRecord;
 use event_model::{AggregateType, ContactEvent, DomainEvent, EventEnvelope};
-use platform::event_store::{EventStore, StoreError};
+use platform::event_store::{EventRow, EventStore, StoreError, EVENT_COLUMNS};
 use platform::personal::{DataKeys, KeySet, PersonalError};
 use serde::Serialize;
 use sessions::SessionRecord;
 use sqlx::types::Json;
-use sqlx::{Postgres, QueryBuilder, Transaction};
+use sqlx::{PgConnection, Postgres, QueryBuilder, Transaction};
 use uuid::Uuid;
 
 /// A projection, by the name it records in `processed_events.consumer_name`.
@@ -143,12 +145,12 @@ pub async fn apply_batch(
     events: &[EventEnvelope],
 ) -> Result<BatchReport, ProjectionError> {
     let started = Instant::now();
-    let read = read(tx, keys, projections, events, true).await?;
+    let (read, _) = read(tx, keys, projections, ReadBy::Given(events, Done::Read)).await?;
     let folded = fold_batch(tx, store, projections, events, read).await?;
     let report = folded.report;
     let processed = Processed::of(&folded.handled, started);
     let notification = (report.applied > 0).then(|| crate::projected::payload(events));
-    write(tx, &folded, Some(&processed), notification).await?;
+    write(tx, &folded, Some(&processed), notification, Rows::Locked).await?;
     folded.after_write(tx).await?;
     Ok(report)
 }
@@ -162,12 +164,107 @@ pub async fn apply_batch_once(
     projections: &[Projection],
     events: &[EventEnvelope],
 ) -> Result<BatchReport, ProjectionError> {
-    let read = read(tx, keys, projections, events, false).await?;
+    let (read, _) = read(tx, keys, projections, ReadBy::Given(events, Done::Unread)).await?;
     let folded = fold_batch(tx, store, projections, events, read).await?;
-    write(tx, &folded, None, None).await?;
+    write(tx, &folded, None, None, Rows::Locked).await?;
     folded.after_write(tx).await?;
     Ok(folded.report)
 }
+
+/// A live batch read in one statement and no transaction ([`read_unlocked`]): the stored events
+/// its messages name, and what folding them needs.
+pub struct Unlocked {
+    /// The stored events, in no particular order.
+    pub stored: Vec<EventEnvelope>,
+    read: Read,
+    /// The contacts whose keys and rows were read.
+    looked_up: HashSet<Uuid>,
+}
+
+/// Why [`apply_unlocked`] left a batch to [`apply_batch`] (the label of
+/// `projection_batches_locked_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declined {
+    /// An event whose contact's rows the read did not look up (its metadata names none readable).
+    Unread,
+    /// An event that cannot be applied: parking it is the transaction's work.
+    Poison,
+    /// The batch forgets a contact: its after-write clean-up goes in the same transaction.
+    Forgets,
+    /// A row changed between the read and the write (the write was aborted, nothing written).
+    Moved,
+}
+
+impl Declined {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Unread => "unread",
+            Self::Poison => "poison",
+            Self::Forgets => "forgets",
+            Self::Moved => "moved",
+        }
+    }
+}
+
+/// The live path's first try at a batch, in two round trips and no transaction: one statement
+/// reads the stored events with these ids, their contacts' keys and rows and what was applied
+/// already (this); after the caller checked the messages against the stored events,
+/// [`apply_unlocked`] folds and writes. Runs on the connection holding the partition's lease, so
+/// no other worker writes these rows meanwhile; a rebuild's swap or merge still may, which the
+/// write's check catches.
+pub async fn read_unlocked(
+    conn: &mut PgConnection,
+    keys: &DataKeys,
+    ids: &[Uuid],
+) -> Result<Unlocked, ProjectionError> {
+    let (read, stored) = read(conn, keys, &Projection::ALL, ReadBy::Stored(ids)).await?;
+    let stored = stored.unwrap_or_default();
+    Ok(Unlocked {
+        stored: stored.events,
+        read,
+        looked_up: stored.looked_up,
+    })
+}
+
+/// Applies `events` (stored events, in order, of [`read_unlocked`]'s batch) to every projection
+/// in one statement without a transaction: each row is written only where it is still as read
+/// (see [`Rows::Unmoved`]). A batch that needs more (a transaction to park or forget in) or whose
+/// rows moved is declined with nothing written, for [`apply_batch`] to apply.
+pub async fn apply_unlocked(
+    conn: &mut PgConnection,
+    store: &EventStore,
+    events: &[EventEnvelope],
+    unlocked: Unlocked,
+) -> Result<Result<BatchReport, Declined>, ProjectionError> {
+    let started = Instant::now();
+    if events
+        .iter()
+        .any(|e| !unlocked.looked_up.contains(&e.contact_id))
+    {
+        return Ok(Err(Declined::Unread));
+    }
+    let folded = match fold_batch(conn, store, &Projection::ALL, events, unlocked.read).await {
+        Ok(folded) => folded,
+        Err(ProjectionError::Poison { .. }) => return Ok(Err(Declined::Poison)),
+        Err(other) => return Err(other),
+    };
+    if !folded.forgotten_sessions.is_empty() || !folded.forgotten_log.is_empty() {
+        return Ok(Err(Declined::Forgets));
+    }
+    let report = folded.report;
+    let processed = Processed::of(&folded.handled, started);
+    let notification = (report.applied > 0).then(|| crate::projected::payload(events));
+    match write(conn, &folded, Some(&processed), notification, Rows::Unmoved).await {
+        Ok(()) => Ok(Ok(report)),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(ROWS_MOVED) => {
+            Ok(Err(Declined::Moved))
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// The SQLSTATE `projection_rows_unmoved` aborts a write with (serialization_failure).
+const ROWS_MOVED: &str = "40001";
 
 /// A batch folded in memory: the rows it writes, and which (event, projection) pairs it took
 /// care of.
@@ -185,6 +282,8 @@ struct Folded {
     /// Contacts forgotten in the batch whose audit rows written from plaintext messages of the
     /// previous release take the store's redacted form.
     forgotten_log: Vec<Uuid>,
+    /// The row versions its rows were read at.
+    xmins: Xmins,
 }
 
 impl Folded {
@@ -216,7 +315,7 @@ fn forgotten_in(events: &[Decoded<'_>]) -> Vec<Uuid> {
 /// The projections' work on a batch: every (event, projection) pair not applied yet is folded
 /// into the rows `read` holds.
 async fn fold_batch(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     store: &EventStore,
     projections: &[Projection],
     events: &[EventEnvelope],
@@ -227,8 +326,12 @@ async fn fold_batch(
         sessions: mut session_rows,
         keys,
         done,
+        xmins,
     } = read;
-    let mut folded = Folded::default();
+    let mut folded = Folded {
+        xmins,
+        ..Folded::default()
+    };
     for &projection in projections {
         let mut seen = HashSet::new();
         let mut list = Vec::new();
@@ -245,13 +348,13 @@ async fn fold_batch(
         let handled = match projection {
             Projection::Contacts => {
                 let rows = std::mem::take(&mut contact_rows);
-                let (changed, handled) = contacts::apply(tx, store, &keys, &list, rows).await?;
+                let (changed, handled) = contacts::apply(conn, store, &keys, &list, rows).await?;
                 folded.contacts = changed;
                 handled
             }
             Projection::Sessions => {
                 let rows = std::mem::take(&mut session_rows);
-                let (changed, handled) = sessions::apply(tx, store, &keys, &list, rows).await?;
+                let (changed, handled) = sessions::apply(conn, store, &keys, &list, rows).await?;
                 folded.sessions = changed;
                 folded.forgotten_sessions = forgotten_in(&list);
                 handled
@@ -298,35 +401,63 @@ impl Processed {
 
 /// What a batch reads before it folds.
 struct Read {
-    /// The `contacts` rows of its events' contacts, locked for the batch.
+    /// The `contacts` rows of its events' contacts (locked for the batch, in a transaction).
     contacts: HashMap<Uuid, ContactRecord>,
-    /// The `sessions` rows of its session events, locked for the batch.
+    /// The `sessions` rows of its session events (locked for the batch, in a transaction).
     sessions: HashMap<Uuid, SessionRecord>,
     /// Its contacts' data keys as they are now (gap fills of those contacts use them too).
     keys: KeySet,
     /// The (event, projection) pairs applied already (`processed_events`).
     done: HashSet<(Uuid, Projection)>,
+    /// The version (`xmin`) each row was read at.
+    xmins: Xmins,
+}
+
+/// The `xmin` (as text) of each read row: the row version an unlocked write checks it still
+/// overwrites ([`Rows::Unmoved`]).
+#[derive(Default)]
+struct Xmins {
+    contacts: HashMap<Uuid, String>,
+    sessions: HashMap<Uuid, String>,
+}
+
+/// Which events a batch's read is for.
+enum ReadBy<'a> {
+    /// These events; their rows are locked for the batch's transaction.
+    Given(&'a [EventEnvelope], Done),
+    /// The stored events with these ids, read by the same statement with everything else, and
+    /// nothing locked (the live path's first try, [`read_unlocked`]).
+    Stored(&'a [Uuid]),
+}
+
+/// Whether a read looks up which events were applied already.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Done {
+    Read,
+    /// A rebuild is given every event once.
+    Unread,
 }
 
 /// Reads what a batch needs in one statement: the data keys of its events' contacts, the
-/// `contacts` and `sessions` rows its projections fold into (locked for the batch; a projection
-/// not in `projections` reads none), and, `with_done`, which projections already applied each
-/// event. Rows of events applied already are read too: which those are is only known from this
-/// very read, and a row read for nothing is only a lock held a moment.
+/// `contacts` and `sessions` rows its projections fold into (a projection not in `projections`
+/// reads none) with their versions, which projections already applied each event, and, read by
+/// id, the stored events themselves. Rows of events applied already are read too: which those are
+/// is only known from this very read, and a row read for nothing is only a lock held a moment.
 async fn read(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     keys: &DataKeys,
     projections: &[Projection],
-    events: &[EventEnvelope],
-    with_done: bool,
-) -> Result<Read, ProjectionError> {
-    if events.is_empty() {
-        return Ok(Read {
+    by: ReadBy<'_>,
+) -> Result<(Read, Option<StoredBatch>), ProjectionError> {
+    if matches!(by, ReadBy::Given(events, _) if events.is_empty()) {
+        let nothing = Read {
             contacts: HashMap::new(),
             sessions: HashMap::new(),
             keys: KeySet::default(),
             done: HashSet::new(),
-        });
+            xmins: Xmins::default(),
+        };
+        return Ok((nothing, None));
     }
     let sorted = |ids: Vec<Uuid>| {
         let mut ids = ids;
@@ -334,16 +465,55 @@ async fn read(
         ids.dedup();
         ids
     };
-    let contact_ids = sorted(events.iter().map(|e| e.contact_id).collect());
-    let session_ids = sorted(
-        events
-            .iter()
-            .filter(|e| e.aggregate_type == AggregateType::Session)
-            .map(|e| e.aggregate_id)
-            .collect(),
-    );
-    let event_ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
-    let mut sql = format!("with keys_read as ({})", DataKeys::rows_sql("$1"));
+    // The SQL expressions of the ids each part reads by, and the values bound to them.
+    let mut sql = String::from("with ");
+    let mut binds: Vec<Vec<Uuid>> = Vec::new();
+    let mut bind = |ids: Vec<Uuid>| {
+        binds.push(ids);
+        format!("${}", binds.len())
+    };
+    let (contact_ids, session_ids, event_ids, lock) = match by {
+        ReadBy::Given(events, done) => {
+            let contacts = sorted(events.iter().map(|e| e.contact_id).collect());
+            let sessions = sorted(
+                events
+                    .iter()
+                    .filter(|e| e.aggregate_type == AggregateType::Session)
+                    .map(|e| e.aggregate_id)
+                    .collect(),
+            );
+            let contacts = bind(contacts);
+            let sessions = (!sessions.is_empty()).then(|| bind(sessions));
+            let done =
+                (done == Done::Read).then(|| bind(events.iter().map(|e| e.event_id).collect()));
+            (contacts, sessions, done, " for update")
+        }
+        ReadBy::Stored(ids) => {
+            let ids = bind(ids.to_vec());
+            // A session event's contact is the one its metadata names (`EventRow::into_envelope`);
+            // one that names none readable looks up nothing, and the batch is declined.
+            sql.push_str(&format!(
+                "batch as (select {EVENT_COLUMNS} from contact_event_store e where e.id = any({ids})), \
+                 batch_contacts as (select distinct case when aggregate_type = 'session' \
+                    then case when metadata->>'contact_id' ~* '{UUID_PATTERN}' \
+                              then (metadata->>'contact_id')::uuid end \
+                    else aggregate_id end as id from batch), "
+            ));
+            (
+                "array(select id from batch_contacts where id is not null)".to_owned(),
+                Some(
+                    "array(select aggregate_id from batch where aggregate_type = 'session')"
+                        .to_owned(),
+                ),
+                Some(ids),
+                "",
+            )
+        }
+    };
+    sql.push_str(&format!(
+        "keys_read as ({})",
+        DataKeys::rows_sql(&contact_ids)
+    ));
     let mut columns = vec![
         "(select array_agg(contact_id order by contact_id) from keys_read) as key_contacts"
             .to_owned(),
@@ -351,49 +521,67 @@ async fn read(
             .to_owned(),
         "(select array_agg(kek_id order by contact_id) from keys_read) as kek_ids".to_owned(),
     ];
-    // `$1`, the batch's contacts, keys both their keys and their rows.
-    let mut binds = 1;
-    let mut rows_of = |table: &str, param: usize, read: bool| {
-        if read {
+    let mut rows_of = |table: &str, ids: Option<&str>| {
+        if let Some(ids) = ids {
             sql.push_str(&format!(
-                ", {table}_read as (select to_jsonb(t) as row from {table} t \
-                    where t.id = any(${param}) for update)"
+                ", {table}_read as (select to_jsonb(t) as row, t.id, t.xmin::text as xmin \
+                    from {table} t where t.id = any({ids}){lock})"
             ));
             columns.push(format!(
                 "(select jsonb_agg(row) from {table}_read) as {table}"
             ));
+            columns.push(format!(
+                "(select array_agg(id order by id) from {table}_read) as {table}_ids"
+            ));
+            columns.push(format!(
+                "(select array_agg(xmin order by id) from {table}_read) as {table}_xmins"
+            ));
         } else {
             columns.push(format!("null::jsonb as {table}"));
+            columns.push(format!("null::uuid[] as {table}_ids"));
+            columns.push(format!("null::text[] as {table}_xmins"));
         }
     };
-    rows_of("contacts", 1, projections.contains(&Projection::Contacts));
-    let reads_sessions = projections.contains(&Projection::Sessions) && !session_ids.is_empty();
-    if reads_sessions {
-        binds += 1;
+    rows_of(
+        "contacts",
+        projections
+            .contains(&Projection::Contacts)
+            .then_some(contact_ids.as_str()),
+    );
+    rows_of(
+        "sessions",
+        session_ids
+            .as_deref()
+            .filter(|_| projections.contains(&Projection::Sessions)),
+    );
+    match &event_ids {
+        Some(ids) => {
+            sql.push_str(&format!(
+                ", done_read as (select event_id, consumer_name::text as name \
+                    from processed_events where event_id = any({ids}))"
+            ));
+            columns.push("(select array_agg(event_id) from done_read) as done_ids".to_owned());
+            columns.push("(select array_agg(name) from done_read) as done_names".to_owned());
+        }
+        None => {
+            columns.push("null::uuid[] as done_ids".to_owned());
+            columns.push("null::text[] as done_names".to_owned());
+        }
     }
-    rows_of("sessions", binds, reads_sessions);
-    if with_done {
-        binds += 1;
-        sql.push_str(&format!(
-            ", done_read as (select event_id, consumer_name::text as name from processed_events \
-                where event_id = any(${binds}))"
-        ));
-        columns.push("(select array_agg(event_id) from done_read) as done_ids".to_owned());
-        columns.push("(select array_agg(name) from done_read) as done_names".to_owned());
+    if matches!(by, ReadBy::Stored(_)) {
+        columns.push("(select jsonb_agg(to_jsonb(b)) from batch b) as events".to_owned());
+        columns.push("(select array_agg(id) from batch_contacts) as looked_up".to_owned());
     } else {
-        columns.push("null::uuid[] as done_ids".to_owned());
-        columns.push("null::text[] as done_names".to_owned());
+        columns.push("null::jsonb as events".to_owned());
+        columns.push("null::uuid[] as looked_up".to_owned());
     }
     sql.push_str(" select ");
     sql.push_str(&columns.join(", "));
-    let mut query = sqlx::query_as::<_, ReadRow>(&sql).bind(&contact_ids);
-    if reads_sessions {
-        query = query.bind(&session_ids);
+    let mut query = sqlx::query_as::<_, ReadRow>(&sql);
+    for ids in &binds {
+        query = query.bind(ids);
     }
-    if with_done {
-        query = query.bind(&event_ids);
-    }
-    let row = query.fetch_one(&mut **tx).await?;
+    let row = query.fetch_one(&mut *conn).await?;
     let key_rows = row
         .key_contacts
         .unwrap_or_default()
@@ -408,7 +596,24 @@ async fn read(
         .zip(row.done_names.unwrap_or_default())
         .flat_map(|(id, name)| covered(&name).map(move |p| (id, p)).collect::<Vec<_>>())
         .collect();
-    Ok(Read {
+    let versions = |ids: Option<Vec<Uuid>>, xmins: Option<Vec<String>>| {
+        ids.unwrap_or_default()
+            .into_iter()
+            .zip(xmins.unwrap_or_default())
+            .collect()
+    };
+    let stored = match row.events {
+        Some(Json(events)) => Some(StoredBatch {
+            events: events
+                .into_iter()
+                .map(EventRow::into_envelope)
+                .collect::<Result<_, _>>()?,
+            looked_up: row.looked_up.unwrap_or_default().into_iter().collect(),
+        }),
+        None if matches!(by, ReadBy::Stored(_)) => Some(StoredBatch::default()),
+        None => None,
+    };
+    let read = Read {
         contacts: row
             .contacts
             .map(|r| r.0.into_iter().map(|r| (r.id, r)).collect())
@@ -419,7 +624,23 @@ async fn read(
             .unwrap_or_default(),
         keys: keys.set_of(key_rows).map_err(ProjectionError::Keys)?,
         done,
-    })
+        xmins: Xmins {
+            contacts: versions(row.contacts_ids, row.contacts_xmins),
+            sessions: versions(row.sessions_ids, row.sessions_xmins),
+        },
+    };
+    Ok((read, stored))
+}
+
+/// A uuid in its hyphenated text form, the one `EventRow::into_envelope` reads.
+const UUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$";
+
+/// The stored events a [`ReadBy::Stored`] read found, and the contacts whose keys and rows it
+/// read with them.
+#[derive(Default)]
+struct StoredBatch {
+    events: Vec<EventEnvelope>,
+    looked_up: HashSet<Uuid>,
 }
 
 /// The one row of [`read`]'s statement.
@@ -429,9 +650,26 @@ struct ReadRow {
     key_material: Option<Vec<Option<Vec<u8>>>>,
     kek_ids: Option<Vec<String>>,
     contacts: Option<Json<Vec<ContactRecord>>>,
+    contacts_ids: Option<Vec<Uuid>>,
+    contacts_xmins: Option<Vec<String>>,
     sessions: Option<Json<Vec<SessionRecord>>>,
+    sessions_ids: Option<Vec<Uuid>>,
+    sessions_xmins: Option<Vec<String>>,
     done_ids: Option<Vec<Uuid>>,
     done_names: Option<Vec<String>>,
+    events: Option<Json<Vec<EventRow>>>,
+    looked_up: Option<Vec<Uuid>>,
+}
+
+/// How a write treats the rows it overwrites.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Rows {
+    /// Locked by the batch's read: overwritten as they are.
+    Locked,
+    /// Read without a lock: each is overwritten only where it is still the version read (and
+    /// inserted only where none has appeared since), and the statement is aborted, with nothing
+    /// written, when one is not (`projection_rows_unmoved`, migration 0028).
+    Unmoved,
 }
 
 /// Writes a folded batch in one statement: the changed `contacts` and `sessions` rows (inserted,
@@ -439,39 +677,38 @@ struct ReadRow {
 /// `processed_events` rows and the notification, each part only when it has something to write.
 /// A session row's foreign key to its contact's row is checked at the statement's end, after both.
 async fn write(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     folded: &Folded,
     processed: Option<&Processed>,
     notification: Option<String>,
+    rows: Rows,
 ) -> Result<(), sqlx::Error> {
     let mut sql = QueryBuilder::<Postgres>::new("");
-    let mut parts = 0;
-    let mut part = |sql: &mut QueryBuilder<'_, Postgres>, name: &str| {
-        sql.push(if parts == 0 { "with " } else { ", " })
-            .push(name)
-            .push(" as (");
-        parts += 1;
-    };
-    if !folded.contacts.is_empty() {
-        part(&mut sql, "contacts_written");
-        upsert(
-            &mut sql,
-            "contacts",
-            contacts::COLUMNS,
-            Json(&folded.contacts),
-        );
-    }
-    if !folded.sessions.is_empty() {
-        part(&mut sql, "sessions_written");
-        upsert(
-            &mut sql,
-            "sessions",
-            sessions::COLUMNS,
-            Json(&folded.sessions),
-        );
-    }
+    let mut parts = Parts::default();
+    // The parts whose row counts the unmoved check adds up.
+    let mut counted = Vec::new();
+    let contact_rows = (&folded.contacts, &folded.xmins.contacts);
+    write_rows(
+        &mut sql,
+        &mut parts,
+        &mut counted,
+        "contacts",
+        contacts::COLUMNS,
+        contact_rows,
+        rows,
+    );
+    let session_rows = (&folded.sessions, &folded.xmins.sessions);
+    write_rows(
+        &mut sql,
+        &mut parts,
+        &mut counted,
+        "sessions",
+        sessions::COLUMNS,
+        session_rows,
+        rows,
+    );
     if !folded.log.is_empty() {
-        part(&mut sql, "logged");
+        parts.open(&mut sql, "logged");
         sql.push(event_log::copy_sql())
             .push(" where e.id = any(")
             .push_bind(&folded.log)
@@ -480,7 +717,7 @@ async fn write(
             .push(")");
     }
     if let Some(processed) = processed.filter(|p| !p.ids.is_empty()) {
-        part(&mut sql, "processed");
+        parts.open(&mut sql, "processed");
         sql.push(
             "insert into processed_events (event_id, consumer_name, processing_duration_ms) \
              select id, name, ",
@@ -492,44 +729,141 @@ async fn write(
         .push_bind(&processed.names)
         .push("::text[]) as t(id, name) on conflict (event_id, consumer_name) do nothing)");
     }
-    if parts == 0 && notification.is_none() {
+    if parts.0 == 0 && notification.is_none() {
         return Ok(());
     }
+    let mut results = Vec::new();
+    if !counted.is_empty() {
+        let expected = (folded.contacts.len() + folded.sessions.len()) as i64;
+        let written = counted
+            .iter()
+            .map(|part| format!("(select count(*) from {part})"))
+            .collect::<Vec<_>>()
+            .join(" + ");
+        results.push(format!("projection_rows_unmoved({expected}, {written})"));
+    }
+    sql.push(" select ");
     match notification {
         Some(payload) => {
-            sql.push(" select pg_notify(")
+            for result in &results {
+                sql.push(result).push(", ");
+            }
+            sql.push("pg_notify(")
                 .push_bind(crate::projected::CHANNEL)
                 .push(", ")
                 .push_bind(payload)
                 .push(")");
         }
+        None if results.is_empty() => {
+            sql.push("1");
+        }
         None => {
-            sql.push(" select 1");
+            sql.push(results.join(", "));
         }
     }
-    sql.build().execute(&mut **tx).await?;
+    sql.build().execute(&mut *conn).await?;
     Ok(())
 }
 
-/// `insert … on conflict (id) do update` of every column of `table` from the records in `rows`
-/// (`jsonb_populate_recordset`: the records' field names are the columns); closes the part.
-fn upsert<'a, T: Serialize + Sync>(
+/// The `with` parts of a statement, counted as they are opened.
+#[derive(Default)]
+struct Parts(usize);
+
+impl Parts {
+    /// Opens part `name` (`with name as (` or `, name as (`); its writer closes it.
+    fn open(&mut self, sql: &mut QueryBuilder<'_, Postgres>, name: &str) {
+        sql.push(if self.0 == 0 { "with " } else { ", " })
+            .push(name)
+            .push(" as (");
+        self.0 += 1;
+    }
+}
+
+/// A read row: its id.
+trait Keyed {
+    fn id(&self) -> Uuid;
+}
+
+impl Keyed for ContactRecord {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl Keyed for SessionRecord {
+    fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+/// The parts of [`write`] that write `table`'s changed rows (`records`, with the versions they
+/// were read at): one upsert of them all ([`Rows::Locked`]), or an update of those read that
+/// are still at the version read and an insert of the others where none has appeared since
+/// ([`Rows::Unmoved`], whose parts go to `counted`).
+fn write_rows<'a, T: Serialize + Keyed + Sync>(
     sql: &mut QueryBuilder<'a, Postgres>,
+    parts: &mut Parts,
+    counted: &mut Vec<String>,
     table: &str,
     columns: &[&str],
-    rows: Json<&'a Vec<T>>,
+    (records, xmins): (&'a Vec<T>, &HashMap<Uuid, String>),
+    rows: Rows,
 ) {
+    if records.is_empty() {
+        return;
+    }
     let list = columns.join(", ");
-    let updates = columns[1..]
+    let set = |from: &str| {
+        columns[1..]
+            .iter()
+            .map(|c| format!("{c} = {from}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let records = Json(records);
+    if rows == Rows::Locked {
+        parts.open(sql, &format!("{table}_written"));
+        sql.push(format_args!(
+            "insert into {table} ({list}) select {list} from jsonb_populate_recordset(null::{table}, "
+        ))
+        .push_bind(records)
+        .push(format_args!(
+            ") on conflict (id) do update set {})",
+            set("excluded")
+        ));
+        return;
+    }
+    let (read_ids, read_xmins): (Vec<Uuid>, Vec<String>) = records
+        .0
         .iter()
-        .map(|c| format!("{c} = excluded.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .filter_map(|r| xmins.get(&r.id()).map(|x| (r.id(), x.clone())))
+        .unzip();
+    parts.open(sql, &format!("{table}_rows"));
     sql.push(format_args!(
-        "insert into {table} ({list}) select {list} from jsonb_populate_recordset(null::{table}, "
+        "select * from jsonb_populate_recordset(null::{table}, "
     ))
-    .push_bind(rows)
-    .push(format_args!(") on conflict (id) do update set {updates})"));
+    .push_bind(records)
+    .push("))");
+    parts.open(sql, &format!("{table}_updated"));
+    sql.push(format_args!(
+        "update {table} t set {} from {table}_rows r join unnest(",
+        set("r")
+    ))
+    .push_bind(read_ids.clone())
+    .push("::uuid[], ")
+    .push_bind(read_xmins)
+    .push(
+        "::text[]) as g(id, xmin) on g.id = r.id \
+         where t.id = r.id and t.xmin = g.xmin::xid returning 1)",
+    );
+    parts.open(sql, &format!("{table}_inserted"));
+    sql.push(format_args!(
+        "insert into {table} ({list}) select {list} from {table}_rows r where r.id <> all("
+    ))
+    .push_bind(read_ids)
+    .push("::uuid[]) on conflict (id) do nothing returning 1)");
+    counted.push(format!("{table}_updated"));
+    counted.push(format!("{table}_inserted"));
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use platform::event_store::EventStore;
 use platform::personal::KeySet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{decode, Decoded, ProjectionError};
@@ -224,7 +224,7 @@ pub fn fold(
 /// rows it changed and the ids of every event it took care of. The batch writes the rows
 /// ([`super::write`]).
 pub async fn apply(
-    tx: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     store: &EventStore,
     keys: &KeySet,
     events: &[Decoded<'_>],
@@ -248,7 +248,7 @@ pub async fn apply(
         }
         if envelope.sequence_number > version + 1 {
             for earlier in store
-                .read_range(&mut **tx, id, version + 1, envelope.sequence_number - 1)
+                .read_range(&mut *conn, id, version + 1, envelope.sequence_number - 1)
                 .await?
             {
                 let earlier_event = decode(keys, &earlier)?;
