@@ -11,6 +11,7 @@
 //! Each worker reports its progress to [`ConsumerHealth`]: a consumer with events waiting that
 //! has not advanced for a while is stalled, and `/readyz` says so.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::dead_letters;
-use crate::projections::{self, apply_batch, BatchReport, Projection, ProjectionError};
+use crate::projections::{
+    self, apply_batch, BatchReport, Commit, Projection, ProjectionError, Wal,
+};
 
 /// The longest wait before a worker sets its consumer up again after a broker failure. Short: on
 /// a NATS cluster, a consumer whose leader was lost is back as soon as the survivors elected a new
@@ -278,10 +281,18 @@ impl PartitionWorker {
         });
         let _monitor = AbortOnDrop(monitor);
         tracing::info!(partition = self.partition, consumer = %name, "consuming");
+        let mut unsettled = Unsettled::default();
         loop {
             let batch = tokio::select! {
                 batch = batches.next() => batch,
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(SETTLE_POLL), if !unsettled.is_empty() => {
+                    self.settle(&mut unsettled).await;
+                    continue;
+                }
+                _ = shutdown.cancelled() => {
+                    self.settle_before_leaving(&mut unsettled).await;
+                    return Ok(());
+                }
             };
             let Some(batch) = batch else {
                 anyhow::bail!("message stream ended");
@@ -310,7 +321,7 @@ impl PartitionWorker {
                 }
             }
             // Finish the batch even when shutdown arrives meanwhile: commit, then ack.
-            self.handle(messages).await;
+            self.handle(messages, &mut unsettled).await;
         }
     }
 
@@ -327,7 +338,36 @@ impl PartitionWorker {
         }
     }
 
-    async fn handle(&self, messages: Vec<jetstream::Message>) {
+    /// Acks what PostgreSQL now says is on disk.
+    async fn settle(&self, unsettled: &mut Unsettled) {
+        let wal = match &self.lease {
+            Some(lease) => projections::wal(&mut lease.lock().await.conn).await,
+            None => match self.store.pool().acquire().await {
+                Ok(mut conn) => projections::wal(&mut conn).await,
+                Err(e) => Err(e),
+            },
+        };
+        match wal {
+            Ok(wal) => ack(&unsettled.settle(wal)).await,
+            Err(e) => {
+                tracing::warn!(partition = self.partition, error = %e, "reading the WAL's position failed; acking later")
+            }
+        }
+    }
+
+    /// On the way out, acks what reaches the disk within a moment (PostgreSQL's WAL writer
+    /// flushes every 200 ms by default); the rest is delivered again, and skipped.
+    async fn settle_before_leaving(&self, unsettled: &mut Unsettled) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while !unsettled.is_empty() && Instant::now() < deadline {
+            self.settle(unsettled).await;
+            if !unsettled.is_empty() {
+                tokio::time::sleep(SETTLE_POLL).await;
+            }
+        }
+    }
+
+    async fn handle(&self, messages: Vec<jetstream::Message>, unsettled: &mut Unsettled) {
         let consumer = self.consumer_name();
         let mut envelopes = Vec::with_capacity(messages.len());
         let mut acceptable = Vec::with_capacity(messages.len());
@@ -378,7 +418,12 @@ impl PartitionWorker {
             }
         };
         match result {
-            Ok((report, parked)) => {
+            Ok(Applied {
+                report,
+                parked,
+                wal,
+                commit,
+            }) => {
                 if parked > 0 {
                     metrics::counter!("projection_events_parked_total", "consumer" => consumer.clone())
                         .increment(parked as u64);
@@ -393,10 +438,16 @@ impl PartitionWorker {
                     let lag = (Utc::now() - newest).num_milliseconds().max(0) as f64 / 1000.0;
                     metrics::gauge!("projection_consumer_lag_seconds", "consumer" => consumer.clone()).set(lag);
                 }
-                for message in &acceptable {
-                    if let Err(e) = message.ack().await {
-                        tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
+                if let Some(wal) = wal {
+                    ack(&unsettled.settle(wal)).await;
+                }
+                match commit {
+                    // Its commit flushed the WAL, the earlier batches' with it.
+                    Commit::Durable => {
+                        ack(&unsettled.all()).await;
+                        ack(&acceptable).await;
                     }
+                    Commit::Deferred => unsettled.push(acceptable),
                 }
                 self.health.advanced(self.partition);
                 drop(spans);
@@ -426,7 +477,7 @@ impl PartitionWorker {
     /// from before `encrypt-history` rewrote it): it is counted
     /// (`projection_rejected_messages_total{reason}`) and parked for an operator; the stored
     /// event, where there is one, is applied all the same.
-    async fn apply(&self, envelopes: &[EventEnvelope]) -> anyhow::Result<(BatchReport, usize)> {
+    async fn apply(&self, envelopes: &[EventEnvelope]) -> anyhow::Result<Applied> {
         let consumer = self.consumer_name();
         let mut parked: Vec<(EventEnvelope, String)> = Vec::new();
         let mut guard = match &self.lease {
@@ -447,10 +498,29 @@ impl PartitionWorker {
             None => pooled.insert(self.store.pool().acquire().await?),
         };
         let unlocked = projections::read_unlocked(conn, &self.keys, &ids).await?;
+        let wal = Some(unlocked.wal);
         let (mut remaining, rejected) = against_the_store(envelopes, &unlocked.stored);
+        // Live traffic commits without waiting for the disk and is acked once the WAL is there
+        // (`Unsettled`): a batch's flush was a third of its time, and the commands' commits,
+        // which must wait, queued behind it. A full batch (catching up) waits, so that the
+        // broker's window of unacked messages never fills with batches waiting for a flush.
+        let commit = if envelopes.len() < self.batch_size {
+            Commit::Deferred
+        } else {
+            Commit::Durable
+        };
         let declined = if rejected.is_empty() {
-            match projections::apply_unlocked(conn, &self.store, &remaining, unlocked).await? {
-                Ok(report) => return Ok((report, 0)),
+            match projections::apply_unlocked(conn, &self.store, &remaining, unlocked, commit)
+                .await?
+            {
+                Ok(report) => {
+                    return Ok(Applied {
+                        report,
+                        parked: 0,
+                        wal,
+                        commit,
+                    })
+                }
                 Err(declined) => declined.label(),
             }
         } else {
@@ -481,7 +551,12 @@ impl PartitionWorker {
                 Ok(report) => {
                     dead_letters::park(&mut tx, &consumer, &parked).await?;
                     tx.commit().await?;
-                    return Ok((report, parked.len()));
+                    return Ok(Applied {
+                        report,
+                        parked: parked.len(),
+                        wal,
+                        commit: Commit::Durable,
+                    });
                 }
                 Err(ProjectionError::Poison { envelope, reason }) => {
                     tx.rollback().await?;
@@ -511,6 +586,75 @@ impl PartitionWorker {
                 }
                 Err(other) => return Err(other.into()),
             }
+        }
+    }
+}
+
+/// A batch applied.
+struct Applied {
+    report: BatchReport,
+    /// How many of its events were parked.
+    parked: usize,
+    /// Where the WAL stood before its commit (read with its events).
+    wal: Option<Wal>,
+    commit: Commit,
+}
+
+/// How often a worker with batches waiting for the WAL's flush asks how far it is.
+const SETTLE_POLL: Duration = Duration::from_millis(25);
+
+/// Batches committed with [`Commit::Deferred`], in order, their messages (`M`) unacked until the
+/// WAL holding them is on disk; each with the WAL position its commit ends at or before, once a
+/// statement after it told one.
+struct Unsettled<M = jetstream::Message> {
+    batches: VecDeque<(Vec<M>, Option<i64>)>,
+}
+
+impl<M> Default for Unsettled<M> {
+    fn default() -> Self {
+        Self {
+            batches: VecDeque::new(),
+        }
+    }
+}
+
+impl<M> Unsettled<M> {
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
+
+    fn push(&mut self, messages: Vec<M>) {
+        self.batches.push_back((messages, None));
+    }
+
+    /// Takes `wal`, read after every batch held here was committed; returns the messages of the
+    /// batches now on disk, to ack.
+    fn settle(&mut self, wal: Wal) -> Vec<M> {
+        for (_, ends_by) in &mut self.batches {
+            ends_by.get_or_insert(wal.inserted);
+        }
+        let mut settled = Vec::new();
+        while let Some((_, Some(ends_by))) = self.batches.front() {
+            if *ends_by > wal.flushed {
+                break;
+            }
+            if let Some((messages, _)) = self.batches.pop_front() {
+                settled.extend(messages);
+            }
+        }
+        settled
+    }
+
+    /// Every batch's messages: a durable commit after them flushed their WAL too.
+    fn all(&mut self) -> Vec<M> {
+        self.batches.drain(..).flat_map(|(m, _)| m).collect()
+    }
+}
+
+async fn ack(messages: &[jetstream::Message]) {
+    for message in messages {
+        if let Err(e) = message.ack().await {
+            tracing::warn!(error = %e, "ack failed; the message will be redelivered and skipped");
         }
     }
 }
@@ -609,5 +753,50 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal(inserted: i64, flushed: i64) -> Wal {
+        Wal { inserted, flushed }
+    }
+
+    #[test]
+    fn a_deferred_batch_is_acked_only_once_the_wal_is_flushed_past_a_position_read_after_it() {
+        let mut unsettled = Unsettled::default();
+        unsettled.push(vec!["a1", "a2"]);
+        // Read after batch a: its commit ends by 100; only 90 is on disk.
+        assert!(unsettled.settle(wal(100, 90)).is_empty());
+        unsettled.push(vec!["b"]);
+        // A flush at 100 covers a, not b (which committed after the position 100 was read).
+        assert_eq!(unsettled.settle(wal(150, 100)), ["a1", "a2"]);
+        assert!(!unsettled.is_empty());
+        assert!(unsettled.settle(wal(160, 149)).is_empty());
+        assert_eq!(unsettled.settle(wal(170, 150)), ["b"]);
+        assert!(unsettled.is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_held_to_the_first_position_read_after_it_not_to_later_ones() {
+        // Under steady traffic the WAL's end keeps moving ahead of its flush: a batch held to
+        // the newest position would never be acked.
+        let mut unsettled = Unsettled::default();
+        unsettled.push(vec![1]);
+        assert!(unsettled.settle(wal(200, 150)).is_empty());
+        assert!(unsettled.settle(wal(400, 199)).is_empty());
+        assert_eq!(unsettled.settle(wal(600, 200)), [1]);
+    }
+
+    #[test]
+    fn a_durable_commit_takes_every_batch_before_it() {
+        let mut unsettled = Unsettled::default();
+        unsettled.push(vec![1]);
+        unsettled.push(vec![2, 3]);
+        assert!(unsettled.settle(wal(10, 0)).is_empty());
+        assert_eq!(unsettled.all(), [1, 2, 3]);
+        assert!(unsettled.is_empty());
     }
 }

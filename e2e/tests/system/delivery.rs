@@ -11,7 +11,7 @@ use event_model::AggregateType;
 use futures::future::join_all;
 use platform::event_store::EventStore;
 use projection_service::projections::{
-    apply_batch, apply_unlocked, read_unlocked, Declined, Projection,
+    self, apply_batch, apply_unlocked, read_unlocked, Commit, Declined, Projection,
 };
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -283,9 +283,15 @@ async fn an_unlocked_batch_whose_rows_moved_writes_nothing_and_applies_when_read
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let declined = apply_unlocked(&mut conn, &store, std::slice::from_ref(first), unlocked)
-        .await
-        .unwrap();
+    let declined = apply_unlocked(
+        &mut conn,
+        &store,
+        std::slice::from_ref(first),
+        unlocked,
+        Commit::Durable,
+    )
+    .await
+    .unwrap();
     assert_eq!(declined, Err(Declined::Moved));
     assert_eq!(version("contacts", contact).await, 1);
 
@@ -299,7 +305,7 @@ async fn an_unlocked_batch_whose_rows_moved_writes_nothing_and_applies_when_read
         .execute(&system.db.pool)
         .await
         .unwrap();
-    let declined = apply_unlocked(&mut conn, &store, rest, unlocked)
+    let declined = apply_unlocked(&mut conn, &store, rest, unlocked, Commit::Durable)
         .await
         .unwrap();
     assert_eq!(declined, Err(Declined::Moved));
@@ -316,11 +322,12 @@ async fn an_unlocked_batch_whose_rows_moved_writes_nothing_and_applies_when_read
         );
     }
 
-    // Read again, it applies: every event once, to every projection.
+    // Read again, it applies: every event once, to every projection. Committed without waiting
+    // for the disk (as live traffic is), it is visible at once, and on disk a moment later.
     let unlocked = read_unlocked(&mut conn, &keys, &ids_of(rest))
         .await
         .unwrap();
-    let report = apply_unlocked(&mut conn, &store, rest, unlocked)
+    let report = apply_unlocked(&mut conn, &store, rest, unlocked, Commit::Deferred)
         .await
         .unwrap()
         .unwrap();
@@ -329,6 +336,13 @@ async fn an_unlocked_batch_whose_rows_moved_writes_nothing_and_applies_when_read
     for e in rest {
         assert_eq!(written_of(e.event_id).await, (1, 1));
     }
+    let committed_by = projections::wal(&mut conn).await.unwrap().inserted;
+    let flushed = e2e::wait_until(Duration::from_secs(5), || async {
+        let mut conn = system.db.pool.acquire().await.unwrap();
+        projections::wal(&mut conn).await.unwrap().flushed >= committed_by
+    })
+    .await;
+    assert!(flushed, "the WAL flushed past the batch");
     drop(conn);
     system.start_projection().await;
     system.wait_until_consumed(Duration::from_secs(20)).await;

@@ -176,6 +176,8 @@ pub async fn apply_batch_once(
 pub struct Unlocked {
     /// The stored events, in no particular order.
     pub stored: Vec<EventEnvelope>,
+    /// Where the WAL stood when they were read.
+    pub wal: Wal,
     read: Read,
     /// The contacts whose keys and rows were read.
     looked_up: HashSet<Uuid>,
@@ -220,7 +222,12 @@ pub async fn read_unlocked(
     let (read, stored) = read(conn, keys, &Projection::ALL, ReadBy::Stored(ids)).await?;
     let stored = stored.unwrap_or_default();
     Ok(Unlocked {
-        stored: stored.events,
+        stored: stored
+            .events
+            .into_iter()
+            .map(EventRow::into_envelope)
+            .collect::<Result<_, _>>()?,
+        wal: stored.wal,
         read,
         looked_up: stored.looked_up,
     })
@@ -235,6 +242,7 @@ pub async fn apply_unlocked(
     store: &EventStore,
     events: &[EventEnvelope],
     unlocked: Unlocked,
+    commit: Commit,
 ) -> Result<Result<BatchReport, Declined>, ProjectionError> {
     let started = Instant::now();
     if events
@@ -254,7 +262,8 @@ pub async fn apply_unlocked(
     let report = folded.report;
     let processed = Processed::of(&folded.handled, started);
     let notification = (report.applied > 0).then(|| crate::projected::payload(events));
-    match write(conn, &folded, Some(&processed), notification, Rows::Unmoved).await {
+    let rows = Rows::Unmoved(commit);
+    match write(conn, &folded, Some(&processed), notification, rows).await {
         Ok(()) => Ok(Ok(report)),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(ROWS_MOVED) => {
             Ok(Err(Declined::Moved))
@@ -265,6 +274,39 @@ pub async fn apply_unlocked(
 
 /// The SQLSTATE `projection_rows_unmoved` aborts a write with (serialization_failure).
 const ROWS_MOVED: &str = "40001";
+
+/// Whether an unlocked write's commit waits for its WAL to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// As every other commit of the system: durable when the statement returns.
+    Durable,
+    /// Visible at once, on disk within PostgreSQL's WAL writer delay (`synchronous_commit` off
+    /// for this statement alone). The caller must not ack its messages before [`Wal`] says the
+    /// WAL is flushed past a position read after the commit: a database crash in between loses
+    /// the batch, and the broker then delivers it again.
+    Deferred,
+}
+
+/// Two WAL positions (bytes from the start) read together: how far WAL has been written, and
+/// how far it is on disk. Any commit that returned before they were read ends at or before
+/// `inserted`, and is on disk once a `flushed` read later reaches that.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wal {
+    pub inserted: i64,
+    pub flushed: i64,
+}
+
+/// SQL: the two columns of a [`Wal`], `wal_inserted` and `wal_flushed`.
+const WAL_SQL: &str = "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint as wal_inserted, \
+     (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint as wal_flushed";
+
+/// Where the WAL stands now (see [`Wal`]).
+pub async fn wal(conn: &mut PgConnection) -> Result<Wal, sqlx::Error> {
+    let (inserted, flushed) = sqlx::query_as(&format!("select {WAL_SQL}"))
+        .fetch_one(conn)
+        .await?;
+    Ok(Wal { inserted, flushed })
+}
 
 /// A batch folded in memory: the rows it writes, and which (event, projection) pairs it took
 /// care of.
@@ -571,9 +613,11 @@ async fn read(
     if matches!(by, ReadBy::Stored(_)) {
         columns.push("(select jsonb_agg(to_jsonb(b)) from batch b) as events".to_owned());
         columns.push("(select array_agg(id) from batch_contacts) as looked_up".to_owned());
+        columns.push(WAL_SQL.to_owned());
     } else {
         columns.push("null::jsonb as events".to_owned());
         columns.push("null::uuid[] as looked_up".to_owned());
+        columns.push("null::bigint as wal_inserted, null::bigint as wal_flushed".to_owned());
     }
     sql.push_str(" select ");
     sql.push_str(&columns.join(", "));
@@ -602,17 +646,14 @@ async fn read(
             .zip(xmins.unwrap_or_default())
             .collect()
     };
-    let stored = match row.events {
-        Some(Json(events)) => Some(StoredBatch {
-            events: events
-                .into_iter()
-                .map(EventRow::into_envelope)
-                .collect::<Result<_, _>>()?,
-            looked_up: row.looked_up.unwrap_or_default().into_iter().collect(),
-        }),
-        None if matches!(by, ReadBy::Stored(_)) => Some(StoredBatch::default()),
-        None => None,
-    };
+    let stored = matches!(by, ReadBy::Stored(_)).then(|| StoredBatch {
+        events: row.events.map(|Json(rows)| rows).unwrap_or_default(),
+        looked_up: row.looked_up.unwrap_or_default().into_iter().collect(),
+        wal: Wal {
+            inserted: row.wal_inserted.unwrap_or_default(),
+            flushed: row.wal_flushed.unwrap_or_default(),
+        },
+    });
     let read = Read {
         contacts: row
             .contacts
@@ -639,8 +680,9 @@ const UUID_PATTERN: &str = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 /// read with them.
 #[derive(Default)]
 struct StoredBatch {
-    events: Vec<EventEnvelope>,
+    events: Vec<EventRow>,
     looked_up: HashSet<Uuid>,
+    wal: Wal,
 }
 
 /// The one row of [`read`]'s statement.
@@ -659,6 +701,8 @@ struct ReadRow {
     done_names: Option<Vec<String>>,
     events: Option<Json<Vec<EventRow>>>,
     looked_up: Option<Vec<Uuid>>,
+    wal_inserted: Option<i64>,
+    wal_flushed: Option<i64>,
 }
 
 /// How a write treats the rows it overwrites.
@@ -668,8 +712,9 @@ enum Rows {
     Locked,
     /// Read without a lock: each is overwritten only where it is still the version read (and
     /// inserted only where none has appeared since), and the statement is aborted, with nothing
-    /// written, when one is not (`projection_rows_unmoved`, migration 0028).
-    Unmoved,
+    /// written, when one is not (`projection_rows_unmoved`, migration 0028). The statement is
+    /// its own transaction, committed as it says.
+    Unmoved(Commit),
 }
 
 /// Writes a folded batch in one statement: the changed `contacts` and `sessions` rows (inserted,
@@ -741,6 +786,10 @@ async fn write(
             .collect::<Vec<_>>()
             .join(" + ");
         results.push(format!("projection_rows_unmoved({expected}, {written})"));
+    }
+    if rows == Rows::Unmoved(Commit::Deferred) {
+        // Read at the statement's commit, which this statement is.
+        results.push("set_config('synchronous_commit', 'off', true)".to_owned());
     }
     sql.push(" select ");
     match notification {
