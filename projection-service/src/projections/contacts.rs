@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{decode, Decoded, ProjectionError};
+use super::projection::{decode, Decoded, ProjectionError};
 
 /// A `contacts` row, column for column (it is read with `to_jsonb` and written with
 /// `jsonb_populate_recordset`, so the field names are the column names).

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use super::{decode, Decoded, ProjectionError};
+use super::projection::{decode, Decoded, ProjectionError};
 
 /// A `sessions` row, column for column (read with `to_jsonb`, written with
 /// `jsonb_populate_recordset`).

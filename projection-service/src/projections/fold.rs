@@ -1,0 +1,151 @@
+//! The projections' work on a batch in memory: which (event, projection) pairs are new, the rows
+//! they change, and the `processed_events` rows that record them.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+use event_model::{ContactEvent, DomainEvent, EventEnvelope};
+use platform::event_store::EventStore;
+use sqlx::{PgConnection, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::contacts::{self, ContactRecord};
+use super::projection::{consumer_name, decode, BatchReport, Decoded, Projection, ProjectionError};
+use super::read::{Read, Xmins};
+use super::sessions::{self, SessionRecord};
+
+/// A batch folded in memory: the rows it writes, and which (event, projection) pairs it took
+/// care of.
+#[derive(Default)]
+pub(super) struct Folded {
+    pub(super) report: BatchReport,
+    pub(super) handled: Vec<(Uuid, Projection)>,
+    pub(super) contacts: Vec<ContactRecord>,
+    pub(super) sessions: Vec<SessionRecord>,
+    /// The events whose audit rows the write copies from the store.
+    pub(super) log: Vec<Uuid>,
+    /// Contacts forgotten in the batch whose sessions' personal columns are nulled after the
+    /// write (it may have written those sessions).
+    pub(super) forgotten_sessions: Vec<Uuid>,
+    /// Contacts forgotten in the batch whose audit rows written from plaintext messages of the
+    /// previous release take the store's redacted form.
+    pub(super) forgotten_log: Vec<Uuid>,
+    /// The row versions its rows were read at.
+    pub(super) xmins: Xmins,
+}
+
+impl Folded {
+    pub(super) async fn after_write(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<(), ProjectionError> {
+        if !self.forgotten_sessions.is_empty() {
+            sessions::forget_personal_columns(tx, &self.forgotten_sessions).await?;
+        }
+        if !self.forgotten_log.is_empty() {
+            platform::history::sync_log_copies_of(tx, &self.forgotten_log).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The contacts that `events` forget.
+fn forgotten_in(events: &[Decoded<'_>]) -> Vec<Uuid> {
+    events
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.event,
+                DomainEvent::Contact(ContactEvent::Forgotten { .. })
+            )
+        })
+        .map(|d| d.envelope.contact_id)
+        .collect()
+}
+
+/// The projections' work on a batch: every (event, projection) pair not applied yet is folded
+/// into the rows `read` holds.
+pub(super) async fn fold_batch(
+    conn: &mut PgConnection,
+    store: &EventStore,
+    projections: &[Projection],
+    events: &[EventEnvelope],
+    read: Read,
+) -> Result<Folded, ProjectionError> {
+    let Read {
+        contacts: mut contact_rows,
+        sessions: mut session_rows,
+        keys,
+        done,
+        xmins,
+    } = read;
+    let mut folded = Folded {
+        xmins,
+        ..Folded::default()
+    };
+    for &projection in projections {
+        let mut seen = HashSet::new();
+        let mut list = Vec::new();
+        for envelope in events {
+            if done.contains(&(envelope.event_id, projection)) || !seen.insert(envelope.event_id) {
+                folded.report.duplicates += 1;
+            } else {
+                list.push(decode(&keys, envelope)?);
+            }
+        }
+        if list.is_empty() {
+            continue;
+        }
+        let handled = match projection {
+            Projection::Contacts => {
+                let rows = std::mem::take(&mut contact_rows);
+                let (changed, handled) = contacts::apply(conn, store, &keys, &list, rows).await?;
+                folded.contacts = changed;
+                handled
+            }
+            Projection::Sessions => {
+                let rows = std::mem::take(&mut session_rows);
+                let (changed, handled) = sessions::apply(conn, store, &keys, &list, rows).await?;
+                folded.sessions = changed;
+                folded.forgotten_sessions = forgotten_in(&list);
+                handled
+            }
+            Projection::DomainEventLogs => {
+                folded.log = list.iter().map(|d| d.envelope.event_id).collect();
+                folded.forgotten_log = forgotten_in(&list);
+                folded.log.clone()
+            }
+        };
+        folded.report.applied += handled.len();
+        folded
+            .handled
+            .extend(handled.into_iter().map(|id| (id, projection)));
+    }
+    Ok(folded)
+}
+
+/// The `processed_events` rows of a batch: one per event, naming the projections it was applied
+/// to, with the batch's time so far.
+pub(super) struct Processed {
+    pub(super) ids: Vec<Uuid>,
+    pub(super) names: Vec<String>,
+    pub(super) duration_ms: i64,
+}
+
+impl Processed {
+    pub(super) fn of(handled: &[(Uuid, Projection)], started: Instant) -> Self {
+        let mut by_event: BTreeMap<Uuid, Vec<Projection>> = BTreeMap::new();
+        for &(id, projection) in handled {
+            by_event.entry(id).or_default().push(projection);
+        }
+        let (ids, names) = by_event
+            .into_iter()
+            .map(|(id, projections)| (id, consumer_name(&projections)))
+            .unzip();
+        Self {
+            ids,
+            names,
+            duration_ms: started.elapsed().as_millis() as i64,
+        }
+    }
+}
