@@ -4,38 +4,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::event::{DomainEvent, EventDecodeError};
+use crate::aggregate::AggregateType;
+use crate::error::EventDecodeError;
+use crate::event::DomainEvent;
 use crate::personal::Payload;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AggregateType {
-    Contact,
-    Session,
-}
-
-impl AggregateType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Contact => "contact",
-            Self::Session => "session",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "contact" => Some(Self::Contact),
-            "session" => Some(Self::Session),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for AggregateType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A stored event with everything around it. This is the JSON body published to JetStream and
 /// the unit the projections fold.

@@ -3,6 +3,8 @@
 
 use uuid::Uuid;
 
+use crate::aggregate::AggregateType;
+
 /// A field of a command that breaks a value rule (bad e-mail, phone not E.164, empty tag...).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -103,6 +105,34 @@ pub fn value_free(message: &str) -> String {
     let mut out = out.split_whitespace().collect::<Vec<_>>().join(" ");
     out.push_str(tail);
     out
+}
+
+/// Why a stored event could not be read as a domain event.
+#[derive(Debug, thiserror::Error)]
+pub enum EventDecodeError {
+    #[error("unknown event {event_type} {event_version} for aggregate {aggregate_type}")]
+    Unknown {
+        aggregate_type: AggregateType,
+        event_type: String,
+        event_version: String,
+    },
+    /// The message says what does not fit without quoting any value (see
+    /// [`crate::error::value_free`]): a payload may hold personal data.
+    #[error("event {event_type} has a payload that does not fit its type: {reason}")]
+    Payload { event_type: String, reason: String },
+    #[error("event {event_type} has an unknown version {event_version}")]
+    UnknownVersion {
+        event_type: String,
+        event_version: String,
+    },
+    #[error("event {event_type} has a payload of the wrong shape: {reason}")]
+    Shape {
+        event_type: String,
+        reason: &'static str,
+    },
+    /// A `v2` event whose personal fields were not opened with its contact's key.
+    #[error("event {event_type} still has its personal fields sealed")]
+    Sealed { event_type: String },
 }
 
 #[cfg(test)]

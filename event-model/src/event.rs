@@ -12,9 +12,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::aggregate::AggregateType;
 use crate::contact::ContactEvent;
-use crate::envelope::AggregateType;
-use crate::error::value_free;
+use crate::error::{value_free, EventDecodeError};
 use crate::personal::Payload;
 use crate::session::SessionEvent;
 
@@ -35,33 +35,6 @@ pub enum DomainEvent {
 pub struct PendingEvent {
     pub aggregate_id: Uuid,
     pub event: DomainEvent,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EventDecodeError {
-    #[error("unknown event {event_type} {event_version} for aggregate {aggregate_type}")]
-    Unknown {
-        aggregate_type: AggregateType,
-        event_type: String,
-        event_version: String,
-    },
-    /// The message says what does not fit without quoting any value (see
-    /// [`crate::error::value_free`]): a payload may hold personal data.
-    #[error("event {event_type} has a payload that does not fit its type: {reason}")]
-    Payload { event_type: String, reason: String },
-    #[error("event {event_type} has an unknown version {event_version}")]
-    UnknownVersion {
-        event_type: String,
-        event_version: String,
-    },
-    #[error("event {event_type} has a payload of the wrong shape: {reason}")]
-    Shape {
-        event_type: String,
-        reason: &'static str,
-    },
-    /// A `v2` event whose personal fields were not opened with its contact's key.
-    #[error("event {event_type} still has its personal fields sealed")]
-    Sealed { event_type: String },
 }
 
 impl DomainEvent {

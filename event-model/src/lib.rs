@@ -10,7 +10,10 @@
 //! Whatever a decision needs from outside (the current time, the project's session timeout, ids for
 //! things it may create) arrives in the command or in [`Context`].
 
+pub mod aggregate;
 pub mod contact;
+pub mod context;
+pub mod decide;
 pub mod envelope;
 pub mod error;
 pub mod event;
@@ -19,31 +22,19 @@ pub mod session;
 pub mod snapshot;
 pub mod values;
 
-pub use contact::{
-    decide_contact, Contact, ContactCommand, ContactEvent, ContactScope, ContactView,
-};
-pub use contact::{NewContact, ProfilePatch};
-pub use envelope::{AggregateType, EventEnvelope};
-pub use error::{DomainError, FieldError};
-pub use event::{DomainEvent, EventDecodeError, PendingEvent};
+pub use aggregate::AggregateType;
+pub use contact::{Contact, ContactEvent, ContactView, NewContact, ProfilePatch};
+pub use context::Context;
+pub use decide::{decide_contact, decide_session, ContactCommand, ContactScope, SessionCommand};
+pub use envelope::EventEnvelope;
+pub use error::{DomainError, EventDecodeError, FieldError};
+pub use event::{DomainEvent, PendingEvent};
 pub use personal::{Payload, Personal};
 pub use session::{
-    decide_session, EndReason, Sentiment, Session, SessionCommand, SessionEvent, SessionStatus,
+    EndReason, NewMessage, NewSummary, Outcome, Sentiment, Session, SessionEvent, SessionStatus,
     SessionView,
 };
-pub use session::{NewMessage, NewSummary, Outcome};
 pub use snapshot::{Snapshot, SnapshotError};
-
-use chrono::{DateTime, Utc};
-
-/// What a decision needs from the world outside the aggregate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Context {
-    /// The time the command is decided at (injected so tests and replays are deterministic).
-    pub now: DateTime<Utc>,
-    /// The project's session timeout (`projects.session_timeout_minutes`).
-    pub session_timeout: values::SessionTimeout,
-}
 
 /// An event-sourced aggregate: a default (empty) state, folded one stored event at a time.
 pub trait Aggregate: Default + Snapshot {

@@ -17,7 +17,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::EventDecodeError;
+use crate::error::EventDecodeError;
 
 /// The key of a `v2` payload that holds its sealed personal fields.
 pub const SEALED_FIELD: &str = "personal";

@@ -8,8 +8,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::aggregate::AggregateType;
 use crate::contact::Contact;
-use crate::envelope::AggregateType;
 use crate::session::Session;
 
 /// An aggregate whose state can be snapshotted. Bump `SNAPSHOT_SCHEMA` whenever the state's

@@ -1,0 +1,34 @@
+//! The two kinds of aggregate, by the name their streams and events carry.
+
+use serde::{Deserialize, Serialize};
+
+/// The kind of aggregate a stream belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateType {
+    Contact,
+    Session,
+}
+
+impl AggregateType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Contact => "contact",
+            Self::Session => "session",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "contact" => Some(Self::Contact),
+            "session" => Some(Self::Session),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AggregateType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,279 @@
+//! The session's commands and what they decide: messages, agents, the summary and outcome, and
+//! its end.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::contact::{Contact, ContactEvent};
+use crate::context::Context;
+use crate::error::DomainError;
+use crate::event::{DomainEvent, PendingEvent};
+use crate::session::{
+    EndReason, NewMessage, NewSummary, Outcome, Session, SessionEvent, SessionView,
+};
+use crate::values::{self, Checks, MAX_LONG_TEXT_LEN, MAX_SESSION_AGENTS, MAX_TAGS, MAX_TEXT_LEN};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionCommand {
+    RecordMessage(NewMessage),
+    AssignAgent {
+        agent_id: Uuid,
+        source: Option<String>,
+        strategy: Option<String>,
+        reason: Option<String>,
+    },
+    Summarize(NewSummary),
+    SetOutcome(Outcome),
+    End {
+        reason: EndReason,
+    },
+    /// The timeout sweeper's command: end the session if, and only if, it has really been idle
+    /// for its whole timeout at `ctx.now`.
+    EndIfIdle,
+}
+
+pub fn decide_session(
+    session_id: Uuid,
+    session: &Session,
+    contact: &Contact,
+    command: SessionCommand,
+    ctx: &Context,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    if !session.exists() {
+        return Err(DomainError::SessionNotFound);
+    }
+    if contact.is_deleted() {
+        return Err(DomainError::ContactDeleted);
+    }
+    let on_session = |e: SessionEvent| PendingEvent {
+        aggregate_id: session_id,
+        event: DomainEvent::Session(e),
+    };
+    let view = &session.view;
+    let end = |reason: EndReason, ended_at: DateTime<Utc>| {
+        vec![
+            on_session(SessionEvent::Ended { reason, ended_at }),
+            PendingEvent {
+                aggregate_id: view.contact_id,
+                event: DomainEvent::Contact(ContactEvent::SessionClosed {
+                    session_id,
+                    channel_type_id: view.channel_type_id,
+                }),
+            },
+        ]
+    };
+    match command {
+        SessionCommand::RecordMessage(message) => {
+            require_active(session)?;
+            let message = message.validated()?;
+            if let Some(agent) = message.agent_id {
+                room_for_agent(view, agent, "agent_id")?;
+            }
+            Ok(vec![on_session(message.into_event())])
+        }
+        SessionCommand::AssignAgent {
+            agent_id,
+            source,
+            strategy,
+            reason,
+        } => {
+            require_active(session)?;
+            let mut checks = Checks::default();
+            let source = source.unwrap_or_else(|| "manual".to_owned());
+            if !(source == "manual" || source == "automatic" || source.starts_with("reassignment_"))
+                || source.len() > 64
+            {
+                checks.push(crate::FieldError::new(
+                    "source",
+                    "must be manual, automatic or reassignment_<why>",
+                ));
+            }
+            let strategy =
+                strategy.and_then(|s| checks.check(values::optional_text("strategy", &s, 255)));
+            let reason = reason
+                .and_then(|r| checks.check(values::optional_text("reason", &r, MAX_TEXT_LEN)));
+            checks.finish()?;
+            if session.current_agent == Some(agent_id) {
+                return Ok(vec![]);
+            }
+            room_for_agent(view, agent_id, "agent_id")?;
+            Ok(vec![on_session(SessionEvent::AgentAssigned {
+                agent_id,
+                source,
+                previous_agent_id: session.current_agent,
+                strategy,
+                reason,
+            })])
+        }
+        SessionCommand::Summarize(new) => {
+            let event = summarize(new)?;
+            let unchanged = matches!(&event, SessionEvent::Summarized { summary, sentiment, sentiment_score, topics, next_steps, key_entities }
+                if view.summary == *summary
+                    && view.sentiment == *sentiment
+                    && view.sentiment_score == *sentiment_score
+                    && view.topics == *topics
+                    && view.next_steps == *next_steps
+                    && view.key_entities == *key_entities);
+            Ok(if unchanged {
+                vec![]
+            } else {
+                vec![on_session(event)]
+            })
+        }
+        SessionCommand::SetOutcome(outcome) => {
+            let at = values::instant(ctx.now);
+            let mut events = Vec::new();
+            let mut flag =
+                |wanted: Option<bool>, current: bool, name: &'static str, event: SessionEvent| {
+                    match (wanted, current) {
+                        (Some(true), false) => events.push(on_session(event)),
+                        (Some(false), true) => return Err(DomainError::CannotUndo(name)),
+                        _ => {}
+                    }
+                    Ok(())
+                };
+            flag(
+                outcome.escalated,
+                view.escalated,
+                "escalated",
+                SessionEvent::Escalated { at },
+            )?;
+            if outcome.resolved == Some(true) && !view.resolved && session.is_active() {
+                return Err(DomainError::ResolveActiveSession);
+            }
+            flag(
+                outcome.resolved,
+                view.resolved,
+                "resolved",
+                SessionEvent::Resolved { at },
+            )?;
+            flag(
+                outcome.converted,
+                view.converted,
+                "converted",
+                SessionEvent::Converted { at },
+            )?;
+            if let Some(tags) = outcome.outcome_tags {
+                if tags.len() > MAX_TAGS {
+                    return Err(DomainError::invalid(
+                        "outcome_tags",
+                        format!("at most {MAX_TAGS} tags"),
+                    ));
+                }
+                let mut checks = Checks::default();
+                let mut new_tags: Vec<String> = Vec::new();
+                for (i, raw) in tags.iter().enumerate() {
+                    if let Some(tag) = checks.check(values::tag(&format!("outcome_tags[{i}]"), raw))
+                    {
+                        if !view.outcome_tags.contains(&tag) && !new_tags.contains(&tag) {
+                            new_tags.push(tag);
+                        }
+                    }
+                }
+                checks.finish()?;
+                if view.outcome_tags.len() + new_tags.len() > MAX_TAGS {
+                    return Err(DomainError::invalid(
+                        "outcome_tags",
+                        format!("a session has at most {MAX_TAGS} outcome tags"),
+                    ));
+                }
+                if !new_tags.is_empty() {
+                    events.push(on_session(SessionEvent::OutcomeTagged { tags: new_tags }));
+                }
+            }
+            Ok(events)
+        }
+        SessionCommand::End { reason } => {
+            require_active(session)?;
+            if reason == EndReason::InactivityTimeout {
+                return Err(DomainError::invalid(
+                    "reason",
+                    "inactivity_timeout is decided by the system",
+                ));
+            }
+            Ok(end(reason, values::instant(ctx.now)))
+        }
+        SessionCommand::EndIfIdle => {
+            require_active(session)?;
+            if !view.idle_too_long_at(ctx.now) {
+                return Err(DomainError::SessionNotTimedOut);
+            }
+            Ok(end(EndReason::InactivityTimeout, view.times_out_at()))
+        }
+    }
+}
+
+/// Refuses an agent that would make the session's participants more than it may hold.
+fn room_for_agent(view: &SessionView, agent: Uuid, field: &str) -> Result<(), DomainError> {
+    if view.agent_ids.len() >= MAX_SESSION_AGENTS && !view.agent_ids.contains(&agent) {
+        return Err(DomainError::invalid(
+            field,
+            format!("a session has at most {MAX_SESSION_AGENTS} agents"),
+        ));
+    }
+    Ok(())
+}
+
+fn require_active(session: &Session) -> Result<(), DomainError> {
+    if session.is_active() {
+        Ok(())
+    } else {
+        Err(DomainError::SessionEnded)
+    }
+}
+
+fn summarize(new: NewSummary) -> Result<SessionEvent, DomainError> {
+    let mut checks = Checks::default();
+    let summary = checks.check(values::required_text(
+        "summary",
+        &new.summary,
+        MAX_LONG_TEXT_LEN,
+    ));
+    if let Some(score) = new.sentiment_score {
+        if !(-1.0..=1.0).contains(&score) || score.is_nan() {
+            checks.push(crate::FieldError::new(
+                "sentiment_score",
+                "must be between -1 and 1",
+            ));
+        }
+    }
+    let mut list = |field: &str, items: Vec<String>| -> Vec<String> {
+        if items.len() > MAX_TAGS {
+            checks.push(crate::FieldError::new(
+                field,
+                format!("at most {MAX_TAGS} items"),
+            ));
+            return vec![];
+        }
+        items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                checks.check(values::required_text(
+                    &format!("{field}[{i}]"),
+                    item,
+                    MAX_TEXT_LEN,
+                ))
+            })
+            .collect()
+    };
+    let topics = list("topics", new.topics);
+    let next_steps = list("next_steps", new.next_steps);
+    if let Some(entities) = &new.key_entities {
+        if !(entities.is_object() || entities.is_array()) {
+            checks.push(crate::FieldError::new(
+                "key_entities",
+                "must be a JSON object or array",
+            ));
+        }
+    }
+    checks.finish()?;
+    Ok(SessionEvent::Summarized {
+        summary: Some(summary.unwrap_or_default()),
+        sentiment: new.sentiment,
+        sentiment_score: new.sentiment_score,
+        topics: Some(topics),
+        next_steps: Some(next_steps),
+        key_entities: new.key_entities,
+    })
+}
