@@ -57,9 +57,8 @@ pub struct NewEvent {
     pub traceparent: Option<String>,
 }
 
-/// A stored event's row, as the store holds it; read as columns, or as the `to_jsonb` of the row
-/// where a statement returns a batch of them inside one row (projection-service's read).
-#[derive(Debug, sqlx::FromRow, serde::Deserialize)]
+/// A stored event's row, as the store holds it.
+#[derive(Debug, sqlx::FromRow)]
 pub struct EventRow {
     pub id: Uuid,
     pub aggregate_id: Uuid,

@@ -25,7 +25,7 @@ pub use projection::{
     consumer_name, covered, covers_sql, decode, BatchReport, Decoded, Projection, ProjectionError,
 };
 pub use unlocked::{apply_unlocked, read_unlocked, Declined, Unlocked};
-pub use wal::{wal, Commit, Wal};
+pub use wal::{flush, wal, Commit, Wal};
 
 use std::time::Instant;
 

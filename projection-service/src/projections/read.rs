@@ -79,13 +79,29 @@ pub(super) async fn read(
         return Ok((Read::default(), None));
     }
     let (sql, binds) = statement(projections, by);
-    let mut query = sqlx::query_as::<_, ReadRow>(&sql);
+    if matches!(by, ReadBy::Given(..)) {
+        let mut query = sqlx::query_as::<_, ReadRow>(&sql);
+        for ids in &binds {
+            query = query.bind(ids);
+        }
+        let row = query.fetch_one(&mut *conn).await?;
+        return Ok((row.into_read(keys)?, None));
+    }
+    let mut query = sqlx::query_as::<_, StoredRow>(&sql);
     for ids in &binds {
         query = query.bind(ids);
     }
-    let mut row = query.fetch_one(&mut *conn).await?;
-    let stored = matches!(by, ReadBy::Stored(_)).then(|| StoredBatch {
-        events: row.events.take().map(|Json(rows)| rows).unwrap_or_default(),
+    let mut row = None;
+    let mut events = Vec::new();
+    for stored in query.fetch_all(&mut *conn).await? {
+        match stored.event.into_row() {
+            Some(event) => events.push(event),
+            None => row = Some(stored.read),
+        }
+    }
+    let mut row = row.ok_or(sqlx::Error::RowNotFound)?;
+    let stored = StoredBatch {
+        events,
         looked_up: row
             .looked_up
             .take()
@@ -96,8 +112,8 @@ pub(super) async fn read(
             inserted: row.wal_inserted.unwrap_or_default(),
             flushed: row.wal_flushed.unwrap_or_default(),
         },
-    });
-    Ok((row.into_read(keys)?, stored))
+    };
+    Ok((row.into_read(keys)?, Some(stored)))
 }
 
 /// The ids each part of the statement reads by, as SQL expressions.
@@ -218,18 +234,26 @@ fn statement(projections: &[Projection], by: ReadBy<'_>) -> (String, Vec<Vec<Uui
         None => columns.push("null::uuid[] as done_ids, null::text[] as done_names".to_owned()),
     }
     if matches!(by, ReadBy::Stored(_)) {
-        columns.push("(select jsonb_agg(to_jsonb(b)) from batch b) as events".to_owned());
         columns.push("(select array_agg(id) from batch_contacts) as looked_up".to_owned());
         columns.push(WAL_SQL.to_owned());
+        // The stored events as rows of their own below the one row of the rest (each side's
+        // columns null on the other's rows): as JSON in that one row, building it cost more
+        // than all the rest of the statement (38 of 41 ms for 256 events).
+        sql.push_str(&format!(
+            ", rest as (select {}) \
+             select rest.*, b.* from rest left join batch b on false \
+             union all select rest.*, b.* from batch b left join rest on false",
+            columns.join(", ")
+        ));
     } else {
         columns.push(
-            "null::jsonb as events, null::uuid[] as looked_up, \
-             null::bigint as wal_inserted, null::bigint as wal_flushed"
+            "null::uuid[] as looked_up, null::bigint as wal_inserted, \
+             null::bigint as wal_flushed"
                 .to_owned(),
         );
+        sql.push_str(" select ");
+        sql.push_str(&columns.join(", "));
     }
-    sql.push_str(" select ");
-    sql.push_str(&columns.join(", "));
     (sql, binds)
 }
 
@@ -250,10 +274,62 @@ struct ReadRow {
     sessions_xmins: Option<Vec<String>>,
     done_ids: Option<Vec<Uuid>>,
     done_names: Option<Vec<String>>,
-    events: Option<Json<Vec<EventRow>>>,
     looked_up: Option<Vec<Uuid>>,
     wal_inserted: Option<i64>,
     wal_flushed: Option<i64>,
+}
+
+/// A row of a [`ReadBy::Stored`] read: the one row of the rest, or one stored event.
+#[derive(sqlx::FromRow)]
+struct StoredRow {
+    #[sqlx(flatten)]
+    read: ReadRow,
+    #[sqlx(flatten)]
+    event: MaybeEvent,
+}
+
+/// [`EventRow`]'s columns, null on the row of the rest.
+#[derive(sqlx::FromRow)]
+struct MaybeEvent {
+    id: Option<Uuid>,
+    aggregate_id: Option<Uuid>,
+    aggregate_type: Option<String>,
+    event_type: Option<String>,
+    event_version: Option<String>,
+    sequence_number: Option<i64>,
+    event_data: Option<serde_json::Value>,
+    metadata: Option<serde_json::Value>,
+    occurred_at: Option<chrono::NaiveDateTime>,
+    created_at: Option<chrono::NaiveDateTime>,
+    tenant_id: Option<String>,
+    project_id: Option<Uuid>,
+    causation_id: Option<Uuid>,
+    correlation_id: Option<Uuid>,
+    position: Option<i64>,
+}
+
+impl MaybeEvent {
+    /// The event, unless this is the row of the rest (every column of the store's key and
+    /// `not null` columns is there on an event's row).
+    fn into_row(self) -> Option<EventRow> {
+        Some(EventRow {
+            id: self.id?,
+            aggregate_id: self.aggregate_id?,
+            aggregate_type: self.aggregate_type,
+            event_type: self.event_type?,
+            event_version: self.event_version,
+            sequence_number: self.sequence_number?,
+            event_data: self.event_data?,
+            metadata: self.metadata,
+            occurred_at: self.occurred_at?,
+            created_at: self.created_at,
+            tenant_id: self.tenant_id?,
+            project_id: self.project_id,
+            causation_id: self.causation_id,
+            correlation_id: self.correlation_id,
+            position: self.position?,
+        })
+    }
 }
 
 impl ReadRow {

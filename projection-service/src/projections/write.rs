@@ -210,10 +210,11 @@ fn write_rows<'a, T: Serialize + Keyed + Sync>(
     .push_bind(read_ids.clone())
     .push("::uuid[], ")
     .push_bind(read_xmins)
-    .push(
-        "::text[]) as g(id, xmin) on g.id = r.id \
-         where t.id = r.id and t.xmin = g.xmin::xid returning 1)",
-    );
+    // The rows are found by their ids through the key's index: a join on `r.id` alone was
+    // planned (generically, for any batch) as a scan of the whole table.
+    .push("::text[]) as g(id, xmin) on g.id = r.id where t.id = any(")
+    .push_bind(read_ids.clone())
+    .push("::uuid[]) and t.id = r.id and t.xmin = g.xmin::xid returning 1)");
     parts.open(sql, &format!("{table}_inserted"));
     sql.push(format_args!(
         "insert into {table} ({list}) select {list} from {table}_rows r where r.id <> all("

@@ -20,23 +20,26 @@ use crate::projections::{
 impl PartitionWorker {
     /// Acks what PostgreSQL now says is on disk.
     pub(super) async fn settle(&self, unsettled: &mut Unsettled) {
-        let wal = match &self.lease {
-            Some(lease) => projections::wal(&mut lease.lock().await.conn).await,
+        // Nothing else may flush the WAL soon (PostgreSQL's WAL writer takes up to 200 ms): a
+        // batch that waited this long has it flushed, once, for every batch waiting.
+        let force = unsettled.waited() >= FORCE_FLUSH_AFTER;
+        let settled = match &self.lease {
+            Some(lease) => settle_on(&mut lease.lock().await.conn, unsettled, force).await,
             None => match self.store.pool().acquire().await {
-                Ok(mut conn) => projections::wal(&mut conn).await,
+                Ok(mut conn) => settle_on(&mut conn, unsettled, force).await,
                 Err(e) => Err(e),
             },
         };
-        match wal {
-            Ok(wal) => ack(&unsettled.settle(wal)).await,
+        match settled {
+            Ok(messages) => ack(&messages).await,
             Err(e) => {
                 tracing::warn!(partition = self.partition, error = %e, "reading the WAL's position failed; acking later")
             }
         }
     }
 
-    /// On the way out, acks what reaches the disk within a moment (PostgreSQL's WAL writer
-    /// flushes every 200 ms by default); the rest is delivered again, and skipped.
+    /// On the way out, acks what is on disk within a moment (a batch that waited
+    /// [`FORCE_FLUSH_AFTER`] has the WAL flushed); what is left is delivered again, and skipped.
     pub(super) async fn settle_before_leaving(&self, unsettled: &mut Unsettled) {
         let deadline = Instant::now() + Duration::from_secs(1);
         while !unsettled.is_empty() && Instant::now() < deadline {
@@ -53,6 +56,11 @@ impl PartitionWorker {
         unsettled: &mut Unsettled,
     ) {
         let consumer = self.consumer_name();
+        // Nothing waits behind the batch: the partition is keeping up with live traffic.
+        let live = messages
+            .last()
+            .and_then(|m| m.info().ok())
+            .is_some_and(|info| info.pending == 0);
         let mut envelopes = Vec::with_capacity(messages.len());
         let mut acceptable = Vec::with_capacity(messages.len());
         // One span per event, a child of the command's trace (the `traceparent` header); it lives
@@ -87,7 +95,7 @@ impl PartitionWorker {
         // The ack wait is short, so that a dead instance's unacked messages come back within
         // seconds; a batch that takes longer (a lock wait, a slow disk) tells the broker it is
         // still at work on them instead of having them redelivered.
-        let apply = self.apply(&envelopes).instrument(batch_span);
+        let apply = self.apply(&envelopes, live).instrument(batch_span);
         tokio::pin!(apply);
         let mut progress = tokio::time::interval(self.ack_wait / 3);
         progress.tick().await;
@@ -163,7 +171,7 @@ impl PartitionWorker {
     /// from before `encrypt-history` rewrote it): it is counted
     /// (`projection_rejected_messages_total{reason}`) and parked for an operator; the stored
     /// event, where there is one, is applied all the same.
-    async fn apply(&self, envelopes: &[EventEnvelope]) -> anyhow::Result<Applied> {
+    async fn apply(&self, envelopes: &[EventEnvelope], live: bool) -> anyhow::Result<Applied> {
         let consumer = self.consumer_name();
         let mut parked: Vec<(EventEnvelope, String)> = Vec::new();
         let mut guard = match &self.lease {
@@ -188,9 +196,10 @@ impl PartitionWorker {
         let (mut remaining, rejected) = against_the_store(envelopes, &unlocked.stored);
         // Live traffic commits without waiting for the disk and is acked once the WAL is there
         // (`Unsettled`): a batch's flush was a third of its time, and the commands' commits,
-        // which must wait, queued behind it. A full batch (catching up) waits, so that the
-        // broker's window of unacked messages never fills with batches waiting for a flush.
-        let commit = if envelopes.len() < self.batch_size {
+        // which must wait, queued behind it. A batch with more waiting behind it (catching up)
+        // waits for its flush: nothing else may flush the WAL meanwhile, and the broker's window
+        // of unacked messages would fill with batches waiting for PostgreSQL's WAL writer.
+        let commit = if live {
             Commit::Deferred
         } else {
             Commit::Durable
@@ -274,6 +283,22 @@ impl PartitionWorker {
             }
         }
     }
+}
+
+/// How long the oldest batch waiting for the WAL's flush waits before the worker flushes it.
+const FORCE_FLUSH_AFTER: Duration = Duration::from_millis(50);
+
+/// The messages `unsettled` may ack now, flushing the WAL first when `force`.
+async fn settle_on(
+    conn: &mut sqlx::PgConnection,
+    unsettled: &mut Unsettled,
+    force: bool,
+) -> Result<Vec<jetstream::Message>, sqlx::Error> {
+    if force {
+        projections::flush(conn).await?;
+        return Ok(unsettled.all());
+    }
+    Ok(unsettled.settle(projections::wal(conn).await?))
 }
 
 /// A batch applied.

@@ -3,7 +3,7 @@
 //! past it.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 
@@ -17,12 +17,15 @@ pub(super) const SETTLE_POLL: Duration = Duration::from_millis(25);
 /// ends at or before, once a statement after it told one.
 pub(super) struct Unsettled<M = jetstream::Message> {
     batches: VecDeque<(Vec<M>, Option<i64>)>,
+    /// When the oldest batch held here was committed.
+    since: Option<Instant>,
 }
 
 impl<M> Default for Unsettled<M> {
     fn default() -> Self {
         Self {
             batches: VecDeque::new(),
+            since: None,
         }
     }
 }
@@ -33,7 +36,13 @@ impl<M> Unsettled<M> {
     }
 
     pub(super) fn push(&mut self, messages: Vec<M>) {
+        self.since.get_or_insert_with(Instant::now);
         self.batches.push_back((messages, None));
+    }
+
+    /// How long the oldest batch held here has waited.
+    pub(super) fn waited(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     /// Takes `wal`, read after every batch held here was committed; returns the messages of the
@@ -51,6 +60,10 @@ impl<M> Unsettled<M> {
                 settled.extend(messages);
             }
         }
+        if !settled.is_empty() {
+            // The oldest left was committed later; counting from now waits a little longer.
+            self.since = (!self.batches.is_empty()).then(Instant::now);
+        }
         settled
     }
 
@@ -61,6 +74,7 @@ impl<M> Unsettled<M> {
 
     /// Every batch's messages: a durable commit after them flushed their WAL too.
     pub(super) fn all(&mut self) -> Vec<M> {
+        self.since = None;
         self.batches.drain(..).flat_map(|(m, _)| m).collect()
     }
 }
