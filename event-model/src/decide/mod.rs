@@ -2,6 +2,7 @@
 //! refusal. Pure functions of their inputs and [`crate::Context`].
 
 mod contact;
+mod profile;
 mod session;
 
 pub use contact::{decide_contact, ContactCommand, ContactScope};

@@ -1,0 +1,221 @@
+//! The contact's profile: what a new contact and a profile change may hold, and the events they
+//! cause.
+
+use std::collections::BTreeSet;
+
+use crate::contact::{ContactEvent, ContactView, NewContact, ProfilePatch, DEFAULT_LANGUAGE};
+use crate::error::DomainError;
+use crate::values::{self, Checks, MAX_TAGS, MAX_TEXT_LEN};
+
+pub(super) fn profile_picture_url(raw: &str) -> Result<String, DomainError> {
+    let url = raw.trim();
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= 2_048
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(url.to_owned())
+    } else {
+        Err(DomainError::invalid(
+            "url",
+            "must be an http(s) URL of at most 2048 characters",
+        ))
+    }
+}
+
+fn optional_field(
+    checks: &mut Checks,
+    field: &str,
+    value: Option<String>,
+    parse: impl Fn(&str, &str) -> Result<String, crate::FieldError>,
+) -> Option<String> {
+    value.and_then(|v| checks.check(parse(field, &v)))
+}
+
+fn short_text(field: &str, raw: &str) -> Result<String, crate::FieldError> {
+    values::required_text(field, raw, 255).map(|v| v.trim().to_owned())
+}
+
+pub(super) fn create(new: NewContact) -> Result<ContactEvent, DomainError> {
+    let mut checks = Checks::default();
+    let name = checks
+        .check(values::required_text("name", &new.name, MAX_TEXT_LEN).map(|n| n.trim().to_owned()));
+    let email = optional_field(&mut checks, "email", new.email, values::email);
+    let phone = optional_field(&mut checks, "phone", new.phone, values::phone);
+    let external_id = optional_field(&mut checks, "external_id", new.external_id, short_text);
+    let source_channel = optional_field(
+        &mut checks,
+        "source_channel",
+        new.source_channel,
+        short_text,
+    );
+    let language = optional_field(&mut checks, "language", new.language, language_tag);
+    let timezone = optional_field(&mut checks, "timezone", new.timezone, short_text);
+    let tags = tag_set(&mut checks, "tags", new.tags).unwrap_or_default();
+    checks.finish()?;
+    Ok(ContactEvent::Created {
+        name: Some(name.unwrap_or_default()),
+        email,
+        phone,
+        external_id,
+        source_channel,
+        language: language.unwrap_or_else(|| DEFAULT_LANGUAGE.to_owned()),
+        timezone,
+        tags: tags.into_iter().collect(),
+    })
+}
+
+fn language_tag(field: &str, raw: &str) -> Result<String, crate::FieldError> {
+    let value = raw.trim();
+    let ok = (2..=35).contains(&value.len())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(crate::FieldError::new(
+            field,
+            "must be a language tag such as en or pt-BR",
+        ))
+    }
+}
+
+/// Checks every tag of a list (each failing one is reported) and returns the set.
+fn tag_set(checks: &mut Checks, field: &str, tags: Vec<String>) -> Option<BTreeSet<String>> {
+    if tags.len() > MAX_TAGS {
+        checks.push(crate::FieldError::new(
+            field,
+            format!("at most {MAX_TAGS} tags"),
+        ));
+        return None;
+    }
+    let mut set = BTreeSet::new();
+    let mut ok = true;
+    for (i, t) in tags.iter().enumerate() {
+        match checks.check(values::tag(&format!("{field}[{i}]"), t)) {
+            Some(tag) => {
+                set.insert(tag);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(set)
+}
+
+pub(super) fn update_profile(
+    view: &ContactView,
+    patch: ProfilePatch,
+) -> Result<Vec<ContactEvent>, DomainError> {
+    let mut checks = Checks::default();
+    let mut events = Vec::new();
+    match patch.name {
+        Some(Some(name)) => {
+            if let Some(name) = checks.check(values::required_text("name", &name, MAX_TEXT_LEN)) {
+                let name = name.trim().to_owned();
+                if Some(&name) != view.name.as_ref() {
+                    events.push(ContactEvent::NameChanged {
+                        name: Some(name),
+                        previous: view.name.clone(),
+                    });
+                }
+            }
+        }
+        Some(None) => checks.push(crate::FieldError::new("name", "cannot be cleared")),
+        None => {}
+    }
+    let mut optional =
+        |field: &str,
+         value: Option<Option<String>>,
+         current: &Option<String>,
+         parse: fn(&str, &str) -> Result<String, crate::FieldError>,
+         make: fn(Option<String>, Option<String>) -> ContactEvent| {
+            let Some(value) = value else { return };
+            let new = match value {
+                Some(v) => match checks.check(parse(field, &v)) {
+                    Some(v) => Some(v),
+                    None => return,
+                },
+                None => None,
+            };
+            if &new != current {
+                events.push(make(new, current.clone()));
+            }
+        };
+    optional(
+        "email",
+        patch.email,
+        &view.email,
+        values::email,
+        |email, previous| ContactEvent::EmailSet { email, previous },
+    );
+    optional(
+        "phone",
+        patch.phone,
+        &view.phone,
+        values::phone,
+        |phone, previous| ContactEvent::PhoneSet { phone, previous },
+    );
+    optional(
+        "external_id",
+        patch.external_id,
+        &view.external_id,
+        short_text,
+        |external_id, previous| ContactEvent::ExternalIdSet {
+            external_id,
+            previous,
+        },
+    );
+    optional(
+        "source_channel",
+        patch.source_channel,
+        &view.source_channel,
+        short_text,
+        |source_channel, previous| ContactEvent::SourceChannelSet {
+            source_channel,
+            previous,
+        },
+    );
+    optional(
+        "timezone",
+        patch.timezone,
+        &view.timezone,
+        short_text,
+        |timezone, previous| ContactEvent::TimezoneSet { timezone, previous },
+    );
+    match patch.language {
+        Some(Some(language)) => {
+            if let Some(language) = checks.check(language_tag("language", &language)) {
+                if language != view.language {
+                    events.push(ContactEvent::LanguageChanged {
+                        language,
+                        previous: view.language.clone(),
+                    });
+                }
+            }
+        }
+        Some(None) => checks.push(crate::FieldError::new("language", "cannot be cleared")),
+        None => {}
+    }
+    if let Some(tags) = patch.tags {
+        if let Some(wanted) = tag_set(&mut checks, "tags", tags.unwrap_or_default()) {
+            if wanted.is_empty() {
+                if !view.tags.is_empty() {
+                    events.push(ContactEvent::TagsCleared {
+                        tags: view.tags.iter().cloned().collect(),
+                    });
+                }
+            } else {
+                events.extend(
+                    view.tags
+                        .difference(&wanted)
+                        .map(|tag| ContactEvent::TagRemoved { tag: tag.clone() }),
+                );
+                events.extend(
+                    wanted
+                        .difference(&view.tags)
+                        .map(|tag| ContactEvent::TagAdded { tag: tag.clone() }),
+                );
+            }
+        }
+    }
+    checks.finish()?;
+    Ok(events)
+}
