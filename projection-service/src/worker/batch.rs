@@ -1,17 +1,19 @@
 //! A worker's batch: applied (two round trips when it can, a transaction when it must), then
 //! acked, at once or once its WAL is on disk.
 
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use chrono::Utc;
 use event_model::EventEnvelope;
-use sqlx::Connection;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, Postgres};
 use tracing::Instrument;
 
 use super::settle::{ack, Unsettled, SETTLE_POLL};
 use super::truth::against_the_store;
-use super::{event_span, PartitionWorker};
+use super::{event_span, Leased, PartitionWorker};
 use crate::dead_letters;
 use crate::projections::{
     self, apply_batch, BatchReport, Commit, Projection, ProjectionError, Wal,
@@ -23,12 +25,9 @@ impl PartitionWorker {
         // Nothing else may flush the WAL soon (PostgreSQL's WAL writer takes up to 200 ms): a
         // batch that waited this long has it flushed, once, for every batch waiting.
         let force = unsettled.waited() >= FORCE_FLUSH_AFTER;
-        let settled = match &self.lease {
-            Some(lease) => settle_on(&mut lease.lock().await.conn, unsettled, force).await,
-            None => match self.store.pool().acquire().await {
-                Ok(mut conn) => settle_on(&mut conn, unsettled, force).await,
-                Err(e) => Err(e),
-            },
+        let settled = match self.held().await {
+            Ok(mut conn) => settle_on(&mut conn, unsettled, force).await,
+            Err(e) => Err(e),
         };
         match settled {
             Ok(messages) => ack(&messages).await,
@@ -174,24 +173,12 @@ impl PartitionWorker {
     async fn apply(&self, envelopes: &[EventEnvelope], live: bool) -> anyhow::Result<Applied> {
         let consumer = self.consumer_name();
         let mut parked: Vec<(EventEnvelope, String)> = Vec::new();
-        let mut guard = match &self.lease {
-            Some(lease) => Some(lease.lock().await),
-            None => None,
-        };
-        if let Some(leased) = guard.as_deref_mut() {
-            leased.plans.refresh(&mut leased.conn).await?;
-        }
-        let mut lease = guard.as_deref_mut().map(|leased| &mut leased.conn);
+        let mut conn = self.held().await?;
         let ids: Vec<_> = envelopes.iter().map(|e| e.event_id).collect();
         // First in two round trips and no transaction (the lease keeps every other worker off
         // these rows); a batch that needs a transaction, or whose rows moved meanwhile, is
         // applied again below in one that locks them.
-        let mut pooled: Option<sqlx::pool::PoolConnection<sqlx::Postgres>> = None;
-        let conn: &mut sqlx::PgConnection = match lease.as_mut() {
-            Some(conn) => conn,
-            None => pooled.insert(self.store.pool().acquire().await?),
-        };
-        let unlocked = projections::read_unlocked(conn, &self.keys, &ids).await?;
+        let unlocked = projections::read_unlocked(&mut conn, &self.keys, &ids).await?;
         let wal = Some(unlocked.wal);
         let (mut remaining, rejected) = against_the_store(envelopes, &unlocked.stored);
         // Live traffic commits without waiting for the disk and is acked once the WAL is there
@@ -205,7 +192,7 @@ impl PartitionWorker {
             Commit::Durable
         };
         let declined = if rejected.is_empty() {
-            match projections::apply_unlocked(conn, &self.store, &remaining, unlocked, commit)
+            match projections::apply_unlocked(&mut conn, &self.store, &remaining, unlocked, commit)
                 .await?
             {
                 Ok(report) => {
@@ -221,7 +208,6 @@ impl PartitionWorker {
         } else {
             "rejected"
         };
-        drop(pooled);
         metrics::counter!("projection_batches_locked_total", "reason" => declined).increment(1);
         for (envelope, reason) in rejected {
             tracing::warn!(consumer, event_id = %envelope.event_id, reason = reason.label(), "a message that is not the stored event: not applied, parked");
@@ -230,10 +216,7 @@ impl PartitionWorker {
             parked.push((envelope, reason.to_string()));
         }
         loop {
-            let mut tx = match lease.as_mut() {
-                Some(conn) => conn.begin().await?,
-                None => self.store.pool().begin().await?,
-            };
+            let mut tx = conn.begin().await?;
             match apply_batch(
                 &mut tx,
                 &self.store,
@@ -285,12 +268,54 @@ impl PartitionWorker {
     }
 }
 
+/// The connection a worker's statements run on: its lease's (so that a worker whose lease is
+/// gone cannot commit, see [`crate::ownership`]), or, without a lease, one of the pool's.
+enum Held<'a> {
+    Lease(tokio::sync::MutexGuard<'a, Leased>),
+    Pool(PoolConnection<Postgres>),
+}
+
+impl Deref for Held<'_> {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Self::Lease(leased) => &leased.conn,
+            Self::Pool(conn) => conn,
+        }
+    }
+}
+
+impl DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Self::Lease(leased) => &mut leased.conn,
+            Self::Pool(conn) => conn,
+        }
+    }
+}
+
+impl PartitionWorker {
+    /// The connection to run on, a lease's plans renewed when due.
+    async fn held(&self) -> Result<Held<'_>, sqlx::Error> {
+        Ok(match &self.lease {
+            Some(lease) => {
+                let mut leased = lease.lock().await;
+                let Leased { conn, plans } = &mut *leased;
+                plans.refresh(conn).await?;
+                Held::Lease(leased)
+            }
+            None => Held::Pool(self.store.pool().acquire().await?),
+        })
+    }
+}
+
 /// How long the oldest batch waiting for the WAL's flush waits before the worker flushes it.
 const FORCE_FLUSH_AFTER: Duration = Duration::from_millis(50);
 
 /// The messages `unsettled` may ack now, flushing the WAL first when `force`.
 async fn settle_on(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     unsettled: &mut Unsettled,
     force: bool,
 ) -> Result<Vec<jetstream::Message>, sqlx::Error> {

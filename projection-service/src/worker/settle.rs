@@ -13,19 +13,22 @@ use crate::projections::Wal;
 pub(super) const SETTLE_POLL: Duration = Duration::from_millis(25);
 
 /// Batches committed with [`crate::projections::Commit::Deferred`], in order, their messages
-/// (`M`) unacked until the WAL holding them is on disk; each with the WAL position its commit
-/// ends at or before, once a statement after it told one.
+/// (`M`) unacked until the WAL holding them is on disk.
 pub(super) struct Unsettled<M = jetstream::Message> {
-    batches: VecDeque<(Vec<M>, Option<i64>)>,
-    /// When the oldest batch held here was committed.
-    since: Option<Instant>,
+    batches: VecDeque<Batch<M>>,
+}
+
+struct Batch<M> {
+    messages: Vec<M>,
+    /// The WAL position its commit ends at or before, once a statement after it told one.
+    ends_by: Option<i64>,
+    committed: Instant,
 }
 
 impl<M> Default for Unsettled<M> {
     fn default() -> Self {
         Self {
             batches: VecDeque::new(),
-            since: None,
         }
     }
 }
@@ -36,46 +39,47 @@ impl<M> Unsettled<M> {
     }
 
     pub(super) fn push(&mut self, messages: Vec<M>) {
-        self.since.get_or_insert_with(Instant::now);
-        self.batches.push_back((messages, None));
+        self.batches.push_back(Batch {
+            messages,
+            ends_by: None,
+            committed: Instant::now(),
+        });
     }
 
     /// How long the oldest batch held here has waited.
     pub(super) fn waited(&self) -> Duration {
-        self.since.map_or(Duration::ZERO, |since| since.elapsed())
+        self.batches
+            .front()
+            .map_or(Duration::ZERO, |b| b.committed.elapsed())
     }
 
     /// Takes `wal`, read after every batch held here was committed; returns the messages of the
     /// batches now on disk, to ack.
     pub(super) fn settle(&mut self, wal: Wal) -> Vec<M> {
-        for (_, ends_by) in &mut self.batches {
-            ends_by.get_or_insert(wal.inserted);
+        for batch in &mut self.batches {
+            batch.ends_by.get_or_insert(wal.inserted);
         }
         let mut settled = Vec::new();
-        while let Some((_, Some(ends_by))) = self.batches.front() {
-            if *ends_by > wal.flushed {
-                break;
+        while self
+            .batches
+            .front()
+            .is_some_and(|b| b.ends_by.is_some_and(|end| end <= wal.flushed))
+        {
+            if let Some(batch) = self.batches.pop_front() {
+                settled.extend(batch.messages);
             }
-            if let Some((messages, _)) = self.batches.pop_front() {
-                settled.extend(messages);
-            }
-        }
-        if !settled.is_empty() {
-            // The oldest left was committed later; counting from now waits a little longer.
-            self.since = (!self.batches.is_empty()).then(Instant::now);
         }
         settled
     }
 
     /// The messages waiting, oldest first.
     pub(super) fn messages(&self) -> impl Iterator<Item = &M> {
-        self.batches.iter().flat_map(|(m, _)| m)
+        self.batches.iter().flat_map(|b| &b.messages)
     }
 
     /// Every batch's messages: a durable commit after them flushed their WAL too.
     pub(super) fn all(&mut self) -> Vec<M> {
-        self.since = None;
-        self.batches.drain(..).flat_map(|(m, _)| m).collect()
+        self.batches.drain(..).flat_map(|b| b.messages).collect()
     }
 }
 
