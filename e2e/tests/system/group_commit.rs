@@ -46,7 +46,27 @@ fn tagging(tenant: &e2e::Tenant, contact: Uuid, sequence: i64) -> Write {
 }
 
 fn recorded(family: &str) -> f64 {
-    e2e::sample(&platform::health::metrics_handle().render(), family, &[])
+    recorded_with(family, &[])
+}
+
+fn recorded_with(family: &str, labels: &[&str]) -> f64 {
+    e2e::sample(&platform::health::metrics_handle().render(), family, labels)
+}
+
+/// The ids of `ids` that are in the store and the outbox.
+async fn stored_of(pool: &sqlx::PgPool, ids: &[Uuid]) -> (Vec<Uuid>, i64) {
+    let stored =
+        sqlx::query_scalar("select id from contact_event_store where id = any($1) order by id")
+            .bind(ids)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let outbox = sqlx::query_scalar("select count(*) from outbox_events where event_id = any($1)")
+        .bind(ids)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (stored, outbox)
 }
 
 /// On the test's one thread the writer runs only once every write below is queued, so they
@@ -122,6 +142,92 @@ async fn a_refused_write_fails_alone_and_the_rest_of_its_group_commits_in_two_te
         recorded("command_group_fallbacks_total") - fallbacks_before,
         1.0
     );
+}
+
+/// A group of one tenant's events goes in one autocommit statement; a stale write in it, or one
+/// whose read stream moved, still fails alone; and row-level security checks the statement's rows.
+#[tokio::test(flavor = "current_thread")]
+async fn one_tenants_group_is_one_statement_and_each_write_in_it_is_still_checked_on_its_own() {
+    let db = TestDb::new().await;
+    let (a, b) = (
+        TestSystem::bootstrap_tenant(&db.pool, "statement-a").await,
+        TestSystem::bootstrap_tenant(&db.pool, "statement-b").await,
+    );
+    let pool = e2e::settings_for(&db.url)
+        .app_pool("group commit test")
+        .unwrap();
+    let writer = GroupWriter::start(
+        pool,
+        Grouping {
+            writers: 1,
+            max_group: 64,
+        },
+    );
+    let (taken, read) = (Uuid::new_v4(), Uuid::new_v4());
+    writer.write(tagging(&a, taken, 1)).await.unwrap();
+    writer.write(tagging(&a, read, 1)).await.unwrap();
+    let statements = || recorded_with("command_group_commits_total", &["way=\"statement\""]);
+    let transactions = || recorded_with("command_group_commits_total", &["way=\"transaction\""]);
+    let (statements_before, transactions_before, fallbacks_before) = (
+        statements(),
+        transactions(),
+        recorded("command_group_fallbacks_total"),
+    );
+
+    // A clean group: one statement stores all three.
+    let clean: Vec<Write> = (0..3).map(|_| tagging(&a, Uuid::new_v4(), 1)).collect();
+    let clean_ids: Vec<Uuid> = clean.iter().map(|w| w.events[0].event_id).collect();
+    let answers = join_all(clean.into_iter().map(|w| writer.write(w))).await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    let (stored, outbox) = stored_of(&db.pool, &clean_ids).await;
+    assert_eq!(stored.len(), 3);
+    assert_eq!(outbox, 3);
+    assert_eq!(statements() - statements_before, 1.0, "one statement");
+    assert_eq!(transactions() - transactions_before, 0.0);
+
+    // A group with a stale write and a write that read a stream since moved on.
+    let mut moved = tagging(&a, Uuid::new_v4(), 1);
+    moved.read_only = vec![(read, 0)]; // `read` is at 1
+    let mut unmoved = tagging(&a, Uuid::new_v4(), 1);
+    unmoved.read_only = vec![(read, 1)];
+    let writes = vec![
+        tagging(&a, Uuid::new_v4(), 1),
+        tagging(&a, taken, 1), // the stream is at 1 already
+        moved,
+        unmoved,
+    ];
+    let ids: Vec<Uuid> = writes.iter().map(|w| w.events[0].event_id).collect();
+    let answers = join_all(writes.into_iter().map(|w| writer.write(w))).await;
+    assert!(answers[0].is_ok(), "{:?}", answers[0]);
+    assert!(
+        matches!(answers[1], Err(WriteError::Conflict)),
+        "{:?}",
+        answers[1]
+    );
+    assert!(
+        matches!(answers[2], Err(WriteError::Conflict)),
+        "{:?}",
+        answers[2]
+    );
+    assert!(answers[3].is_ok(), "{:?}", answers[3]);
+    let mut expected = vec![ids[0], ids[3]];
+    expected.sort();
+    assert_eq!(stored_of(&db.pool, &ids).await, (expected, 2));
+    // The group's statement was refused whole, then each write went alone, in a statement too.
+    assert_eq!(
+        recorded("command_group_fallbacks_total") - fallbacks_before,
+        1.0
+    );
+    assert_eq!(statements() - statements_before, 3.0);
+    assert_eq!(transactions() - transactions_before, 0.0);
+
+    // An event of another tenant in a write of this one: row-level security refuses the row.
+    let mut smuggled = tagging(&a, Uuid::new_v4(), 1);
+    smuggled.events[0].tenant_id = b.tenant_id.clone();
+    let id = smuggled.events[0].event_id;
+    let answer = writer.write(smuggled).await;
+    assert!(matches!(answer, Err(WriteError::Store(_))), "{answer:?}");
+    assert_eq!(stored_of(&db.pool, &[id]).await, (vec![], 0));
 }
 
 #[tokio::test]

@@ -1,0 +1,28 @@
+-- 0029_append_in_tenant: lets a group of commands be stored in one autocommit statement (no
+-- BEGIN, no COMMIT round trip). The append statement scans this function's result first, in a
+-- materialized CTE, so before any row is inserted it has:
+--   * moved the statement's implicit transaction into the tenant (transaction-local, like the
+--     `set_config` a transaction of the request login starts with), so row-level security checks
+--     every inserted row against it; the setting ends with the statement;
+--   * checked that the streams the commands only read are still at the versions they read, as
+--     the caller's login sees them (the function runs with the caller's rights). A stream that
+--     moved aborts the statement with SQLSTATE 40001 and nothing is written: the commands
+--     decided on a stale state and are decided again.
+create function enter_tenant_streams_unmoved(tenant text, read_ids uuid[], read_versions bigint[])
+    returns text
+    language plpgsql
+as $$
+begin
+    perform set_config('app.current_tenant_id', tenant, true);
+    if cardinality(read_ids) > 0 and exists (
+        select 1
+          from unnest(read_ids, read_versions) as s(id, version)
+         where s.version <> coalesce((select max(e.sequence_number)
+                                        from contact_event_store e
+                                       where e.aggregate_id = s.id), 0)) then
+        raise exception 'a stream a command only read has moved on since it was read'
+            using errcode = 'serialization_failure';
+    end if;
+    return tenant;
+end
+$$;

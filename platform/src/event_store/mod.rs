@@ -1,0 +1,490 @@
+//! `contact_event_store` and `contact_snapshots`: every SQL statement on those two tables.
+//!
+//! Appends write the events and their `outbox_events` rows in one statement, inside the caller's
+//! transaction, so an event is never stored without being queued for publication. A unique
+//! violation on `(aggregate_id, sequence_number)` is an optimistic-concurrency conflict.
+//!
+//! Reading by `position` is only safe below the oldest transaction still running: positions are
+//! handed out at insert, so a lower one may commit after a higher one. [`EventStore::read_after`]
+//! reads only rows whose writing transaction is older than `pg_snapshot_xmin`, so it never steps
+//! past an event that is about to appear.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use event_model::{AggregateType, EventEnvelope};
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+mod append;
+
+pub const SEQUENCE_CONSTRAINT: &str = "contact_event_store_aggregate_seq_key";
+
+/// [`Horizon::Finished`]'s condition on `contact_event_store e`.
+const FINISHED: &str = "and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
+/// [`Horizon::Upto`]'s condition, its bound in `$5` and `$6`.
+const UPTO: &str = "and (e.transaction_id, e.position) <= ($5::text::xid8, $6)";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to one of the streams first.
+    #[error("concurrent append to the same aggregate")]
+    Conflict,
+    #[error("stored event {event_id} is unreadable: {reason}")]
+    Corrupt { event_id: Uuid, reason: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A data key could not be read, unwrapped or used (see [`crate::personal`]).
+    #[error(transparent)]
+    Personal(#[from] crate::personal::PersonalError),
+}
+
+/// An event about to be appended, with its place in its stream.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub aggregate_id: Uuid,
+    pub aggregate_type: AggregateType,
+    pub event_type: &'static str,
+    pub event_version: &'static str,
+    pub sequence_number: i64,
+    pub data: Value,
+    pub contact_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub occurred_at: DateTime<Utc>,
+    pub tenant_id: String,
+    pub project_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    /// The W3C trace context the event was decided in (kept in `metadata`, sent as a header).
+    pub traceparent: Option<String>,
+}
+
+/// A stored event's row, as the store holds it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct EventRow {
+    pub id: Uuid,
+    pub aggregate_id: Uuid,
+    pub aggregate_type: Option<String>,
+    pub event_type: String,
+    pub event_version: Option<String>,
+    pub sequence_number: i64,
+    pub event_data: Value,
+    pub metadata: Option<Value>,
+    pub occurred_at: NaiveDateTime,
+    pub created_at: Option<NaiveDateTime>,
+    pub tenant_id: String,
+    pub project_id: Option<Uuid>,
+    pub causation_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    pub position: i64,
+}
+
+/// The columns every read selects, in `EventRow`'s order.
+pub const EVENT_COLUMNS: &str = "e.id, e.aggregate_id, e.aggregate_type, e.event_type, e.event_version, \
+     e.sequence_number, e.event_data, e.metadata, e.occurred_at, e.created_at, e.tenant_id, e.project_id, \
+     e.causation_id, e.correlation_id, e.position";
+
+/// The acting user an event's metadata names: `Some(None)` when it names none. The audit copy
+/// casts the same text to `uuid` in SQL (projection-service's `event_log`), so only the form
+/// both read alike passes: 36 characters, hyphenated.
+fn user_id(metadata: &Value) -> Option<Option<Uuid>> {
+    match metadata.get("user_id") {
+        None | Some(Value::Null) => Some(None),
+        Some(Value::String(s)) if s.len() == 36 => Uuid::parse_str(s).ok().map(Some),
+        Some(_) => None,
+    }
+}
+
+impl EventRow {
+    /// The W3C trace context the event was decided in, if any.
+    pub fn traceparent(&self) -> Option<String> {
+        self.metadata
+            .as_ref()?
+            .get("traceparent")?
+            .as_str()
+            .map(str::to_owned)
+    }
+
+    pub fn into_envelope(self) -> Result<EventEnvelope, StoreError> {
+        let corrupt = |reason: &str| StoreError::Corrupt {
+            event_id: self.id,
+            reason: reason.to_owned(),
+        };
+        let aggregate_type =
+            AggregateType::parse(self.aggregate_type.as_deref().unwrap_or("contact"))
+                .ok_or_else(|| corrupt("unknown aggregate_type"))?;
+        let metadata = self.metadata.unwrap_or(Value::Null);
+        let uuid_of = |key: &str| {
+            metadata
+                .get(key)
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+        };
+        let contact_id = match aggregate_type {
+            AggregateType::Contact => self.aggregate_id,
+            AggregateType::Session => {
+                uuid_of("contact_id").ok_or_else(|| corrupt("session event without contact_id"))?
+            }
+        };
+        Ok(EventEnvelope {
+            event_id: self.id,
+            aggregate_id: self.aggregate_id,
+            aggregate_type,
+            event_type: self.event_type,
+            event_version: self.event_version.unwrap_or_else(|| "v1".to_owned()),
+            sequence_number: self.sequence_number,
+            position: self.position,
+            tenant_id: self.tenant_id,
+            project_id: self.project_id.ok_or_else(|| corrupt("no project_id"))?,
+            contact_id,
+            user_id: user_id(&metadata).ok_or_else(|| corrupt("user_id is not a uuid"))?,
+            occurred_at: self.occurred_at.and_utc(),
+            recorded_at: self.created_at.unwrap_or(self.occurred_at).and_utc(),
+            causation_id: self.causation_id,
+            correlation_id: self.correlation_id,
+            data: self.event_data,
+        })
+    }
+}
+
+/// Where a catch-up reader stands: the last `(transaction_id, position)` it read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Checkpoint {
+    pub transaction_id: i64,
+    pub position: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Horizon {
+    /// Only transactions below `pg_snapshot_xmin`: nothing can appear behind the reader.
+    Finished,
+    /// Everything committed and visible now.
+    Visible,
+    /// Up to and including a checkpoint that was [`Horizon::Finished`] when it was taken (see
+    /// [`EventStore::finished_checkpoint`]): a fixed set, which readers can share out.
+    Upto(Checkpoint),
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct OrderedEvent {
+    #[sqlx(flatten)]
+    pub event: EventRow,
+    pub transaction_id: i64,
+}
+
+impl OrderedEvent {
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            transaction_id: self.transaction_id,
+            position: self.event.position,
+        }
+    }
+}
+
+/// The latest snapshot of an aggregate.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SnapshotRow {
+    pub snapshot_data: Value,
+    pub last_sequence_number: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    pool: PgPool,
+}
+
+/// The outbox rows not yet on the broker: how many, and how long the oldest has waited (the
+/// relay's gauges and `replay-tool status` read it alike).
+pub async fn outbox_backlog(conn: impl PgExecutor<'_>) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "select count(*), coalesce(extract(epoch from (now() at time zone 'utc') - min(created_at)), 0)::float8 \
+           from outbox_events where status in ('pending', 'processing')",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The latest snapshot of an aggregate in this tenant, if any.
+    pub async fn latest_snapshot(
+        &self,
+        executor: impl PgExecutor<'_>,
+        tenant_id: &str,
+        aggregate_id: Uuid,
+    ) -> Result<Option<SnapshotRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "select snapshot_data, last_sequence_number from contact_snapshots \
+              where aggregate_id = $1 and tenant_id = $2 \
+              order by last_sequence_number desc limit 1",
+        )
+        .bind(aggregate_id)
+        .bind(tenant_id)
+        .fetch_optional(executor)
+        .await?)
+    }
+
+    /// The events of one stream in this tenant after `after_sequence`, in order.
+    pub async fn load_stream(
+        &self,
+        executor: impl PgExecutor<'_>,
+        tenant_id: &str,
+        aggregate_type: AggregateType,
+        aggregate_id: Uuid,
+        after_sequence: i64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e \
+              where e.aggregate_id = $1 and e.tenant_id = $2 and e.aggregate_type = $3 and e.sequence_number > $4 \
+              order by e.sequence_number"
+        ))
+        .bind(aggregate_id)
+        .bind(tenant_id)
+        .bind(aggregate_type.as_str())
+        .bind(after_sequence)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// The events of several streams in this tenant, each after its own sequence number, in one
+    /// round trip: `(type, id, after)` per stream. The result is ordered by stream, then sequence.
+    pub async fn load_streams(
+        &self,
+        executor: impl PgExecutor<'_>,
+        tenant_id: &str,
+        streams: &[(AggregateType, Uuid, i64)],
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let types: Vec<&str> = streams.iter().map(|s| s.0.as_str()).collect();
+        let ids: Vec<Uuid> = streams.iter().map(|s| s.1).collect();
+        let after: Vec<i64> = streams.iter().map(|s| s.2).collect();
+        // A lateral subquery per stream: one index range scan each, whatever the planner thinks
+        // of the array's size.
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from unnest($1::uuid[], $2::text[], $3::int8[]) with ordinality as s(id, kind, after, n) \
+              cross join lateral (select * from contact_event_store e \
+                                   where e.aggregate_id = s.id and e.tenant_id = $4 and e.aggregate_type = s.kind \
+                                     and e.sequence_number > s.after \
+                                   order by e.sequence_number) e \
+              order by s.n, e.sequence_number"
+        ))
+        .bind(&ids)
+        .bind(&types)
+        .bind(&after)
+        .bind(tenant_id)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// Events `from..=to` of one stream (the projections' gap fill).
+    pub async fn read_range(
+        &self,
+        executor: impl PgExecutor<'_>,
+        aggregate_id: Uuid,
+        from_sequence: i64,
+        to_sequence: i64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e \
+              where e.aggregate_id = $1 and e.sequence_number between $2 and $3 \
+              order by e.sequence_number"
+        ))
+        .bind(aggregate_id)
+        .bind(from_sequence)
+        .bind(to_sequence)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// The stored events with these ids (those the store has), in no particular order: what a
+    /// projection worker applies instead of the messages that named them (the store is the
+    /// truth; a message is only a notice).
+    pub async fn read_by_ids(
+        executor: impl PgExecutor<'_>,
+        ids: &[Uuid],
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e where e.id = any($1)"
+        ))
+        .bind(ids)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// A contact's events and its sessions' events in store order, optionally after a position.
+    pub async fn read_contact_history(
+        &self,
+        executor: impl PgExecutor<'_>,
+        tenant_id: &str,
+        contact_id: Uuid,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e \
+              where e.tenant_id = $1 and e.position > $3 \
+                and (e.aggregate_id = $2 or (e.aggregate_type = 'session' and e.metadata->>'contact_id' = $2::text)) \
+              order by e.position limit $4"
+        ))
+        .bind(tenant_id)
+        .bind(contact_id)
+        .bind(after_position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// Up to `limit` events after `after` in `(transaction_id, position)` order: the order a
+    /// catch-up reader can walk without ever having a row appear behind it (see the module docs).
+    /// With `Horizon::Finished` only rows of transactions below `pg_snapshot_xmin` are read, so
+    /// the checkpoint can be kept and resumed; `Horizon::Visible` also reads rows committed by
+    /// younger transactions, for a reader that keeps no checkpoint (a rebuild's last pass).
+    pub async fn read_after(
+        executor: impl PgExecutor<'_>,
+        after: Checkpoint,
+        limit: i64,
+        tenant_id: Option<&str>,
+        horizon: Horizon,
+    ) -> Result<Vec<OrderedEvent>, StoreError> {
+        let upto = match horizon {
+            Horizon::Finished => FINISHED,
+            Horizon::Visible => "",
+            Horizon::Upto(_) => UPTO,
+        };
+        let sql = format!(
+            "select {EVENT_COLUMNS}, e.transaction_id::text::bigint as transaction_id \
+               from contact_event_store e \
+              where (e.transaction_id, e.position) > ($1::text::xid8, $2) {upto} \
+                and ($3::text is null or e.tenant_id = $3) \
+              order by e.transaction_id, e.position limit $4"
+        );
+        let mut query = sqlx::query_as(&sql)
+            .bind(after.transaction_id.to_string())
+            .bind(after.position)
+            .bind(tenant_id)
+            .bind(limit);
+        if let Horizon::Upto(bound) = horizon {
+            query = query
+                .bind(bound.transaction_id.to_string())
+                .bind(bound.position);
+        }
+        Ok(query.fetch_all(executor).await?)
+    }
+
+    /// The last event (of `tenant_id`, or of all) whose transaction is finished: with
+    /// [`Horizon::Upto`], a fixed part of the history that nothing can join any more. The
+    /// default checkpoint when there is none.
+    pub async fn finished_checkpoint(
+        executor: impl PgExecutor<'_>,
+        tenant_id: Option<&str>,
+    ) -> Result<Checkpoint, StoreError> {
+        let last: Option<(i64, i64)> = sqlx::query_as(&format!(
+            "select e.transaction_id::text::bigint, e.position from contact_event_store e \
+              where true {FINISHED} and ($1::text is null or e.tenant_id = $1) \
+              order by e.transaction_id desc, e.position desc limit 1"
+        ))
+        .bind(tenant_id)
+        .fetch_optional(executor)
+        .await?;
+        Ok(last
+            .map(|(transaction_id, position)| Checkpoint {
+                transaction_id,
+                position,
+            })
+            .unwrap_or_default())
+    }
+
+    /// A contact's events after `after_sequence` that were stored before `before_position`: what
+    /// a session event presupposes of its contact (the projections' gap fill).
+    pub async fn read_contact_before(
+        &self,
+        executor: impl PgExecutor<'_>,
+        contact_id: Uuid,
+        after_sequence: i64,
+        before_position: i64,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
+        let rows: Vec<EventRow> = sqlx::query_as(&format!(
+            "select {EVENT_COLUMNS} from contact_event_store e \
+              where e.aggregate_id = $1 and e.sequence_number > $2 and e.position < $3 \
+              order by e.sequence_number"
+        ))
+        .bind(contact_id)
+        .bind(after_sequence)
+        .bind(before_position)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(EventRow::into_envelope).collect()
+    }
+
+    /// Whether any of these streams is no longer at the given version (its last sequence
+    /// number; 0: no events), as the caller's transaction sees them: one statement.
+    pub async fn streams_moved(
+        tx: &mut Transaction<'_, Postgres>,
+        streams: &[(Uuid, i64)],
+    ) -> Result<bool, StoreError> {
+        let (ids, versions): (Vec<Uuid>, Vec<i64>) = streams.iter().copied().unzip();
+        Ok(sqlx::query_scalar(
+            "select exists (select 1 from unnest($1::uuid[], $2::int8[]) as s(id, version) \
+              where s.version <> coalesce((select max(e.sequence_number) from contact_event_store e \
+                                            where e.aggregate_id = s.id), 0))",
+        )
+        .bind(&ids)
+        .bind(&versions)
+        .fetch_one(&mut **tx)
+        .await?)
+    }
+
+    /// Deletes the snapshots of a contact and of its sessions (forgetting it: sealed with a key
+    /// that is being destroyed, they could never be read again).
+    pub async fn delete_contact_snapshots(
+        tx: &mut Transaction<'_, Postgres>,
+        tenant_id: &str,
+        contact_id: Uuid,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "delete from contact_snapshots s \
+              where s.tenant_id = $1 \
+                and (s.aggregate_id = $2 \
+                     or s.aggregate_id in (select e.aggregate_id from contact_event_store e \
+                                            where e.tenant_id = $1 and e.aggregate_type = 'session' \
+                                              and e.metadata->>'contact_id' = $2::text))",
+        )
+        .bind(tenant_id)
+        .bind(contact_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a snapshot of an aggregate at `last_sequence_number` (idempotent).
+    pub async fn save_snapshot(
+        tx: &mut Transaction<'_, Postgres>,
+        tenant_id: &str,
+        aggregate_id: Uuid,
+        last_sequence_number: i64,
+        data: Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into contact_snapshots (aggregate_id, snapshot_data, last_sequence_number, tenant_id) \
+             values ($1, $2, $3, $4) on conflict (aggregate_id, last_sequence_number) do nothing",
+        )
+        .bind(aggregate_id)
+        .bind(data)
+        .bind(last_sequence_number)
+        .bind(tenant_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
