@@ -127,6 +127,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
             ack_wait_secs: system.options.ack_wait_secs,
             stall_secs: system.options.stall_secs,
             workers: true,
+            combine_batches: system.options.combine_batches,
             query_database_url: None,
             retention_interval: system.options.retention_interval,
         },

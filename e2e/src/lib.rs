@@ -206,6 +206,8 @@ pub struct Options {
     pub nats_security: Option<Arc<BrokerSecurity>>,
     pub ack_wait_secs: u64,
     pub stall_secs: u64,
+    /// `PROJECTION_COMBINE_BATCHES`.
+    pub combine_batches: bool,
     /// `AGGREGATE_CACHE_CAPACITY` (0: every command loads from the store).
     pub aggregate_cache_capacity: usize,
     /// `DATABASE_APP_ROLE`, the request paths' role and login. `ventros_projector` bypasses
@@ -247,6 +249,9 @@ impl Default for Options {
             http: platform::HttpLimits::default(),
             database_max_connections: 20,
             grouping: grouping_from_env(),
+            // As the service runs unless told otherwise; the benchmark compares both.
+            combine_batches: std::env::var("PROJECTION_COMBINE_BATCHES")
+                .map_or(true, |v| v != "false"),
         }
     }
 }
@@ -536,6 +541,7 @@ impl TestSystem {
             ack_wait_secs: self.options.ack_wait_secs,
             stall_secs: self.options.stall_secs,
             workers: true,
+            combine_batches: self.options.combine_batches,
             query_database_url: None,
             retention_interval: self.options.retention_interval,
         };

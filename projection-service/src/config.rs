@@ -19,6 +19,11 @@ pub struct ProjectionConfig {
     /// Most events a worker applies in one transaction.
     #[arg(long, env = "PROJECTION_BATCH_SIZE", default_value_t = 256)]
     pub batch_size: usize,
+    /// Apply the live batches of all the partitions this instance runs together, one read and
+    /// one write for those that arrive while the last ones are written (off: each partition's
+    /// worker on its own).
+    #[arg(long, env = "PROJECTION_COMBINE_BATCHES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub combine_batches: bool,
     /// How long JetStream waits for an ack before redelivering, in seconds. It bounds how long
     /// the events a dead instance had received wait before another takes them; a worker whose
     /// batch takes longer keeps its messages with progress acks.

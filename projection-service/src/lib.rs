@@ -107,6 +107,9 @@ impl App {
                 ack_wait: config.ack_wait(),
                 health: consumer_health.clone(),
                 lease: None,
+                combiner: config
+                    .combine_batches
+                    .then(|| worker::Combiner::start(store.clone(), keys.clone())),
             },
             health: consumer_health.clone(),
             owned: owned.clone(),

@@ -286,7 +286,7 @@ async fn an_unlocked_batch_whose_rows_moved_writes_nothing_and_applies_when_read
     let declined = apply_unlocked(
         &mut conn,
         &store,
-        std::slice::from_ref(first),
+        &[std::slice::from_ref(first)],
         unlocked,
         Commit::Durable,
     )
@@ -305,7 +305,7 @@ async fn an_unlocked_batch_whose_rows_moved_writes_nothing_and_applies_when_read
         .execute(&system.db.pool)
         .await
         .unwrap();
-    let declined = apply_unlocked(&mut conn, &store, rest, unlocked, Commit::Durable)
+    let declined = apply_unlocked(&mut conn, &store, &[rest], unlocked, Commit::Durable)
         .await
         .unwrap();
     assert_eq!(declined, Err(Declined::Moved));
@@ -327,11 +327,11 @@ async fn an_unlocked_batch_whose_rows_moved_writes_nothing_and_applies_when_read
     let unlocked = read_unlocked(&mut conn, &keys, &ids_of(rest))
         .await
         .unwrap();
-    let report = apply_unlocked(&mut conn, &store, rest, unlocked, Commit::Deferred)
+    let reports = apply_unlocked(&mut conn, &store, &[rest], unlocked, Commit::Deferred)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(report.applied, rest.len() * 3, "{report:?}");
+    assert_eq!(reports[0].applied, rest.len() * 3, "{reports:?}");
     assert_eq!(version("sessions", session).await, rest.len() as i64);
     for e in rest {
         assert_eq!(written_of(e.event_id).await, (1, 1));

@@ -5,6 +5,7 @@ mod broker;
 mod cache;
 mod cli;
 mod cluster;
+mod combine;
 mod concurrency;
 mod conformance;
 mod delivery;

@@ -1,7 +1,7 @@
 //! The projections' work on a batch in memory: which (event, projection) pairs are new, the rows
 //! they change, and the `processed_events` rows that record them.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use event_model::{ContactEvent, DomainEvent, EventEnvelope};
@@ -20,6 +20,8 @@ use super::sessions::{self, SessionRecord};
 pub(super) struct Folded {
     pub(super) report: BatchReport,
     pub(super) handled: Vec<(Uuid, Projection)>,
+    /// The events of the (event, projection) pairs skipped as applied already.
+    pub(super) skipped: Vec<Uuid>,
     pub(super) contacts: Vec<ContactRecord>,
     pub(super) sessions: Vec<SessionRecord>,
     /// The events whose audit rows the write copies from the store.
@@ -46,6 +48,40 @@ impl Folded {
             platform::history::sync_log_copies_of(tx, &self.forgotten_log).await?;
         }
         Ok(())
+    }
+}
+
+impl Folded {
+    /// The report of each part of a batch that several batches made up (the parts, in the order
+    /// their events were folded). An event filled in from the store ahead of its part's event is
+    /// counted with that part: the folds hand each gap's events over right before the event that
+    /// needed them.
+    pub(super) fn reports(&self, parts: &[&[EventEnvelope]]) -> Vec<BatchReport> {
+        let part_of: HashMap<Uuid, usize> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, part)| part.iter().map(move |e| (e.event_id, i)))
+            .collect();
+        let mut reports = vec![BatchReport::default(); parts.len()];
+        let mut filled = 0;
+        for (id, _) in &self.handled {
+            match part_of.get(id) {
+                Some(&i) => {
+                    reports[i].applied += 1 + filled;
+                    filled = 0;
+                }
+                None => filled += 1,
+            }
+        }
+        if let Some(last) = reports.last_mut() {
+            last.applied += filled;
+        }
+        for id in &self.skipped {
+            if let Some(&i) = part_of.get(id) {
+                reports[i].duplicates += 1;
+            }
+        }
+        reports
     }
 }
 
@@ -89,6 +125,7 @@ pub(super) async fn fold_batch(
         for envelope in events {
             if done.contains(&(envelope.event_id, projection)) || !seen.insert(envelope.event_id) {
                 folded.report.duplicates += 1;
+                folded.skipped.push(envelope.event_id);
             } else {
                 list.push(decode(&keys, envelope)?);
             }

@@ -1,6 +1,7 @@
 //! The live path's first try at a batch: two round trips and no transaction of its own (see
 //! [`read_unlocked`]), its commit durable or [`Commit::Deferred`].
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -78,18 +79,25 @@ pub async fn read_unlocked(
     })
 }
 
-/// Applies `events` (stored events, in order, of [`read_unlocked`]'s batch) to every projection
-/// in one statement without a transaction: each row is written only where it is still as read
-/// (see [`Rows::Unmoved`]). A batch that needs more (a transaction to park or forget in) or whose
-/// rows moved is declined with nothing written, for [`apply_batch`] to apply.
+/// Applies the stored events of [`read_unlocked`]'s batch to every projection in one statement
+/// without a transaction: each row is written only where it is still as read (see
+/// [`Rows::Unmoved`]). The batch may be made of several partitions' batches, its `parts` (each in
+/// order, no two with events of one contact); the answer is each part's report. A batch that
+/// needs more (a transaction to park or forget in) or whose rows moved is declined with nothing
+/// written, for [`apply_batch`] to apply.
 pub async fn apply_unlocked(
     conn: &mut PgConnection,
     store: &EventStore,
-    events: &[EventEnvelope],
+    parts: &[&[EventEnvelope]],
     unlocked: Unlocked,
     commit: Commit,
-) -> Result<Result<BatchReport, Declined>, ProjectionError> {
+) -> Result<Result<Vec<BatchReport>, Declined>, ProjectionError> {
     let started = Instant::now();
+    let events: Cow<'_, [EventEnvelope]> = match parts {
+        [one] => Cow::Borrowed(one),
+        several => Cow::Owned(several.concat()),
+    };
+    let events = &*events;
     if events
         .iter()
         .any(|e| !unlocked.looked_up.contains(&e.contact_id))
@@ -104,12 +112,11 @@ pub async fn apply_unlocked(
     if !folded.forgotten_sessions.is_empty() || !folded.forgotten_log.is_empty() {
         return Ok(Err(Declined::Forgets));
     }
-    let report = folded.report;
     let processed = Processed::of(&folded.handled, started);
-    let notification = (report.applied > 0).then(|| crate::projected::payload(events));
+    let notification = (folded.report.applied > 0).then(|| crate::projected::payload(events));
     let rows = Rows::Unmoved(commit);
     match write(conn, &folded, Some(&processed), notification, rows).await {
-        Ok(()) => Ok(Ok(report)),
+        Ok(()) => Ok(Ok(folded.reports(parts))),
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(ROWS_MOVED) => {
             Ok(Err(Declined::Moved))
         }

@@ -11,6 +11,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, PgConnection, Postgres};
 use tracing::Instrument;
 
+use super::combine::Combined;
 use super::settle::{ack, Unsettled, SETTLE_POLL};
 use super::truth::against_the_store;
 use super::{event_span, Leased, PartitionWorker};
@@ -159,8 +160,9 @@ impl PartitionWorker {
         }
     }
 
-    /// Applies a batch: in two round trips when it can ([`projections::apply_unlocked`]), else in
-    /// one transaction. An event that cannot be applied (poison) is parked,
+    /// Applies a batch: live, with the other partitions' live batches (see [`super::combine`]);
+    /// else, or when that declines, in two round trips of its own when it can
+    /// ([`projections::apply_unlocked`]), else in one transaction. An event that cannot be applied (poison) is parked,
     /// with the events of its contact behind it in the batch, and the rest is applied: the
     /// partition keeps flowing where ordering allows. Returns the report and how many were parked.
     ///
@@ -172,6 +174,17 @@ impl PartitionWorker {
     /// event, where there is one, is applied all the same.
     async fn apply(&self, envelopes: &[EventEnvelope], live: bool) -> anyhow::Result<Applied> {
         let consumer = self.consumer_name();
+        if let (true, Some(combiner)) = (live, &self.combiner) {
+            // Declined, it is applied below on its own, as if it had never been handed over.
+            if let Combined::Applied { report, wal } = combiner.apply(envelopes).await {
+                return Ok(Applied {
+                    report,
+                    parked: 0,
+                    wal: Some(wal),
+                    commit: Commit::Deferred,
+                });
+            }
+        }
         let mut parked: Vec<(EventEnvelope, String)> = Vec::new();
         let mut conn = self.held().await?;
         let ids: Vec<_> = envelopes.iter().map(|e| e.event_id).collect();
@@ -192,16 +205,23 @@ impl PartitionWorker {
             Commit::Durable
         };
         let declined = if rejected.is_empty() {
-            match projections::apply_unlocked(&mut conn, &self.store, &remaining, unlocked, commit)
-                .await?
+            match projections::apply_unlocked(
+                &mut conn,
+                &self.store,
+                &[&remaining],
+                unlocked,
+                commit,
+            )
+            .await?
             {
-                Ok(report) => {
+                Ok(reports) => {
+                    let report = reports[0];
                     return Ok(Applied {
                         report,
                         parked: 0,
                         wal,
                         commit,
-                    })
+                    });
                 }
                 Err(declined) => declined.label(),
             }

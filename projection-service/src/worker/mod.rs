@@ -12,6 +12,7 @@
 //! has not advanced for a while is stalled, and `/readyz` says so.
 
 mod batch;
+mod combine;
 mod health;
 mod settle;
 mod truth;
@@ -30,7 +31,8 @@ use platform::personal::DataKeys;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letters;
-pub use health::{describe_metrics, ConsumerHealth};
+pub use combine::{Combined, Combiner};
+pub use health::ConsumerHealth;
 use settle::{Unsettled, SETTLE_POLL};
 
 /// The longest wait before a worker sets its consumer up again after a broker failure. Short: on
@@ -73,6 +75,15 @@ pub struct PartitionWorker {
     /// The connection holding this partition's lock (see [`crate::ownership`]): batches are
     /// applied on it, so a worker that lost its lock cannot commit. `None`: the pool's.
     pub lease: Option<Lease>,
+    /// Applies live batches with the other partitions' (see [`combine`]). `None`: each worker
+    /// applies its own.
+    pub combiner: Option<Combiner>,
+}
+
+/// The `# HELP` text of the workers' families.
+pub fn describe_metrics() {
+    health::describe_metrics();
+    combine::describe_metrics();
 }
 
 /// The connection that holds a partition's lock (`ownership`), on which its worker also writes.
