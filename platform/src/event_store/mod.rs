@@ -428,21 +428,20 @@ impl EventStore {
     }
 
     /// Whether any of these streams is no longer at the given version (its last sequence
-    /// number; 0: no events), as the caller's transaction sees them: one statement.
+    /// number; 0: no events), as the caller's transaction sees them: one statement (the rule is
+    /// the database's `streams_moved`, migration 0029).
     pub async fn streams_moved(
         tx: &mut Transaction<'_, Postgres>,
         streams: &[(Uuid, i64)],
     ) -> Result<bool, StoreError> {
         let (ids, versions): (Vec<Uuid>, Vec<i64>) = streams.iter().copied().unzip();
-        Ok(sqlx::query_scalar(
-            "select exists (select 1 from unnest($1::uuid[], $2::int8[]) as s(id, version) \
-              where s.version <> coalesce((select max(e.sequence_number) from contact_event_store e \
-                                            where e.aggregate_id = s.id), 0))",
+        Ok(
+            sqlx::query_scalar("select streams_moved($1::uuid[], $2::int8[])")
+                .bind(&ids)
+                .bind(&versions)
+                .fetch_one(&mut **tx)
+                .await?,
         )
-        .bind(&ids)
-        .bind(&versions)
-        .fetch_one(&mut **tx)
-        .await?)
     }
 
     /// Deletes the snapshots of a contact and of its sessions (forgetting it: sealed with a key
