@@ -299,6 +299,18 @@ impl SessionView {
     pub fn idle_too_long_at(&self, at: DateTime<Utc>) -> bool {
         self.status == SessionStatus::Active && at > self.times_out_at()
     }
+
+    /// Whether `event` is a summary the session holds already (summarizing it again changes
+    /// nothing).
+    pub fn has_summary(&self, event: &SessionEvent) -> bool {
+        matches!(event, SessionEvent::Summarized { summary, sentiment, sentiment_score, topics, next_steps, key_entities }
+            if self.summary == *summary
+                && self.sentiment == *sentiment
+                && self.sentiment_score == *sentiment_score
+                && self.topics == *topics
+                && self.next_steps == *next_steps
+                && self.key_entities == *key_entities)
+    }
 }
 
 fn earliest(current: Option<DateTime<Utc>>, candidate: DateTime<Utc>) -> DateTime<Utc> {

@@ -14,171 +14,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use event_model::{
-    decide_contact, decide_session, AggregateType, Contact, ContactCommand, ContactScope, Context,
-    DomainError, DomainEvent, PendingEvent, Session, SessionCommand, Snapshot,
-};
-use platform::crypto::DataKey;
+use event_model::{Contact, ContactCommand, Session};
 use platform::db::tenant_tx;
-use platform::event_store::{EventStore, NewEvent, StoreError};
-use platform::personal::{self, DataKeys, KeyState, NewKey};
+use platform::event_store::EventStore;
+use platform::personal::DataKeys;
 use rand::Rng;
-use serde_json::Value;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::cache::AggregateCache;
-use crate::idempotency::{self, IdempotencySlot, StoredResponse};
-use crate::writer::{GroupWriter, Grouping, Write, WriteError};
+use crate::idempotency::{self, IdempotencySlot};
+use crate::writer::{GroupWriter, Grouping, WriteError};
 
+mod command;
+mod decide;
 mod load;
 
-/// Who a command acts for: the project and tenant, and the calling user (none for the system's
-/// own commands, e.g. the timeout sweeper).
-#[derive(Debug, Clone)]
-pub struct Actor {
-    pub tenant_id: String,
-    pub project_id: Uuid,
-    pub user_id: Option<Uuid>,
-    pub session_timeout: event_model::values::SessionTimeout,
-}
-
-/// A command whose answer is kept for its `Idempotency-Key`: the key, and how an outcome becomes
-/// the HTTP answer that is stored and replayed.
-#[derive(Debug, Clone, Copy)]
-pub struct Replayable<'a> {
-    pub slot: &'a IdempotencySlot,
-    pub render: fn(&Outcome) -> StoredResponse,
-}
-
-/// Per-request metadata carried into every event.
-#[derive(Debug, Clone, Copy)]
-pub struct CommandMeta {
-    pub correlation_id: Uuid,
-    /// The id of this command: every event it produces has it as `causation_id`.
-    pub causation_id: Uuid,
-    pub if_match: Option<i64>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Command {
-    Contact {
-        contact_id: Uuid,
-        command: ContactCommand,
-    },
-    Session {
-        session_id: Uuid,
-        command: SessionCommand,
-    },
-}
-
-impl Command {
-    /// A stable name for metrics and logs.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Contact { command, .. } => match command {
-                ContactCommand::Create(_) => "create_contact",
-                ContactCommand::UpdateProfile(_) => "update_contact",
-                ContactCommand::AddTag { .. } => "add_tag",
-                ContactCommand::RemoveTag { .. } => "remove_tag",
-                ContactCommand::SetProfilePicture { .. } => "set_profile_picture",
-                ContactCommand::Delete { .. } => "delete_contact",
-                ContactCommand::Forget { .. } => "forget_contact",
-                ContactCommand::StartSession { .. } => "start_session",
-                ContactCommand::RecordMessage { .. } => "record_inbound_message",
-            },
-            Self::Session { command, .. } => match command {
-                SessionCommand::RecordMessage(_) => "record_session_message",
-                SessionCommand::AssignAgent { .. } => "assign_agent",
-                SessionCommand::Summarize(_) => "summarize_session",
-                SessionCommand::SetOutcome(_) => "set_outcome",
-                SessionCommand::End { .. } => "end_session",
-                SessionCommand::EndIfIdle => "end_idle_session",
-            },
-        }
-    }
-
-    fn target(&self) -> Uuid {
-        match self {
-            Self::Contact { contact_id, .. } => *contact_id,
-            Self::Session { session_id, .. } => *session_id,
-        }
-    }
-}
-
-/// What a command answers: what it did now, or the answer its `Idempotency-Key` got before.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Answered {
-    Now(Outcome),
-    Replayed(StoredResponse),
-}
-
-impl Answered {
-    /// What the command did now; `None` for a replayed answer.
-    pub fn now(self) -> Option<Outcome> {
-        match self {
-            Self::Now(outcome) => Some(outcome),
-            Self::Replayed(_) => None,
-        }
-    }
-}
-
-/// What a command did: the addressed aggregate's new version, and the session it touched (a
-/// message on a contact goes to, or opens, a session).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub aggregate_id: Uuid,
-    pub version: i64,
-    pub event_ids: Vec<Uuid>,
-    pub session: Option<(Uuid, i64)>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    #[error("no such {0} in this project")]
-    NotFound(&'static str),
-    #[error("the aggregate is at version {current}")]
-    PreconditionFailed { current: i64 },
-    #[error("the aggregate kept changing under the command; retry")]
-    Conflict,
-    #[error("the Idempotency-Key was used with another request")]
-    IdempotencyMismatch,
-    #[error(transparent)]
-    Store(StoreError),
-}
-
-/// The answer an `Idempotency-Key` already stands for: its first answer, or a refusal when the
-/// key came with another request.
-fn replayed(recorded: idempotency::Recorded) -> Result<Answered, CommandError> {
-    match recorded {
-        idempotency::Recorded::Same(answer) => Ok(Answered::Replayed(answer)),
-        idempotency::Recorded::Different => Err(CommandError::IdempotencyMismatch),
-    }
-}
-
-impl From<StoreError> for CommandError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            // A lost race is not an infrastructure failure: it is retried, or becomes 412/409.
-            StoreError::Conflict => Self::Conflict,
-            other => Self::Store(other),
-        }
-    }
-}
-
-impl From<personal::PersonalError> for CommandError {
-    fn from(e: personal::PersonalError) -> Self {
-        Self::Store(StoreError::Personal(e))
-    }
-}
-
-impl From<sqlx::Error> for CommandError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Store(StoreError::Database(e))
-    }
-}
+use command::replayed;
+pub use command::{Actor, Answered, Command, CommandError, CommandMeta, Outcome, Replayable};
+use decide::{Decided, KeySource};
 
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
@@ -232,22 +85,13 @@ struct Loaded {
     sessions: BTreeMap<Uuid, Session>,
 }
 
-/// A command decided: what it writes, the states it leaves once written, and its answer.
-struct Decided {
-    /// The loaded streams with the new events folded in.
-    loaded: Loaded,
-    write: Write,
-    outcome: Outcome,
-    /// A key made for this command: cached once its write has committed.
-    new_key: Option<DataKey>,
-}
-
-/// Where a decision finds its contact's data key.
-enum KeySource<'c> {
-    /// The keys this instance saw committed; nothing else.
-    Cache,
-    /// The cache, else `contact_data_keys` in the command's transaction.
-    Store(&'c mut PgConnection),
+impl Loaded {
+    /// The version of each stream.
+    fn versions(&self) -> BTreeMap<Uuid, i64> {
+        std::iter::once((self.contact_id, self.contact.version))
+            .chain(self.sessions.iter().map(|(id, s)| (*id, s.version)))
+            .collect()
+    }
 }
 
 impl CommandHandler {
@@ -492,135 +336,6 @@ impl CommandHandler {
         Ok(Answered::Now(outcome))
     }
 
-    /// Decides `command` on `loaded`: the write it makes, and the answer once that is stored.
-    /// `None` when the contact's key is needed and `keys` cannot give it (only the cache can
-    /// fail to).
-    async fn decide(
-        &self,
-        keys: &mut KeySource<'_>,
-        mut loaded: Loaded,
-        actor: &Actor,
-        meta: CommandMeta,
-        command: Command,
-        replayable: Option<Replayable<'_>>,
-    ) -> Result<Option<Decided>, CommandError> {
-        let target = command.target();
-        let current = match &command {
-            Command::Contact { .. } => loaded.contact.version,
-            Command::Session { session_id, .. } => loaded.sessions[session_id].version,
-        };
-        if let Some(expected) = meta.if_match {
-            if expected != current {
-                return Err(CommandError::PreconditionFailed { current });
-            }
-        }
-        let ctx = Context {
-            now: event_model::values::instant((self.clock)()),
-            session_timeout: actor.session_timeout,
-        };
-        let pending = match command {
-            Command::Contact {
-                contact_id,
-                command,
-            } => decide_contact(
-                ContactScope {
-                    contact_id,
-                    contact: &loaded.contact,
-                    sessions: &loaded.sessions,
-                },
-                command,
-                &ctx,
-            )?,
-            Command::Session {
-                session_id,
-                command,
-            } => decide_session(
-                session_id,
-                &loaded.sessions[&session_id],
-                &loaded.contact,
-                command,
-                &ctx,
-            )?,
-        };
-
-        let before: BTreeMap<Uuid, i64> =
-            std::iter::once((loaded.contact_id, loaded.contact.version))
-                .chain(loaded.sessions.iter().map(|(id, s)| (*id, s.version)))
-                .collect();
-        // The contact's data key, when something is to be sealed with it (it is made with the
-        // contact, or on first need for a contact of the previous release).
-        let needs_key = pending
-            .iter()
-            .any(|p| !event_model::personal::fields(p.event.event_type()).is_empty());
-        let mut sealing = None;
-        if needs_key {
-            let Some(key) = self.sealing_key(keys, loaded.contact_id).await? else {
-                return Ok(None);
-            };
-            sealing = Some(key);
-        }
-        let events = self.sequence(
-            actor,
-            meta,
-            &ctx,
-            &mut loaded,
-            &pending,
-            sealing.as_ref().map(|(key, _)| key),
-        )?;
-        let snapshots_due = self.due_snapshots(&loaded, &before);
-        if !snapshots_due.is_empty() && !events.is_empty() && sealing.is_none() {
-            let Some(key) = self.sealing_key(keys, loaded.contact_id).await? else {
-                return Ok(None);
-            };
-            sealing = Some(key);
-        }
-        let outcome = outcome_of(target, &loaded, &events, current);
-        let forget = pending.iter().any(|p| {
-            matches!(
-                p.event,
-                DomainEvent::Contact(event_model::ContactEvent::Forgotten { .. })
-            )
-        });
-        let snapshots = match (&sealing, events.is_empty()) {
-            (Some((key, _)), false) => snapshots_due
-                .into_iter()
-                .map(|(id, state, version)| {
-                    let sealed =
-                        personal::seal_snapshot(key, loaded.contact_id, id, version, &state);
-                    (id, version, sealed)
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let (new_key, stored_key) = match sealing {
-            Some((key, Some(new))) => (Some(key), Some(new)),
-            _ => (None, None),
-        };
-        // The streams the decision read and writes nothing to: the write checks that they are
-        // still at these versions.
-        let read_only = before
-            .into_iter()
-            .filter(|(id, version)| *version > 0 && !events.iter().any(|e| e.aggregate_id == *id))
-            .collect();
-        let write = Write {
-            tenant_id: actor.tenant_id.clone(),
-            contact_id: loaded.contact_id,
-            new_key: stored_key,
-            read_only,
-            events,
-            snapshots,
-            forget,
-            idempotency: replayable
-                .map(|r| (actor.project_id, r.slot.clone(), (r.render)(&outcome))),
-        };
-        Ok(Some(Decided {
-            loaded,
-            write,
-            outcome,
-            new_key,
-        }))
-    }
-
     /// Caches the states a command committed (only streams that exist).
     fn remember(&self, actor: &Actor, loaded: &Loaded) {
         if loaded.contact.exists() {
@@ -632,141 +347,5 @@ impl CommandHandler {
                 self.cache.put(&actor.tenant_id, *id, session);
             }
         }
-    }
-
-    /// Gives each decided event its place in its stream, folding it into the loaded state so that
-    /// snapshots and the answer see the new versions.
-    fn sequence(
-        &self,
-        actor: &Actor,
-        meta: CommandMeta,
-        ctx: &Context,
-        loaded: &mut Loaded,
-        pending: &[PendingEvent],
-        sealing: Option<&DataKey>,
-    ) -> Result<Vec<NewEvent>, CommandError> {
-        let traceparent = platform::telemetry::traceparent(&tracing::Span::current());
-        pending
-            .iter()
-            .map(|p| {
-                let sequence_number = match &p.event {
-                    DomainEvent::Contact(e) => {
-                        let next = loaded.contact.version + 1;
-                        loaded.contact.apply(next, e, ctx.now);
-                        next
-                    }
-                    DomainEvent::Session(e) => {
-                        let session = loaded.sessions.entry(p.aggregate_id).or_default();
-                        let next = session.version + 1;
-                        session.apply(next, e);
-                        next
-                    }
-                };
-                let event_id = Uuid::now_v7();
-                let data = match sealing {
-                    Some(key) => personal::seal_event(key, loaded.contact_id, event_id, &p.event)?,
-                    // Nothing personal in these events (see `needs_key` in `decide`).
-                    None => p
-                        .event
-                        .payload()
-                        .into_stored()
-                        .map_err(personal::PersonalError::from)?,
-                };
-                Ok(NewEvent {
-                    event_id,
-                    aggregate_id: p.aggregate_id,
-                    aggregate_type: p.event.aggregate_type(),
-                    event_type: p.event.event_type(),
-                    event_version: p.event.event_version(),
-                    sequence_number,
-                    data,
-                    contact_id: loaded.contact_id,
-                    user_id: actor.user_id,
-                    occurred_at: ctx.now,
-                    tenant_id: actor.tenant_id.clone(),
-                    project_id: actor.project_id,
-                    causation_id: Some(meta.causation_id),
-                    correlation_id: Some(meta.correlation_id),
-                    traceparent: traceparent.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// The key to seal a contact's new events and snapshots with: its stored key, or a new one
-    /// that the write stores (a new contact, or one of the previous release). `None` when
-    /// `keys` is the cache and does not hold it.
-    async fn sealing_key(
-        &self,
-        keys: &mut KeySource<'_>,
-        contact_id: Uuid,
-    ) -> Result<Option<(DataKey, Option<NewKey>)>, CommandError> {
-        let state = match keys {
-            KeySource::Cache => return Ok(self.keys.cached(contact_id).map(|key| (key, None))),
-            KeySource::Store(conn) => self.keys.current(conn, contact_id).await?,
-        };
-        match state {
-            Some(KeyState::Active(key)) => Ok(Some((key, None))),
-            None => {
-                let (key, new) = self.keys.make(contact_id);
-                Ok(Some((key, Some(new))))
-            }
-            Some(KeyState::Destroyed) => Err(CommandError::Store(StoreError::Corrupt {
-                event_id: Uuid::nil(),
-                reason: format!(
-                    "contact {contact_id} was forgotten, yet a command decided personal data for it"
-                ),
-            })),
-        }
-    }
-
-    /// A snapshot (unsealed state) for every stream that crossed a multiple of `snapshot_every`.
-    fn due_snapshots(
-        &self,
-        loaded: &Loaded,
-        before: &BTreeMap<Uuid, i64>,
-    ) -> Vec<(Uuid, Value, i64)> {
-        let due = |id: &Uuid, version: i64| {
-            let old = before.get(id).copied().unwrap_or(0);
-            version > old && version / self.snapshot_every > old / self.snapshot_every
-        };
-        let mut snapshots = Vec::new();
-        if due(&loaded.contact_id, loaded.contact.version) {
-            snapshots.push((
-                loaded.contact_id,
-                loaded.contact.encode(),
-                loaded.contact.version,
-            ));
-        }
-        for (id, session) in &loaded.sessions {
-            if due(id, session.version) {
-                snapshots.push((*id, session.encode(), session.version));
-            }
-        }
-        snapshots
-    }
-}
-
-fn outcome_of(target: Uuid, loaded: &Loaded, events: &[NewEvent], unchanged: i64) -> Outcome {
-    let version_of = |id: Uuid| {
-        if id == loaded.contact_id {
-            Some(loaded.contact.version)
-        } else {
-            loaded.sessions.get(&id).map(|s| s.version)
-        }
-    };
-    // The session a contact-route message went to (or opened) is the last session event's.
-    let session = events
-        .iter()
-        .rev()
-        .find(|e| e.aggregate_type == AggregateType::Session)
-        .map(|e| e.aggregate_id)
-        .or_else(|| loaded.sessions.contains_key(&target).then_some(target))
-        .and_then(|id| version_of(id).map(|v| (id, v)));
-    Outcome {
-        aggregate_id: target,
-        version: version_of(target).unwrap_or(unchanged),
-        event_ids: events.iter().map(|e| e.event_id).collect(),
-        session,
     }
 }

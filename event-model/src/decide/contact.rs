@@ -67,16 +67,11 @@ pub fn decide_contact(
     ctx: &Context,
 ) -> Result<Vec<PendingEvent>, DomainError> {
     let contact = scope.contact;
-    let id = scope.contact_id;
-    let on_contact = |e: ContactEvent| PendingEvent {
-        aggregate_id: id,
-        event: DomainEvent::Contact(e),
-    };
     if let ContactCommand::Create(new) = command {
         if contact.exists() {
             return Err(DomainError::ContactAlreadyExists);
         }
-        return create(new).map(|e| vec![on_contact(e)]);
+        return create(new).map(|e| vec![on_contact(scope, e)]);
     }
     if !contact.exists() {
         return Err(DomainError::ContactNotFound);
@@ -92,112 +87,179 @@ pub fn decide_contact(
             unreachable!("handled above")
         }
         ContactCommand::UpdateProfile(patch) => update_profile(&contact.view, patch)
-            .map(|events| events.into_iter().map(on_contact).collect()),
-        ContactCommand::AddTag { tag } => {
-            let tag = values::tag("tag", &tag).map_err(|e| DomainError::Invalid(vec![e]))?;
-            if contact.view.tags.contains(&tag) {
-                return Ok(vec![]);
-            }
-            if contact.view.tags.len() >= MAX_TAGS {
-                return Err(DomainError::invalid(
-                    "tag",
-                    format!("a contact has at most {MAX_TAGS} tags"),
-                ));
-            }
-            Ok(vec![on_contact(ContactEvent::TagAdded { tag })])
-        }
-        ContactCommand::RemoveTag { tag } => {
-            let tag = values::tag("tag", &tag).map_err(|e| DomainError::Invalid(vec![e]))?;
-            Ok(if contact.view.tags.contains(&tag) {
-                vec![on_contact(ContactEvent::TagRemoved { tag })]
-            } else {
-                vec![]
-            })
-        }
+            .map(|events| events.into_iter().map(|e| on_contact(scope, e)).collect()),
+        ContactCommand::AddTag { tag } => add_tag(scope, &tag),
+        ContactCommand::RemoveTag { tag } => remove_tag(scope, &tag),
         ContactCommand::SetProfilePicture { url, fetched_at } => {
-            let url = profile_picture_url(&url)?;
-            if contact.view.profile_picture_url.as_deref() == Some(url.as_str()) {
-                return Ok(vec![]);
-            }
-            Ok(vec![on_contact(ContactEvent::ProfilePictureUpdated {
-                url: Some(url),
-                fetched_at: values::instant(fetched_at),
-            })])
+            set_profile_picture(scope, &url, fetched_at)
         }
         ContactCommand::Delete { reason } => {
             let reason = optional_reason(reason)?;
             let mut events = end_active_sessions(scope, ctx);
-            events.push(on_contact(ContactEvent::Deleted { reason }));
+            events.push(on_contact(scope, ContactEvent::Deleted { reason }));
             Ok(events)
         }
         ContactCommand::StartSession {
             session_id,
             channel_type_id,
             pipeline_id,
-        } => {
-            check_channel(channel_type_id)?;
-            if let Some(&active) = contact.active_sessions.get(&channel_type_id) {
-                return Err(DomainError::SessionAlreadyActive {
-                    session_id: active,
-                    channel_type_id,
-                });
-            }
-            let started_at = values::instant(ctx.now);
-            Ok(open_session(
-                id,
-                session_id,
-                channel_type_id,
-                pipeline_id,
-                started_at,
-                ctx,
-            ))
-        }
+        } => start_session(scope, session_id, channel_type_id, pipeline_id, ctx),
         ContactCommand::RecordMessage {
             channel_type_id,
             pipeline_id,
             message,
             new_session_id,
-        } => {
-            check_channel(channel_type_id)?;
-            let message = message.validated()?;
-            let mut events = Vec::new();
-            let active = contact.active_sessions.get(&channel_type_id).copied();
-            let target = match active.and_then(|sid| scope.sessions.get(&sid).map(|s| (sid, s))) {
-                Some((sid, session)) if !session.view.idle_too_long_at(message.sent_at) => sid,
-                stale => {
-                    if let Some((sid, session)) = stale {
-                        // The active session timed out before this message: close it the way the
-                        // sweeper would have, then start a fresh one.
-                        events.push(PendingEvent {
-                            aggregate_id: sid,
-                            event: DomainEvent::Session(SessionEvent::Ended {
-                                reason: EndReason::InactivityTimeout,
-                                ended_at: session.view.times_out_at(),
-                            }),
-                        });
-                        events.push(on_contact(ContactEvent::SessionClosed {
-                            session_id: sid,
-                            channel_type_id,
-                        }));
-                    }
-                    events.extend(open_session(
-                        id,
-                        new_session_id,
-                        channel_type_id,
-                        pipeline_id,
-                        message.sent_at,
-                        ctx,
-                    ));
-                    new_session_id
-                }
-            };
-            events.push(PendingEvent {
-                aggregate_id: target,
-                event: DomainEvent::Session(message.into_event()),
-            });
-            Ok(events)
-        }
+        } => record_message(
+            scope,
+            Inbound {
+                channel_type_id,
+                pipeline_id,
+                new_session_id,
+            },
+            message,
+            ctx,
+        ),
     }
+}
+
+fn on_contact(scope: ContactScope<'_>, event: ContactEvent) -> PendingEvent {
+    PendingEvent {
+        aggregate_id: scope.contact_id,
+        event: DomainEvent::Contact(event),
+    }
+}
+
+/// A tag already there decides nothing.
+fn add_tag(scope: ContactScope<'_>, tag: &str) -> Result<Vec<PendingEvent>, DomainError> {
+    let tag = values::tag("tag", tag).map_err(|e| DomainError::Invalid(vec![e]))?;
+    let tags = &scope.contact.view.tags;
+    if tags.contains(&tag) {
+        return Ok(vec![]);
+    }
+    if tags.len() >= MAX_TAGS {
+        return Err(DomainError::invalid(
+            "tag",
+            format!("a contact has at most {MAX_TAGS} tags"),
+        ));
+    }
+    Ok(vec![on_contact(scope, ContactEvent::TagAdded { tag })])
+}
+
+/// A tag not there decides nothing.
+fn remove_tag(scope: ContactScope<'_>, tag: &str) -> Result<Vec<PendingEvent>, DomainError> {
+    let tag = values::tag("tag", tag).map_err(|e| DomainError::Invalid(vec![e]))?;
+    Ok(if scope.contact.view.tags.contains(&tag) {
+        vec![on_contact(scope, ContactEvent::TagRemoved { tag })]
+    } else {
+        vec![]
+    })
+}
+
+/// The picture already set decides nothing.
+fn set_profile_picture(
+    scope: ContactScope<'_>,
+    url: &str,
+    fetched_at: DateTime<Utc>,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let url = profile_picture_url(url)?;
+    if scope.contact.view.profile_picture_url.as_deref() == Some(url.as_str()) {
+        return Ok(vec![]);
+    }
+    Ok(vec![on_contact(
+        scope,
+        ContactEvent::ProfilePictureUpdated {
+            url: Some(url),
+            fetched_at: values::instant(fetched_at),
+        },
+    )])
+}
+
+/// At most one active session per channel type.
+fn start_session(
+    scope: ContactScope<'_>,
+    session_id: Uuid,
+    channel_type_id: i64,
+    pipeline_id: Option<Uuid>,
+    ctx: &Context,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    check_channel(channel_type_id)?;
+    if let Some(&active) = scope.contact.active_sessions.get(&channel_type_id) {
+        return Err(DomainError::SessionAlreadyActive {
+            session_id: active,
+            channel_type_id,
+        });
+    }
+    let started_at = values::instant(ctx.now);
+    Ok(open_session(
+        scope.contact_id,
+        session_id,
+        channel_type_id,
+        pipeline_id,
+        started_at,
+        ctx,
+    ))
+}
+
+/// Where an inbound message arrives, and the id of the session it opens if it needs one.
+struct Inbound {
+    channel_type_id: i64,
+    pipeline_id: Option<Uuid>,
+    new_session_id: Uuid,
+}
+
+/// The message goes to the channel's active session; one is started when there is none, or
+/// when the active one has been idle for longer than its timeout (then it is ended first, the
+/// way the sweeper would have).
+fn record_message(
+    scope: ContactScope<'_>,
+    inbound: Inbound,
+    message: NewMessage,
+    ctx: &Context,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let Inbound {
+        channel_type_id,
+        pipeline_id,
+        new_session_id,
+    } = inbound;
+    check_channel(channel_type_id)?;
+    let message = message.validated()?;
+    let mut events = Vec::new();
+    let active = scope.contact.active_sessions.get(&channel_type_id).copied();
+    let target = match active.and_then(|sid| scope.sessions.get(&sid).map(|s| (sid, s))) {
+        Some((sid, session)) if !session.view.idle_too_long_at(message.sent_at) => sid,
+        stale => {
+            if let Some((sid, session)) = stale {
+                events.push(PendingEvent {
+                    aggregate_id: sid,
+                    event: DomainEvent::Session(SessionEvent::Ended {
+                        reason: EndReason::InactivityTimeout,
+                        ended_at: session.view.times_out_at(),
+                    }),
+                });
+                events.push(on_contact(
+                    scope,
+                    ContactEvent::SessionClosed {
+                        session_id: sid,
+                        channel_type_id,
+                    },
+                ));
+            }
+            events.extend(open_session(
+                scope.contact_id,
+                new_session_id,
+                channel_type_id,
+                pipeline_id,
+                message.sent_at,
+                ctx,
+            ));
+            new_session_id
+        }
+    };
+    events.push(PendingEvent {
+        aggregate_id: target,
+        event: DomainEvent::Session(message.into_event()),
+    });
+    Ok(events)
 }
 
 fn optional_reason(reason: Option<String>) -> Result<Option<String>, DomainError> {
@@ -218,13 +280,13 @@ fn end_active_sessions(scope: ContactScope<'_>, ctx: &Context) -> Vec<PendingEve
                 ended_at: values::instant(ctx.now),
             }),
         });
-        events.push(PendingEvent {
-            aggregate_id: scope.contact_id,
-            event: DomainEvent::Contact(ContactEvent::SessionClosed {
+        events.push(on_contact(
+            scope,
+            ContactEvent::SessionClosed {
                 session_id,
                 channel_type_id,
-            }),
-        });
+            },
+        ));
     }
     events
 }
@@ -238,16 +300,12 @@ fn forget(
     if scope.contact.is_forgotten() {
         return Ok(vec![]);
     }
-    let on_contact = |e: ContactEvent| PendingEvent {
-        aggregate_id: scope.contact_id,
-        event: DomainEvent::Contact(e),
-    };
     let mut events = Vec::new();
     if !scope.contact.is_deleted() {
         events = end_active_sessions(scope, ctx);
-        events.push(on_contact(ContactEvent::Deleted { reason: None }));
+        events.push(on_contact(scope, ContactEvent::Deleted { reason: None }));
     }
-    events.push(on_contact(ContactEvent::Forgotten { reason }));
+    events.push(on_contact(scope, ContactEvent::Forgotten { reason }));
     Ok(events)
 }
 

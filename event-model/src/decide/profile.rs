@@ -104,118 +104,152 @@ pub(super) fn update_profile(
     view: &ContactView,
     patch: ProfilePatch,
 ) -> Result<Vec<ContactEvent>, DomainError> {
-    let mut checks = Checks::default();
-    let mut events = Vec::new();
-    match patch.name {
-        Some(Some(name)) => {
-            if let Some(name) = checks.check(values::required_text("name", &name, MAX_TEXT_LEN)) {
-                let name = name.trim().to_owned();
-                if Some(&name) != view.name.as_ref() {
-                    events.push(ContactEvent::NameChanged {
-                        name: Some(name),
-                        previous: view.name.clone(),
-                    });
-                }
-            }
-        }
-        Some(None) => checks.push(crate::FieldError::new("name", "cannot be cleared")),
-        None => {}
-    }
-    let mut optional =
-        |field: &str,
-         value: Option<Option<String>>,
-         current: &Option<String>,
-         parse: fn(&str, &str) -> Result<String, crate::FieldError>,
-         make: fn(Option<String>, Option<String>) -> ContactEvent| {
-            let Some(value) = value else { return };
-            let new = match value {
-                Some(v) => match checks.check(parse(field, &v)) {
-                    Some(v) => Some(v),
-                    None => return,
-                },
-                None => None,
-            };
-            if &new != current {
-                events.push(make(new, current.clone()));
-            }
-        };
-    optional(
-        "email",
+    let mut changes = Changes::default();
+    changes.name(view, patch.name);
+    changes.optional(
+        ("email", values::email),
         patch.email,
         &view.email,
-        values::email,
         |email, previous| ContactEvent::EmailSet { email, previous },
     );
-    optional(
-        "phone",
+    changes.optional(
+        ("phone", values::phone),
         patch.phone,
         &view.phone,
-        values::phone,
         |phone, previous| ContactEvent::PhoneSet { phone, previous },
     );
-    optional(
-        "external_id",
+    changes.optional(
+        ("external_id", short_text),
         patch.external_id,
         &view.external_id,
-        short_text,
         |external_id, previous| ContactEvent::ExternalIdSet {
             external_id,
             previous,
         },
     );
-    optional(
-        "source_channel",
+    changes.optional(
+        ("source_channel", short_text),
         patch.source_channel,
         &view.source_channel,
-        short_text,
         |source_channel, previous| ContactEvent::SourceChannelSet {
             source_channel,
             previous,
         },
     );
-    optional(
-        "timezone",
+    changes.optional(
+        ("timezone", short_text),
         patch.timezone,
         &view.timezone,
-        short_text,
         |timezone, previous| ContactEvent::TimezoneSet { timezone, previous },
     );
-    match patch.language {
-        Some(Some(language)) => {
-            if let Some(language) = checks.check(language_tag("language", &language)) {
-                if language != view.language {
-                    events.push(ContactEvent::LanguageChanged {
-                        language,
-                        previous: view.language.clone(),
-                    });
+    changes.language(view, patch.language);
+    changes.tags(view, patch.tags);
+    changes.checks.finish()?;
+    Ok(changes.events)
+}
+
+/// A field's name and the rule that parses it.
+type Rule = (
+    &'static str,
+    fn(&str, &str) -> Result<String, crate::FieldError>,
+);
+
+/// A profile patch's events so far, and the checks of its fields: every invalid field is
+/// reported, not only the first.
+#[derive(Default)]
+struct Changes {
+    checks: Checks,
+    events: Vec<ContactEvent>,
+}
+
+impl Changes {
+    /// A name can be changed, not cleared.
+    fn name(&mut self, view: &ContactView, value: Option<Option<String>>) {
+        match value {
+            Some(Some(name)) => {
+                let checked = values::required_text("name", &name, MAX_TEXT_LEN);
+                if let Some(name) = self.checks.check(checked) {
+                    let name = name.trim().to_owned();
+                    if Some(&name) != view.name.as_ref() {
+                        self.events.push(ContactEvent::NameChanged {
+                            name: Some(name),
+                            previous: view.name.clone(),
+                        });
+                    }
                 }
             }
+            Some(None) => self
+                .checks
+                .push(crate::FieldError::new("name", "cannot be cleared")),
+            None => {}
         }
-        Some(None) => checks.push(crate::FieldError::new("language", "cannot be cleared")),
-        None => {}
     }
-    if let Some(tags) = patch.tags {
-        if let Some(wanted) = tag_set(&mut checks, "tags", tags.unwrap_or_default()) {
-            if wanted.is_empty() {
-                if !view.tags.is_empty() {
-                    events.push(ContactEvent::TagsCleared {
-                        tags: view.tags.iter().cloned().collect(),
-                    });
+
+    /// A field that can be set or cleared (`Some(None)`); the same value decides nothing.
+    fn optional(
+        &mut self,
+        (field, parse): Rule,
+        value: Option<Option<String>>,
+        current: &Option<String>,
+        make: fn(Option<String>, Option<String>) -> ContactEvent,
+    ) {
+        let Some(value) = value else { return };
+        let new = match value {
+            Some(v) => match self.checks.check(parse(field, &v)) {
+                Some(v) => Some(v),
+                None => return,
+            },
+            None => None,
+        };
+        if &new != current {
+            self.events.push(make(new, current.clone()));
+        }
+    }
+
+    /// A language can be changed, not cleared.
+    fn language(&mut self, view: &ContactView, value: Option<Option<String>>) {
+        match value {
+            Some(Some(language)) => {
+                if let Some(language) = self.checks.check(language_tag("language", &language)) {
+                    if language != view.language {
+                        self.events.push(ContactEvent::LanguageChanged {
+                            language,
+                            previous: view.language.clone(),
+                        });
+                    }
                 }
-            } else {
-                events.extend(
-                    view.tags
-                        .difference(&wanted)
-                        .map(|tag| ContactEvent::TagRemoved { tag: tag.clone() }),
-                );
-                events.extend(
-                    wanted
-                        .difference(&view.tags)
-                        .map(|tag| ContactEvent::TagAdded { tag: tag.clone() }),
-                );
             }
+            Some(None) => self
+                .checks
+                .push(crate::FieldError::new("language", "cannot be cleared")),
+            None => {}
         }
     }
-    checks.finish()?;
-    Ok(events)
+
+    /// The tags become exactly the set given: each removed and each added one an event, or one
+    /// `contact.tags_cleared` for none.
+    fn tags(&mut self, view: &ContactView, value: Option<Option<Vec<String>>>) {
+        let Some(tags) = value else { return };
+        let Some(wanted) = tag_set(&mut self.checks, "tags", tags.unwrap_or_default()) else {
+            return;
+        };
+        if wanted.is_empty() {
+            if !view.tags.is_empty() {
+                self.events.push(ContactEvent::TagsCleared {
+                    tags: view.tags.iter().cloned().collect(),
+                });
+            }
+            return;
+        }
+        self.events.extend(
+            view.tags
+                .difference(&wanted)
+                .map(|tag| ContactEvent::TagRemoved { tag: tag.clone() }),
+        );
+        self.events.extend(
+            wanted
+                .difference(&view.tags)
+                .map(|tag| ContactEvent::TagAdded { tag: tag.clone() }),
+        );
+    }
 }

@@ -45,144 +45,27 @@ pub fn decide_session(
     if contact.is_deleted() {
         return Err(DomainError::ContactDeleted);
     }
-    let on_session = |e: SessionEvent| PendingEvent {
-        aggregate_id: session_id,
-        event: DomainEvent::Session(e),
-    };
-    let view = &session.view;
-    let end = |reason: EndReason, ended_at: DateTime<Utc>| {
-        vec![
-            on_session(SessionEvent::Ended { reason, ended_at }),
-            PendingEvent {
-                aggregate_id: view.contact_id,
-                event: DomainEvent::Contact(ContactEvent::SessionClosed {
-                    session_id,
-                    channel_type_id: view.channel_type_id,
-                }),
-            },
-        ]
+    let scope = Scope {
+        session_id,
+        session,
     };
     match command {
-        SessionCommand::RecordMessage(message) => {
-            require_active(session)?;
-            let message = message.validated()?;
-            if let Some(agent) = message.agent_id {
-                room_for_agent(view, agent, "agent_id")?;
-            }
-            Ok(vec![on_session(message.into_event())])
-        }
+        SessionCommand::RecordMessage(message) => record_message(scope, message),
         SessionCommand::AssignAgent {
             agent_id,
             source,
             strategy,
             reason,
-        } => {
-            require_active(session)?;
-            let mut checks = Checks::default();
-            let source = source.unwrap_or_else(|| "manual".to_owned());
-            if !(source == "manual" || source == "automatic" || source.starts_with("reassignment_"))
-                || source.len() > 64
-            {
-                checks.push(crate::FieldError::new(
-                    "source",
-                    "must be manual, automatic or reassignment_<why>",
-                ));
-            }
-            let strategy =
-                strategy.and_then(|s| checks.check(values::optional_text("strategy", &s, 255)));
-            let reason = reason
-                .and_then(|r| checks.check(values::optional_text("reason", &r, MAX_TEXT_LEN)));
-            checks.finish()?;
-            if session.current_agent == Some(agent_id) {
-                return Ok(vec![]);
-            }
-            room_for_agent(view, agent_id, "agent_id")?;
-            Ok(vec![on_session(SessionEvent::AgentAssigned {
-                agent_id,
-                source,
-                previous_agent_id: session.current_agent,
-                strategy,
-                reason,
-            })])
-        }
+        } => assign_agent(scope, agent_id, source, strategy, reason),
         SessionCommand::Summarize(new) => {
             let event = summarize(new)?;
-            let unchanged = matches!(&event, SessionEvent::Summarized { summary, sentiment, sentiment_score, topics, next_steps, key_entities }
-                if view.summary == *summary
-                    && view.sentiment == *sentiment
-                    && view.sentiment_score == *sentiment_score
-                    && view.topics == *topics
-                    && view.next_steps == *next_steps
-                    && view.key_entities == *key_entities);
-            Ok(if unchanged {
+            Ok(if scope.session.view.has_summary(&event) {
                 vec![]
             } else {
-                vec![on_session(event)]
+                vec![scope.on_session(event)]
             })
         }
-        SessionCommand::SetOutcome(outcome) => {
-            let at = values::instant(ctx.now);
-            let mut events = Vec::new();
-            let mut flag =
-                |wanted: Option<bool>, current: bool, name: &'static str, event: SessionEvent| {
-                    match (wanted, current) {
-                        (Some(true), false) => events.push(on_session(event)),
-                        (Some(false), true) => return Err(DomainError::CannotUndo(name)),
-                        _ => {}
-                    }
-                    Ok(())
-                };
-            flag(
-                outcome.escalated,
-                view.escalated,
-                "escalated",
-                SessionEvent::Escalated { at },
-            )?;
-            if outcome.resolved == Some(true) && !view.resolved && session.is_active() {
-                return Err(DomainError::ResolveActiveSession);
-            }
-            flag(
-                outcome.resolved,
-                view.resolved,
-                "resolved",
-                SessionEvent::Resolved { at },
-            )?;
-            flag(
-                outcome.converted,
-                view.converted,
-                "converted",
-                SessionEvent::Converted { at },
-            )?;
-            if let Some(tags) = outcome.outcome_tags {
-                if tags.len() > MAX_TAGS {
-                    return Err(DomainError::invalid(
-                        "outcome_tags",
-                        format!("at most {MAX_TAGS} tags"),
-                    ));
-                }
-                let mut checks = Checks::default();
-                let mut new_tags: Vec<String> = Vec::new();
-                for (i, raw) in tags.iter().enumerate() {
-                    if let Some(tag) = checks.check(values::tag(&format!("outcome_tags[{i}]"), raw))
-                    {
-                        if !view.outcome_tags.contains(&tag) && !new_tags.contains(&tag) {
-                            new_tags.push(tag);
-                        }
-                    }
-                }
-                checks.finish()?;
-                if view.outcome_tags.len() + new_tags.len() > MAX_TAGS {
-                    return Err(DomainError::invalid(
-                        "outcome_tags",
-                        format!("a session has at most {MAX_TAGS} outcome tags"),
-                    ));
-                }
-                if !new_tags.is_empty() {
-                    events.push(on_session(SessionEvent::OutcomeTagged { tags: new_tags }));
-                }
-            }
-            Ok(events)
-        }
+        SessionCommand::SetOutcome(outcome) => set_outcome(scope, outcome, ctx),
         SessionCommand::End { reason } => {
             require_active(session)?;
             if reason == EndReason::InactivityTimeout {
@@ -191,16 +74,169 @@ pub fn decide_session(
                     "inactivity_timeout is decided by the system",
                 ));
             }
-            Ok(end(reason, values::instant(ctx.now)))
+            Ok(scope.end(reason, values::instant(ctx.now)))
         }
         SessionCommand::EndIfIdle => {
             require_active(session)?;
-            if !view.idle_too_long_at(ctx.now) {
+            if !session.view.idle_too_long_at(ctx.now) {
                 return Err(DomainError::SessionNotTimedOut);
             }
-            Ok(end(EndReason::InactivityTimeout, view.times_out_at()))
+            Ok(scope.end(EndReason::InactivityTimeout, session.view.times_out_at()))
         }
     }
+}
+
+/// The session a command addresses.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    session_id: Uuid,
+    session: &'a Session,
+}
+
+impl Scope<'_> {
+    fn on_session(self, event: SessionEvent) -> PendingEvent {
+        PendingEvent {
+            aggregate_id: self.session_id,
+            event: DomainEvent::Session(event),
+        }
+    }
+
+    /// `session.ended`, and `contact.session_closed` on its contact's stream.
+    fn end(self, reason: EndReason, ended_at: DateTime<Utc>) -> Vec<PendingEvent> {
+        let view = &self.session.view;
+        vec![
+            self.on_session(SessionEvent::Ended { reason, ended_at }),
+            PendingEvent {
+                aggregate_id: view.contact_id,
+                event: DomainEvent::Contact(ContactEvent::SessionClosed {
+                    session_id: self.session_id,
+                    channel_type_id: view.channel_type_id,
+                }),
+            },
+        ]
+    }
+}
+
+fn record_message(scope: Scope<'_>, message: NewMessage) -> Result<Vec<PendingEvent>, DomainError> {
+    require_active(scope.session)?;
+    let message = message.validated()?;
+    if let Some(agent) = message.agent_id {
+        room_for_agent(&scope.session.view, agent, "agent_id")?;
+    }
+    Ok(vec![scope.on_session(message.into_event())])
+}
+
+/// The agent already assigned decides nothing.
+fn assign_agent(
+    scope: Scope<'_>,
+    agent_id: Uuid,
+    source: Option<String>,
+    strategy: Option<String>,
+    reason: Option<String>,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let session = scope.session;
+    require_active(session)?;
+    let mut checks = Checks::default();
+    let source = source.unwrap_or_else(|| "manual".to_owned());
+    if !(source == "manual" || source == "automatic" || source.starts_with("reassignment_"))
+        || source.len() > 64
+    {
+        checks.push(crate::FieldError::new(
+            "source",
+            "must be manual, automatic or reassignment_<why>",
+        ));
+    }
+    let strategy = strategy.and_then(|s| checks.check(values::optional_text("strategy", &s, 255)));
+    let reason =
+        reason.and_then(|r| checks.check(values::optional_text("reason", &r, MAX_TEXT_LEN)));
+    checks.finish()?;
+    if session.current_agent == Some(agent_id) {
+        return Ok(vec![]);
+    }
+    room_for_agent(&session.view, agent_id, "agent_id")?;
+    Ok(vec![scope.on_session(SessionEvent::AgentAssigned {
+        agent_id,
+        source,
+        previous_agent_id: session.current_agent,
+        strategy,
+        reason,
+    })])
+}
+
+/// Flags are set once and never undone; a session is resolved only once it has ended; outcome
+/// tags are added, never removed.
+fn set_outcome(
+    scope: Scope<'_>,
+    outcome: Outcome,
+    ctx: &Context,
+) -> Result<Vec<PendingEvent>, DomainError> {
+    let (session, view) = (scope.session, &scope.session.view);
+    let at = values::instant(ctx.now);
+    let mut events = Vec::new();
+    let mut flag = |wanted: Option<bool>, current: bool, name: &'static str, event| {
+        match (wanted, current) {
+            (Some(true), false) => events.push(scope.on_session(event)),
+            (Some(false), true) => return Err(DomainError::CannotUndo(name)),
+            _ => {}
+        }
+        Ok(())
+    };
+    flag(
+        outcome.escalated,
+        view.escalated,
+        "escalated",
+        SessionEvent::Escalated { at },
+    )?;
+    if outcome.resolved == Some(true) && !view.resolved && session.is_active() {
+        return Err(DomainError::ResolveActiveSession);
+    }
+    flag(
+        outcome.resolved,
+        view.resolved,
+        "resolved",
+        SessionEvent::Resolved { at },
+    )?;
+    flag(
+        outcome.converted,
+        view.converted,
+        "converted",
+        SessionEvent::Converted { at },
+    )?;
+    if let Some(tags) = outcome.outcome_tags {
+        let new_tags = new_outcome_tags(view, &tags)?;
+        if !new_tags.is_empty() {
+            events.push(scope.on_session(SessionEvent::OutcomeTagged { tags: new_tags }));
+        }
+    }
+    Ok(events)
+}
+
+/// The tags of `tags` the session does not have yet, refused when any is invalid or when the
+/// session would hold more than it may.
+fn new_outcome_tags(view: &SessionView, tags: &[String]) -> Result<Vec<String>, DomainError> {
+    if tags.len() > MAX_TAGS {
+        return Err(DomainError::invalid(
+            "outcome_tags",
+            format!("at most {MAX_TAGS} tags"),
+        ));
+    }
+    let mut checks = Checks::default();
+    let mut new_tags: Vec<String> = Vec::new();
+    for (i, raw) in tags.iter().enumerate() {
+        if let Some(tag) = checks.check(values::tag(&format!("outcome_tags[{i}]"), raw)) {
+            if !view.outcome_tags.contains(&tag) && !new_tags.contains(&tag) {
+                new_tags.push(tag);
+            }
+        }
+    }
+    checks.finish()?;
+    if view.outcome_tags.len() + new_tags.len() > MAX_TAGS {
+        return Err(DomainError::invalid(
+            "outcome_tags",
+            format!("a session has at most {MAX_TAGS} outcome tags"),
+        ));
+    }
+    Ok(new_tags)
 }
 
 /// Refuses an agent that would make the session's participants more than it may hold.
