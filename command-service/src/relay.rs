@@ -202,7 +202,7 @@ impl OutboxRelay {
                 self.measure_backlog(conn).await?;
                 backlog_measured = std::time::Instant::now();
             }
-            let (_, failed) = self.relay_pending(conn).await?;
+            let (published, failed) = self.relay_pending(conn).await?;
             if failed > 0 {
                 metrics::counter!("outbox_publish_failures_total").increment(failed as u64);
                 tokio::select! {
@@ -213,6 +213,15 @@ impl OutboxRelay {
                 continue;
             }
             broker_backoff = Duration::from_millis(100);
+            if published > 0 {
+                // Busy: more is likely to have committed meanwhile. Asking for the idle lock now
+                // would be a statement a batch for nothing.
+                tokio::select! {
+                    _ = tokio::time::sleep(LINGER) => {}
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+                continue;
+            }
             // Awake, the relay gets no notifications (commits do not send them: see
             // RELAY_IDLE_LOCK); it looks again after a moment, and sleeps only when it gets the
             // idle lock, which waits for every transaction that inserted without notifying.
