@@ -658,6 +658,20 @@ impl TestSystem {
             .await
     }
 
+    /// A contact's stored events, as the store holds them (sealed fields and all).
+    pub async fn contact_events(&self, contact: Uuid) -> Vec<event_model::EventEnvelope> {
+        platform::event_store::EventStore::new(self.db.pool.clone())
+            .load_stream(
+                &self.db.pool,
+                &self.tenant.tenant_id,
+                event_model::AggregateType::Contact,
+                contact,
+                0,
+            )
+            .await
+            .expect("the contact's stream")
+    }
+
     /// Creates a contact of tenant A and returns its id.
     pub async fn create_contact(&self, body: Value) -> Uuid {
         let reply = self.command(Method::POST, "/contacts", Some(body)).await;

@@ -3,7 +3,7 @@
 //! handed back unwritten while the others are written.
 
 use e2e::TestSystem;
-use event_model::{AggregateType, EventEnvelope};
+use event_model::EventEnvelope;
 use futures::future::join_all;
 use platform::event_store::EventStore;
 use projection_service::projections::BatchReport;
@@ -41,20 +41,9 @@ async fn live_batches_of_several_partitions_are_written_together_and_each_answer
             )
             .await;
         assert_eq!(reply.status, reqwest::StatusCode::OK, "{}", reply.body);
-        streams.push(
-            store
-                .load_stream(
-                    &system.db.pool,
-                    &system.tenant.tenant_id,
-                    AggregateType::Contact,
-                    contact,
-                    0,
-                )
-                .await
-                .unwrap(),
-        );
+        streams.push(system.contact_events(contact).await);
     }
-    let combiner = Combiner::start(store.clone(), system.keys());
+    let combiner = Combiner::start(store, system.keys());
     let groups = || recorded("projection_combined_batches_count", &[]);
     let batches = || recorded("projection_combined_batches_sum", &[]);
     let (groups_before, batches_before) = (groups(), batches());

@@ -69,16 +69,14 @@ async fn stored_of(pool: &sqlx::PgPool, ids: &[Uuid]) -> (Vec<Uuid>, i64) {
     (stored, outbox)
 }
 
-/// On the test's one thread the writer runs only once every write below is queued, so they
-/// make one group: deterministic, where a multi-threaded runtime would race the queue.
-#[tokio::test(flavor = "current_thread")]
-async fn a_refused_write_fails_alone_and_the_rest_of_its_group_commits_in_two_tenants() {
+/// A database with two tenants, and one writer task on the request login, bound by row-level
+/// security: each tenant's rows go in under its own.
+async fn two_tenants_and_one_writer(name: &str) -> (TestDb, e2e::Tenant, e2e::Tenant, GroupWriter) {
     let db = TestDb::new().await;
     let (a, b) = (
-        TestSystem::bootstrap_tenant(&db.pool, "group-a").await,
-        TestSystem::bootstrap_tenant(&db.pool, "group-b").await,
+        TestSystem::bootstrap_tenant(&db.pool, &format!("{name}-a")).await,
+        TestSystem::bootstrap_tenant(&db.pool, &format!("{name}-b")).await,
     );
-    // The request login, bound by row-level security: each tenant's rows go in under its own.
     let pool = e2e::settings_for(&db.url)
         .app_pool("group commit test")
         .unwrap();
@@ -89,6 +87,14 @@ async fn a_refused_write_fails_alone_and_the_rest_of_its_group_commits_in_two_te
             max_group: 64,
         },
     );
+    (db, a, b, writer)
+}
+
+/// On the test's one thread the writer runs only once every write below is queued, so they
+/// make one group: deterministic, where a multi-threaded runtime would race the queue.
+#[tokio::test(flavor = "current_thread")]
+async fn a_refused_write_fails_alone_and_the_rest_of_its_group_commits_in_two_tenants() {
+    let (db, a, b, writer) = two_tenants_and_one_writer("group").await;
     let (taken, fresh_a, fresh_b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     writer.write(tagging(&a, taken, 1)).await.unwrap();
     let (groups_before, grouped_before, fallbacks_before) = (
@@ -148,21 +154,7 @@ async fn a_refused_write_fails_alone_and_the_rest_of_its_group_commits_in_two_te
 /// whose read stream moved, still fails alone; and row-level security checks the statement's rows.
 #[tokio::test(flavor = "current_thread")]
 async fn one_tenants_group_is_one_statement_and_each_write_in_it_is_still_checked_on_its_own() {
-    let db = TestDb::new().await;
-    let (a, b) = (
-        TestSystem::bootstrap_tenant(&db.pool, "statement-a").await,
-        TestSystem::bootstrap_tenant(&db.pool, "statement-b").await,
-    );
-    let pool = e2e::settings_for(&db.url)
-        .app_pool("group commit test")
-        .unwrap();
-    let writer = GroupWriter::start(
-        pool,
-        Grouping {
-            writers: 1,
-            max_group: 64,
-        },
-    );
+    let (db, a, b, writer) = two_tenants_and_one_writer("statement").await;
     let (taken, read) = (Uuid::new_v4(), Uuid::new_v4());
     writer.write(tagging(&a, taken, 1)).await.unwrap();
     writer.write(tagging(&a, read, 1)).await.unwrap();

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use e2e::TestSystem;
-use event_model::AggregateType;
-use platform::event_store::EventStore;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use uuid::Uuid;
@@ -20,18 +18,7 @@ async fn forged_and_mutated_messages_on_the_subject_change_no_row_and_are_counte
         .create_contact(json!({"name": "Target", "tags": ["real"]}))
         .await;
     system.wait_until_projected(Duration::from_secs(20)).await;
-    let store = EventStore::new(system.db.pool.clone());
-    let created = store
-        .load_stream(
-            &system.db.pool,
-            &system.tenant.tenant_id,
-            AggregateType::Contact,
-            contact,
-            0,
-        )
-        .await
-        .unwrap()
-        .remove(0);
+    let created = system.contact_events(contact).await.remove(0);
 
     let js = async_nats::jetstream::new(system.stream.admin_client().await);
     let settings = system.stream_settings();
