@@ -1,4 +1,5 @@
-//! `contact_event_store` and `contact_snapshots`: every SQL statement on those two tables.
+//! `contact_event_store` and `contact_snapshots`: every SQL statement on those two tables (the
+//! append in `append.rs`, the snapshots in `snapshots.rs`, a stored row read in `row.rs`).
 //!
 //! Appends write the events and their `outbox_events` rows in one statement, inside the caller's
 //! transaction, so an event is never stored without being queued for publication. A unique
@@ -9,13 +10,18 @@
 //! reads only rows whose writing transaction is older than `pg_snapshot_xmin`, so it never steps
 //! past an event that is about to appear.
 
-use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono::{DateTime, Utc};
 use event_model::{AggregateType, EventEnvelope};
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 mod append;
+mod row;
+mod snapshots;
+
+pub use row::{EventRow, EVENT_COLUMNS};
+pub use snapshots::SnapshotRow;
 
 pub const SEQUENCE_CONSTRAINT: &str = "contact_event_store_aggregate_seq_key";
 
@@ -59,94 +65,6 @@ pub struct NewEvent {
     pub traceparent: Option<String>,
 }
 
-/// A stored event's row, as the store holds it.
-#[derive(Debug, sqlx::FromRow)]
-pub struct EventRow {
-    pub id: Uuid,
-    pub aggregate_id: Uuid,
-    pub aggregate_type: Option<String>,
-    pub event_type: String,
-    pub event_version: Option<String>,
-    pub sequence_number: i64,
-    pub event_data: Value,
-    pub metadata: Option<Value>,
-    pub occurred_at: NaiveDateTime,
-    pub created_at: Option<NaiveDateTime>,
-    pub tenant_id: String,
-    pub project_id: Option<Uuid>,
-    pub causation_id: Option<Uuid>,
-    pub correlation_id: Option<Uuid>,
-    pub position: i64,
-}
-
-/// The columns every read selects, in `EventRow`'s order.
-pub const EVENT_COLUMNS: &str = "e.id, e.aggregate_id, e.aggregate_type, e.event_type, e.event_version, \
-     e.sequence_number, e.event_data, e.metadata, e.occurred_at, e.created_at, e.tenant_id, e.project_id, \
-     e.causation_id, e.correlation_id, e.position";
-
-/// The acting user an event's metadata names: `Some(None)` when it names none. The audit copy
-/// casts the same text to `uuid` in SQL (projection-service's `event_log`), so only the form
-/// both read alike passes: 36 characters, hyphenated.
-fn user_id(metadata: &Value) -> Option<Option<Uuid>> {
-    match metadata.get("user_id") {
-        None | Some(Value::Null) => Some(None),
-        Some(Value::String(s)) if s.len() == 36 => Uuid::parse_str(s).ok().map(Some),
-        Some(_) => None,
-    }
-}
-
-impl EventRow {
-    /// The W3C trace context the event was decided in, if any.
-    pub fn traceparent(&self) -> Option<String> {
-        self.metadata
-            .as_ref()?
-            .get("traceparent")?
-            .as_str()
-            .map(str::to_owned)
-    }
-
-    pub fn into_envelope(self) -> Result<EventEnvelope, StoreError> {
-        let corrupt = |reason: &str| StoreError::Corrupt {
-            event_id: self.id,
-            reason: reason.to_owned(),
-        };
-        let aggregate_type =
-            AggregateType::parse(self.aggregate_type.as_deref().unwrap_or("contact"))
-                .ok_or_else(|| corrupt("unknown aggregate_type"))?;
-        let metadata = self.metadata.unwrap_or(Value::Null);
-        let uuid_of = |key: &str| {
-            metadata
-                .get(key)
-                .and_then(Value::as_str)
-                .and_then(|s| Uuid::parse_str(s).ok())
-        };
-        let contact_id = match aggregate_type {
-            AggregateType::Contact => self.aggregate_id,
-            AggregateType::Session => {
-                uuid_of("contact_id").ok_or_else(|| corrupt("session event without contact_id"))?
-            }
-        };
-        Ok(EventEnvelope {
-            event_id: self.id,
-            aggregate_id: self.aggregate_id,
-            aggregate_type,
-            event_type: self.event_type,
-            event_version: self.event_version.unwrap_or_else(|| "v1".to_owned()),
-            sequence_number: self.sequence_number,
-            position: self.position,
-            tenant_id: self.tenant_id,
-            project_id: self.project_id.ok_or_else(|| corrupt("no project_id"))?,
-            contact_id,
-            user_id: user_id(&metadata).ok_or_else(|| corrupt("user_id is not a uuid"))?,
-            occurred_at: self.occurred_at.and_utc(),
-            recorded_at: self.created_at.unwrap_or(self.occurred_at).and_utc(),
-            causation_id: self.causation_id,
-            correlation_id: self.correlation_id,
-            data: self.event_data,
-        })
-    }
-}
-
 /// Where a catch-up reader stands: the last `(transaction_id, position)` it read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Checkpoint {
@@ -181,13 +99,6 @@ impl OrderedEvent {
     }
 }
 
-/// The latest snapshot of an aggregate.
-#[derive(Debug, sqlx::FromRow)]
-pub struct SnapshotRow {
-    pub snapshot_data: Value,
-    pub last_sequence_number: i64,
-}
-
 #[derive(Debug, Clone)]
 pub struct EventStore {
     pool: PgPool,
@@ -211,24 +122,6 @@ impl EventStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
-    }
-
-    /// The latest snapshot of an aggregate in this tenant, if any.
-    pub async fn latest_snapshot(
-        &self,
-        executor: impl PgExecutor<'_>,
-        tenant_id: &str,
-        aggregate_id: Uuid,
-    ) -> Result<Option<SnapshotRow>, StoreError> {
-        Ok(sqlx::query_as(
-            "select snapshot_data, last_sequence_number from contact_snapshots \
-              where aggregate_id = $1 and tenant_id = $2 \
-              order by last_sequence_number desc limit 1",
-        )
-        .bind(aggregate_id)
-        .bind(tenant_id)
-        .fetch_optional(executor)
-        .await?)
     }
 
     /// The events of one stream in this tenant after `after_sequence`, in order.
@@ -442,48 +335,5 @@ impl EventStore {
                 .fetch_one(&mut **tx)
                 .await?,
         )
-    }
-
-    /// Deletes the snapshots of a contact and of its sessions (forgetting it: sealed with a key
-    /// that is being destroyed, they could never be read again).
-    pub async fn delete_contact_snapshots(
-        tx: &mut Transaction<'_, Postgres>,
-        tenant_id: &str,
-        contact_id: Uuid,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "delete from contact_snapshots s \
-              where s.tenant_id = $1 \
-                and (s.aggregate_id = $2 \
-                     or s.aggregate_id in (select e.aggregate_id from contact_event_store e \
-                                            where e.tenant_id = $1 and e.aggregate_type = 'session' \
-                                              and e.metadata->>'contact_id' = $2::text))",
-        )
-        .bind(tenant_id)
-        .bind(contact_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
-
-    /// Writes a snapshot of an aggregate at `last_sequence_number` (idempotent).
-    pub async fn save_snapshot(
-        tx: &mut Transaction<'_, Postgres>,
-        tenant_id: &str,
-        aggregate_id: Uuid,
-        last_sequence_number: i64,
-        data: Value,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "insert into contact_snapshots (aggregate_id, snapshot_data, last_sequence_number, tenant_id) \
-             values ($1, $2, $3, $4) on conflict (aggregate_id, last_sequence_number) do nothing",
-        )
-        .bind(aggregate_id)
-        .bind(data)
-        .bind(last_sequence_number)
-        .bind(tenant_id)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
     }
 }
