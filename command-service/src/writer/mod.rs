@@ -328,10 +328,7 @@ async fn store_in_tenant(
     {
         return Err(WriteError::Conflict);
     }
-    let events: Vec<NewEvent> = writes
-        .iter()
-        .flat_map(|w| w.events.iter().cloned())
-        .collect();
+    let events: Vec<&NewEvent> = writes.iter().flat_map(|w| &w.events).collect();
     if !events.is_empty() {
         EventStore::append(tx, &events).await.map_err(|e| match e {
             StoreError::Conflict => WriteError::Conflict,

@@ -15,7 +15,7 @@ use super::Write;
 /// key, snapshot, erasure or idempotency record, which go in a transaction).
 pub(super) struct OneStatement<'a> {
     tenant_id: &'a str,
-    events: Vec<NewEvent>,
+    events: Vec<&'a NewEvent>,
     read_only: Vec<(Uuid, i64)>,
 }
 
@@ -42,10 +42,7 @@ impl<'a> OneStatement<'a> {
         if !simple || read_only.iter().any(|(id, _)| appended.contains(id)) {
             return None;
         }
-        let events = writes
-            .iter()
-            .flat_map(|w| w.events.iter().cloned())
-            .collect();
+        let events = writes.iter().flat_map(|w| &w.events).collect();
         Some(Self {
             tenant_id,
             events,

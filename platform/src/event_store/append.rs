@@ -56,9 +56,9 @@ impl EventStore {
     /// transaction, in one round trip. Returns each event's global position.
     pub async fn append(
         tx: &mut Transaction<'_, Postgres>,
-        events: &[NewEvent],
+        events: &[&NewEvent],
     ) -> Result<Vec<i64>, StoreError> {
-        let query = Columns::of(events).bind(sqlx::query_scalar(APPEND));
+        let query = Columns::of(events.iter().copied()).bind(sqlx::query_scalar(APPEND));
         append_result(query.fetch_all(&mut **tx).await)
     }
 
@@ -71,11 +71,11 @@ impl EventStore {
     pub async fn append_in_tenant(
         conn: &mut PgConnection,
         tenant_id: &str,
-        events: &[NewEvent],
+        events: &[&NewEvent],
         unmoved: &[(Uuid, i64)],
     ) -> Result<Vec<i64>, StoreError> {
         let (ids, versions): (Vec<Uuid>, Vec<i64>) = unmoved.iter().copied().unzip();
-        let query = Columns::of(events)
+        let query = Columns::of(events.iter().copied())
             .bind(sqlx::query_scalar(APPEND_IN_TENANT))
             .bind(tenant_id)
             .bind(&ids)
@@ -102,15 +102,16 @@ struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    fn of(events: &'a [NewEvent]) -> Self {
+    fn of(events: impl IntoIterator<Item = &'a NewEvent>) -> Self {
+        let events: Vec<&'a NewEvent> = events.into_iter().collect();
         Self {
             ids: events.iter().map(|e| e.event_id).collect(),
             aggregate_ids: events.iter().map(|e| e.aggregate_id).collect(),
-            aggregate_types: events.iter().map(|e| e.aggregate_type.as_str()).collect(),
+            aggregate_types: events.iter().map(|&e| e.aggregate_type.as_str()).collect(),
             event_types: events.iter().map(|e| e.event_type).collect(),
             versions: events.iter().map(|e| e.event_version).collect(),
             sequences: events.iter().map(|e| e.sequence_number).collect(),
-            data: events.iter().map(|e| &e.data).collect(),
+            data: events.iter().map(|&e| &e.data).collect(),
             metadata: events
                 .iter()
                 .map(|e| {
@@ -123,7 +124,7 @@ impl<'a> Columns<'a> {
                 })
                 .collect(),
             occurred: events.iter().map(|e| e.occurred_at.naive_utc()).collect(),
-            tenants: events.iter().map(|e| e.tenant_id.as_str()).collect(),
+            tenants: events.iter().map(|&e| e.tenant_id.as_str()).collect(),
             projects: events.iter().map(|e| e.project_id).collect(),
             causations: events.iter().map(|e| e.causation_id).collect(),
             correlations: events.iter().map(|e| e.correlation_id).collect(),

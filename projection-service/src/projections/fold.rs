@@ -18,7 +18,6 @@ use super::sessions::{self, SessionRecord};
 /// care of.
 #[derive(Default)]
 pub(super) struct Folded {
-    pub(super) report: BatchReport,
     pub(super) handled: Vec<(Uuid, Projection)>,
     /// The events of the (event, projection) pairs skipped as applied already.
     pub(super) skipped: Vec<Uuid>,
@@ -37,21 +36,15 @@ pub(super) struct Folded {
 }
 
 impl Folded {
-    pub(super) async fn after_write(
-        &self,
-        tx: &mut Transaction<'_, Postgres>,
-    ) -> Result<(), ProjectionError> {
-        if !self.forgotten_sessions.is_empty() {
-            sessions::forget_personal_columns(tx, &self.forgotten_sessions).await?;
+    /// What the batch did: the (event, projection) pairs it applied, gap fills included, and
+    /// those it skipped as applied already.
+    pub(super) fn report(&self) -> BatchReport {
+        BatchReport {
+            applied: self.handled.len(),
+            duplicates: self.skipped.len(),
         }
-        if !self.forgotten_log.is_empty() {
-            platform::history::sync_log_copies_of(tx, &self.forgotten_log).await?;
-        }
-        Ok(())
     }
-}
 
-impl Folded {
     /// The report of each part of a batch that several batches made up (the parts, in the order
     /// their events were folded). An event filled in from the store ahead of its part's event is
     /// counted with that part: the folds hand each gap's events over right before the event that
@@ -82,6 +75,19 @@ impl Folded {
             }
         }
         reports
+    }
+
+    pub(super) async fn after_write(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+    ) -> Result<(), ProjectionError> {
+        if !self.forgotten_sessions.is_empty() {
+            sessions::forget_personal_columns(tx, &self.forgotten_sessions).await?;
+        }
+        if !self.forgotten_log.is_empty() {
+            platform::history::sync_log_copies_of(tx, &self.forgotten_log).await?;
+        }
+        Ok(())
     }
 }
 
@@ -124,7 +130,6 @@ pub(super) async fn fold_batch(
         let mut list = Vec::new();
         for envelope in events {
             if done.contains(&(envelope.event_id, projection)) || !seen.insert(envelope.event_id) {
-                folded.report.duplicates += 1;
                 folded.skipped.push(envelope.event_id);
             } else {
                 list.push(decode(&keys, envelope)?);
@@ -153,7 +158,6 @@ pub(super) async fn fold_batch(
                 folded.log.clone()
             }
         };
-        folded.report.applied += handled.len();
         folded
             .handled
             .extend(handled.into_iter().map(|id| (id, projection)));

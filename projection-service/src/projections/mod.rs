@@ -53,7 +53,7 @@ pub async fn apply_batch(
     let started = Instant::now();
     let (read, _) = read(tx, keys, projections, ReadBy::Given(events, Done::Read)).await?;
     let folded = fold_batch(tx, store, projections, events, read).await?;
-    let report = folded.report;
+    let report = folded.report();
     let processed = Processed::of(&folded.handled, started);
     let notification = (report.applied > 0).then(|| crate::projected::payload(events));
     write(tx, &folded, Some(&processed), notification, Rows::Locked).await?;
@@ -74,5 +74,5 @@ pub async fn apply_batch_once(
     let folded = fold_batch(tx, store, projections, events, read).await?;
     write(tx, &folded, None, None, Rows::Locked).await?;
     folded.after_write(tx).await?;
-    Ok(folded.report)
+    Ok(folded.report())
 }

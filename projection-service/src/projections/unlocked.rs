@@ -113,7 +113,7 @@ pub async fn apply_unlocked(
         return Ok(Err(Declined::Forgets));
     }
     let processed = Processed::of(&folded.handled, started);
-    let notification = (folded.report.applied > 0).then(|| crate::projected::payload(events));
+    let notification = (folded.report().applied > 0).then(|| crate::projected::payload(events));
     let rows = Rows::Unmoved(commit);
     match write(conn, &folded, Some(&processed), notification, rows).await {
         Ok(()) => Ok(Ok(folded.reports(parts))),

@@ -162,9 +162,9 @@ impl PartitionWorker {
 
     /// Applies a batch: live, with the other partitions' live batches (see [`super::combine`]);
     /// else, or when that declines, in two round trips of its own when it can
-    /// ([`projections::apply_unlocked`]), else in one transaction. An event that cannot be applied (poison) is parked,
-    /// with the events of its contact behind it in the batch, and the rest is applied: the
-    /// partition keeps flowing where ordering allows. Returns the report and how many were parked.
+    /// ([`projections::apply_unlocked`]), else in one transaction. An event that cannot be
+    /// applied (poison) is parked, with the events of its contact behind it in the batch, and the
+    /// rest is applied: the partition keeps flowing where ordering allows. Returns the report and how many were parked.
     ///
     /// The store is the truth: what is applied is each message's event as
     /// `contact_event_store` holds it, never the message itself. A message whose event the store
