@@ -6,11 +6,15 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AggregateType {
+    /// A contact's stream: its id is the contact's id and it holds the `contact.*` events.
     Contact,
+    /// A session's stream: its id is the session's id and it holds the `session.*` events.
     Session,
 }
 
 impl AggregateType {
+    /// The name stores and messages carry (`contact_event_store.aggregate_type`, envelopes,
+    /// snapshots): `contact` or `session`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Contact => "contact",
@@ -18,6 +22,8 @@ impl AggregateType {
         }
     }
 
+    /// The type a stored name stands for ([`AggregateType::as_str`] read back); `None` for any
+    /// other text.
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "contact" => Some(Self::Contact),

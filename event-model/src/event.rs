@@ -21,23 +21,33 @@ use crate::session::SessionEvent;
 /// The version new events are stored at: `v2`, personal fields sealed (see [`crate::personal`]).
 pub const CURRENT_EVENT_VERSION: &str = "v2";
 
-/// The version of events stored with every field in the clear, by the previous release.
+/// The version of events stored with every field in the clear. Read (and upcast by
+/// [`Payload::from_stored`]), never written: such rows become `v2` when
+/// `replay-tool encrypt-history` seals them, or when their contact is forgotten and they are
+/// redacted.
 pub const PLAIN_EVENT_VERSION: &str = "v1";
 
+/// An event of either aggregate: what a decision yields, and what a stored event decodes to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {
+    /// An event of a contact's stream.
     Contact(ContactEvent),
+    /// An event of a session's stream.
     Session(SessionEvent),
 }
 
 /// An event decided but not yet stored: the stream it goes to, and the event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingEvent {
+    /// The stream it goes to: the contact's id for a contact event, the session's for a session
+    /// event. Its `sequence_number` is given when it is appended.
     pub aggregate_id: Uuid,
+    /// The event, every field in the clear; its personal fields are sealed when it is appended.
     pub event: DomainEvent,
 }
 
 impl DomainEvent {
+    /// The kind of stream the event belongs to.
     pub fn aggregate_type(&self) -> AggregateType {
         match self {
             Self::Contact(_) => AggregateType::Contact,
@@ -45,6 +55,7 @@ impl DomainEvent {
         }
     }
 
+    /// The event's stored name (`contact.<verb>` or `session.<verb>`).
     pub fn event_type(&self) -> &'static str {
         match self {
             Self::Contact(e) => e.event_type(),
@@ -52,6 +63,8 @@ impl DomainEvent {
         }
     }
 
+    /// The version the event is stored at: always [`CURRENT_EVENT_VERSION`], as nothing writes any
+    /// other.
     pub fn event_version(&self) -> &'static str {
         CURRENT_EVENT_VERSION
     }

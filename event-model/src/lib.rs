@@ -10,6 +10,8 @@
 //! Whatever a decision needs from outside (the current time, the project's session timeout, ids for
 //! things it may create) arrives in the command or in [`Context`].
 
+#![warn(missing_docs)]
+
 pub mod aggregate;
 pub mod contact;
 pub mod context;

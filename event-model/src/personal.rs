@@ -8,7 +8,9 @@
 //! cryptography is the platform's (`platform::personal`).
 //!
 //! Stored forms, told apart by `event_version`:
-//! - `v1` (written before personal data was sealed): every field in the clear.
+//! - `v1`: every field in the clear. Read, never written: such rows become `v2` when
+//!   `replay-tool encrypt-history` seals them, or when their contact is forgotten and they are
+//!   redacted.
 //! - `v2`: the public fields, plus the personal ones as one sealed string under [`SEALED_FIELD`]
 //!   (absent when the event type has no personal field).
 //!
@@ -50,7 +52,7 @@ pub enum Personal {
     None,
     /// As stored: one ciphertext, to be opened with the contact's data key.
     Sealed(String),
-    /// In the clear: just decided, opened, or written by the previous release (`v1`).
+    /// In the clear: just decided, opened with the contact's data key, or read from a `v1` row.
     Plain(Map<String, Value>),
     /// Unreadable for good: the contact's data key was destroyed.
     Redacted,
@@ -59,8 +61,11 @@ pub enum Personal {
 /// An event's payload in the current shape: its public fields, and its personal ones apart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Payload {
+    /// The stored event type; it decides which fields are personal ([`fields`]).
     pub event_type: String,
+    /// The payload's fields that are not personal, as stored.
     pub public: Map<String, Value>,
+    /// The personal fields, in whatever state this reader has them.
     pub personal: Personal,
 }
 

@@ -15,11 +15,19 @@ use crate::session::Session;
 /// An aggregate whose state can be snapshotted. Bump `SNAPSHOT_SCHEMA` whenever the state's
 /// serialised shape changes.
 pub trait Snapshot: Serialize + DeserializeOwned + Sized {
+    /// The aggregate type a snapshot records, checked on decode so that a snapshot is never read as
+    /// the other aggregate's state.
     const AGGREGATE: AggregateType;
+    /// The version of the state's serialised shape; a snapshot carrying another is refused.
     const SNAPSHOT_SCHEMA: u32;
 
+    /// The last `sequence_number` folded into the state: the snapshot row's `last_sequence_number`,
+    /// which a loader checks the decoded state against.
     fn version(&self) -> i64;
 
+    /// The snapshot data (`snapshot_data`): the state, with its schema version and aggregate type
+    /// beside it. Panics only if the state does not serialise to JSON, which these states always
+    /// do.
     fn encode(&self) -> Value {
         serde_json::to_value(Envelope {
             schema_version: Self::SNAPSHOT_SCHEMA,
@@ -29,6 +37,9 @@ pub trait Snapshot: Serialize + DeserializeOwned + Sized {
         .expect("aggregate state serialises to JSON")
     }
 
+    /// The state a snapshot holds; [`SnapshotError::OtherSchema`] when it was written for another
+    /// schema version or aggregate type, so that the loader folds from the first event instead of
+    /// mis-reading it.
     fn decode(data: Value) -> Result<Self, SnapshotError> {
         let header: Header =
             serde_json::from_value(data.clone()).map_err(SnapshotError::Malformed)?;
@@ -46,10 +57,20 @@ pub trait Snapshot: Serialize + DeserializeOwned + Sized {
     }
 }
 
+/// Why a snapshot cannot be used; either way the loader folds the aggregate from its first event.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// The snapshot was written for another schema version, or for the other aggregate type (then
+    /// `found` may equal `expected`).
     #[error("snapshot schema {found} is not the current {expected}")]
-    OtherSchema { found: u32, expected: u32 },
+    OtherSchema {
+        /// The schema version the snapshot carries.
+        found: u32,
+        /// This build's [`Snapshot::SNAPSHOT_SCHEMA`].
+        expected: u32,
+    },
+    /// The data is not a snapshot envelope, or its state does not deserialise though its header
+    /// matches.
     #[error("snapshot data does not fit the state: {0}")]
     Malformed(serde_json::Error),
 }

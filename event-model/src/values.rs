@@ -5,11 +5,16 @@ use chrono::{DateTime, SubsecRound, Utc};
 
 use crate::error::FieldError;
 
+/// The longest tag (a contact's, or a session's outcome tag), in characters (`char`s, not bytes).
 pub const MAX_TAG_LEN: usize = 64;
+/// The most tags a contact may hold and the most outcome tags a session may; also the longest list
+/// one command may send (tags, outcome tags, topics, next steps).
 pub const MAX_TAGS: usize = 200;
 /// Distinct agents that may take part in one session: its `agent_ids` is a set kept in order of
 /// first appearance, so it must stay small enough to scan.
 pub const MAX_SESSION_AGENTS: usize = 64;
+/// The longest short free text, in characters: a contact's name, a reason for deleting or
+/// forgetting a contact or for assigning an agent, one summary topic or next step.
 pub const MAX_TEXT_LEN: usize = 1_000;
 
 /// How long an active session may go without traffic before it ends. A project sets it in minutes
@@ -22,38 +27,61 @@ pub struct SessionTimeout {
 }
 
 impl SessionTimeout {
-    /// A project's timeout when it sets none, and a session row's when it holds none.
+    /// A project's timeout when it sets none, and the timeout sweeper's for a session row that
+    /// holds none.
     pub const DEFAULT: Self = Self::from_minutes(30);
     const NANOS_PER_SECOND: i64 = 1_000_000_000;
+    /// The longest timeout, 100 years: nothing bounds `projects.session_timeout_minutes`, and a
+    /// timeout added to a session's last activity must stay an instant chrono can hold.
+    pub const MAX_SECONDS: i64 = 100 * 366 * 86_400;
 
-    pub const fn from_minutes(minutes: i64) -> Self {
-        Self {
-            seconds: minutes.saturating_mul(60),
-        }
-    }
-
-    pub const fn from_seconds(seconds: i64) -> Self {
+    /// Any stored value is a timeout between none and [`Self::MAX_SECONDS`]: a value outside
+    /// (a negative or absurd project setting) is read as the nearest bound.
+    const fn bounded(seconds: i64) -> Self {
+        let seconds = if seconds < 0 {
+            0
+        } else if seconds > Self::MAX_SECONDS {
+            Self::MAX_SECONDS
+        } else {
+            seconds
+        };
         Self { seconds }
     }
 
-    pub const fn from_nanos(nanos: i64) -> Self {
-        Self {
-            seconds: nanos / Self::NANOS_PER_SECOND,
-        }
+    /// A timeout of `minutes` minutes, as a project sets it.
+    pub const fn from_minutes(minutes: i64) -> Self {
+        Self::bounded(minutes.saturating_mul(60))
     }
 
+    /// A timeout of `seconds` seconds, as `session.started` carries it.
+    pub const fn from_seconds(seconds: i64) -> Self {
+        Self::bounded(seconds)
+    }
+
+    /// A timeout of `nanos` nanoseconds, as the sessions read model holds it; a fraction of a
+    /// second is dropped.
+    pub const fn from_nanos(nanos: i64) -> Self {
+        Self::bounded(nanos / Self::NANOS_PER_SECOND)
+    }
+
+    /// The timeout in whole seconds, as `session.started` carries it.
     pub const fn seconds(self) -> i64 {
         self.seconds
     }
 
+    /// The timeout in nanoseconds, as the sessions read model holds it (100 years fit in an
+    /// `i64` of nanoseconds).
     pub const fn nanos(self) -> i64 {
-        self.seconds.saturating_mul(Self::NANOS_PER_SECOND)
+        self.seconds * Self::NANOS_PER_SECOND
     }
 
+    /// The timeout as a span of time, to add to a session's last activity.
     pub fn duration(self) -> chrono::Duration {
         chrono::Duration::seconds(self.seconds)
     }
 }
+
+/// The longest long free text, in characters: a session's summary.
 pub const MAX_LONG_TEXT_LEN: usize = 20_000;
 
 /// Lower-cases and checks an e-mail address (one `@`, a non-empty local part, a dotted domain,
@@ -153,6 +181,32 @@ pub fn optional_text(field: &str, raw: &str, max: usize) -> Result<String, Field
     Ok(raw.to_owned())
 }
 
+/// How an agent came to a session: `manual` (the default), `automatic`, or `reassignment_<why>`
+/// where `<why>` is 1 to 51 ASCII letters, digits, `_` or `-` (the whole at most 64 bytes).
+pub fn assignment_source(raw: Option<String>) -> Result<String, FieldError> {
+    let Some(source) = raw else {
+        return Ok("manual".to_owned());
+    };
+    let why_ok = |why: &str| {
+        !why.is_empty()
+            && why.len() <= 51
+            && why
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    };
+    let ok = source == "manual"
+        || source == "automatic"
+        || source.strip_prefix("reassignment_").is_some_and(why_ok);
+    if ok {
+        Ok(source)
+    } else {
+        Err(FieldError::new(
+            "source",
+            "must be manual, automatic or reassignment_<why> (letters, digits, _ or -)",
+        ))
+    }
+}
+
 /// Times are kept to the microsecond, the precision PostgreSQL stores, so that an event read back
 /// from the store equals the event that was decided.
 pub fn instant(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -164,14 +218,19 @@ pub fn instant(at: DateTime<Utc>) -> DateTime<Utc> {
 pub struct Checks(Vec<FieldError>);
 
 impl Checks {
+    /// Records the error of `result`, if any, and gives back its value otherwise, so that a command
+    /// goes on checking its other fields.
     pub fn check<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
         result.map_err(|e| self.0.push(e)).ok()
     }
 
+    /// Records an error found by a check that is not a parser (a length, a combination of fields).
     pub fn push(&mut self, error: FieldError) {
         self.0.push(error);
     }
 
+    /// `Ok` when no check failed, otherwise one
+    /// [`DomainError::Invalid`](crate::DomainError::Invalid) with every error in the order found.
     pub fn finish(self) -> Result<(), crate::DomainError> {
         if self.0.is_empty() {
             Ok(())
@@ -225,5 +284,44 @@ mod tests {
         assert!(tag("t", "   ").is_err());
         assert!(tag("t", &"x".repeat(65)).is_err());
         assert_eq!(tag("t", &"é".repeat(64)).unwrap().chars().count(), 64);
+    }
+
+    #[test]
+    fn an_assignment_source_is_one_of_three_shapes() {
+        assert_eq!(assignment_source(None).unwrap(), "manual");
+        for good in [
+            "manual",
+            "automatic",
+            "reassignment_timeout",
+            "reassignment_shift-end",
+        ] {
+            assert_eq!(assignment_source(Some(good.into())).unwrap(), good);
+        }
+        let long_why = format!("reassignment_{}", "x".repeat(52));
+        for bad in [
+            "",
+            "Manual",
+            "reassignment_",
+            "reassignment_a\0b",
+            "reassignment_a b",
+            "reassignment_\u{7}",
+            long_why.as_str(),
+        ] {
+            let refused = assignment_source(Some(bad.into())).unwrap_err();
+            assert_eq!(refused.field, "source", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_session_timeout_is_bounded_so_that_adding_it_cannot_overflow() {
+        let at = chrono::DateTime::<chrono::Utc>::MAX_UTC - chrono::Duration::days(365 * 200);
+        for absurd in [i64::MAX, i64::MAX / 60, i64::MIN] {
+            let timeout = SessionTimeout::from_minutes(absurd);
+            assert!(timeout.seconds() <= SessionTimeout::MAX_SECONDS && timeout.seconds() >= 0);
+            assert!(at.checked_add_signed(timeout.duration()).is_some());
+            assert_eq!(SessionTimeout::from_nanos(timeout.nanos()), timeout);
+        }
+        assert_eq!(SessionTimeout::from_minutes(-5).seconds(), 0);
+        assert_eq!(SessionTimeout::from_seconds(90).seconds(), 90);
     }
 }

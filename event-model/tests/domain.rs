@@ -581,6 +581,21 @@ fn a_session_holds_a_bounded_set_of_agents_and_outcome_tags() {
             "a 65th agent is refused"
         );
     }
+    assert!(
+        matches!(
+            world.when_contact(
+                ContactCommand::RecordMessage {
+                    channel_type_id: 1,
+                    pipeline_id: None,
+                    message: message(false, Some(one_more), 100),
+                    new_session_id: Uuid::now_v7(),
+                },
+                &ctx_at(100),
+            ),
+            Err(DomainError::Invalid(_))
+        ),
+        "a 65th agent is refused on the contact's path too"
+    );
     // One already taking part may still speak and be assigned.
     world
         .run_session(

@@ -267,6 +267,13 @@ async fn field_rules_are_422_with_the_failing_fields_and_write_nothing() {
             json!({"agent_id": Uuid::now_v7(), "source": "psychic"}),
             vec!["source"],
         ),
+        (
+            Method::POST,
+            format!("/sessions/{session}/agents"),
+            // The reason after `reassignment_` is a word, not free text with control characters.
+            json!({"agent_id": Uuid::now_v7(), "source": "reassignment_late \u{7}"}),
+            vec!["source"],
+        ),
     ];
     for (method, path, body, fields) in cases {
         let reply = system

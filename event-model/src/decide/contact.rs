@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::profile::{create, profile_picture_url, update_profile};
+use super::session::room_for_agent;
 use crate::contact::{Contact, ContactEvent, NewContact, ProfilePatch};
 use crate::context::Context;
 use crate::error::DomainError;
@@ -14,41 +15,69 @@ use crate::event::{DomainEvent, PendingEvent};
 use crate::session::{EndReason, NewMessage, Session, SessionEvent};
 use crate::values::{self, MAX_TAGS, MAX_TEXT_LEN};
 
+/// A command addressed to one contact's stream, its values not yet checked: [`decide_contact`]
+/// validates and normalises them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ContactCommand {
+    /// Create the contact; refused if its stream has any event already.
     Create(NewContact),
+    /// Change profile fields: one event per field that really changes, none for a field given its
+    /// current value.
     UpdateProfile(ProfilePatch),
+    /// Add a tag; a tag already there decides nothing.
     AddTag {
+        /// The tag as sent; trimmed, it must be 1 to 64 characters, and the contact may hold at
+        /// most 200.
         tag: String,
     },
+    /// Remove a tag; a tag not there decides nothing.
     RemoveTag {
+        /// The tag as sent; trimmed and checked like a new tag before it is looked up.
         tag: String,
     },
+    /// Set the profile picture's URL; the URL already set decides nothing.
     SetProfilePicture {
+        /// An http(s) URL; trimmed, at most 2,048 characters, no whitespace or control characters.
         url: String,
+        /// When the picture was fetched; kept to the microsecond.
         fetched_at: DateTime<Utc>,
     },
+    /// Soft-delete the contact: its active sessions end (`system_close`), and later commands on it
+    /// or its sessions are refused, except forgetting it.
     Delete {
+        /// Why, free text of at most 1,000 characters; personal. `None`: not given.
         reason: Option<String>,
     },
     /// Erasure: end the active sessions, delete the contact if it is not yet, and record
     /// `contact.forgotten` (the store destroys the contact's data key with it). Forgetting a
     /// forgotten contact decides nothing.
     Forget {
+        /// Why the contact is forgotten, at most 1,000 characters. It stays readable after the
+        /// erasure, so it must say why (a ticket, a legal basis), never who. `None`: not given.
         reason: Option<String>,
     },
+    /// Start a session on a channel type; refused while the contact has one active there.
     StartSession {
+        /// The id of the new session; the caller makes it, as the decider has no source of ids.
         session_id: Uuid,
+        /// The channel type to start it on: a positive `channel_types` id.
         channel_type_id: i64,
+        /// The pipeline to put the session in; `None`: none.
         pipeline_id: Option<Uuid>,
     },
     /// Inbound traffic: a message for this contact on a channel. Goes to the active session on
     /// that channel; one is started (with `new_session_id`) when there is none, or when the
     /// active one has been idle for longer than its timeout.
     RecordMessage {
+        /// The channel type the message came on: a positive `channel_types` id.
         channel_type_id: i64,
+        /// The pipeline for a session this message starts; unused when the message goes to an
+        /// active one.
         pipeline_id: Option<Uuid>,
+        /// Who sent the message, and when.
         message: NewMessage,
+        /// The id a session started by this message gets; unused when the message goes to an active
+        /// one.
         new_session_id: Uuid,
     },
 }
@@ -56,11 +85,20 @@ pub enum ContactCommand {
 /// What a contact command may read: the contact and its active sessions.
 #[derive(Debug, Clone, Copy)]
 pub struct ContactScope<'a> {
+    /// The contact's id: the stream every contact event decided goes to.
     pub contact_id: Uuid,
+    /// The contact's state, folded up to its latest event.
     pub contact: &'a Contact,
+    /// Its active sessions' states by id; every session of `contact.active_sessions` is expected
+    /// here. An inbound message takes one missing for gone and starts a new session on that channel
+    /// type.
     pub sessions: &'a BTreeMap<Uuid, Session>,
 }
 
+/// Decides a contact command against the contact's current state: the events it causes, in the
+/// order they are to be appended (on the contact's stream and on its sessions'), or the rule it
+/// breaks. An empty list means the command changes nothing. Pure: the time and the session timeout
+/// come from `ctx`.
 pub fn decide_contact(
     scope: ContactScope<'_>,
     command: ContactCommand,
@@ -226,7 +264,12 @@ fn record_message(
     let mut events = Vec::new();
     let active = scope.contact.active_sessions.get(&channel_type_id).copied();
     let target = match active.and_then(|sid| scope.sessions.get(&sid).map(|s| (sid, s))) {
-        Some((sid, session)) if !session.view.idle_too_long_at(message.sent_at) => sid,
+        Some((sid, session)) if !session.view.idle_too_long_at(message.sent_at) => {
+            if let Some(agent) = message.agent_id {
+                room_for_agent(&session.view, agent, "agent_id")?;
+            }
+            sid
+        }
         stale => {
             if let Some((sid, session)) = stale {
                 events.push(PendingEvent {

@@ -13,18 +13,38 @@ use crate::session::{
 };
 use crate::values::{self, Checks, MAX_LONG_TEXT_LEN, MAX_SESSION_AGENTS, MAX_TAGS, MAX_TEXT_LEN};
 
+/// A command addressed to one session's stream, its values not yet checked: [`decide_session`]
+/// validates them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionCommand {
+    /// Record a message on the session; refused unless it is active. Unlike
+    /// [`ContactCommand::RecordMessage`](crate::ContactCommand::RecordMessage) it never starts a
+    /// session, and it records even on a session already idle past its timeout that the sweeper has
+    /// not ended yet.
     RecordMessage(NewMessage),
+    /// Put an agent in charge; refused unless the session is active. The agent already in charge
+    /// decides nothing.
     AssignAgent {
+        /// The agent to put in charge; refused if it would be the session's 65th distinct agent.
         agent_id: Uuid,
+        /// How the assignment came about: `manual`, `automatic` or `reassignment_<why>`, at most 64
+        /// bytes; `None`: `manual`.
         source: Option<String>,
+        /// The routing strategy that chose the agent, free text of at most 255 characters; `None`:
+        /// not given.
         strategy: Option<String>,
+        /// Why, free text of at most 1,000 characters; personal. `None`: not given.
         reason: Option<String>,
     },
+    /// Set the session's summary, also once it has ended; the summary it already holds decides
+    /// nothing.
     Summarize(NewSummary),
+    /// Mark outcome flags and add outcome tags, also once the session has ended (`resolved` only
+    /// then).
     SetOutcome(Outcome),
+    /// End the session; refused unless it is active.
     End {
+        /// Why; anything but [`EndReason::InactivityTimeout`], which only the system decides.
         reason: EndReason,
     },
     /// The timeout sweeper's command: end the session if, and only if, it has really been idle
@@ -32,6 +52,10 @@ pub enum SessionCommand {
     EndIfIdle,
 }
 
+/// Decides a session command against the session and its contact: the events it causes, in the
+/// order they are to be appended, or the rule it breaks. Refused when the session does not exist or
+/// its contact is deleted. An empty list means the command changes nothing. Pure: the time comes
+/// from `ctx`.
 pub fn decide_session(
     session_id: Uuid,
     session: &Session,
@@ -137,15 +161,9 @@ fn assign_agent(
     let session = scope.session;
     require_active(session)?;
     let mut checks = Checks::default();
-    let source = source.unwrap_or_else(|| "manual".to_owned());
-    if !(source == "manual" || source == "automatic" || source.starts_with("reassignment_"))
-        || source.len() > 64
-    {
-        checks.push(crate::FieldError::new(
-            "source",
-            "must be manual, automatic or reassignment_<why>",
-        ));
-    }
+    let source = checks
+        .check(values::assignment_source(source))
+        .unwrap_or_default();
     let strategy = strategy.and_then(|s| checks.check(values::optional_text("strategy", &s, 255)));
     let reason =
         reason.and_then(|r| checks.check(values::optional_text("reason", &r, MAX_TEXT_LEN)));
@@ -240,7 +258,11 @@ fn new_outcome_tags(view: &SessionView, tags: &[String]) -> Result<Vec<String>, 
 }
 
 /// Refuses an agent that would make the session's participants more than it may hold.
-fn room_for_agent(view: &SessionView, agent: Uuid, field: &str) -> Result<(), DomainError> {
+pub(super) fn room_for_agent(
+    view: &SessionView,
+    agent: Uuid,
+    field: &str,
+) -> Result<(), DomainError> {
     if view.agent_ids.len() >= MAX_SESSION_AGENTS && !view.agent_ids.contains(&agent) {
         return Err(DomainError::invalid(
             field,
