@@ -25,12 +25,21 @@ use uuid::Uuid;
 
 use crate::problem::ApiError;
 
+/// The caller's role in the project of the request, as `authenticate_api_key` answers it: the
+/// project's owner, or the role of the user's `project_members` row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
+    /// The project's owner (`projects.user_id`), whatever a member row says: may do everything,
+    /// forgetting a contact included.
     Owner,
+    /// A member with role `admin`: may do what the owner may, forgetting a contact included.
     Admin,
+    /// A member with role `supervisor`: sends commands, may not forget a contact (no other rule
+    /// tells it from an agent).
     Supervisor,
+    /// A member with role `agent`: sends commands, may not forget a contact.
     Agent,
+    /// A member with role `viewer`: reads only; a command is refused with 403.
     Viewer,
 }
 
@@ -46,6 +55,7 @@ impl Role {
         }
     }
 
+    /// Whether the role may send commands: every role but [`Role::Viewer`].
     pub fn can_write(self) -> bool {
         !matches!(self, Self::Viewer)
     }
@@ -54,9 +64,13 @@ impl Role {
 /// Who is calling, on which project and tenant. Resolved once per request.
 #[derive(Debug, Clone)]
 pub struct AuthContext {
+    /// The user the API key belongs to (`users.id`).
     pub user_id: Uuid,
+    /// The project named in the request's path, which this user may see.
     pub project_id: Uuid,
+    /// The project's tenant: the request's transactions run in it (row-level security).
     pub tenant_id: String,
+    /// What the user may do in the project.
     pub role: Role,
     /// The project's session timeout.
     pub session_timeout: event_model::values::SessionTimeout,
@@ -73,6 +87,8 @@ impl AuthContext {
     }
 }
 
+/// The hex SHA-256 of an API key: what `user_api_keys.key_hash` holds and a lookup compares, so
+/// the key itself is never stored.
 pub fn hash_api_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
@@ -94,7 +110,7 @@ pub const ACCESS_CHANGED_CHANNEL: &str = "ventros_access_changed";
 
 /// What the database said about keys lately: the access of keys in use (per key and project),
 /// and keys that were not found. Bounded (`capacity` entries of each; full, it is emptied and
-/// fills again with the keys in use). Served from only while [`KeyCache::listen`] hears the
+/// fills again with the keys in use). Served from only while its [`KeyCacheListener`] hears the
 /// database's change notifications.
 pub struct KeyCache {
     granted: DashMap<(String, Uuid), (AuthContext, Instant)>,
@@ -109,6 +125,8 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
+    /// An empty cache of at most `capacity` entries per map (0: off, every request is looked up).
+    /// It serves nothing until [`KeyCacheListener::start`] has it listening.
     pub fn new(capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             granted: DashMap::new(),
@@ -264,7 +282,9 @@ impl KeyCacheListener {
         }
     }
 
-    /// Keeps the cache honest until `stop` (see [`KeyCache::listen`]).
+    /// Keeps the cache honest until `stop`: empties it on every [`ACCESS_CHANGED_CHANNEL`]
+    /// notification; while the connection is down, turns it off (emptied) and reconnects, backing
+    /// off up to 5 s.
     pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
         self.cache.listen(self.pool, self.listener, stop).await
     }
@@ -273,7 +293,10 @@ impl KeyCacheListener {
 /// How a request's key is checked: where the lookup reads, and what it remembers.
 #[derive(Clone)]
 pub struct Authenticator {
+    /// Where a key the cache cannot answer is looked up (`authenticate_api_key`, a
+    /// security-definer function that needs no tenant): the request paths' pool, or a replica's.
     pub pool: PgPool,
+    /// The instance's cache of answers, emptied by its [`KeyCacheListener`].
     pub cache: Arc<KeyCache>,
 }
 
@@ -296,16 +319,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let key = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|k| !k.is_empty() && k.len() <= 256)
+        let key = bearer_key(&parts.headers)
             .ok_or(ApiError::Unauthorized)?
             .to_owned();
         let params = RawPathParams::from_request_parts(parts, state)
@@ -382,4 +396,14 @@ where
         auth.cache.remember_granted(began, asked, &context, until);
         Ok(context)
     }
+}
+
+/// The API key of an `Authorization: Bearer <key>` header (the scheme in any case, as RFC 7235
+/// has it), trimmed; `None` when there is none or it is longer than a key can be. The one reading
+/// of the header: authentication and the rate limit must agree on whose request it is.
+pub fn bearer_key(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty() && key.len() <= 256).then_some(key)
 }

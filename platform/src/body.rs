@@ -9,8 +9,13 @@ use sha2::{Digest, Sha256};
 
 use crate::problem::ApiError;
 
+/// A command's JSON body, parsed, with the digest of its bytes. Refused as problem+json: not
+/// JSON (415), over the size limit (413), malformed (400), or holding a NUL (422).
 pub struct JsonBody<T> {
+    /// The body, parsed.
     pub value: T,
+    /// The SHA-256 of the body's raw bytes: a retry under the same `Idempotency-Key` must send
+    /// the very same bytes, not merely equal JSON.
     pub sha256: [u8; 32],
 }
 

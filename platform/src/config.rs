@@ -3,6 +3,19 @@
 
 use std::time::Duration;
 
+/// A settings struct as it is with no flag and no environment: every field at the default its
+/// `#[arg]` declares, so that a default is written once (tests and the benchmark build settings
+/// with `..Default::default()`). Panics if a field has no default, which a test catches.
+pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let command = T::augment_args(clap::Command::new("defaults"))
+        // The process's environment is not the default: ignore every `env = ...`.
+        .mut_args(|arg| arg.env(None));
+    let matches = command
+        .try_get_matches_from(["defaults"])
+        .unwrap_or_else(|e| panic!("a setting without a default: {e}"));
+    T::from_arg_matches(&matches).unwrap_or_else(|e| panic!("the defaults do not parse: {e}"))
+}
+
 /// `Debug` is written out below: it hides the KEKs and the passwords in the database URLs.
 #[derive(Clone, clap::Args)]
 pub struct Settings {
@@ -101,6 +114,12 @@ pub struct Settings {
     pub http: crate::server::HttpLimits,
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
 impl Settings {
     /// The API-key cache of this instance (see `api_key_cache_capacity`).
     pub fn key_cache(&self) -> std::sync::Arc<crate::auth::KeyCache> {
@@ -138,6 +157,8 @@ impl Settings {
         Ok(Keyring::new(current, previous))
     }
 
+    /// The event stream's settings. Its max age is fixed at 7 days: how long the broker keeps an
+    /// event it could redeliver, and so how long projection-service keeps `processed_events`.
     pub fn stream(&self) -> crate::nats::StreamSettings {
         crate::nats::StreamSettings {
             name: self.nats_stream.clone(),
@@ -307,6 +328,33 @@ mod tests {
         assert!(
             shown.contains("postgres://ventros_app:***@db/ventros"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_the_declared_ones_whatever_the_environment_says() {
+        // PATH is set in every process: a parse reads it, the defaults must not.
+        #[derive(clap::Args)]
+        struct FromPath {
+            #[arg(long, env = "PATH", default_value = "declared")]
+            path: String,
+        }
+        assert_ne!(std::env::var("PATH").as_deref(), Ok("declared"));
+        assert_eq!(defaults::<FromPath>().path, "declared");
+
+        let settings = Settings::default();
+        assert_eq!(settings.event_partitions, 8);
+        assert_eq!(settings.http.max_in_flight, 1_024);
+        assert_eq!(
+            settings.database_url,
+            "postgres://postgres@127.0.0.1:5432/ventros"
+        );
+        assert_eq!(settings.database_app_role, "ventros_app");
+        assert_eq!(settings.rate_limit_per_second, 1_000);
+        assert_eq!(settings.data_kek, None);
+        assert_eq!(
+            crate::retention::RetentionPeriods::default().outbox_retention,
+            Duration::from_secs(7 * 24 * 3600)
         );
     }
 }

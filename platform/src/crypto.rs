@@ -25,15 +25,20 @@ const NONCE_LEN: usize = 24;
 pub const UNWRAPPED: &str = "none";
 
 #[derive(Debug, thiserror::Error)]
+/// Why a key or a sealed value cannot be used.
 pub enum CryptoError {
     /// Wrong key, or the ciphertext or its associated data were changed.
     #[error("a sealed value does not open with its key (tampered, or another key)")]
     Unopenable,
     #[error("a data key is wrapped by KEK {0}, which this process was not given (DATA_KEK, DATA_KEK_PREVIOUS)")]
+    /// A stored data key names a KEK (its id) that is neither `DATA_KEK` nor one of
+    /// `DATA_KEK_PREVIOUS`.
     UnknownKek(String),
     #[error("a key is malformed: {0}")]
+    /// A KEK or a stored data key is not 32 bytes; the text says which.
     Malformed(&'static str),
     #[error("reading the KEK file: {0}")]
+    /// `DATA_KEK_FILE` cannot be read.
     File(#[from] std::io::Error),
 }
 
@@ -56,6 +61,7 @@ impl DataKey {
         (Self::from_bytes(&bytes), bytes)
     }
 
+    /// The key of these bytes (a stored key, unwrapped).
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
         Self(XChaCha20Poly1305::new(bytes.into()))
     }
@@ -65,6 +71,8 @@ impl DataKey {
         seal_with(&self.0, aad, plaintext)
     }
 
+    /// The plaintext of what [`DataKey::seal`] made with this key and the same `aad`, wiped when
+    /// dropped; [`CryptoError::Unopenable`] for anything else.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         open_with(&self.0, aad, sealed)
     }
@@ -141,6 +149,8 @@ impl Kek {
         })
     }
 
+    /// From a file holding the base64 (`DATA_KEK_FILE`, e.g. a mounted secret); the text read is
+    /// wiped once parsed.
     pub fn from_file(path: &Path) -> Result<Self, CryptoError> {
         let text = Zeroizing::new(std::fs::read_to_string(path)?);
         Self::from_base64(&text)
@@ -154,6 +164,8 @@ impl Kek {
         Zeroizing::new(STANDARD.encode(key.as_slice()))
     }
 
+    /// The KEK's fingerprint (16 hex digits of a SHA-256 of it): the `kek_id` stored beside every
+    /// key it wraps. It says nothing of the KEK's bytes.
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -177,6 +189,8 @@ impl Keyring {
         Self::default()
     }
 
+    /// `current` wraps new keys (`None`: stored unwrapped, development); `previous` only unwrap,
+    /// while a rotation moves their keys under `current`.
     pub fn new(current: Option<Kek>, previous: Vec<Kek>) -> Self {
         Self { current, previous }
     }

@@ -18,6 +18,8 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
     Ok(pool)
 }
 
+/// The options of a connection to `url`: the session in UTC, and a statement slower than
+/// 500 ms logged as a warning.
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     // Every timestamp column is `timestamp` (without time zone) holding UTC: make the session say
     // so, so that binding a `DateTime<Utc>` never shifts it.
@@ -26,6 +28,8 @@ pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500)))
 }
 
+/// A pool of the login's own role (no `set role`: the owner's, for migrations and tests),
+/// connected before this returns; a request for a connection waits 5 s at most.
 pub async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
@@ -66,19 +70,19 @@ pub fn is_unique_violation(error: &sqlx::Error, constraint: &str) -> bool {
 /// Set on every connection of the cross-tenant pool (the sweepers, retention, dead letters, and
 /// the relay's and workers' connections until they switch to [`GenericPlans`]). These statements
 /// run for hours while the tables grow from empty, and PostgreSQL keeps a generic plan until the
-/// table is next analyzed: settled on while the tables were tiny, such plans scanned them whole
-/// (the relay's batch query scanned the event store once per pending row, 1.3 to 2.2 s a batch,
-/// for the first minutes of a fresh system). Planning each execution costs a fraction of a
-/// millisecond, which only the relay's and the workers' hot statements cannot afford.
+/// table is next analyzed: one settled on while the tables are tiny scans them whole once they
+/// are not (the relay's batch query would scan the event store once per pending row). Planning
+/// every execution costs a little CPU per statement, which only the relay's and the workers' hot
+/// statements cannot afford.
 pub const PLAN_PER_EXECUTION: &str = "set plan_cache_mode = force_custom_plan";
 
 /// The plans of a long-lived connection that runs the same few statements all day: the relay's,
 /// a projection worker's lease. Each statement is planned once (`force_generic_plan`) instead of
-/// on every execution, which was 22 % of PostgreSQL's CPU with the whole pipeline live
-/// (`perf record -a` during bench row 8a). The plans are thrown away every `every` (`discard
-/// plans`: the prepared statements stay, each is planned again at its next execution, for the
-/// tables as they are then), so a plan made while a table was tiny, the danger of
-/// [`PLAN_PER_EXECUTION`], lasts that long at most.
+/// on every execution: these statements run so often that planning each one would be a large
+/// share of PostgreSQL's CPU with the whole pipeline live. The plans are thrown away every
+/// `every` (`discard plans`: the prepared statements stay, each is planned again at its next
+/// execution, for the tables as they are then), so a plan made while a table was tiny, the
+/// danger of [`PLAN_PER_EXECUTION`], lasts that long at most.
 #[derive(Debug)]
 pub struct GenericPlans {
     every: Duration,
@@ -90,6 +94,8 @@ impl GenericPlans {
     /// How long a plan lives on such a connection.
     pub const EVERY: Duration = Duration::from_secs(5);
 
+    /// Plans kept for `every` at most (the services use [`GenericPlans::EVERY`]); the
+    /// connection is switched at the first [`GenericPlans::refresh`].
     pub fn new(every: Duration) -> Self {
         Self { every, due: None }
     }
@@ -111,8 +117,9 @@ impl GenericPlans {
 }
 
 /// A pool logged in with `url`, its connections named `application_name` (as
-/// `pg_stat_activity` shows them) unless the URL names them, and running as `role`: see
-/// [`role_pool_on`]. It connects when first used.
+/// `pg_stat_activity` shows them) unless the URL names them, and running as `role` (`set role`
+/// right after connecting, then `setup`, once per connection; an empty role keeps the login, and
+/// a login that is more than the role is [`check_login`]'s warning). It connects when first used.
 pub fn login_pool(
     url: &str,
     application_name: &str,
@@ -215,8 +222,8 @@ pub async fn check_login(pool: &PgPool, login: Login) -> anyhow::Result<bool> {
 
 /// A transaction in one tenant: row-level security shows and accepts that tenant's rows only.
 ///
-/// `BEGIN` and setting the tenant go to the server as one simple query: one round trip, where a
-/// `BEGIN` followed by a bound `set_config` took two on every command and query.
+/// `BEGIN` and setting the tenant go to the server as one simple query: one round trip on every
+/// command and query, where a `BEGIN` followed by a bound `set_config` would take two.
 pub async fn tenant_tx<'a>(
     pool: &'a PgPool,
     tenant_id: &str,

@@ -15,9 +15,13 @@ use utoipa_axum::routes;
 /// A readiness check of a service's own: the names of what is stuck (empty = fine).
 pub type StuckCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
+/// What `/readyz` checks (the database, the broker and, where a service has one, its own
+/// check), and what it shows of the data keys' protection.
 #[derive(Clone)]
 pub struct Probes {
+    /// The pool `/readyz` runs `select 1` on: not ready unless it answers within 2 s.
     pub pool: PgPool,
+    /// The broker connection: not ready unless it is connected.
     pub nats: async_nats::Client,
     /// projection-service: the consumers that stopped advancing while events wait.
     pub stalled: Option<StuckCheck>,

@@ -1,7 +1,7 @@
-//! The one sanctioned rewrite of history: the personal fields of events that the previous release
-//! stored in the clear (`v1`) are sealed with their contact's key (or, for a forgotten contact,
-//! dropped), in the store and in every copy of them at once: the outbox, the audit log
-//! (`domain_event_logs`) and the dead letters. Snapshots stored in the clear are sealed too.
+//! The one sanctioned rewrite of history: the personal fields of events stored in the clear
+//! (`v1`) are sealed with their contact's key (or, for a forgotten contact, dropped), in the
+//! store and in every copy of them at once: the outbox, the audit log (`domain_event_logs`) and
+//! the dead letters. Snapshots stored in the clear are sealed too.
 //!
 //! Nothing else ever changes a stored event. The rewrite is idempotent (a row is rewritten only
 //! while it is `v1`) and resumable (rewritten rows leave the partial index it walks), so
@@ -27,13 +27,17 @@ pub struct Rewritten {
     pub events_sealed: u64,
     /// Events of forgotten contacts whose personal fields were dropped.
     pub events_redacted: u64,
+    /// Their `outbox_events` copies rewritten.
     pub outbox_rows: u64,
+    /// Their audit copies (`domain_event_logs`) rewritten.
     pub log_rows: u64,
+    /// Their dead letters (`dead_letter_events`) rewritten.
     pub dead_letters: u64,
+    /// Snapshots sealed in place.
     pub snapshots_sealed: u64,
     /// Snapshots of forgotten contacts, or unreadable, deleted (the loader folds events instead).
     pub snapshots_deleted: u64,
-    /// Contacts of the previous release that got their data key now.
+    /// Contacts that had no data key (all their events in the clear) and were given one.
     pub keys_created: u64,
 }
 

@@ -8,12 +8,21 @@ use uuid::Uuid;
 
 pub use crate::nats_auth::NatsAuth;
 
+/// The JetStream stream the relay publishes the events to and the projections consume, as
+/// [`crate::Settings::stream`] makes it.
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
+    /// The stream's name (`NATS_STREAM`).
     pub name: String,
+    /// The first tokens of every subject (`NATS_SUBJECT_PREFIX`); the stream takes `<prefix>.>`.
     pub subject_prefix: String,
+    /// How many partitions the contacts are spread over (`EVENT_PARTITIONS`), one durable consumer
+    /// each. Every process must agree on it: it decides which partition a contact's events go to.
     pub partitions: u32,
+    /// How many copies of the stream a NATS cluster keeps (`NATS_STREAM_REPLICAS`); set when the
+    /// stream is created, never changed by a service (see [`ensure_stream`]).
     pub replicas: usize,
+    /// How long the stream keeps a message, and so how long a consumer may be redelivered one.
     pub max_age: Duration,
 }
 
@@ -28,6 +37,7 @@ impl StreamSettings {
         )
     }
 
+    /// The filter subject of `partition`'s consumer: every subject of that partition.
     pub fn partition_filter(&self, partition: u32) -> String {
         format!("{}.{partition}.>", self.subject_prefix)
     }
@@ -101,7 +111,9 @@ pub fn stream_config(settings: &StreamSettings) -> stream::Config {
 /// What [`ensure_stream`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamSetUp {
+    /// The stream was missing and is created with these settings.
     Created,
+    /// The stream exists, configured as these settings say.
     AsConfigured,
     /// The stream exists with another configuration: the settings that differ, `name: has →
     /// wanted`. Left as it is (see [`ensure_stream`]).
@@ -169,7 +181,11 @@ pub async fn ensure_stream(
     })
 }
 
+/// The header naming an event's tenant on every message the relay publishes (the envelope in the
+/// body names it too).
 pub const HEADER_TENANT: &str = "Ventros-Tenant";
+/// The header carrying the W3C trace context an event was decided in, so that the projection's
+/// span joins the command's trace.
 pub const HEADER_TRACEPARENT: &str = "traceparent";
 
 #[cfg(test)]

@@ -79,10 +79,15 @@ impl std::fmt::Debug for NatsAuth {
 /// The one way of logging in that the settings name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Login<'a> {
+    /// None set: no login (the development server).
     Anonymous,
+    /// `NATS_USER` (the user named) with `NATS_PASSWORD`.
     User(&'a str),
+    /// `NATS_TOKEN`.
     Token,
+    /// `NATS_NKEY_SEED_FILE`, the file's path.
     NkeySeedFile(&'a Path),
+    /// `NATS_CREDS`, the file's path.
     CredsFile(&'a Path),
 }
 

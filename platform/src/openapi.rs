@@ -35,69 +35,80 @@ pub struct Problem {
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub enum CommandErrors {
+    /// The 400 that [`crate::ApiError::BadRequest`] answers.
     #[response(
         status = 400,
         description = "Malformed JSON, unknown field, wrong type, invalid id",
         content_type = "application/problem+json"
     )]
     BadRequest(Problem),
+    /// The 401 that [`crate::ApiError::Unauthorized`] answers.
     #[response(
         status = 401,
         description = "Missing, unknown, inactive or expired API key",
         content_type = "application/problem+json"
     )]
     Unauthorized(Problem),
+    /// The 403 that [`crate::ApiError::Forbidden`] answers.
     #[response(
         status = 403,
-        description = "A viewer sent a command",
+        description = "The key's role may not do this (a viewer's command; forgetting a contact takes an owner or admin)",
         content_type = "application/problem+json"
     )]
     Forbidden(Problem),
+    /// The 404 that [`crate::ApiError::NotFound`] answers.
     #[response(
         status = 404,
         description = "No such resource in this tenant",
         content_type = "application/problem+json"
     )]
     NotFound(Problem),
+    /// The 409 that [`crate::ApiError::Conflict`] answers.
     #[response(
         status = 409,
         description = "A domain rule refuses the command, or a conflict retries could not resolve",
         content_type = "application/problem+json"
     )]
     Conflict(Problem),
+    /// The 412 that [`crate::ApiError::PreconditionFailed`] answers.
     #[response(
         status = 412,
         description = "If-Match does not match the current version",
         content_type = "application/problem+json"
     )]
     PreconditionFailed(Problem),
+    /// The 413 that [`crate::ApiError::PayloadTooLarge`] answers.
     #[response(
         status = 413,
         description = "Body over 256 KiB",
         content_type = "application/problem+json"
     )]
     TooLarge(Problem),
+    /// The 415 that [`crate::ApiError::UnsupportedMediaType`] answers.
     #[response(
         status = 415,
         description = "Body not JSON",
         content_type = "application/problem+json"
     )]
     UnsupportedMediaType(Problem),
+    /// The 422 that [`crate::ApiError::Unprocessable`] answers.
     #[response(
         status = 422,
         description = "A field rule is broken, or an Idempotency-Key was reused with another body",
         content_type = "application/problem+json"
     )]
     Unprocessable(Problem),
+    /// The 429 that [`crate::ApiError::TooManyRequests`] answers.
     #[response(
         status = 429,
         description = "The API key is over its rate limit; Retry-After says when to try again",
         content_type = "application/problem+json"
     )]
     TooManyRequests(Problem),
+    /// The 503 that [`crate::ApiError::Unavailable`] answers.
     #[response(
         status = 503,
-        description = "Database unreachable",
+        description = "Not now: the database is unreachable, a statement or the request ran out of time, or the service is shedding load; Retry-After says when to try again",
         content_type = "application/problem+json"
     )]
     Unavailable(Problem),
@@ -107,30 +118,35 @@ pub enum CommandErrors {
 #[derive(IntoResponses)]
 #[allow(dead_code)]
 pub enum QueryErrors {
+    /// The 400 that [`crate::ApiError::BadRequest`] answers.
     #[response(
         status = 400,
         description = "Invalid id or query parameter",
         content_type = "application/problem+json"
     )]
     BadRequest(Problem),
+    /// The 401 that [`crate::ApiError::Unauthorized`] answers.
     #[response(
         status = 401,
         description = "Missing, unknown, inactive or expired API key",
         content_type = "application/problem+json"
     )]
     Unauthorized(Problem),
+    /// The 404 that [`crate::ApiError::NotFound`] answers.
     #[response(
         status = 404,
         description = "No such resource in this tenant",
         content_type = "application/problem+json"
     )]
     NotFound(Problem),
+    /// The 429 that [`crate::ApiError::TooManyRequests`] answers.
     #[response(
         status = 429,
         description = "The API key is over its rate limit; Retry-After says when to try again",
         content_type = "application/problem+json"
     )]
     TooManyRequests(Problem),
+    /// The 503 that [`crate::ApiError::Unavailable`] answers.
     #[response(
         status = 503,
         description = "min_version not reached within wait_ms, or database unreachable",

@@ -19,44 +19,77 @@ fn is_unreachable(error: &sqlx::Error) -> bool {
     ) || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
 }
 
+/// One broken field rule of a 422: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldProblem {
+    /// The field: a path into the body such as `tags[2]` or `address.city`, `body` for the body
+    /// itself, or a header's name (`Idempotency-Key`).
     pub field: String,
+    /// What the rule wants, e.g. `must not contain the NUL character (\u0000)`.
     pub message: String,
 }
 
+/// A request's failure as the client gets it: a status, a problem+json body whose `detail` is
+/// the error's text, and the headers some statuses carry (`WWW-Authenticate`, `Retry-After`,
+/// `ETag`).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 400: the path, the query or the body does not parse; the text says what is wrong.
     #[error("{0}")]
     BadRequest(String),
+    /// 401, with `WWW-Authenticate: Bearer`.
     #[error("missing, unknown, inactive or expired API key")]
     Unauthorized,
+    /// 403: the caller sees the project, but its role may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// 404: no such route, or nothing of that id the caller may see (a project of another
+    /// tenant included: never 403, so that its existence leaks nothing).
     #[error("{0}")]
     NotFound(String),
+    /// 405: the route exists, for other methods.
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    /// 409: a domain rule refuses the command, or the aggregate kept changing under it.
     #[error("{0}")]
     Conflict(String),
+    /// 412: `If-Match` names another version than the aggregate's.
     #[error("the resource is at version {current}, not the one in If-Match")]
-    PreconditionFailed { current: i64 },
+    PreconditionFailed {
+        /// The aggregate's version, sent back as the `ETag`.
+        current: i64,
+    },
+    /// 413: a body over [`crate::http::BODY_LIMIT`].
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// 415: a body that is not JSON by its `Content-Type`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 422: a field rule is broken, a value cannot be stored, or an `Idempotency-Key` was
+    /// reused with another request.
     #[error("{detail}")]
     Unprocessable {
+        /// The problem's `detail`.
         detail: String,
+        /// The broken rules, field by field (empty when the database refused a value).
         errors: Vec<FieldProblem>,
     },
+    /// 429: the API key is over its rate limit.
     #[error("this API key is over its rate limit; retry in {retry_after_secs} s")]
-    TooManyRequests { retry_after_secs: u64 },
-    #[error("{detail}")]
-    Unavailable {
-        detail: String,
+    TooManyRequests {
+        /// Seconds until the key may ask again, sent as `Retry-After` (at least 1).
         retry_after_secs: u64,
     },
+    /// 503: worth a retry (the database unreachable, a statement or the request past its
+    /// timeout, the instance at its limit of requests in flight).
+    #[error("{detail}")]
+    Unavailable {
+        /// The problem's `detail`.
+        detail: String,
+        /// Seconds, sent as `Retry-After`.
+        retry_after_secs: u64,
+    },
+    /// 500: anything else. The cause is logged, and the client told nothing of it.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -105,6 +138,7 @@ impl ApiError {
         Self::Internal(error)
     }
 
+    /// The HTTP status it is answered with.
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
-use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
@@ -23,6 +22,7 @@ use crate::problem::ApiError;
 /// The most buckets kept (a few MiB).
 const MAX_BUCKETS: usize = 100_000;
 
+/// The token buckets of the API keys this process has seen (see the module docs).
 #[derive(Debug)]
 pub struct RateLimiter {
     per_second: f64,
@@ -94,13 +94,7 @@ pub async fn limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let key = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    if let Some(key) = key {
+    if let Some(key) = crate::auth::bearer_key(request.headers()) {
         if let Err(wait) = limiter.take(key) {
             metrics::counter!("http_rate_limited_total").increment(1);
             return ApiError::TooManyRequests {

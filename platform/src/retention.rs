@@ -37,9 +37,6 @@ use tokio_util::sync::CancellationToken;
 /// The most rows one delete statement removes.
 pub const CHUNK_ROWS: i64 = 5_000;
 
-const OUTBOX_RETENTION_DEFAULT: &str = "7d";
-const IDEMPOTENCY_TTL_DEFAULT: &str = "24h";
-
 /// How long rows are kept: the periods of the tables command-service sweeps. (`processed_events`
 /// is kept for the stream's max age, [`crate::nats::StreamSettings::max_age`]: no longer could
 /// the stream redeliver one of its events.) `replay-tool status` reads the same settings.
@@ -47,21 +44,17 @@ const IDEMPOTENCY_TTL_DEFAULT: &str = "24h";
 pub struct RetentionPeriods {
     /// How long a published outbox row (`status = 'processed'`) is kept after its publication,
     /// e.g. `7d`, `36h`. Pending and failed rows are never deleted.
-    #[arg(long, env = "OUTBOX_RETENTION", default_value = OUTBOX_RETENTION_DEFAULT, value_parser = parse_duration)]
+    #[arg(long, env = "OUTBOX_RETENTION", default_value = "7d", value_parser = parse_duration)]
     pub outbox_retention: Duration,
     /// How long an `Idempotency-Key` is remembered: a retry within it gets the first answer; after
     /// it, the key is forgotten and the request runs again. E.g. `24h`.
-    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = IDEMPOTENCY_TTL_DEFAULT, value_parser = parse_duration)]
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
     pub idempotency_ttl: Duration,
 }
 
 impl Default for RetentionPeriods {
     fn default() -> Self {
-        let period = |raw| parse_duration(raw).expect("a valid default");
-        Self {
-            outbox_retention: period(OUTBOX_RETENTION_DEFAULT),
-            idempotency_ttl: period(IDEMPOTENCY_TTL_DEFAULT),
-        }
+        crate::config::defaults()
     }
 }
 
@@ -82,7 +75,9 @@ pub fn format_duration(duration: Duration) -> String {
 /// What one sweep did to one table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Swept {
+    /// The table swept: the `table` label of its metrics.
     pub table: &'static str,
+    /// Rows deleted.
     pub deleted: u64,
     /// Delete statements run (the last one deleted fewer than the chunk size).
     pub statements: u32,
@@ -92,6 +87,9 @@ pub struct Swept {
 
 /// The work of a sweeper's turn, done on the connection that holds the lock.
 pub trait Sweep: Send + Sync {
+    /// Deletes what is past its retention on `conn` (the connection that holds the lock), a
+    /// bounded chunk per statement, stopping between statements once `shutdown` is cancelled;
+    /// what it did, table by table.
     fn sweep(
         &self,
         conn: &mut PgConnection,
@@ -103,9 +101,15 @@ pub trait Sweep: Send + Sync {
 pub struct Elected<S> {
     /// For the logs: which sweeper this is.
     pub name: &'static str,
+    /// The pool one connection is taken from, and detached, to hold the lock and do every
+    /// delete: the services give their cross-tenant pool.
     pub pool: PgPool,
+    /// The key of the session advisory lock that keeps this sweeper to one instance at a time;
+    /// each service's sweeper has its own.
     pub lock: i64,
+    /// The pause between two sweeps, and between two asks for the lock.
     pub interval: Duration,
+    /// The work of each turn.
     pub sweep: S,
 }
 

@@ -53,12 +53,7 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        Self {
-            header_read_timeout_ms: 10_000,
-            idle_timeout_ms: 60_000,
-            max_connections: 10_000,
-            max_in_flight: 1_024,
-        }
+        crate::config::defaults()
     }
 }
 

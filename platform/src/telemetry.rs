@@ -2,7 +2,7 @@
 //!
 //! Logs go to stderr (stdout is kept for what a command prints, e.g. `bootstrap`'s JSON): JSON
 //! lines when not on a terminal (what a log pipeline wants), readable text on one. `RUST_LOG`
-//! filters (default `info`); `LOG_FORMAT=json|text` overrides the choice.
+//! filters (default `info,sqlx=warn`); `LOG_FORMAT=json|text` overrides the choice.
 //!
 //! Traces: every span is also an OpenTelemetry span, so a W3C `traceparent` can be taken from the
 //! current span and carried (HTTP request → event metadata → outbox row → NATS header →

@@ -277,6 +277,25 @@ async fn a_burst_beyond_a_keys_limit_gets_429_and_the_next_window_works() {
     first.assert_problem(429);
     let retry: u64 = first.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    // The scheme in another case names the same key, and so the same bucket (authentication
+    // accepts it; the limit must too).
+    let url = format!(
+        "{}/v1/projects/{}/contacts",
+        system.query_url, system.tenant.project_id
+    );
+    let lower_case = futures::future::join_all((0..20).map(|_| {
+        system
+            .http
+            .get(&url)
+            .header("authorization", format!("bearer {}", system.tenant.api_key))
+            .send()
+    }))
+    .await;
+    let limited = lower_case
+        .iter()
+        .filter(|r| r.as_ref().unwrap().status() == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert!(limited >= 10, "20 more with `bearer`: {limited} limited");
     // Another key has its own bucket.
     assert_eq!(
         system.query_as(&other, "/contacts").await.status,

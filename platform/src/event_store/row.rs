@@ -10,20 +10,40 @@ use super::StoreError;
 /// A stored event's row, as the store holds it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct EventRow {
+    /// The event's id: the envelope's `event_id`.
     pub id: Uuid,
+    /// The stream it belongs to: a contact's id or a session's.
     pub aggregate_id: Uuid,
+    /// `contact` or `session`; `None` reads as the column's default, `contact`.
     pub aggregate_type: Option<String>,
+    /// Its stored name, e.g. `contact.created`.
     pub event_type: String,
+    /// The form of `event_data` (`v1` in the clear, `v2` sealed); `None` reads as the column's
+    /// default, `v1`.
     pub event_version: Option<String>,
+    /// Its place in its stream, from 1, without gaps.
     pub sequence_number: i64,
+    /// The payload as stored, in the form `event_version` names.
     pub event_data: Value,
+    /// `user_id`, `contact_id`, `correlation_id` and `traceparent`, as the append writes them.
+    /// `None` reads as empty: no user, and no contact, which makes a session's event
+    /// [`StoreError::Corrupt`].
     pub metadata: Option<Value>,
+    /// When the command was decided, in UTC.
     pub occurred_at: NaiveDateTime,
+    /// When the store took the event in (the writing transaction's start), in UTC; `None` reads
+    /// as `occurred_at`.
     pub created_at: Option<NaiveDateTime>,
+    /// The tenant it belongs to.
     pub tenant_id: String,
+    /// The project it was decided in; a row without one is [`StoreError::Corrupt`].
     pub project_id: Option<Uuid>,
+    /// The command that decided it, if the row says.
     pub causation_id: Option<Uuid>,
+    /// The request chain it belongs to, if the row says.
     pub correlation_id: Option<Uuid>,
+    /// Its global order in the store, handed out at insert and not at commit (see
+    /// [`EventStore::read_after`](super::EventStore::read_after)).
     pub position: i64,
 }
 
@@ -53,6 +73,9 @@ impl EventRow {
             .map(str::to_owned)
     }
 
+    /// The envelope of the row, absent columns read as their defaults. [`StoreError::Corrupt`] for
+    /// a row no append writes: an unknown aggregate type, no project, a session's event that names
+    /// no contact, a `user_id` that is not a hyphenated UUID.
     pub fn into_envelope(self) -> Result<EventEnvelope, StoreError> {
         let corrupt = |reason: &str| StoreError::Corrupt {
             event_id: self.id,

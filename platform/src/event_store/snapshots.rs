@@ -9,7 +9,10 @@ use super::{EventStore, StoreError};
 /// The latest snapshot of an aggregate.
 #[derive(Debug, sqlx::FromRow)]
 pub struct SnapshotRow {
+    /// The aggregate's state: sealed with its contact's key, or in the clear where
+    /// `encrypt-history` has not sealed it yet (see [`crate::personal::StoredSnapshot`]).
     pub snapshot_data: Value,
+    /// The last event folded into it: a load reads its stream's events after this one.
     pub last_sequence_number: i64,
 }
 

@@ -40,6 +40,7 @@ impl std::fmt::Debug for DataKeys {
 /// A contact's new data key as it is stored: wrapped by the current KEK.
 #[derive(Clone)]
 pub struct NewKey {
+    /// The contact the key is for; its wrapping is bound to it.
     pub contact_id: Uuid,
     material: Vec<u8>,
     kek_id: String,
@@ -56,6 +57,7 @@ impl std::fmt::Debug for NewKey {
 
 /// A key to seal a contact's new events with.
 pub struct WritingKey {
+    /// The key to seal with.
     pub key: DataKey,
     /// Inserted by the caller's transaction: cache it only once that has committed
     /// ([`DataKeys::remember`]).
@@ -72,6 +74,7 @@ impl DataKeys {
         }
     }
 
+    /// The KEKs the keys are wrapped and unwrapped with.
     pub fn keyring(&self) -> &Keyring {
         &self.keyring
     }
@@ -156,7 +159,8 @@ impl DataKeys {
     }
 
     /// A contact's key for the command path: cached, else read in the caller's transaction.
-    /// `None` when it has no key row (a contact of the previous release, or none yet).
+    /// `None` when it has no key row: a contact whose events are all in the clear (`v1`), or
+    /// one whose first key is yet to be made.
     pub async fn current(
         &self,
         conn: &mut PgConnection,
@@ -263,6 +267,7 @@ impl DataKeys {
         self.cache.insert(contact_id, key.clone());
     }
 
+    /// Drops a contact's key from this process's cache (see [`DataKeys::destroy`]).
     pub fn evict(&self, contact_id: Uuid) {
         self.cache.remove(&contact_id);
     }

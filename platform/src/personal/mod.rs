@@ -28,19 +28,31 @@ pub use seal::*;
 
 const SEALED_PREFIX: &str = "pd1:";
 
+/// Why personal data cannot be sealed or opened, or a data key read or stored.
 #[derive(Debug, thiserror::Error)]
 pub enum PersonalError {
     /// Sealed data of a contact that has no key row: never guessed to be redacted.
     #[error("no data key for contact {0}")]
     MissingKey(Uuid),
+    /// A sealed string is not `pd1:<contact id>:<base64url>`, or what it opens to is not the
+    /// JSON it was sealed from.
     #[error("sealed personal data is malformed")]
     Malformed,
+    /// A sealed part names another contact than its event's: it was copied from another event.
     #[error("sealed personal data names contact {found}, its event belongs to {expected}")]
-    WrongContact { found: Uuid, expected: Uuid },
+    WrongContact {
+        /// The contact the sealed string names.
+        found: Uuid,
+        /// The contact the event belongs to.
+        expected: Uuid,
+    },
+    /// A sealed value does not open with its key, or the key cannot be unwrapped.
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// A payload does not decode as its event type.
     #[error(transparent)]
     Decode(#[from] EventDecodeError),
+    /// A statement on `contact_data_keys` failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -48,6 +60,7 @@ pub enum PersonalError {
 /// A contact's key as readers find it.
 #[derive(Debug, Clone)]
 pub enum KeyState {
+    /// The key, unwrapped: the contact's data opens.
     Active(DataKey),
     /// The contact was forgotten.
     Destroyed,

@@ -92,7 +92,9 @@ pub fn seal_payload(
 /// and the typed event.
 #[derive(Debug, Clone)]
 pub struct Opened {
+    /// The payload, its personal fields in the clear or redacted.
     pub payload: Payload,
+    /// The typed event, decoded from that payload.
     pub event: DomainEvent,
 }
 
@@ -104,6 +106,7 @@ impl Opened {
             .expect("an opened payload has no sealed part")
     }
 
+    /// Whether the personal fields are gone for good (the contact was forgotten).
     pub fn redacted(&self) -> bool {
         self.payload.is_redacted()
     }
@@ -116,16 +119,20 @@ pub struct KeySet {
 }
 
 impl KeySet {
+    /// A set of one contact's key: for a reader whose events all belong to that contact.
     pub fn single(contact_id: Uuid, state: KeyState) -> Self {
         Self {
             keys: HashMap::from([(contact_id, state)]),
         }
     }
 
+    /// The contact's key; `None` when the set has no row for it (its sealed data is then
+    /// [`PersonalError::MissingKey`], never guessed to be redacted).
     pub fn get(&self, contact_id: Uuid) -> Option<&KeyState> {
         self.keys.get(&contact_id)
     }
 
+    /// Adds a contact's key, or replaces the one the set holds.
     pub fn insert(&mut self, contact_id: Uuid, state: KeyState) {
         self.keys.insert(contact_id, state);
     }
@@ -162,7 +169,8 @@ impl KeySet {
                     None => return Err(PersonalError::MissingKey(named)),
                 }
             }
-            // Written in the clear by the previous release: still redacted once forgotten.
+            // In the clear (`v1`, not yet sealed by `encrypt-history`): still redacted once
+            // forgotten.
             Personal::Plain(fields) => match contact_id.and_then(|c| self.keys.get(&c)) {
                 Some(KeyState::Destroyed) => Personal::Redacted,
                 _ => Personal::Plain(fields),
@@ -199,7 +207,7 @@ impl KeySet {
 }
 
 /// A copy of an event's payload kept without its version (`domain_event_logs.payload`): the
-/// sealed form when it has the sealed field, else written in the clear by the previous release.
+/// sealed form when it has the sealed field, else the `v1` form, every field in the clear.
 pub fn logged_payload(event_type: &str, data: Value) -> Result<Payload, PersonalError> {
     let version = if data.get(event_model::personal::SEALED_FIELD).is_some() {
         event_model::event::CURRENT_EVENT_VERSION
@@ -231,15 +239,21 @@ pub fn seal_snapshot(
 
 /// What a stored snapshot holds.
 pub enum StoredSnapshot {
-    /// Written before snapshots were sealed.
+    /// In the clear: not yet sealed by `replay-tool encrypt-history`.
     Plain(Value),
+    /// Sealed with its contact's key ([`seal_snapshot`]).
     Sealed {
+        /// The contact whose key opens it, as the sealed string names it.
         contact_id: Uuid,
+        /// `nonce || ciphertext || tag`, bound to the aggregate, its sequence number and the
+        /// contact.
         ciphertext: Vec<u8>,
     },
 }
 
 impl StoredSnapshot {
+    /// Tells the two forms apart: `{"sealed": "pd1:..."}` is sealed (a sealed string that does
+    /// not parse is [`PersonalError::Malformed`]), anything else is in the clear.
     pub fn parse(data: Value) -> Result<Self, PersonalError> {
         match data.get("sealed").and_then(Value::as_str) {
             Some(sealed) => {
