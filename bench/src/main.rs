@@ -120,10 +120,25 @@ pub struct Sizes {
     /// One of scenario 8's windows; each side gets two.
     #[serde(serialize_with = "as_seconds")]
     pub peer_round: Duration,
+    /// The worker threads of each service's own runtime ([`e2e::Options::service_threads`]):
+    /// `BENCH_SERVICE_THREADS`, by default as many as the machine has cores, as each service's
+    /// process has in production; 0 runs the services on the load generator's runtime.
+    pub service_threads: Option<usize>,
 }
 
 fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn service_threads() -> Option<usize> {
+    match std::env::var("BENCH_SERVICE_THREADS") {
+        Ok(n) => match n.parse() {
+            Ok(0) => None,
+            Ok(n) => Some(n),
+            Err(_) => panic!("BENCH_SERVICE_THREADS={n}: not a number"),
+        },
+        Err(_) => Some(std::thread::available_parallelism().map_or(2, |n| n.get())),
+    }
 }
 
 impl Sizes {
@@ -143,6 +158,7 @@ impl Sizes {
             gin_rounds: 1,
             partitions: 8,
             peer_round: Duration::from_secs(5),
+            service_threads: service_threads(),
         }
     }
 
@@ -162,6 +178,7 @@ impl Sizes {
             gin_rounds: 2,
             partitions: 8,
             peer_round: Duration::from_secs(15),
+            service_threads: service_threads(),
         }
     }
 }

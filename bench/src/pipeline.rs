@@ -164,6 +164,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
         sweep_interval_ms: 15_000,
         relay_poll_ms: 1_000,
         ack_wait_secs: 3,
+        service_threads: sizes.service_threads,
         ..Options::default()
     })
     .await;
@@ -182,7 +183,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
         "8: starting baseline (d), the peer (cqrs-es + postgres-es, pool of {connections}), opening {AGGREGATES} accounts"
     ));
     let peer_db = TestDb::new().await;
-    let peer = PeerServer::start(&peer_db.url, connections).await?;
+    let peer = PeerServer::start(&peer_db.url, connections, sizes.service_threads).await?;
     let accounts = peer.open_accounts(AGGREGATES).await?;
 
     let mut rows = Vec::new();

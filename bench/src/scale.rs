@@ -107,7 +107,6 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
 
     progress("starting a second command-service and a second projection-service");
     let stop = CancellationToken::new();
-    let settings = system.settings();
     let command = command_service::App::build_with(
         system.command_config(),
         platform::nats::connect(&system.stream.url, &Default::default()).await?,
@@ -120,17 +119,7 @@ pub async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
         &tenant.api_key,
     );
     let projection = projection_service::App::build_with(
-        projection_service::ProjectionConfig {
-            platform: settings,
-            addr: "127.0.0.1:0".into(),
-            batch_size: 256,
-            ack_wait_secs: system.options.ack_wait_secs,
-            stall_secs: system.options.stall_secs,
-            workers: true,
-            combine_batches: system.options.combine_batches,
-            query_database_url: None,
-            retention_interval: system.options.retention_interval,
-        },
+        system.projection_config(),
         platform::nats::connect(&system.stream.url, &Default::default()).await?,
     )
     .await?;

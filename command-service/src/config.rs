@@ -47,6 +47,12 @@ pub struct CommandConfig {
     pub retention_interval: Duration,
 }
 
+impl Default for CommandConfig {
+    fn default() -> Self {
+        platform::config::defaults()
+    }
+}
+
 impl CommandConfig {
     pub fn relay_poll(&self) -> Duration {
         Duration::from_millis(self.relay_poll_ms)

@@ -4,8 +4,6 @@
 //! store, as a crashed and restarted server. [`NatsCluster::start_secured`] runs it as `deploy/`
 //! does: TLS and the logins of `deploy/nats/auth.conf`, no anonymous client.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,19 +26,6 @@ pub struct NatsCluster {
     security: Option<Arc<BrokerSecurity>>,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-fn binary() -> PathBuf {
-    std::env::var_os("NATS_SERVER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
-}
-
 impl NatsCluster {
     /// Starts three nodes and waits until JetStream has a meta leader (streams can be created).
     pub async fn start() -> Self {
@@ -56,8 +41,8 @@ impl NatsCluster {
         let nodes = (1..=3)
             .map(|n| Node {
                 name: format!("nats-{n}"),
-                client_port: free_port(),
-                route_port: free_port(),
+                client_port: crate::process::free_port(),
+                route_port: crate::process::free_port(),
                 child: None,
             })
             .collect();
@@ -117,7 +102,7 @@ impl NatsCluster {
             .collect();
         let node = &self.nodes[i];
         let store = self.dir.path().join(&node.name);
-        let mut command = Command::new(binary());
+        let mut command = Command::new(crate::nats::nats_server_binary());
         if let Some(security) = &self.security {
             security.configure(&mut command);
         }

@@ -3,7 +3,6 @@
 //! open (as the shared development server) or checking logins and TLS as `deploy/` runs it
 //! ([`BrokerSecurity`]).
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -188,7 +187,8 @@ pub struct NatsServer {
     log: tempfile::NamedTempFile,
 }
 
-fn binary() -> PathBuf {
+/// The `nats-server` the tests start (`NATS_SERVER_BIN`, default Debian's).
+pub fn nats_server_binary() -> PathBuf {
     std::env::var_os("NATS_SERVER_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
@@ -205,10 +205,7 @@ impl NatsServer {
     }
 
     async fn start_with(security: Option<Arc<BrokerSecurity>>) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::process::free_port();
         let mut server = Self {
             port,
             dir: tempfile::tempdir().expect("temp dir"),
@@ -231,7 +228,7 @@ impl NatsServer {
 
     /// Starts the server again on the same port and store (after [`NatsServer::kill`]).
     pub async fn resume(&mut self) {
-        let mut command = Command::new(binary());
+        let mut command = Command::new(nats_server_binary());
         if let Some(security) = &self.security {
             security.configure(&mut command);
         }

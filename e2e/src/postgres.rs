@@ -1,7 +1,6 @@
 //! A private PostgreSQL server (its own data directory and port) that a test may stop and start
 //! again, for outages the shared server must not suffer.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -172,10 +171,7 @@ impl PrivatePostgres {
 
     /// A new data directory on a free port, not yet started.
     fn init() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::process::free_port();
         let dir = tempfile::Builder::new()
             .prefix("ventros-pg-")
             .tempdir()

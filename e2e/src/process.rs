@@ -56,13 +56,17 @@ pub fn binary(name: &str) -> PathBuf {
     target.join("debug").join(name)
 }
 
-/// A free loopback address to listen on.
-pub fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
+/// A loopback port free when asked (the caller binds it soon after).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
-        .port();
-    format!("127.0.0.1:{port}")
+        .port()
+}
+
+/// A free loopback address to listen on.
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// A service process; killed when dropped.

@@ -44,6 +44,12 @@ pub struct ProjectionConfig {
     pub retention_interval: Duration,
 }
 
+impl Default for ProjectionConfig {
+    fn default() -> Self {
+        platform::config::defaults()
+    }
+}
+
 impl ProjectionConfig {
     pub fn ack_wait(&self) -> Duration {
         Duration::from_secs(self.ack_wait_secs)

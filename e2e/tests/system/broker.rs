@@ -326,20 +326,15 @@ impl ConfiguredServer {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nats.conf");
         std::fs::write(&path, config).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let child = std::process::Command::new(
-            std::env::var_os("NATS_SERVER_BIN").unwrap_or_else(|| "/usr/sbin/nats-server".into()),
-        )
-        .arg("-c")
-        .arg(&path)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("nats-server");
+        let port = e2e::process::free_port();
+        let child = std::process::Command::new(e2e::nats::nats_server_binary())
+            .arg("-c")
+            .arg(&path)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

@@ -14,7 +14,6 @@
 //! pool has as many connections as each of our services gets.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -23,17 +22,18 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{GenericQuery, ViewRepository};
-use cqrs_es::{Aggregate, DomainEvent, EventEnvelope, Query, View};
+use cqrs_es::Query;
 use postgres_es::{PostgresCqrs, PostgresViewRepository};
-use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::workload::{self, Client, Visible};
+
+mod domain;
+
+pub use domain::{BankAccount, BankAccountCommand, BankAccountView, HappyPathServices};
 
 /// The tables of cqrs-demo's `db/init.sql` and postgres-es' (the snapshot table is unused by
 /// an event-sourced store, but the demo creates it).
@@ -61,187 +61,6 @@ const SCHEMA: [&str; 3] = [
         primary key (view_id))",
 ];
 
-#[derive(Debug, Serialize, Deserialize)]
-pub enum BankAccountCommand {
-    OpenAccount { account_id: String },
-    DepositMoney { amount: f64 },
-    WithdrawMoney { amount: f64, atm_id: String },
-    WriteCheck { check_number: String, amount: f64 },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum BankAccountEvent {
-    AccountOpened {
-        account_id: String,
-    },
-    CustomerDepositedMoney {
-        amount: f64,
-        balance: f64,
-    },
-    CustomerWithdrewCash {
-        amount: f64,
-        balance: f64,
-    },
-    CustomerWroteCheck {
-        check_number: String,
-        amount: f64,
-        balance: f64,
-    },
-}
-
-impl DomainEvent for BankAccountEvent {
-    fn event_type(&self) -> String {
-        match self {
-            Self::AccountOpened { .. } => "AccountOpened",
-            Self::CustomerDepositedMoney { .. } => "CustomerDepositedMoney",
-            Self::CustomerWithdrewCash { .. } => "CustomerWithdrewCash",
-            Self::CustomerWroteCheck { .. } => "CustomerWroteCheck",
-        }
-        .to_owned()
-    }
-
-    fn event_version(&self) -> String {
-        "1.0".to_owned()
-    }
-}
-
-/// A refused command (the demo's error is a message).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Refused(String);
-
-/// The ATM and cheque checks a withdrawal or cheque consults; always yes, as in the demo.
-pub struct HappyPathServices;
-
-impl HappyPathServices {
-    async fn atm_withdrawal(&self, _atm_id: &str, _amount: f64) -> Result<(), Refused> {
-        Ok(())
-    }
-
-    async fn validate_check(&self, _account_id: &str, _check: &str) -> Result<(), Refused> {
-        Ok(())
-    }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct BankAccount {
-    account_id: String,
-    balance: f64,
-}
-
-impl Aggregate for BankAccount {
-    const TYPE: &'static str = "account";
-    type Command = BankAccountCommand;
-    type Event = BankAccountEvent;
-    type Error = Refused;
-    type Services = HappyPathServices;
-
-    async fn handle(
-        &mut self,
-        command: BankAccountCommand,
-        services: &HappyPathServices,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Refused> {
-        let event = match command {
-            BankAccountCommand::OpenAccount { account_id } => {
-                BankAccountEvent::AccountOpened { account_id }
-            }
-            BankAccountCommand::DepositMoney { amount } => {
-                BankAccountEvent::CustomerDepositedMoney {
-                    amount,
-                    balance: self.balance + amount,
-                }
-            }
-            BankAccountCommand::WithdrawMoney { amount, atm_id } => {
-                let balance = self.funds_after(amount)?;
-                services.atm_withdrawal(&atm_id, amount).await?;
-                BankAccountEvent::CustomerWithdrewCash { amount, balance }
-            }
-            BankAccountCommand::WriteCheck {
-                check_number,
-                amount,
-            } => {
-                let balance = self.funds_after(amount)?;
-                services
-                    .validate_check(&self.account_id, &check_number)
-                    .await?;
-                BankAccountEvent::CustomerWroteCheck {
-                    check_number,
-                    amount,
-                    balance,
-                }
-            }
-        };
-        sink.write(event, self).await;
-        Ok(())
-    }
-
-    fn apply(&mut self, event: BankAccountEvent) {
-        match event {
-            BankAccountEvent::AccountOpened { account_id } => self.account_id = account_id,
-            BankAccountEvent::CustomerDepositedMoney { balance, .. }
-            | BankAccountEvent::CustomerWithdrewCash { balance, .. }
-            | BankAccountEvent::CustomerWroteCheck { balance, .. } => self.balance = balance,
-        }
-    }
-}
-
-impl BankAccount {
-    fn funds_after(&self, amount: f64) -> Result<f64, Refused> {
-        let balance = self.balance - amount;
-        if balance < 0.0 {
-            return Err(Refused("funds not available".into()));
-        }
-        Ok(balance)
-    }
-}
-
-/// The account as `GET /account/{id}` shows it, kept by the query in the command's request.
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct BankAccountView {
-    pub account_id: Option<String>,
-    pub balance: f64,
-    pub written_checks: Vec<String>,
-    pub ledger: Vec<LedgerEntry>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    pub description: String,
-    pub amount: f64,
-}
-
-impl View<BankAccount> for BankAccountView {
-    fn update(&mut self, event: &EventEnvelope<BankAccount>) {
-        let entry = |description: &str, amount: f64| LedgerEntry {
-            description: description.to_owned(),
-            amount,
-        };
-        match &event.payload {
-            BankAccountEvent::AccountOpened { account_id } => {
-                self.account_id = Some(account_id.clone());
-            }
-            BankAccountEvent::CustomerDepositedMoney { amount, balance } => {
-                self.ledger.push(entry("deposit", *amount));
-                self.balance = *balance;
-            }
-            BankAccountEvent::CustomerWithdrewCash { amount, balance } => {
-                self.ledger.push(entry("atm withdrawal", *amount));
-                self.balance = *balance;
-            }
-            BankAccountEvent::CustomerWroteCheck {
-                check_number,
-                amount,
-                balance,
-            } => {
-                self.ledger.push(entry(check_number, *amount));
-                self.written_checks.push(check_number.clone());
-                self.balance = *balance;
-            }
-        }
-    }
-}
-
 type AccountViews = PostgresViewRepository<BankAccountView, BankAccount>;
 
 #[derive(Clone)]
@@ -257,14 +76,60 @@ pub struct PeerServer {
     /// run must show them: a baseline that skips its view would be cheaper than it is).
     pub view_failures: Arc<AtomicU64>,
     pool: PgPool,
-    stop: CancellationToken,
-    serving: Option<JoinHandle<std::io::Result<()>>>,
+    serving: Option<e2e::service::Running>,
 }
 
 impl PeerServer {
     /// Creates the peer's tables in `database_url` (an empty database of the bench's own) and
-    /// serves on a free port with a pool of `connections`.
-    pub async fn start(database_url: &str, connections: u32) -> anyhow::Result<Self> {
+    /// serves on a free port with a pool of `connections`, on a runtime of its own with
+    /// `threads` worker threads when given (as ours is, see [`e2e::Options::service_threads`]).
+    pub async fn start(
+        database_url: &str,
+        connections: u32,
+        threads: Option<usize>,
+    ) -> anyhow::Result<Self> {
+        let view_failures = Arc::new(AtomicU64::new(0));
+        let (pool_tx, pool_rx) = tokio::sync::oneshot::channel();
+        let (database_url, failures) = (database_url.to_owned(), view_failures.clone());
+        let (addr, serving) = e2e::service::launch(threads, async move {
+            let (pool, router) = Self::build(&database_url, connections, failures)
+                .await
+                .expect("the peer's pool, schema and routes");
+            let _ = pool_tx.send(pool.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("the peer's listener");
+            let addr = listener.local_addr().expect("the peer's address");
+            let token = CancellationToken::new();
+            let shutdown = token.clone().cancelled_owned();
+            let serve = async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await?;
+                // Closed on the runtime its connections belong to, before that shuts down.
+                pool.close().await;
+                Ok(())
+            };
+            e2e::service::Started {
+                addr: addr.to_string(),
+                token,
+                serve: Box::pin(serve),
+            }
+        })
+        .await;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            view_failures,
+            pool: pool_rx.await?,
+            serving: Some(serving),
+        })
+    }
+
+    async fn build(
+        database_url: &str,
+        connections: u32,
+        failures: Arc<AtomicU64>,
+    ) -> anyhow::Result<(PgPool, Router)> {
         let pool = PgPoolOptions::new()
             .max_connections(connections)
             .connect(database_url)
@@ -272,11 +137,9 @@ impl PeerServer {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
-        let view_failures = Arc::new(AtomicU64::new(0));
         let views = Arc::new(AccountViews::new("account_query", pool.clone()));
         let mut account_query: GenericQuery<AccountViews, BankAccountView, BankAccount> =
             GenericQuery::new(views.clone());
-        let failures = view_failures.clone();
         account_query.use_error_handler(Box::new(move |e| {
             failures.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "peer: the account view was not stored");
@@ -290,22 +153,7 @@ impl PeerServer {
         let router = Router::new()
             .route("/account/{account_id}", get(read_view).post(run_command))
             .with_state(PeerState { cqrs, views });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr: SocketAddr = listener.local_addr()?;
-        let stop = CancellationToken::new();
-        let shutdown = stop.clone().cancelled_owned();
-        let serving = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-        });
-        Ok(Self {
-            url: format!("http://{addr}"),
-            view_failures,
-            pool,
-            stop,
-            serving: Some(serving),
-        })
+        Ok((pool, router))
     }
 
     /// Opens `n` accounts over HTTP (8 at a time) and returns their ids.
@@ -330,17 +178,10 @@ impl PeerServer {
 
     /// Stops serving and closes the pool (before the database is dropped).
     pub async fn stop(mut self) {
-        self.stop.cancel();
         if let Some(serving) = self.serving.take() {
-            let _ = serving.await;
+            serving.stop().await;
         }
         self.pool.close().await;
-    }
-}
-
-impl Drop for PeerServer {
-    fn drop(&mut self) {
-        self.stop.cancel();
     }
 }
 
@@ -456,7 +297,7 @@ mod tests {
     #[tokio::test]
     async fn the_peer_stores_deposits_and_serves_the_view() {
         let db = e2e::TestDb::new().await;
-        let peer = PeerServer::start(&db.url, 4).await.expect("peer");
+        let peer = PeerServer::start(&db.url, 4, None).await.expect("peer");
         let accounts = peer.open_accounts(1).await.expect("open");
         let id = &accounts[0];
         let mut client = Depositor::clients(&peer.url, &accounts, 1).remove(0);
