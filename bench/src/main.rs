@@ -120,9 +120,11 @@ pub struct Sizes {
     /// One of scenario 8's windows; each side gets two.
     #[serde(serialize_with = "as_seconds")]
     pub peer_round: Duration,
-    /// The worker threads of each service's own runtime ([`e2e::Options::service_threads`]):
-    /// `BENCH_SERVICE_THREADS`, by default as many as the machine has cores, as each service's
-    /// process has in production; 0 runs the services on the load generator's runtime.
+    /// The worker threads of each service's own runtime ([`e2e::Options::service_threads`]), as
+    /// each service's process has in production: `BENCH_SERVICE_THREADS`; unset or 0, the
+    /// services and the peer run on the load generator's runtime. On two cores, own runtimes
+    /// lower row 8a's tail and raise row 2's lag (README "Where the time goes"), so the table
+    /// keeps the one runtime its earlier figures were measured on.
     pub service_threads: Option<usize>,
 }
 
@@ -137,7 +139,7 @@ fn service_threads() -> Option<usize> {
             Ok(n) => Some(n),
             Err(_) => panic!("BENCH_SERVICE_THREADS={n}: not a number"),
         },
-        Err(_) => Some(std::thread::available_parallelism().map_or(2, |n| n.get())),
+        Err(_) => None,
     }
 }
 

@@ -1,10 +1,9 @@
 //! A service running in this process: on the test's runtime, or on a runtime of its own.
 //!
-//! In production each service is a process with its own tokio runtime. Sharing the test's
-//! runtime is cheaper and good enough for behaviour, but not for latency: the load generator,
-//! the HTTP handlers, the relay and the projection workers would then queue behind each other on
-//! the same worker threads, a contention no deployment has. The benchmark therefore gives each
-//! service a runtime (and worker threads) of its own.
+//! In production each service is a process with its own tokio runtime. The tests share the
+//! test's runtime, which is cheaper and enough for behaviour; the benchmark can give each service
+//! a runtime of its own (`BENCH_SERVICE_THREADS`) to see what sharing the worker threads with
+//! the load generator costs the latency.
 
 use std::future::Future;
 use std::time::Duration;

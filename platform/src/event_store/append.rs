@@ -54,6 +54,7 @@ const APPEND_IN_TENANT: &str = append_sql!(
 impl EventStore {
     /// Appends events (of one or several streams) and their outbox rows, in the caller's
     /// transaction, in one round trip. Returns each event's global position.
+    #[tracing::instrument(level = "debug", skip_all, fields(events = events.len()), err(level = "debug"))]
     pub async fn append(
         tx: &mut Transaction<'_, Postgres>,
         events: &[&NewEvent],
@@ -68,6 +69,7 @@ impl EventStore {
     /// stream of `unmoved` is still at its version (its last sequence number; 0: no events),
     /// a stream that moved being a [`StoreError::Conflict`] with nothing written (migration
     /// 0029). `conn` must not be in a transaction.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant_id, events = events.len()), err(level = "debug"))]
     pub async fn append_in_tenant(
         conn: &mut PgConnection,
         tenant_id: &str,

@@ -170,6 +170,7 @@ impl EventStore {
     }
 
     /// The events of one stream in this tenant after `after_sequence`, in order.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant_id, aggregate_id = %aggregate_id), err(level = "debug"))]
     pub async fn load_stream(
         &self,
         executor: impl PgExecutor<'_>,
@@ -194,6 +195,7 @@ impl EventStore {
 
     /// The events of several streams in this tenant, each after its own sequence number, in one
     /// round trip: `(type, id, after)` per stream. The result is ordered by stream, then sequence.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant_id, streams = streams.len()), err(level = "debug"))]
     pub async fn load_streams(
         &self,
         executor: impl PgExecutor<'_>,
@@ -223,6 +225,7 @@ impl EventStore {
     }
 
     /// Events `from..=to` of one stream (the projections' gap fill).
+    #[tracing::instrument(level = "debug", skip_all, fields(aggregate_id = %aggregate_id), err(level = "debug"))]
     pub async fn read_range(
         &self,
         executor: impl PgExecutor<'_>,

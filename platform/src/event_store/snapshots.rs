@@ -18,6 +18,7 @@ pub struct SnapshotRow {
 
 impl EventStore {
     /// The latest snapshot of an aggregate in this tenant, if any.
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant_id, aggregate_id = %aggregate_id), err(level = "debug"))]
     pub async fn latest_snapshot(
         &self,
         executor: impl PgExecutor<'_>,
@@ -37,6 +38,7 @@ impl EventStore {
 
     /// Deletes the snapshots of a contact and of its sessions (forgetting it: sealed with a key
     /// that is being destroyed, they could never be read again).
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant_id, contact_id = %contact_id), err(level = "debug"))]
     pub async fn delete_contact_snapshots(
         tx: &mut Transaction<'_, Postgres>,
         tenant_id: &str,
@@ -58,6 +60,7 @@ impl EventStore {
     }
 
     /// Writes a snapshot of an aggregate at `last_sequence_number` (idempotent).
+    #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant_id, aggregate_id = %aggregate_id), err(level = "debug"))]
     pub async fn save_snapshot(
         tx: &mut Transaction<'_, Postgres>,
         tenant_id: &str,
