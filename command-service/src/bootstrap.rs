@@ -4,7 +4,7 @@
 
 use platform::auth::{generate_api_key, hash_api_key};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -43,6 +43,24 @@ pub async fn bootstrap(pool: &PgPool, spec: &BootstrapSpec) -> anyhow::Result<Bo
     // In the tenant: row-level security is forced on the tenant tables, so an owner that is not a
     // superuser sees and writes the tenant's rows only this way.
     let mut tx = platform::db::tenant_tx(pool, &spec.tenant).await?;
+    let user_id = upsert_user(&mut tx, spec).await?;
+    let project_id: Uuid = match &spec.member_role {
+        None => own_project(&mut tx, spec, user_id).await?,
+        Some(role) => join_project(&mut tx, spec, user_id, role).await?,
+    };
+    let api_key = spec.api_key.clone().unwrap_or_else(generate_api_key);
+    register_api_key(&mut tx, user_id, &api_key).await?;
+    tx.commit().await?;
+    Ok(Bootstrapped {
+        user_id,
+        project_id,
+        tenant_id: spec.tenant.clone(),
+        api_key,
+    })
+}
+
+/// The user with the spec's e-mail: found (left as it is) or created as an active admin.
+async fn upsert_user(conn: &mut PgConnection, spec: &BootstrapSpec) -> anyhow::Result<Uuid> {
     let user_id: Uuid = sqlx::query_scalar(
         "insert into users (name, email, password_hash, status, role, created_at, updated_at) \
          values ($1, $2, '!', 'active', 'admin', now(), now()) \
@@ -51,68 +69,95 @@ pub async fn bootstrap(pool: &PgPool, spec: &BootstrapSpec) -> anyhow::Result<Bo
     )
     .bind(&spec.name)
     .bind(spec.email.to_lowercase())
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut *conn)
     .await?;
-    let project_id: Uuid = match &spec.member_role {
+    Ok(user_id)
+}
+
+/// The tenant's project, owned by the user: found, or created on the user's billing account.
+async fn own_project(
+    conn: &mut PgConnection,
+    spec: &BootstrapSpec,
+    user_id: Uuid,
+) -> anyhow::Result<Uuid> {
+    let billing_id = billing_account(&mut *conn, spec, user_id).await?;
+    let project_id: Uuid = sqlx::query_scalar(
+        "insert into projects (user_id, billing_account_id, tenant_id, name, session_timeout_minutes, \
+                               configuration, created_at, updated_at) \
+         values ($1, $2, $3, $4, $5, '{}', now(), now()) \
+         on conflict (tenant_id) do update set updated_at = projects.updated_at \
+         returning id",
+    )
+    .bind(user_id)
+    .bind(billing_id)
+    .bind(&spec.tenant)
+    .bind(&spec.project)
+    .bind(spec.session_timeout_minutes)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(project_id)
+}
+
+/// The user's oldest live billing account, or a new one.
+async fn billing_account(
+    conn: &mut PgConnection,
+    spec: &BootstrapSpec,
+    user_id: Uuid,
+) -> anyhow::Result<Uuid> {
+    let billing_id: Uuid = match sqlx::query_scalar(
+        "select id from billing_accounts where user_id = $1 and deleted_at is null order by created_at limit 1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    {
+        Some(id) => id,
         None => {
-            let billing_id: Uuid = match sqlx::query_scalar(
-                "select id from billing_accounts where user_id = $1 and deleted_at is null order by created_at limit 1",
-            )
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            {
-                Some(id) => id,
-                None => {
-                    sqlx::query_scalar(
-                        "insert into billing_accounts (user_id, name, billing_email, payment_status, created_at, updated_at) \
-                         values ($1, $2, $3, 'active', now(), now()) returning id",
-                    )
-                    .bind(user_id)
-                    .bind(format!("{} billing", spec.name))
-                    .bind(spec.email.to_lowercase())
-                    .fetch_one(&mut *tx)
-                    .await?
-                }
-            };
             sqlx::query_scalar(
-                "insert into projects (user_id, billing_account_id, tenant_id, name, session_timeout_minutes, \
-                                       configuration, created_at, updated_at) \
-                 values ($1, $2, $3, $4, $5, '{}', now(), now()) \
-                 on conflict (tenant_id) do update set updated_at = projects.updated_at \
-                 returning id",
+                "insert into billing_accounts (user_id, name, billing_email, payment_status, created_at, updated_at) \
+                 values ($1, $2, $3, 'active', now(), now()) returning id",
             )
             .bind(user_id)
-            .bind(billing_id)
-            .bind(&spec.tenant)
-            .bind(&spec.project)
-            .bind(spec.session_timeout_minutes)
-            .fetch_one(&mut *tx)
+            .bind(format!("{} billing", spec.name))
+            .bind(spec.email.to_lowercase())
+            .fetch_one(&mut *conn)
             .await?
-        }
-        Some(role) => {
-            let project_id: Uuid =
-                sqlx::query_scalar("select id from projects where tenant_id = $1")
-                    .bind(&spec.tenant)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        anyhow::anyhow!("no project with tenant {:?} to join", spec.tenant)
-                    })?;
-            sqlx::query(
-                "insert into project_members (project_id, agent_id, role, invited_by, invited_at) \
-                 values ($1, $2, $3, 'bootstrap', now()) \
-                 on conflict (project_id, agent_id) do update set role = excluded.role, deleted_at = null",
-            )
-            .bind(project_id)
-            .bind(user_id.to_string())
-            .bind(role)
-            .execute(&mut *tx)
-            .await?;
-            project_id
         }
     };
-    let api_key = spec.api_key.clone().unwrap_or_else(generate_api_key);
+    Ok(billing_id)
+}
+
+/// The tenant's existing project, which the user joins with `role` through `project_members`.
+async fn join_project(
+    conn: &mut PgConnection,
+    spec: &BootstrapSpec,
+    user_id: Uuid,
+    role: &str,
+) -> anyhow::Result<Uuid> {
+    let project_id: Uuid = sqlx::query_scalar("select id from projects where tenant_id = $1")
+        .bind(&spec.tenant)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no project with tenant {:?} to join", spec.tenant))?;
+    sqlx::query(
+        "insert into project_members (project_id, agent_id, role, invited_by, invited_at) \
+         values ($1, $2, $3, 'bootstrap', now()) \
+         on conflict (project_id, agent_id) do update set role = excluded.role, deleted_at = null",
+    )
+    .bind(project_id)
+    .bind(user_id.to_string())
+    .bind(role)
+    .execute(&mut *conn)
+    .await?;
+    Ok(project_id)
+}
+
+/// Registers `api_key` for the user (idempotently); fails when another user holds it.
+async fn register_api_key(
+    conn: &mut PgConnection,
+    user_id: Uuid,
+    api_key: &str,
+) -> anyhow::Result<()> {
     let owner: Option<Uuid> = sqlx::query_scalar(
         "insert into user_api_keys (user_id, name, key_hash, active, created_at, updated_at) \
          values ($1, 'bootstrap', $2, true, now(), now()) \
@@ -120,17 +165,11 @@ pub async fn bootstrap(pool: &PgPool, spec: &BootstrapSpec) -> anyhow::Result<Bo
          returning user_id",
     )
     .bind(user_id)
-    .bind(hash_api_key(&api_key))
-    .fetch_optional(&mut *tx)
+    .bind(hash_api_key(api_key))
+    .fetch_optional(&mut *conn)
     .await?;
     if owner != Some(user_id) {
         anyhow::bail!("that API key belongs to another user");
     }
-    tx.commit().await?;
-    Ok(Bootstrapped {
-        user_id,
-        project_id,
-        tenant_id: spec.tenant.clone(),
-        api_key,
-    })
+    Ok(())
 }

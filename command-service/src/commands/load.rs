@@ -259,6 +259,30 @@ impl CommandHandler {
         else {
             return Ok(None);
         };
+        self.fold_newer_cached(conn, tenant, contact_id, &mut contact, &mut sessions)
+            .await?;
+        if matches!(command, Command::Contact { .. }) {
+            self.sync_active_sessions(conn, actor, &contact, &mut sessions)
+                .await?;
+        }
+        metrics::histogram!("aggregate_load_seconds", "aggregate" => "cached")
+            .record(started.elapsed().as_secs_f64());
+        Ok(Some(Loaded {
+            contact_id,
+            contact,
+            sessions,
+        }))
+    }
+
+    /// Folds into the cached streams what was appended after their cached versions.
+    async fn fold_newer_cached(
+        &self,
+        conn: &mut PgConnection,
+        tenant: &str,
+        contact_id: Uuid,
+        contact: &mut Contact,
+        sessions: &mut BTreeMap<Uuid, Session>,
+    ) -> Result<(), StoreError> {
         let streams: Vec<(AggregateType, Uuid, i64)> =
             std::iter::once((AggregateType::Contact, contact_id, contact.version))
                 .chain(
@@ -287,22 +311,25 @@ impl CommandHandler {
                 reason: e.to_string(),
             })?;
         }
-        if matches!(command, Command::Contact { .. }) {
-            // Sessions opened or ended since the cached state: the contact's active ones count.
-            sessions.retain(|id, _| contact.active_sessions.values().any(|s| s == id));
-            for id in contact.active_sessions.values() {
-                if !sessions.contains_key(id) {
-                    let session = self.load_in::<Session>(conn, actor, *id).await?;
-                    sessions.insert(*id, session);
-                }
+        Ok(())
+    }
+
+    /// Makes the cached sessions the contact's active ones: drops the ended, loads the new.
+    async fn sync_active_sessions(
+        &self,
+        conn: &mut PgConnection,
+        actor: &Actor,
+        contact: &Contact,
+        sessions: &mut BTreeMap<Uuid, Session>,
+    ) -> Result<(), StoreError> {
+        // Sessions opened or ended since the cached state: the contact's active ones count.
+        sessions.retain(|id, _| contact.active_sessions.values().any(|s| s == id));
+        for id in contact.active_sessions.values() {
+            if !sessions.contains_key(id) {
+                let session = self.load_in::<Session>(conn, actor, *id).await?;
+                sessions.insert(*id, session);
             }
         }
-        metrics::histogram!("aggregate_load_seconds", "aggregate" => "cached")
-            .record(started.elapsed().as_secs_f64());
-        Ok(Some(Loaded {
-            contact_id,
-            contact,
-            sessions,
-        }))
+        Ok(())
     }
 }

@@ -13,6 +13,7 @@
 //! rows stay `pending` with `retry_count`/`last_error` updated and the relay backs off; only an
 //! error that no retry can fix (a message over the broker's size limit) marks a row `failed`.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -186,43 +187,61 @@ impl OutboxRelay {
                 }
                 continue;
             }
-            // Awake, the relay gets no notifications (commits do not send them: see
-            // RELAY_IDLE_LOCK); it looks again after a moment, and sleeps only when it gets the
-            // idle lock, which waits for every transaction that inserted without notifying.
-            let idle: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-                .bind(RELAY_IDLE_LOCK)
-                .fetch_one(&mut *conn)
-                .await?;
-            if !idle {
-                tokio::select! {
-                    _ = tokio::time::sleep(LINGER) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
-                continue;
-            }
-            // The last look: what committed between the batch above and the lock.
-            let (published, failed) = self.relay_pending(conn).await?;
-            if published + failed == 0 {
-                tokio::select! {
-                    notification = listener.recv() => {
-                        notification?;
-                    }
-                    _ = tokio::time::sleep(self.poll) => {}
-                    _ = shutdown.cancelled() => return Ok(()),
-                }
-            }
-            sqlx::query("select pg_advisory_unlock($1)")
-                .bind(RELAY_IDLE_LOCK)
-                .execute(&mut *conn)
-                .await?;
-            // Linger a moment so that the commits close behind the one that woke the relay share
-            // its batch, then drain the notifications that arrived meanwhile.
-            tokio::time::sleep(LINGER).await;
-            while let Ok(notification) = tokio::time::timeout(Duration::ZERO, listener.recv()).await
+            if self
+                .sleep_while_idle(conn, listener, shutdown)
+                .await?
+                .is_break()
             {
-                notification?;
+                return Ok(());
             }
         }
+    }
+
+    /// After a batch that found nothing: lingers a moment while a transaction that inserted
+    /// without notifying is still open (the idle lock is taken), else sleeps under the idle lock
+    /// until notified or the poll is due; `Break` on shutdown.
+    async fn sleep_while_idle(
+        &self,
+        conn: &mut PgConnection,
+        listener: &mut PgListener,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<ControlFlow<()>> {
+        // Awake, the relay gets no notifications (commits do not send them: see
+        // RELAY_IDLE_LOCK); it looks again after a moment, and sleeps only when it gets the
+        // idle lock, which waits for every transaction that inserted without notifying.
+        let idle: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+            .bind(RELAY_IDLE_LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !idle {
+            tokio::select! {
+                _ = tokio::time::sleep(LINGER) => {}
+                _ = shutdown.cancelled() => return Ok(ControlFlow::Break(())),
+            }
+            return Ok(ControlFlow::Continue(()));
+        }
+        // The last look: what committed between the caller's last batch and the lock.
+        let (published, failed) = self.relay_pending(conn).await?;
+        if published + failed == 0 {
+            tokio::select! {
+                notification = listener.recv() => {
+                    notification?;
+                }
+                _ = tokio::time::sleep(self.poll) => {}
+                _ = shutdown.cancelled() => return Ok(ControlFlow::Break(())),
+            }
+        }
+        sqlx::query("select pg_advisory_unlock($1)")
+            .bind(RELAY_IDLE_LOCK)
+            .execute(&mut *conn)
+            .await?;
+        // Linger a moment so that the commits close behind the one that woke the relay share
+        // its batch, then drain the notifications that arrived meanwhile.
+        tokio::time::sleep(LINGER).await;
+        while let Ok(notification) = tokio::time::timeout(Duration::ZERO, listener.recv()).await {
+            notification?;
+        }
+        Ok(ControlFlow::Continue(()))
     }
 
     /// Sets the backlog gauges: rows waiting, and how long the oldest has waited.
