@@ -187,6 +187,24 @@ pub struct NatsServer {
     log: tempfile::NamedTempFile,
 }
 
+/// Whether every partition's projection consumer on `stream` has nothing waiting and nothing
+/// unacknowledged (false while the broker does not answer).
+pub async fn consumers_drained(
+    stream: &async_nats::jetstream::stream::Stream,
+    partitions: u32,
+) -> bool {
+    for partition in 0..partitions {
+        match stream
+            .consumer_info(projection_service::worker::durable_name(partition))
+            .await
+        {
+            Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
 /// The `nats-server` the tests start (`NATS_SERVER_BIN`, default Debian's).
 pub fn nats_server_binary() -> PathBuf {
     std::env::var_os("NATS_SERVER_BIN")

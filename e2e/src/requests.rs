@@ -231,19 +231,7 @@ impl TestSystem {
         let js = async_nats::jetstream::new(self.stream.admin_client().await);
         let stream = js.get_stream(&self.stream.name).await.expect("stream");
         self.eventually(within, "every consumer drained", || {
-            let stream = &stream;
-            async move {
-                for partition in 0..self.options.partitions {
-                    match stream
-                        .consumer_info(format!("projections-p{partition}"))
-                        .await
-                    {
-                        Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
-                        _ => return false,
-                    }
-                }
-                true
-            }
+            crate::nats::consumers_drained(&stream, self.options.partitions)
         })
         .await;
     }

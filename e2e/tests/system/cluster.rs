@@ -193,7 +193,7 @@ impl Leaders {
                         let mut leaders = vec![info.cluster?.leader];
                         for partition in 0..partitions {
                             let info = events
-                                .consumer_info(format!("projections-p{partition}"))
+                                .consumer_info(projection_service::worker::durable_name(partition))
                                 .await
                                 .ok()?;
                             leaders.push(info.cluster?.leader);
@@ -547,22 +547,9 @@ async fn raising_event_partitions_on_a_live_system_keeps_per_contact_order() {
     // 3. Wait until every consumer has applied (and acked) everything published.
     let js = async_nats::jetstream::new(stream.admin_client().await);
     let events = js.get_stream(&stream.name).await.unwrap();
-    let took = until(
-        Duration::from_secs(60),
-        "every consumer drained",
-        || async {
-            for partition in 0..4 {
-                match events
-                    .consumer_info(format!("projections-p{partition}"))
-                    .await
-                {
-                    Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
-                    _ => return false,
-                }
-            }
-            true
-        },
-    )
+    let took = until(Duration::from_secs(60), "every consumer drained", || {
+        e2e::nats::consumers_drained(&events, 4)
+    })
     .await;
     let published_before = events.get_info().await.unwrap().state.last_sequence;
     let waiting: i64 =

@@ -109,7 +109,7 @@ impl ConsumerHealth {
             .partitions
             .iter()
             .filter(|p| p.waiting > 0 && p.advanced.elapsed() > after)
-            .map(|p| format!("projections-p{}", p.key()))
+            .map(|p| super::durable_name(*p.key()))
             .collect();
         stalled.sort();
         stalled
