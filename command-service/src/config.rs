@@ -49,7 +49,7 @@ pub struct CommandConfig {
 
 impl Default for CommandConfig {
     fn default() -> Self {
-        platform::config::defaults()
+        platform::defaults::defaults()
     }
 }
 

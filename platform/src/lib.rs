@@ -9,6 +9,7 @@ pub mod body;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod defaults;
 pub mod event_store;
 pub mod health;
 pub mod history;

@@ -54,7 +54,7 @@ pub struct RetentionPeriods {
 
 impl Default for RetentionPeriods {
     fn default() -> Self {
-        crate::config::defaults()
+        crate::defaults::defaults()
     }
 }
 

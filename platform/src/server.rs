@@ -53,7 +53,7 @@ pub struct HttpLimits {
 
 impl Default for HttpLimits {
     fn default() -> Self {
-        crate::config::defaults()
+        crate::defaults::defaults()
     }
 }
 

@@ -46,7 +46,7 @@ pub struct ProjectionConfig {
 
 impl Default for ProjectionConfig {
     fn default() -> Self {
-        platform::config::defaults()
+        platform::defaults::defaults()
     }
 }
 
