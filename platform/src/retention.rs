@@ -117,22 +117,17 @@ impl<S: Sweep> Elected<S> {
     /// Sweeps while elected, until `shutdown`; a failure (a lost connection, a failed statement)
     /// gives the lock up and the sweeper stands for election again after a pause.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
-        while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    metrics::counter!("retention_sweep_failures_total", "sweeper" => self.name)
-                        .increment(1);
-                    tracing::warn!(sweeper = self.name, error = %e, "retention sweep failed; standing for election again");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(self.interval.max(Duration::from_secs(5)));
-                }
-            }
-        }
+        let name = self.name;
+        crate::shutdown::retry_until_stopped(
+            &shutdown,
+            self.interval.max(Duration::from_secs(5)),
+            || self.lead(&shutdown),
+            |e| {
+                metrics::counter!("retention_sweep_failures_total", "sweeper" => name).increment(1);
+                tracing::warn!(sweeper = name, error = %e, "retention sweep failed; standing for election again");
+            },
+        )
+        .await;
     }
 
     async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {

@@ -44,3 +44,32 @@ pub async fn run_with_deadline(
         }
     }
 }
+
+/// Runs `attempt` again after each failure until one ends without error or `shutdown` is
+/// cancelled: the background loops that lead by an advisory lock (the outbox relay, the
+/// retention sweepers) stand for election again this way. `failed` is told of each failure
+/// before the pause, which starts at 200 ms and doubles up to `max_backoff`.
+pub async fn retry_until_stopped<A, Fut>(
+    shutdown: &CancellationToken,
+    max_backoff: std::time::Duration,
+    mut attempt: A,
+    mut failed: impl FnMut(&anyhow::Error),
+) where
+    A: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut backoff = std::time::Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match attempt().await {
+            Ok(()) => return,
+            Err(e) => {
+                failed(&e);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+        }
+    }
+}

@@ -103,12 +103,12 @@ impl PeerServer {
             let token = CancellationToken::new();
             let shutdown = token.clone().cancelled_owned();
             let serve = async move {
-                axum::serve(listener, router)
+                let served = axum::serve(listener, router)
                     .with_graceful_shutdown(shutdown)
-                    .await?;
-                // Closed on the runtime its connections belong to, before that shuts down.
+                    .await;
+                // Closed here, on the runtime its connections belong to, before that shuts down.
                 pool.close().await;
-                Ok(())
+                Ok(served?)
             };
             e2e::service::Started {
                 addr: addr.to_string(),
@@ -176,12 +176,11 @@ impl PeerServer {
         Ok(ids)
     }
 
-    /// Stops serving and closes the pool (before the database is dropped).
+    /// Stops serving; the pool is closed as serving ends (before the database is dropped).
     pub async fn stop(mut self) {
         if let Some(serving) = self.serving.take() {
             serving.stop().await;
         }
-        self.pool.close().await;
     }
 }
 

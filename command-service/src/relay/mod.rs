@@ -109,20 +109,13 @@ pub fn describe_metrics() {
 impl OutboxRelay {
     /// Relays until `shutdown`; re-elects itself after any database failure.
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
-        while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "outbox relay stopped; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.cancelled() => return,
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        platform::shutdown::retry_until_stopped(
+            &shutdown,
+            Duration::from_secs(5),
+            || self.lead(&shutdown),
+            |e| tracing::warn!(error = %e, "outbox relay stopped; retrying"),
+        )
+        .await;
     }
 
     async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
