@@ -43,6 +43,9 @@ pub struct Options {
     /// Each service on a tokio runtime of its own with this many worker threads, as each runs
     /// in its own process in production (the benchmark); `None`: on the test's runtime.
     pub service_threads: Option<usize>,
+    /// `RELAY_ENABLED` of command-service (off: outbox rows stay until an instance with it on
+    /// publishes them, so a test can read them first).
+    pub relay_enabled: bool,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             database_max_connections: 20,
             grouping: grouping_from_env(),
             service_threads: None,
+            relay_enabled: true,
             // As the service runs unless told otherwise; the benchmark compares both.
             combine_batches: std::env::var("PROJECTION_COMBINE_BATCHES")
                 .map_or(true, |v| v != "false"),

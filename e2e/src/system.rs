@@ -195,6 +195,7 @@ impl TestSystem {
             sweep_interval_ms: self.options.sweep_interval_ms,
             retention: self.options.retention.clone(),
             retention_interval: self.options.retention_interval,
+            relay_enabled: self.options.relay_enabled,
             ..CommandConfig::default()
         }
     }
