@@ -3,9 +3,11 @@
 #   - from PyPI, pinned, in a Python virtual environment at target/tools/venv (the work tree only):
 #     schemathesis (generated hostile requests), openapi-spec-validator (is each served document
 #     valid OpenAPI 3.1?) and openapi-python-client (can an integrator generate a client from it?);
-#   - promtool (Debian's `prometheus` package), to lint each service's /metrics.
+#   - promtool (Debian's `prometheus` package), to lint each service's /metrics;
+#   - sqlx-cli, from crates.io at the sqlx version of Cargo.lock, in target/tools/sqlx-cli: its
+#     `cargo sqlx prepare --check` tells whether the committed query cache (.sqlx) is stale.
 # Idempotent: does nothing when the pinned versions are already there. Needs python3 (>= 3.9) with
-# the venv module and access to PyPI the first time; for promtool, apt-get and root (or promtool
+# the venv module and access to PyPI (and crates.io) the first time; for promtool, apt-get and root (or promtool
 # already on PATH, or $PROMTOOL). Prints one line per tool.
 # The e2e tests `schemathesis::*` and `conformance::*` run these and fail if one is missing.
 set -euo pipefail
@@ -62,4 +64,16 @@ else
     # systemd decides whether it starts. Only promtool is used here.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     echo "promtool: installed"
+fi
+
+# sqlx-cli: the same version as the sqlx the workspace builds with, so that `prepare` writes the
+# query files its macros read.
+SQLX_VERSION=$(awk '/^name = "sqlx"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)
+SQLX_ROOT=target/tools/sqlx-cli
+if [[ "$("$SQLX_ROOT/bin/sqlx" --version 2>/dev/null)" == "sqlx-cli $SQLX_VERSION" ]]; then
+    echo "sqlx-cli: $SQLX_VERSION up"
+else
+    cargo install --quiet --locked sqlx-cli --version "$SQLX_VERSION" \
+        --no-default-features --features postgres,rustls --root "$SQLX_ROOT"
+    echo "sqlx-cli: $SQLX_VERSION installed"
 fi

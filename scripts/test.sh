@@ -2,8 +2,10 @@
 # Run the whole test suite, as a newcomer (or CI, through .ci/run) would:
 #   1. make sure PostgreSQL and NATS are up (scripts/ensure-services.sh), and the tools the suite
 #      runs besides cargo are installed (scripts/ensure-tools.sh: schemathesis, openapi-spec-validator
-#      and openapi-python-client in target/tools, promtool);
-#   2. `cargo nextest run --workspace --no-fail-fast` when cargo-nextest is installed, followed by
+#      and openapi-python-client in target/tools, promtool, sqlx-cli);
+#   2. `scripts/sqlx-prepare.sh --check`: the committed query cache (.sqlx) matches the statements
+#      and the migrations (a stale cache fails here, before any test);
+#   3. `cargo nextest run --workspace --no-fail-fast` when cargo-nextest is installed, followed by
 #      `cargo test --workspace --doc` (nextest does not run doctests);
 #      otherwise `cargo test --workspace --no-fail-fast` (which runs doctests too).
 # Extra arguments go to the test runner, e.g. `scripts/test.sh -p platform` or
@@ -14,6 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/ensure-services.sh
 scripts/ensure-tools.sh
+scripts/sqlx-prepare.sh --check
 
 if cargo nextest --version >/dev/null 2>&1; then
     status=0

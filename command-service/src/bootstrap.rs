@@ -61,14 +61,14 @@ pub async fn bootstrap(pool: &PgPool, spec: &BootstrapSpec) -> anyhow::Result<Bo
 
 /// The user with the spec's e-mail: found (left as it is) or created as an active admin.
 async fn upsert_user(conn: &mut PgConnection, spec: &BootstrapSpec) -> anyhow::Result<Uuid> {
-    let user_id: Uuid = sqlx::query_scalar(
+    let user_id = sqlx::query_scalar!(
         "insert into users (name, email, password_hash, status, role, created_at, updated_at) \
          values ($1, $2, '!', 'active', 'admin', now(), now()) \
          on conflict (email) do update set updated_at = users.updated_at \
          returning id",
+        &spec.name,
+        spec.email.to_lowercase(),
     )
-    .bind(&spec.name)
-    .bind(spec.email.to_lowercase())
     .fetch_one(&mut *conn)
     .await?;
     Ok(user_id)
@@ -81,18 +81,18 @@ async fn own_project(
     user_id: Uuid,
 ) -> anyhow::Result<Uuid> {
     let billing_id = billing_account(&mut *conn, spec, user_id).await?;
-    let project_id: Uuid = sqlx::query_scalar(
+    let project_id = sqlx::query_scalar!(
         "insert into projects (user_id, billing_account_id, tenant_id, name, session_timeout_minutes, \
                                configuration, created_at, updated_at) \
          values ($1, $2, $3, $4, $5, '{}', now(), now()) \
          on conflict (tenant_id) do update set updated_at = projects.updated_at \
          returning id",
+        user_id,
+        billing_id,
+        &spec.tenant,
+        &spec.project,
+        spec.session_timeout_minutes,
     )
-    .bind(user_id)
-    .bind(billing_id)
-    .bind(&spec.tenant)
-    .bind(&spec.project)
-    .bind(spec.session_timeout_minutes)
     .fetch_one(&mut *conn)
     .await?;
     Ok(project_id)
@@ -104,22 +104,22 @@ async fn billing_account(
     spec: &BootstrapSpec,
     user_id: Uuid,
 ) -> anyhow::Result<Uuid> {
-    let billing_id: Uuid = match sqlx::query_scalar(
+    let billing_id = match sqlx::query_scalar!(
         "select id from billing_accounts where user_id = $1 and deleted_at is null order by created_at limit 1",
+        user_id,
     )
-    .bind(user_id)
     .fetch_optional(&mut *conn)
     .await?
     {
         Some(id) => id,
         None => {
-            sqlx::query_scalar(
+            sqlx::query_scalar!(
                 "insert into billing_accounts (user_id, name, billing_email, payment_status, created_at, updated_at) \
                  values ($1, $2, $3, 'active', now(), now()) returning id",
+                user_id,
+                format!("{} billing", spec.name),
+                spec.email.to_lowercase(),
             )
-            .bind(user_id)
-            .bind(format!("{} billing", spec.name))
-            .bind(spec.email.to_lowercase())
             .fetch_one(&mut *conn)
             .await?
         }
@@ -134,19 +134,19 @@ async fn join_project(
     user_id: Uuid,
     role: &str,
 ) -> anyhow::Result<Uuid> {
-    let project_id: Uuid = sqlx::query_scalar("select id from projects where tenant_id = $1")
-        .bind(&spec.tenant)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("no project with tenant {:?} to join", spec.tenant))?;
-    sqlx::query(
+    let project_id =
+        sqlx::query_scalar!("select id from projects where tenant_id = $1", &spec.tenant)
+            .fetch_optional(&mut *conn)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no project with tenant {:?} to join", spec.tenant))?;
+    sqlx::query!(
         "insert into project_members (project_id, agent_id, role, invited_by, invited_at) \
          values ($1, $2, $3, 'bootstrap', now()) \
          on conflict (project_id, agent_id) do update set role = excluded.role, deleted_at = null",
+        project_id,
+        user_id.to_string(),
+        role,
     )
-    .bind(project_id)
-    .bind(user_id.to_string())
-    .bind(role)
     .execute(&mut *conn)
     .await?;
     Ok(project_id)
@@ -158,16 +158,17 @@ async fn register_api_key(
     user_id: Uuid,
     api_key: &str,
 ) -> anyhow::Result<()> {
-    let owner: Option<Uuid> = sqlx::query_scalar(
+    let owner = sqlx::query_scalar!(
         "insert into user_api_keys (user_id, name, key_hash, active, created_at, updated_at) \
          values ($1, 'bootstrap', $2, true, now(), now()) \
          on conflict (key_hash) do update set updated_at = user_api_keys.updated_at \
          returning user_id",
+        user_id,
+        hash_api_key(api_key),
     )
-    .bind(user_id)
-    .bind(hash_api_key(api_key))
     .fetch_optional(&mut *conn)
-    .await?;
+    .await?
+    .flatten();
     if owner != Some(user_id) {
         anyhow::bail!("that API key belongs to another user");
     }

@@ -35,19 +35,19 @@ pub async fn find(
     project_id: Uuid,
     slot: &IdempotencySlot,
 ) -> Result<Option<Recorded>, sqlx::Error> {
-    let row: Option<(String, i32, Value)> = sqlx::query_as(
+    let row = sqlx::query!(
         "select request_hash, response_status, response_body from idempotency_keys \
           where project_id = $1 and idempotency_key = $2",
+        project_id,
+        &slot.key,
     )
-    .bind(project_id)
-    .bind(&slot.key)
     .fetch_optional(executor)
     .await?;
-    Ok(row.map(|(hash, status, body)| {
-        if hash == slot.request_hash {
+    Ok(row.map(|row| {
+        if row.request_hash == slot.request_hash {
             Recorded::Same(StoredResponse {
-                status: status as u16,
-                body,
+                status: row.response_status as u16,
+                body: row.response_body,
             })
         } else {
             Recorded::Different
@@ -63,16 +63,16 @@ pub async fn record(
     slot: &IdempotencySlot,
     response: &StoredResponse,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "insert into idempotency_keys (project_id, tenant_id, idempotency_key, request_hash, response_status, response_body) \
          values ($1, $2, $3, $4, $5, $6) on conflict (project_id, idempotency_key) do nothing",
+        project_id,
+        tenant_id,
+        &slot.key,
+        &slot.request_hash,
+        i32::from(response.status),
+        &response.body,
     )
-    .bind(project_id)
-    .bind(tenant_id)
-    .bind(&slot.key)
-    .bind(&slot.request_hash)
-    .bind(i32::from(response.status))
-    .bind(&response.body)
     .execute(&mut **tx)
     .await?
     .rows_affected();

@@ -42,29 +42,6 @@ pub struct RetentionSweep {
     pub chunk_rows: i64,
 }
 
-/// The first outbox row, in insertion order, created at or after `$1`: nothing from it on was
-/// published before `$1`.
-const OUTBOX_YOUNG_FROM: &str =
-    "select seq from outbox_events where created_at >= $1 order by seq limit 1";
-
-/// At most `$2` published rows published before `$1`, below `seq` `$3`, oldest first.
-const OUTBOX_DELETE: &str = "delete from outbox_events where ctid = any(array(\
-       select ctid from outbox_events \
-        where seq < $3 and status = 'processed' and processed_at < $1 \
-        order by seq limit $2))";
-
-/// The age of the oldest published row (the first in insertion order: the relay publishes in it).
-/// Null when there is none (a scalar subquery: one row either way).
-const OUTBOX_OLDEST: &str =
-    "select (select extract(epoch from (now() at time zone 'utc') - processed_at)::float8 \
-               from outbox_events where status = 'processed' order by seq limit 1)";
-
-const IDEMPOTENCY_DELETE: &str = "delete from idempotency_keys where ctid = any(array(\
-       select ctid from idempotency_keys where created_at < $1 order by created_at limit $2))";
-
-const IDEMPOTENCY_OLDEST: &str =
-    "select extract(epoch from (now() at time zone 'utc') - min(created_at))::float8 from idempotency_keys";
-
 impl RetentionSweep {
     /// Deletes the published outbox rows past their retention.
     pub async fn sweep_outbox(
@@ -74,10 +51,14 @@ impl RetentionSweep {
     ) -> sqlx::Result<Swept> {
         let started = Instant::now();
         let cutoff = cutoff(conn, self.outbox_retention).await?;
-        let young_from: Option<i64> = sqlx::query_scalar(OUTBOX_YOUNG_FROM)
-            .bind(cutoff)
-            .fetch_optional(&mut *conn)
-            .await?;
+        // The first outbox row, in insertion order, created at or after the cutoff: nothing from
+        // it on was published before the cutoff.
+        let young_from = sqlx::query_scalar!(
+            "select seq from outbox_events where created_at >= $1 order by seq limit 1",
+            cutoff,
+        )
+        .fetch_optional(&mut *conn)
+        .await?;
         let young_from = young_from.unwrap_or(i64::MAX);
         sweep_table(
             conn,
@@ -85,13 +66,29 @@ impl RetentionSweep {
             started,
             self.chunk_rows,
             shutdown,
+            // At most a chunk of rows published before the cutoff, below `young_from`, oldest
+            // first.
             || {
-                sqlx::query(OUTBOX_DELETE)
-                    .bind(cutoff)
-                    .bind(self.chunk_rows)
-                    .bind(young_from)
+                sqlx::query!(
+                    "delete from outbox_events where ctid = any(array(\
+                       select ctid from outbox_events \
+                        where seq < $3 and status = 'processed' and processed_at < $1 \
+                        order by seq limit $2))",
+                    cutoff,
+                    self.chunk_rows,
+                    young_from,
+                )
             },
-            OUTBOX_OLDEST,
+            // The age of the oldest published row (the first in insertion order: the relay
+            // publishes in it); null when there is none (a scalar subquery: one row either way).
+            async |conn| {
+                sqlx::query_scalar!(
+                    "select (select extract(epoch from (now() at time zone 'utc') - processed_at)::float8 \
+                               from outbox_events where status = 'processed' order by seq limit 1)"
+                )
+                .fetch_one(conn)
+                .await
+            },
         )
         .await
     }
@@ -111,11 +108,21 @@ impl RetentionSweep {
             self.chunk_rows,
             shutdown,
             || {
-                sqlx::query(IDEMPOTENCY_DELETE)
-                    .bind(cutoff)
-                    .bind(self.chunk_rows)
+                sqlx::query!(
+                    "delete from idempotency_keys where ctid = any(array(\
+                       select ctid from idempotency_keys where created_at < $1 order by created_at limit $2))",
+                    cutoff,
+                    self.chunk_rows,
+                )
             },
-            IDEMPOTENCY_OLDEST,
+            async |conn| {
+                sqlx::query_scalar!(
+                    "select extract(epoch from (now() at time zone 'utc') - min(created_at))::float8 \
+                       from idempotency_keys"
+                )
+                .fetch_one(conn)
+                .await
+            },
         )
         .await
     }

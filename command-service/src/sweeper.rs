@@ -24,7 +24,6 @@ pub struct TimeoutSweeper {
     pub interval: Duration,
 }
 
-#[derive(sqlx::FromRow)]
 struct Candidate {
     id: Uuid,
     tenant_id: String,
@@ -50,17 +49,18 @@ impl TimeoutSweeper {
     /// Ends every session idle past its timeout; returns how many it ended.
     pub async fn sweep_once(&self) -> anyhow::Result<usize> {
         let now: NaiveDateTime = (self.clock)().naive_utc();
-        let candidates: Vec<Candidate> = sqlx::query_as(
-            "select s.id, s.tenant_id, c.project_id, p.session_timeout_minutes \
-               from sessions s \
-               join contacts c on c.id = s.contact_id \
-               join projects p on p.id = c.project_id \
-              where s.status = 'active' \
-                and s.last_activity_at + make_interval(secs => coalesce(s.timeout_duration, $2) / 1e9) < $1 \
-              order by s.last_activity_at limit 500",
+        let candidates = sqlx::query_as!(
+            Candidate,
+            r#"select s.id, s.tenant_id, c.project_id as "project_id!", p.session_timeout_minutes
+                 from sessions s
+                 join contacts c on c.id = s.contact_id
+                 join projects p on p.id = c.project_id
+                where s.status = 'active'
+                  and s.last_activity_at + make_interval(secs => coalesce(s.timeout_duration, $2) / 1e9) < $1
+              order by s.last_activity_at limit 500"#,
+            now,
+            SessionTimeout::DEFAULT.nanos(),
         )
-        .bind(now)
-        .bind(SessionTimeout::DEFAULT.nanos())
         .fetch_all(&self.pool)
         .await?;
         let mut ended = 0;

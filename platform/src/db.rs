@@ -43,11 +43,12 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
         return Ok(());
     };
     let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres")).await?;
-    let exists: bool =
-        sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        r#"select exists (select 1 from pg_database where datname = $1) as "exists!""#,
+        &name,
+    )
+    .fetch_one(&mut admin)
+    .await?;
     if !exists {
         let sql = format!("create database \"{}\"", name.replace('"', "\"\""));
         match sqlx::query(&sql).execute(&mut admin).await {
@@ -188,18 +189,24 @@ impl Login {
 /// one. Such a login is what an injected `reset role` or `set role` returns to. Logs a warning
 /// and exports `database_login_privileged{pool}` (1 or 0); connects once to find out.
 pub async fn check_login(pool: &PgPool, login: Login) -> anyhow::Result<bool> {
-    let (user, superuser, owner, bypass): (String, bool, bool, bool) = sqlx::query_as(
-        "select session_user::text, \
-                exists (select 1 from pg_roles r where r.rolsuper \
-                         and pg_has_role(session_user, r.oid, 'member')), \
-                exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace \
-                         where n.nspname = 'public' and c.relkind in ('r', 'p') \
-                           and pg_has_role(session_user, c.relowner, 'member')), \
-                exists (select 1 from pg_roles r where r.rolbypassrls \
-                         and pg_has_role(session_user, r.oid, 'member'))",
+    let login_row = sqlx::query!(
+        r#"select session_user::text as "user!",
+                  exists (select 1 from pg_roles r where r.rolsuper
+                           and pg_has_role(session_user, r.oid, 'member')) as "superuser!",
+                  exists (select 1 from pg_class c join pg_namespace n on n.oid = c.relnamespace
+                           where n.nspname = 'public' and c.relkind in ('r', 'p')
+                             and pg_has_role(session_user, c.relowner, 'member')) as "owner!",
+                  exists (select 1 from pg_roles r where r.rolbypassrls
+                           and pg_has_role(session_user, r.oid, 'member')) as "bypass!""#,
     )
     .fetch_one(pool)
     .await?;
+    let (user, superuser, owner, bypass) = (
+        login_row.user,
+        login_row.superuser,
+        login_row.owner,
+        login_row.bypass,
+    );
     let privileged = superuser || owner || (login == Login::Request && bypass);
     metrics::gauge!("database_login_privileged", "pool" => login.label()).set(if privileged {
         1.0
@@ -238,9 +245,28 @@ pub async fn tenant_tx<'a>(
 /// Moves the caller's transaction into another tenant, for the statements after it (a group
 /// commit writes several tenants' commands in one transaction, each under its own tenant).
 pub async fn set_tenant(conn: &mut PgConnection, tenant_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("select set_config('app.current_tenant_id', $1, true)")
-        .bind(tenant_id)
-        .execute(conn)
+    sqlx::query!(
+        "select set_config('app.current_tenant_id', $1, true)",
+        tenant_id
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok(())
+}
+
+/// Takes the session-level advisory lock `key` if no one holds it: the election of the
+/// background tasks that must run once across instances (the relay, the retention sweepers, a
+/// rebuild). Held until [`advisory_unlock`] or the connection closes.
+pub async fn try_advisory_lock(conn: &mut PgConnection, key: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(r#"select pg_try_advisory_lock($1) as "taken!""#, key)
+        .fetch_one(conn)
+        .await
+}
+
+/// Releases a lock taken with [`try_advisory_lock`].
+pub async fn advisory_unlock(conn: &mut PgConnection, key: i64) -> Result<(), sqlx::Error> {
+    sqlx::query!("select pg_advisory_unlock($1)", key)
+        .fetch_one(conn)
         .await?;
     Ok(())
 }

@@ -56,11 +56,11 @@ impl std::ops::AddAssign for Rewritten {
 
 /// How many events are still stored in the clear (the work `encrypt-history` has left).
 pub async fn plain_events_left(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    Ok(
-        sqlx::query_scalar("select count(*) from contact_event_store where event_version = 'v1'")
-            .fetch_one(conn)
-            .await?,
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) as "count!" from contact_event_store where event_version = 'v1'"#
     )
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Up to `limit` events stored in the clear, in store order after `after_position`.
@@ -140,17 +140,18 @@ pub async fn seal_plain(
         data.push(stored);
     }
     if dry {
-        let (outbox, logs, dead): (i64, i64, i64) = sqlx::query_as(
-            "select (select count(*) from outbox_events where event_id = any($1)), \
-                    (select count(*) from domain_event_logs where id = any($1)), \
-                    (select count(*) from dead_letter_events where event_id = any($1))",
+        let ids: Vec<Uuid> = events.iter().map(|e| e.event_id).collect();
+        let copies = sqlx::query!(
+            r#"select (select count(*) from outbox_events where event_id = any($1)) as "outbox!",
+                      (select count(*) from domain_event_logs where id = any($1)) as "logs!",
+                      (select count(*) from dead_letter_events where event_id = any($1)) as "dead!""#,
+            &ids,
         )
-        .bind(events.iter().map(|e| e.event_id).collect::<Vec<_>>())
         .fetch_one(&mut **tx)
         .await?;
-        done.outbox_rows = outbox as u64;
-        done.log_rows = logs as u64;
-        done.dead_letters = dead as u64;
+        done.outbox_rows = copies.outbox as u64;
+        done.log_rows = copies.logs as u64;
+        done.dead_letters = copies.dead as u64;
         return Ok(done);
     }
     let copies = rewrite(tx, &ids, &data).await?;
@@ -199,11 +200,13 @@ pub async fn redact_plain_of_contact(
     // The request role may not update history: a function of the owner's does it, after checking
     // that each row is this tenant's, its contact forgotten and the new payload only a redaction
     // (migration 0023).
-    let rewritten: i64 = sqlx::query_scalar("select redact_forgotten_plain_events($1, $2)")
-        .bind(&ids)
-        .bind(&data)
-        .fetch_one(&mut **tx)
-        .await?;
+    let rewritten = sqlx::query_scalar!(
+        r#"select redact_forgotten_plain_events($1, $2) as "rewritten!""#,
+        &ids,
+        &data,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
     Ok(rewritten as u64)
 }
 
@@ -222,28 +225,28 @@ async fn rewrite(
     ids: &[Uuid],
     data: &[Value],
 ) -> Result<Rewritten, StoreError> {
-    let (_, outbox, logs, dead): (i64, i64, i64, i64) = sqlx::query_as(
-        "with new as (select * from unnest($1::uuid[], $2::jsonb[]) as t(id, data)), \
-         events as (update contact_event_store e set event_data = n.data, event_version = 'v2' \
-                      from new n where e.id = n.id and e.event_version = 'v1' returning e.id), \
-         outbox as (update outbox_events o set event_data = n.data, event_version = 'v2' \
-                      from new n where o.event_id = n.id returning 1), \
-         logs as (update domain_event_logs l set payload = n.data \
-                    from new n where l.id = n.id returning 1), \
-         dead as (update dead_letter_events d \
-                     set envelope = jsonb_set(jsonb_set(d.envelope, '{data}', n.data), '{event_version}', '\"v2\"') \
-                    from new n where d.event_id = n.id returning 1) \
-         select (select count(*) from events), (select count(*) from outbox), \
-                (select count(*) from logs), (select count(*) from dead)",
+    let copies = sqlx::query!(
+        r#"with new as (select * from unnest($1::uuid[], $2::jsonb[]) as t(id, data)),
+           events as (update contact_event_store e set event_data = n.data, event_version = 'v2'
+                        from new n where e.id = n.id and e.event_version = 'v1' returning e.id),
+           outbox as (update outbox_events o set event_data = n.data, event_version = 'v2'
+                        from new n where o.event_id = n.id returning 1),
+           logs as (update domain_event_logs l set payload = n.data
+                      from new n where l.id = n.id returning 1),
+           dead as (update dead_letter_events d
+                       set envelope = jsonb_set(jsonb_set(d.envelope, '{data}', n.data), '{event_version}', '"v2"')
+                      from new n where d.event_id = n.id returning 1)
+           select (select count(*) from events) as "events!", (select count(*) from outbox) as "outbox!",
+                  (select count(*) from logs) as "logs!", (select count(*) from dead) as "dead!""#,
+        ids,
+        data,
     )
-    .bind(ids)
-    .bind(data)
     .fetch_one(&mut **tx)
     .await?;
     Ok(Rewritten {
-        outbox_rows: outbox as u64,
-        log_rows: logs as u64,
-        dead_letters: dead as u64,
+        outbox_rows: copies.outbox as u64,
+        log_rows: copies.logs as u64,
+        dead_letters: copies.dead as u64,
         ..Rewritten::default()
     })
 }
@@ -251,7 +254,7 @@ async fn rewrite(
 /// Audit rows whose payload differs from their stored event's (a projection that wrote a
 /// message published in the clear after the store was rewritten): brought to the store's.
 pub async fn sync_log_copies(conn: &mut PgConnection) -> Result<u64, StoreError> {
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "update domain_event_logs l set payload = e.event_data from contact_event_store e \
           where l.id = e.id and e.event_version = 'v2' and l.payload is distinct from e.event_data",
     )
@@ -267,14 +270,14 @@ pub async fn sync_log_copies_of(
     contact_ids: &[Uuid],
 ) -> Result<u64, StoreError> {
     let as_text: Vec<String> = contact_ids.iter().map(Uuid::to_string).collect();
-    Ok(sqlx::query(
+    Ok(sqlx::query!(
         "update domain_event_logs l set payload = e.event_data from contact_event_store e \
           where l.id = e.id and l.payload is distinct from e.event_data \
             and (e.aggregate_id = any($1) \
                  or (e.aggregate_type = 'session' and e.metadata->>'contact_id' = any($2)))",
+        contact_ids,
+        &as_text,
     )
-    .bind(contact_ids)
-    .bind(&as_text)
     .execute(conn)
     .await?
     .rows_affected())
@@ -282,14 +285,13 @@ pub async fn sync_log_copies_of(
 
 /// How many snapshots are still stored in the clear.
 pub async fn plain_snapshots_left(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar(
-        "select count(*) from contact_snapshots where not (snapshot_data ? 'sealed')",
+    Ok(sqlx::query_scalar!(
+        r#"select count(*) as "count!" from contact_snapshots where not (snapshot_data ? 'sealed')"#,
     )
     .fetch_one(conn)
     .await?)
 }
 
-#[derive(sqlx::FromRow)]
 struct PlainSnapshot {
     id: Uuid,
     aggregate_id: Uuid,
@@ -306,11 +308,12 @@ pub async fn seal_plain_snapshots(
     limit: i64,
     dry: bool,
 ) -> Result<Rewritten, StoreError> {
-    let rows: Vec<PlainSnapshot> = sqlx::query_as(
-        "select id, aggregate_id, snapshot_data, last_sequence_number, tenant_id::text \
-           from contact_snapshots where not (snapshot_data ? 'sealed') limit $1",
+    let rows = sqlx::query_as!(
+        PlainSnapshot,
+        r#"select id, aggregate_id, snapshot_data, last_sequence_number, tenant_id::text as "tenant_id!"
+             from contact_snapshots where not (snapshot_data ? 'sealed') limit $1"#,
+        limit,
     )
-    .bind(limit)
     .fetch_all(&mut **tx)
     .await?;
     let mut done = Rewritten::default();
@@ -348,16 +351,17 @@ pub async fn seal_plain_snapshots(
                     row.last_sequence_number,
                     &row.snapshot_data,
                 );
-                sqlx::query("update contact_snapshots set snapshot_data = $2 where id = $1")
-                    .bind(row.id)
-                    .bind(sealed)
-                    .execute(&mut **tx)
-                    .await?;
+                sqlx::query!(
+                    "update contact_snapshots set snapshot_data = $2 where id = $1",
+                    row.id,
+                    sealed,
+                )
+                .execute(&mut **tx)
+                .await?;
                 done.snapshots_sealed += 1;
             }
             None => {
-                sqlx::query("delete from contact_snapshots where id = $1")
-                    .bind(row.id)
+                sqlx::query!("delete from contact_snapshots where id = $1", row.id)
                     .execute(&mut **tx)
                     .await?;
                 done.snapshots_deleted += 1;

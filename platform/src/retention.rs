@@ -145,10 +145,7 @@ impl<S: Sweep> Elected<S> {
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
         loop {
-            let leader: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-                .bind(self.lock)
-                .fetch_one(&mut *conn)
-                .await?;
+            let leader = crate::db::try_advisory_lock(&mut *conn, self.lock).await?;
             if leader {
                 break;
             }
@@ -180,16 +177,18 @@ impl<S: Sweep> Elected<S> {
 
 /// `now() - retention` on the database's clock, as the UTC `timestamp` the tables hold.
 pub async fn cutoff(conn: &mut PgConnection, retention: Duration) -> sqlx::Result<NaiveDateTime> {
-    sqlx::query_scalar("select (now() at time zone 'utc') - make_interval(secs => $1)")
-        .bind(retention.as_secs_f64())
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar!(
+        r#"select (now() at time zone 'utc') - make_interval(secs => $1) as "cutoff!""#,
+        retention.as_secs_f64(),
+    )
+    .fetch_one(conn)
+    .await
 }
 
 /// One table's sweep, begun at `started` (its cutoff, and whatever bound the statements need,
 /// taken since): runs `chunk` (a delete of at most `chunk_rows` rows) until it deletes fewer
-/// than that or `shutdown` is cancelled, then reads the oldest remaining age with `oldest` (SQL
-/// answering one nullable `float8`: seconds). Records the table's metrics.
+/// than that or `shutdown` is cancelled, then reads the oldest remaining age with `oldest` (a
+/// statement answering one nullable `float8`: seconds). Records the table's metrics.
 pub async fn sweep_table<'q>(
     conn: &mut PgConnection,
     table: &'static str,
@@ -197,7 +196,7 @@ pub async fn sweep_table<'q>(
     chunk_rows: i64,
     shutdown: &CancellationToken,
     chunk: impl Fn() -> Query<'q, Postgres, PgArguments>,
-    oldest: &str,
+    oldest: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<Option<f64>>,
 ) -> sqlx::Result<Swept> {
     let swept = delete_in_chunks(conn, table, chunk_rows, shutdown, chunk, oldest).await?;
     metrics::histogram!("retention_sweep_seconds", "table" => table)
@@ -212,7 +211,7 @@ async fn delete_in_chunks<'q>(
     chunk_rows: i64,
     shutdown: &CancellationToken,
     chunk: impl Fn() -> Query<'q, Postgres, PgArguments>,
-    oldest: &str,
+    oldest: impl AsyncFnOnce(&mut PgConnection) -> sqlx::Result<Option<f64>>,
 ) -> sqlx::Result<Swept> {
     let (mut deleted, mut statements) = (0, 0);
     loop {
@@ -224,7 +223,7 @@ async fn delete_in_chunks<'q>(
             break;
         }
     }
-    let oldest_age_seconds: Option<f64> = sqlx::query_scalar(oldest).fetch_one(&mut *conn).await?;
+    let oldest_age_seconds = oldest(&mut *conn).await?;
     Ok(Swept {
         table,
         deleted,

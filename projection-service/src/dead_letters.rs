@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::projections::{apply_batch, Projection, ProjectionError};
 
 /// A parked event, as an operator sees it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
     pub id: Uuid,
     pub event_id: Uuid,
@@ -42,21 +42,21 @@ pub async fn park(
     events: &[(EventEnvelope, String)],
 ) -> Result<(), sqlx::Error> {
     for (envelope, error) in events {
-        sqlx::query(
+        sqlx::query!(
             "insert into dead_letter_events \
                  (event_id, consumer_name, tenant_id, aggregate_id, aggregate_type, event_type, sequence_number, envelope, error) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              on conflict (event_id, consumer_name) do nothing",
+            envelope.event_id,
+            consumer,
+            &envelope.tenant_id,
+            envelope.aggregate_id,
+            envelope.aggregate_type.as_str(),
+            &envelope.event_type,
+            envelope.sequence_number,
+            sqlx::types::Json(envelope) as _,
+            error,
         )
-        .bind(envelope.event_id)
-        .bind(consumer)
-        .bind(&envelope.tenant_id)
-        .bind(envelope.aggregate_id)
-        .bind(envelope.aggregate_type.as_str())
-        .bind(&envelope.event_type)
-        .bind(envelope.sequence_number)
-        .bind(sqlx::types::Json(envelope))
-        .bind(error)
         .execute(&mut **tx)
         .await?;
     }
@@ -65,35 +65,39 @@ pub async fn park(
 
 /// The parked events (oldest first), optionally of one consumer.
 pub async fn list(pool: &PgPool, consumer: Option<&str>) -> Result<Vec<DeadLetter>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        DeadLetter,
         "select id, event_id, consumer_name, tenant_id, aggregate_id, aggregate_type, event_type, sequence_number, \
                 error, attempts, status, parked_at \
            from dead_letter_events where status = 'parked' and ($1::text is null or consumer_name = $1) \
           order by parked_at, sequence_number",
+        consumer,
     )
-    .bind(consumer)
     .fetch_all(pool)
     .await
 }
 
 /// How many events are parked for one consumer.
 pub async fn count(pool: &PgPool, consumer: &str) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "select count(*) from dead_letter_events where status = 'parked' and consumer_name = $1",
+    sqlx::query_scalar!(
+        r#"select count(*) as "count!" from dead_letter_events where status = 'parked' and consumer_name = $1"#,
+        consumer,
     )
-    .bind(consumer)
     .fetch_one(pool)
     .await
 }
 
 /// How many events are parked, per consumer.
 pub async fn counts(pool: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "select consumer_name::text, count(*) from dead_letter_events where status = 'parked' \
-          group by consumer_name order by consumer_name",
+    Ok(sqlx::query!(
+        r#"select consumer_name::text as "consumer!", count(*) as "parked!" from dead_letter_events
+            where status = 'parked' group by consumer_name order by consumer_name"#,
     )
     .fetch_all(pool)
-    .await
+    .await?
+    .into_iter()
+    .map(|row| (row.consumer, row.parked))
+    .collect())
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -112,23 +116,24 @@ pub async fn retry(
     ids: Option<&[Uuid]>,
 ) -> Result<RetryReport, ProjectionError> {
     let store = EventStore::new(pool.clone());
-    let parked: Vec<(Uuid, Uuid)> = sqlx::query_as(
+    let parked = sqlx::query!(
         "select id, event_id from dead_letter_events \
           where status = 'parked' and ($1::uuid[] is null or id = any($1)) \
           order by aggregate_id, sequence_number, parked_at",
+        ids,
     )
-    .bind(ids)
     .fetch_all(pool)
     .await?;
     let mut report = RetryReport::default();
-    for (id, event_id) in parked {
+    for row in parked {
+        let (id, event_id) = (row.id, row.event_id);
         let Some(envelope) = EventStore::read_by_ids(pool, &[event_id]).await?.pop() else {
-            sqlx::query(
+            sqlx::query!(
                 "update dead_letter_events set attempts = attempts + 1, \
                         error = 'not in the store: never applied (a message the relay did not publish)', \
                         retried_at = now() at time zone 'utc' where id = $1",
+                id,
             )
-            .bind(id)
             .execute(pool)
             .await?;
             report.still_failing += 1;
@@ -145,11 +150,11 @@ pub async fn retry(
         .await
         {
             Ok(_) => {
-                sqlx::query(
+                sqlx::query!(
                     "update dead_letter_events set status = 'resolved', attempts = attempts + 1, \
                             retried_at = now() at time zone 'utc', resolved_at = now() at time zone 'utc' where id = $1",
+                    id,
                 )
-                .bind(id)
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -157,12 +162,12 @@ pub async fn retry(
             }
             Err(ProjectionError::Poison { reason, .. }) => {
                 tx.rollback().await?;
-                sqlx::query(
+                sqlx::query!(
                     "update dead_letter_events set attempts = attempts + 1, error = $2, \
                             retried_at = now() at time zone 'utc' where id = $1",
+                    id,
+                    reason,
                 )
-                .bind(id)
-                .bind(reason)
                 .execute(pool)
                 .await?;
                 report.still_failing += 1;

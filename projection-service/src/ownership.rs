@@ -208,22 +208,21 @@ impl Coordinator {
         let key = self.namespace() | MEMBER_BIT;
         if member.is_none() {
             let mut conn = self.pool.acquire().await?.detach();
-            sqlx::query("select pg_advisory_lock_shared($1, 0)")
-                .bind(key)
-                .execute(&mut conn)
+            sqlx::query!("select pg_advisory_lock_shared($1, 0)", key)
+                .fetch_one(&mut conn)
                 .await?;
             *member = Some(conn);
         }
         let Some(conn) = member.as_mut() else {
             unreachable!("joined above")
         };
-        let count: i64 = sqlx::query_scalar(
-            "select count(*) from pg_locks \
-              where locktype = 'advisory' and granted and objsubid = 2 \
-                and database = (select oid from pg_database where datname = current_database()) \
-                and classid = $1::int8::oid and objid = 0",
+        let count = sqlx::query_scalar!(
+            r#"select count(*) as "count!" from pg_locks
+                where locktype = 'advisory' and granted and objsubid = 2
+                  and database = (select oid from pg_database where datname = current_database())
+                  and classid = $1::int8::oid and objid = 0"#,
+            i64::from(key),
         )
-        .bind(i64::from(key))
         .fetch_one(conn)
         .await?;
         Ok(count as u32)
@@ -240,11 +239,13 @@ impl Coordinator {
             Some(conn) => conn,
             None => self.pool.acquire().await?.detach(),
         };
-        let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1, $2)")
-            .bind(self.namespace())
-            .bind(partition as i32)
-            .fetch_one(&mut conn)
-            .await?;
+        let got = sqlx::query_scalar!(
+            r#"select pg_try_advisory_lock($1, $2) as "taken!""#,
+            self.namespace(),
+            partition as i32,
+        )
+        .fetch_one(&mut conn)
+        .await?;
         if got {
             Ok(Some(Arc::new(Mutex::new(Leased::new(conn)))))
         } else {

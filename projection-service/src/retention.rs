@@ -34,12 +34,6 @@ pub struct RetentionSweep {
     pub chunk_rows: i64,
 }
 
-const PROCESSED_DELETE: &str = "delete from processed_events where ctid = any(array(\
-       select ctid from processed_events where processed_at < $1 order by processed_at limit $2))";
-
-const PROCESSED_OLDEST: &str =
-    "select extract(epoch from (now() at time zone 'utc') - min(processed_at))::float8 from processed_events";
-
 impl RetentionSweep {
     pub async fn sweep_processed_events(
         &self,
@@ -55,11 +49,21 @@ impl RetentionSweep {
             self.chunk_rows,
             shutdown,
             || {
-                sqlx::query(PROCESSED_DELETE)
-                    .bind(cutoff)
-                    .bind(self.chunk_rows)
+                sqlx::query!(
+                    "delete from processed_events where ctid = any(array(\
+                       select ctid from processed_events where processed_at < $1 order by processed_at limit $2))",
+                    cutoff,
+                    self.chunk_rows,
+                )
             },
-            PROCESSED_OLDEST,
+            async |conn| {
+                sqlx::query_scalar!(
+                    "select extract(epoch from (now() at time zone 'utc') - min(processed_at))::float8 \
+                       from processed_events"
+                )
+                .fetch_one(conn)
+                .await
+            },
         )
         .await
     }

@@ -132,14 +132,16 @@ impl Build<'_> {
     /// Adds the live table's primary key, unique and exclusion constraints (same names, same
     /// definitions) to the target's table.
     async fn add_keys(&self, conn: &mut PgConnection, table: &str) -> anyhow::Result<()> {
-        let keys: Vec<(String, String)> = sqlx::query_as(
-            "select quote_ident(conname), pg_get_constraintdef(oid) from pg_constraint \
-              where conrelid = $1::regclass and contype in ('p', 'u', 'x') order by conname",
+        let keys = sqlx::query!(
+            r#"select quote_ident(conname) as "name!", pg_get_constraintdef(oid) as "definition!"
+                 from pg_constraint
+                where conrelid = $1::text::regclass and contype in ('p', 'u', 'x') order by conname"#,
+            format!("public.{table}"),
         )
-        .bind(format!("public.{table}"))
         .fetch_all(&mut *conn)
         .await?;
-        for (name, definition) in keys {
+        for key in keys {
+            let (name, definition) = (key.name, key.definition);
             conn.execute(
                 format!(
                     "alter table {} add constraint {name} {definition}",
@@ -156,16 +158,7 @@ impl Build<'_> {
     /// join it any more), and how many events that is.
     pub async fn bound(&self) -> anyhow::Result<(Checkpoint, u64)> {
         let bound = EventStore::finished_checkpoint(self.pool, self.tenant).await?;
-        let total: i64 = sqlx::query_scalar(
-            "select count(*) from contact_event_store e \
-              where (e.transaction_id, e.position) <= ($1::text::xid8, $2) \
-                and ($3::text is null or e.tenant_id = $3)",
-        )
-        .bind(bound.transaction_id.to_string())
-        .bind(bound.position)
-        .bind(self.tenant)
-        .fetch_one(self.pool)
-        .await?;
+        let total = EventStore::count_upto(self.pool, bound, self.tenant).await?;
         metrics::gauge!("replay_events_expected").set(total as f64);
         Ok((bound, total as u64))
     }

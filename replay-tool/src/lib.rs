@@ -139,13 +139,10 @@ async fn swap_in(
     let Target::Schema(schema) = &build.target else {
         unreachable!("a rebuild of every tenant builds in a schema of its own")
     };
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(REBUILD_LOCK)
-        .fetch_one(&mut *conn)
-        .await?;
+    let locked = platform::db::try_advisory_lock(&mut *conn, REBUILD_LOCK).await?;
     anyhow::ensure!(locked, "another rebuild is running");
-    let left: Vec<String> = sqlx::query_scalar(
-        "select quote_ident(nspname) from pg_namespace where nspname ~ '^replay_[0-9a-f]{32}(_old)?$'",
+    let left = sqlx::query_scalar!(
+        r#"select quote_ident(nspname) as "schema!" from pg_namespace where nspname ~ '^replay_[0-9a-f]{32}(_old)?$'"#,
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -305,11 +302,11 @@ async fn sync_table(
     table: &str,
     tenant: &str,
 ) -> anyhow::Result<()> {
-    let columns: Vec<String> = sqlx::query_scalar(
-        "select column_name::text from information_schema.columns \
-          where table_schema = 'public' and table_name = $1 order by ordinal_position",
+    let columns = sqlx::query_scalar!(
+        r#"select column_name::text as "column!" from information_schema.columns
+            where table_schema = 'public' and table_name = $1 order by ordinal_position"#,
+        table,
     )
-    .bind(table)
     .fetch_all(&mut **tx)
     .await?;
     let list = columns.join(", ");

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use platform::event_store::{Checkpoint, EventStore};
 use platform::nats::StreamSettings;
 use platform::retention::{format_duration, RetentionPeriods};
 use projection_service::projections::{covers_sql, Projection};
@@ -125,9 +126,7 @@ pub async fn status(
     stream: &StreamSettings,
     periods: &RetentionPeriods,
 ) -> anyhow::Result<Status> {
-    let events_in_store: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
-        .fetch_one(pool)
-        .await?;
+    let events_in_store = EventStore::count_upto(pool, Checkpoint::END, None).await?;
     let (outbox_pending, outbox_oldest_pending_seconds) =
         platform::event_store::outbox_backlog(pool).await?;
     let parked = projection_service::dead_letters::counts(pool).await?;

@@ -121,11 +121,7 @@ impl OutboxRelay {
     async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let mut conn = self.pool.acquire().await?.detach();
         loop {
-            let leader: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK)
-                .fetch_one(&mut conn)
-                .await?;
-            if leader {
+            if platform::db::try_advisory_lock(&mut conn, RELAY_LOCK).await? {
                 break;
             }
             tokio::select! {
@@ -202,10 +198,7 @@ impl OutboxRelay {
         // Awake, the relay gets no notifications (commits do not send them: see
         // RELAY_IDLE_LOCK); it looks again after a moment, and sleeps only when it gets the
         // idle lock, which waits for every transaction that inserted without notifying.
-        let idle: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-            .bind(RELAY_IDLE_LOCK)
-            .fetch_one(&mut *conn)
-            .await?;
+        let idle = platform::db::try_advisory_lock(&mut *conn, RELAY_IDLE_LOCK).await?;
         if !idle {
             tokio::select! {
                 _ = tokio::time::sleep(LINGER) => {}
@@ -224,10 +217,7 @@ impl OutboxRelay {
                 _ = shutdown.cancelled() => return Ok(ControlFlow::Break(())),
             }
         }
-        sqlx::query("select pg_advisory_unlock($1)")
-            .bind(RELAY_IDLE_LOCK)
-            .execute(&mut *conn)
-            .await?;
+        platform::db::advisory_unlock(&mut *conn, RELAY_IDLE_LOCK).await?;
         // Linger a moment so that the commits close behind the one that woke the relay share
         // its batch, then drain the notifications that arrived meanwhile.
         tokio::time::sleep(LINGER).await;

@@ -126,8 +126,7 @@ impl OutboxRelay {
             // Published rows go: an update would write a new version of each row and an entry
             // in every index (its status changes), where a delete only marks the row dead. The
             // event stays in the store, which is the record.
-            sqlx::query("delete from outbox_events where id = any($1)")
-                .bind(&done)
+            sqlx::query!("delete from outbox_events where id = any($1)", &done)
                 .execute(&mut *conn)
                 .await?;
             metrics::counter!("outbox_published_total").increment(done.len() as u64);
@@ -140,14 +139,14 @@ impl OutboxRelay {
             }
             let (ids, errors): (Vec<Uuid>, Vec<String>) = failures.iter().cloned().unzip();
             tracing::warn!(count = ids.len(), status, first_error = %errors[0], "outbox rows not published");
-            sqlx::query(
+            sqlx::query!(
                 "update outbox_events o set status = $3, retry_count = coalesce(o.retry_count, 0) + 1, \
                         last_error = f.error, last_retry_at = now() at time zone 'utc' \
                    from unnest($1::uuid[], $2::text[]) as f(id, error) where o.id = f.id",
+                &ids,
+                &errors,
+                status,
             )
-            .bind(&ids)
-            .bind(&errors)
-            .bind(status)
             .execute(&mut *conn)
             .await?;
         }

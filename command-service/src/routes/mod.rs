@@ -364,10 +364,10 @@ pub async fn check_channel_type(state: &AppState, channel_type_id: i64) -> Resul
     if state.channel_types.contains(&channel_type_id) {
         return Ok(());
     }
-    let known: bool = sqlx::query_scalar(
-        "select exists (select 1 from channel_types where id = $1 and deleted_at is null and coalesce(active, true))",
+    let known = sqlx::query_scalar!(
+        r#"select exists (select 1 from channel_types where id = $1 and deleted_at is null and coalesce(active, true)) as "known!""#,
+        channel_type_id,
     )
-    .bind(channel_type_id)
     .fetch_one(&state.pool)
     .await
     .map_err(ApiError::internal)?;

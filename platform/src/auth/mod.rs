@@ -111,7 +111,6 @@ pub struct Authenticator {
     pub cache: Arc<KeyCache>,
 }
 
-#[derive(sqlx::FromRow)]
 struct Access {
     user_id: Uuid,
     project_id: Option<Uuid>,
@@ -162,12 +161,13 @@ where
         let began = auth.cache.generation.load(Ordering::Acquire);
         // A security-definer function: the lookup runs before the tenant is known, and the
         // request paths' role sees no tenant's rows without one.
-        let access: Option<Access> = sqlx::query_as(
-            "select user_id, project_id, tenant_id, session_timeout_minutes, role, key_expires_at \
-               from authenticate_api_key($1, $2)",
+        let access = sqlx::query_as!(
+            Access,
+            r#"select user_id as "user_id!", project_id, tenant_id, session_timeout_minutes, role, key_expires_at
+                 from authenticate_api_key($1, $2)"#,
+            &asked.0,
+            project_id,
         )
-        .bind(&asked.0)
-        .bind(project_id)
         .fetch_optional(&auth.pool)
         .await
         .map_err(ApiError::internal)?;

@@ -128,6 +128,14 @@ pub struct OrderedEvent {
     pub transaction_id: i64,
 }
 
+impl Checkpoint {
+    /// Past every event: the greatest `xid8` an `i64` holds, and the greatest position.
+    pub const END: Checkpoint = Checkpoint {
+        transaction_id: i64::MAX,
+        position: i64::MAX,
+    };
+}
+
 impl OrderedEvent {
     /// Where a reader stands once it has read this event: the next read resumes after it.
     pub fn checkpoint(&self) -> Checkpoint {
@@ -149,12 +157,13 @@ pub struct EventStore {
 /// The outbox rows not yet on the broker: how many, and how long the oldest has waited (the
 /// relay's gauges and `replay-tool status` read it alike).
 pub async fn outbox_backlog(conn: impl PgExecutor<'_>) -> Result<(i64, f64), sqlx::Error> {
-    sqlx::query_as(
-        "select count(*), coalesce(extract(epoch from (now() at time zone 'utc') - min(created_at)), 0)::float8 \
-           from outbox_events where status in ('pending', 'processing')",
+    let row = sqlx::query!(
+        r#"select count(*) as "rows!", coalesce(extract(epoch from (now() at time zone 'utc') - min(created_at)), 0)::float8 as "oldest_seconds!"
+             from outbox_events where status in ('pending', 'processing')"#,
     )
     .fetch_one(conn)
-    .await
+    .await?;
+    Ok((row.rows, row.oldest_seconds))
 }
 
 impl EventStore {
@@ -368,6 +377,43 @@ impl EventStore {
         rows.into_iter().map(EventRow::into_envelope).collect()
     }
 
+    /// How many events are stored up to and including `upto` (all of them: [`Checkpoint::END`]),
+    /// of one tenant or (`None`) of all.
+    pub async fn count_upto(
+        executor: impl PgExecutor<'_>,
+        upto: Checkpoint,
+        tenant_id: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar!(
+            r#"select count(*) as "count!" from contact_event_store e
+                where (e.transaction_id, e.position) <= ($1::text::xid8, $2)
+                  and ($3::text is null or e.tenant_id = $3)"#,
+            upto.transaction_id.to_string(),
+            upto.position,
+            tenant_id,
+        )
+        .fetch_one(executor)
+        .await?)
+    }
+
+    /// The last sequence number of a stream of this type in this tenant; `None`: no such stream.
+    pub async fn stream_version(
+        executor: impl PgExecutor<'_>,
+        tenant_id: &str,
+        aggregate_id: Uuid,
+        aggregate_type: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar!(
+            "select max(sequence_number)::bigint from contact_event_store \
+              where aggregate_id = $1 and tenant_id = $2 and aggregate_type = $3",
+            aggregate_id,
+            tenant_id,
+            aggregate_type,
+        )
+        .fetch_one(executor)
+        .await?)
+    }
+
     /// Whether any of these streams is no longer at the given version (its last sequence
     /// number; 0: no events), as the caller's transaction sees them: one statement (the rule is
     /// the database's `streams_moved`, migration 0029).
@@ -376,12 +422,12 @@ impl EventStore {
         streams: &[(Uuid, i64)],
     ) -> Result<bool, StoreError> {
         let (ids, versions): (Vec<Uuid>, Vec<i64>) = streams.iter().copied().unzip();
-        Ok(
-            sqlx::query_scalar("select streams_moved($1::uuid[], $2::int8[])")
-                .bind(&ids)
-                .bind(&versions)
-                .fetch_one(&mut **tx)
-                .await?,
+        Ok(sqlx::query_scalar!(
+            r#"select streams_moved($1::uuid[], $2::int8[]) as "moved!""#,
+            &ids,
+            &versions,
         )
+        .fetch_one(&mut **tx)
+        .await?)
     }
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 use super::{EventStore, StoreError};
 
 /// The latest snapshot of an aggregate.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct SnapshotRow {
     /// The aggregate's state: sealed with its contact's key, or in the clear where
     /// `encrypt-history` has not sealed it yet (see [`crate::personal::StoredSnapshot`]).
@@ -25,13 +25,14 @@ impl EventStore {
         tenant_id: &str,
         aggregate_id: Uuid,
     ) -> Result<Option<SnapshotRow>, StoreError> {
-        Ok(sqlx::query_as(
+        Ok(sqlx::query_as!(
+            SnapshotRow,
             "select snapshot_data, last_sequence_number from contact_snapshots \
               where aggregate_id = $1 and tenant_id = $2 \
               order by last_sequence_number desc limit 1",
+            aggregate_id,
+            tenant_id,
         )
-        .bind(aggregate_id)
-        .bind(tenant_id)
         .fetch_optional(executor)
         .await?)
     }
@@ -44,16 +45,16 @@ impl EventStore {
         tenant_id: &str,
         contact_id: Uuid,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "delete from contact_snapshots s \
               where s.tenant_id = $1 \
                 and (s.aggregate_id = $2 \
                      or s.aggregate_id in (select e.aggregate_id from contact_event_store e \
                                             where e.tenant_id = $1 and e.aggregate_type = 'session' \
                                               and e.metadata->>'contact_id' = $2::text))",
+            tenant_id,
+            contact_id,
         )
-        .bind(tenant_id)
-        .bind(contact_id)
         .execute(&mut **tx)
         .await?;
         Ok(())
@@ -68,14 +69,14 @@ impl EventStore {
         last_sequence_number: i64,
         data: Value,
     ) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "insert into contact_snapshots (aggregate_id, snapshot_data, last_sequence_number, tenant_id) \
              values ($1, $2, $3, $4) on conflict (aggregate_id, last_sequence_number) do nothing",
+            aggregate_id,
+            data,
+            last_sequence_number,
+            tenant_id,
         )
-        .bind(aggregate_id)
-        .bind(data)
-        .bind(last_sequence_number)
-        .bind(tenant_id)
         .execute(&mut **tx)
         .await?;
         Ok(())

@@ -236,15 +236,15 @@ impl DataKeys {
         let contacts: Vec<Uuid> = keys.iter().map(|k| k.contact_id).collect();
         let materials: Vec<&[u8]> = keys.iter().map(|k| k.material.as_slice()).collect();
         let keks: Vec<&str> = keys.iter().map(|k| k.kek_id.as_str()).collect();
-        Ok(sqlx::query(
+        Ok(sqlx::query!(
             "insert into contact_data_keys (contact_id, tenant_id, key_material, kek_id) \
              select c, $2, m, k from unnest($1::uuid[], $3::bytea[], $4::text[]) as n(c, m, k) \
              on conflict (contact_id) do nothing",
+            &contacts,
+            tenant_id,
+            &materials as &[&[u8]],
+            &keks as &[&str],
         )
-        .bind(&contacts)
-        .bind(tenant_id)
-        .bind(&materials)
-        .bind(&keks)
         .execute(&mut *conn)
         .await?
         .rows_affected())
@@ -280,13 +280,13 @@ impl DataKeys {
         tenant_id: &str,
         contact_id: Uuid,
     ) -> Result<(), PersonalError> {
-        sqlx::query(
+        sqlx::query!(
             "insert into contact_data_keys (contact_id, tenant_id, key_material, kek_id, destroyed_at) \
              values ($1, $2, null, 'none', now()) \
              on conflict (contact_id) do update set key_material = null, destroyed_at = coalesce(contact_data_keys.destroyed_at, now())",
+            contact_id,
+            tenant_id,
         )
-        .bind(contact_id)
-        .bind(tenant_id)
         .execute(&mut *conn)
         .await?;
         Ok(())
@@ -304,13 +304,14 @@ impl DataKeys {
         if !self.keyring.wraps() {
             return Ok(0);
         }
-        let rows: Vec<KeyRow> = sqlx::query_as(
+        let rows = sqlx::query_as!(
+            KeyRow,
             "select contact_id, key_material, kek_id from contact_data_keys \
               where key_material is not null and kek_id <> $1 \
               order by contact_id limit $2 for update skip locked",
+            self.keyring.current_id(),
+            limit,
         )
-        .bind(self.keyring.current_id())
-        .bind(limit)
         .fetch_all(&mut *conn)
         .await?;
         let mut ids = Vec::with_capacity(rows.len());
@@ -321,14 +322,14 @@ impl DataKeys {
             ids.push(row.contact_id);
             materials.push(rewrapped);
         }
-        sqlx::query(
+        sqlx::query!(
             "update contact_data_keys k set key_material = n.material, kek_id = $3 \
                from unnest($1::uuid[], $2::bytea[]) as n(id, material) \
               where k.contact_id = n.id and k.key_material is not null",
+            &ids,
+            &materials,
+            self.keyring.current_id(),
         )
-        .bind(&ids)
-        .bind(&materials)
-        .bind(self.keyring.current_id())
         .execute(&mut *conn)
         .await?;
         Ok(ids.len() as u64)
@@ -336,12 +337,15 @@ impl DataKeys {
 
     /// Keys per KEK (`none` = unwrapped), and destroyed ones: for `replay-tool kek status`.
     pub async fn census(conn: &mut PgConnection) -> Result<Vec<(String, i64)>, PersonalError> {
-        Ok(sqlx::query_as(
-            "select case when key_material is null then 'destroyed' else kek_id::text end, count(*) \
-               from contact_data_keys group by 1 order by 1",
+        Ok(sqlx::query!(
+            r#"select case when key_material is null then 'destroyed' else kek_id::text end as "kek!", count(*) as "keys!"
+                 from contact_data_keys group by 1 order by 1"#,
         )
         .fetch_all(conn)
-        .await?)
+        .await?
+        .into_iter()
+        .map(|row| (row.kek, row.keys))
+        .collect())
     }
 }
 

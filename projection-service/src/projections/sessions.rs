@@ -273,12 +273,12 @@ pub async fn forget_personal_columns(
     tx: &mut Transaction<'_, Postgres>,
     contact_ids: &[Uuid],
 ) -> Result<(), ProjectionError> {
-    sqlx::query(
+    sqlx::query!(
         "update sessions set summary = null, topics = null, next_steps = null, key_entities = null \
           where contact_id = any($1) \
             and (summary, topics, next_steps, key_entities) is distinct from (null, null, null, null)",
+        contact_ids,
     )
-    .bind(contact_ids)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -40,8 +40,8 @@ pub async fn wal(conn: &mut PgConnection) -> Result<Wal, sqlx::Error> {
 /// writes one record (a logical message no one decodes; a transaction that writes nothing
 /// commits without a flush). When it returns, every commit before it is on disk.
 pub async fn flush(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_logical_emit_message(true, 'ventros.flush', '')::text")
-        .execute(conn)
+    sqlx::query!("select pg_logical_emit_message(true, 'ventros.flush', '')::text")
+        .fetch_one(conn)
         .await?;
     Ok(())
 }

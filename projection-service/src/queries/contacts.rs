@@ -3,7 +3,9 @@
 use axum::extract::State;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
+use event_model::AggregateType;
 use platform::auth::AuthContext;
+use platform::event_store::EventStore;
 use platform::http::{Path, Query};
 use platform::openapi::QueryErrors;
 use platform::ApiError;
@@ -157,11 +159,11 @@ pub async fn read_contact(
     id: Uuid,
 ) -> Result<Option<ContactRecord>, sqlx::Error> {
     let mut tx = platform::db::tenant_tx(&state.pool, tenant_id).await?;
-    let row: Option<Json<ContactRecord>> = sqlx::query_scalar(
-        "select to_jsonb(c) from contacts c where c.id = $1 and c.tenant_id = $2",
+    let row = sqlx::query_scalar!(
+        r#"select to_jsonb(c) as "row!: Json<ContactRecord>" from contacts c where c.id = $1 and c.tenant_id = $2"#,
+        id,
+        tenant_id,
     )
-    .bind(id)
-    .bind(tenant_id)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -265,16 +267,15 @@ async fn events(
     }
     .limit()?;
     let mut tx = state.tx(&auth.tenant_id).await?;
-    let exists: bool = sqlx::query_scalar(
-        "select exists (select 1 from contact_event_store \
-          where aggregate_id = $1 and tenant_id = $2 and aggregate_type = 'contact')",
+    let version = EventStore::stream_version(
+        &mut *tx,
+        &auth.tenant_id,
+        contact_id,
+        AggregateType::Contact.as_str(),
     )
-    .bind(contact_id)
-    .bind(&auth.tenant_id)
-    .fetch_one(&mut *tx)
     .await
     .map_err(ApiError::internal)?;
-    if !exists {
+    if version.is_none() {
         return Err(super::not_found());
     }
     let mut events = state

@@ -184,16 +184,9 @@ where
         let mut tx = platform::db::tenant_tx(&state.primary, tenant_id)
             .await
             .map_err(ApiError::internal)?;
-        sqlx::query_scalar::<_, Option<i64>>(
-            "select max(sequence_number)::bigint from contact_event_store \
-              where aggregate_id = $1 and tenant_id = $2 and aggregate_type = $3",
-        )
-        .bind(id)
-        .bind(tenant_id)
-        .bind(aggregate_type)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(ApiError::internal)
+        EventStore::stream_version(&mut *tx, tenant_id, id, aggregate_type)
+            .await
+            .map_err(ApiError::internal)
     };
     let mut checked_store = false;
     let mut projected = state.projected.subscribe(id);

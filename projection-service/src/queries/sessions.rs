@@ -207,11 +207,11 @@ async fn one(
 ) -> Result<Response, ApiError> {
     let read = || async {
         let mut tx = platform::db::tenant_tx(&state.pool, &auth.tenant_id).await?;
-        let row: Option<Json<SessionRecord>> = sqlx::query_scalar(
-            "select to_jsonb(s) from sessions s where s.id = $1 and s.tenant_id = $2",
+        let row = sqlx::query_scalar!(
+            r#"select to_jsonb(s) as "row!: Json<SessionRecord>" from sessions s where s.id = $1 and s.tenant_id = $2"#,
+            session_id,
+            &auth.tenant_id,
         )
-        .bind(session_id)
-        .bind(&auth.tenant_id)
         .fetch_optional(&mut *tx)
         .await?;
         Ok(row.map(|r| r.0))
