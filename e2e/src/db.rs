@@ -41,6 +41,53 @@ pub fn settings_for(database_url: &str) -> Settings {
     }
 }
 
+/// One `count(*)` statement's answer, as the database's owner sees it (every tenant's rows).
+pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// How many rows `relation` holds: a table, with or without a condition
+/// (`"sessions where status = 'active'"`), or a subquery with its alias.
+pub async fn rows(pool: &PgPool, relation: &str) -> i64 {
+    count(pool, &format!("select count(*) from {relation}")).await
+}
+
+/// How far the pipeline has carried what is stored: the events, the outbox rows still to
+/// publish, and the (event, projection) pairs applied ([`crate::APPLIED_PAIRS`]) in all and once
+/// each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Carried {
+    pub events: i64,
+    pub outbox_waiting: i64,
+    pub applied: i64,
+    pub applied_once: i64,
+}
+
+impl Carried {
+    pub async fn read(pool: &PgPool) -> Self {
+        let pairs = format!("{} a", crate::APPLIED_PAIRS);
+        Self {
+            events: rows(pool, "contact_event_store").await,
+            outbox_waiting: rows(pool, "outbox_events where status <> 'processed'").await,
+            applied: rows(pool, &pairs).await,
+            applied_once: count(
+                pool,
+                &format!("select count(distinct (event_id, name)) from {pairs}"),
+            )
+            .await,
+        }
+    }
+
+    /// Every event published, and applied by every projection.
+    pub fn converged(&self) -> bool {
+        let projections = projection_service::projections::Projection::ALL.len() as i64;
+        self.outbox_waiting == 0 && self.applied == projections * self.events
+    }
+}
+
 /// Outbox rows for `events` as a release that marked published rows instead of deleting them
 /// left them: `processed`, published now (events that still have a row are left alone).
 pub async fn outbox_as_an_earlier_release_left_it(pool: &sqlx::PgPool, events: &[uuid::Uuid]) {

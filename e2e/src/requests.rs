@@ -6,7 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{sample, wait_until, Login, Tenant, TestSystem, APPLIED_PAIRS};
+use crate::db::Carried;
+use crate::{sample, wait_until, Login, Tenant, TestSystem};
 
 /// An HTTP answer, read whole.
 #[derive(Debug, Clone)]
@@ -204,24 +205,25 @@ impl TestSystem {
         );
     }
 
+    /// One `count(*)` statement's answer ([`crate::db::count`]).
     pub async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        crate::db::count(&self.db.pool, sql).await
+    }
+
+    /// How many rows `relation` holds ([`crate::db::rows`]).
+    pub async fn rows(&self, relation: &str) -> i64 {
+        crate::db::rows(&self.db.pool, relation).await
+    }
+
+    /// How far the pipeline has carried what is stored ([`Carried`]).
+    pub async fn carried(&self) -> Carried {
+        Carried::read(&self.db.pool).await
     }
 
     /// Waits until every stored event is published, and every projection has applied it.
     pub async fn wait_until_projected(&self, within: Duration) {
         self.eventually(within, "every event published and projected", || async {
-            let events = self.count("select count(*) from contact_event_store").await;
-            let pending = self
-                .count("select count(*) from outbox_events where status <> 'processed'")
-                .await;
-            let applied = self
-                .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
-                .await;
-            pending == 0 && applied == events * 3
+            self.carried().await.converged()
         })
         .await;
     }

@@ -6,35 +6,23 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::db::{count, rows, Carried};
 use crate::APPLIED_PAIRS;
 
 use super::{Counts, Traffic};
-
-async fn count(pool: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(pool)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
 
 /// Waits until no outbox row is pending and every stored event is in `processed_events` once
 /// per projection.
 pub async fn wait_converged(pool: &PgPool, within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
-        let events = count(pool, "select count(*) from contact_event_store").await;
-        let pending = count(
-            pool,
-            "select count(*) from outbox_events where status <> 'processed'",
-        )
-        .await;
-        let applied = count(pool, &format!("select count(*) from {APPLIED_PAIRS} a")).await;
-        if pending == 0 && applied == 3 * events {
+        let carried = Carried::read(pool).await;
+        if carried.converged() {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no convergence within {within:?}: {events} events, {pending} outbox rows not processed, {applied} (event, projection) pairs in processed_events"
+            "no convergence within {within:?}: {carried:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -138,7 +126,7 @@ pub async fn assert_end_state(
         "an outbox row is stuck"
     );
     assert_eq!(
-        count(pool, "select count(*) from outbox_events").await,
+        rows(pool, "outbox_events").await,
         0,
         "a published outbox row was kept (the relay deletes what it published)"
     );

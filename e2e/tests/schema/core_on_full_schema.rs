@@ -25,14 +25,7 @@ const DEPENDENTS: [&str; 6] = [
 async fn rebuilds_and_live_projections_work_with_rows_pointing_at_contacts_and_sessions() {
     let system = TestSystem::start().await;
     let contact = system.create_contact(json!({"name": "Ada"})).await;
-    let inbound = system
-        .command(
-            Method::POST,
-            &format!("/contacts/{contact}/messages"),
-            Some(json!({"channel_type_id": 1, "from_contact": true})),
-        )
-        .await;
-    let session = inbound.id("session_id");
+    let session = system.open_session(contact).await;
     system.wait_until_projected(Duration::from_secs(30)).await;
 
     let tenant = &system.tenant;

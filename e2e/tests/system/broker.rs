@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::pull;
-use e2e::{BrokerSecurity, Login, NatsServer, Options, TestSystem, APPLIED_PAIRS};
+use e2e::{BrokerSecurity, Login, NatsServer, Options, TestSystem};
 use futures::StreamExt;
 use platform::nats::NatsAuth;
 use reqwest::{Method, StatusCode};
@@ -44,9 +44,7 @@ async fn commands_in_and_projected_rows_out_over_a_broker_with_logins_and_tls() 
     assert_eq!(read.body["tags"], json!(["engineer", "vip"]));
     system.wait_until_projected(Duration::from_secs(30)).await;
     assert_eq!(
-        system
-            .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
-            .await,
+        system.carried().await.applied,
         2 * 3,
         "both events applied by every projection"
     );

@@ -57,9 +57,7 @@ async fn status_verify_rebuild_and_dead_letters_from_the_command_line() {
         .await;
     system.wait_until_projected(Duration::from_secs(20)).await;
     system.wait_until_consumed(Duration::from_secs(20)).await;
-    let events = system
-        .count("select count(*) from contact_event_store")
-        .await;
+    let events = system.rows("contact_event_store").await;
 
     let (code, status, out) = replay_tool(&system, &["status", "--json"]);
     assert_eq!(code, 0, "{out}");

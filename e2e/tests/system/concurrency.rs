@@ -66,9 +66,7 @@ async fn a_stale_if_match_is_refused_with_412_and_writes_nothing() {
         )
         .await;
     assert_eq!(tagged.header("etag"), Some("\"2\""));
-    let before = system
-        .count("select count(*) from contact_event_store")
-        .await;
+    let before = system.rows("contact_event_store").await;
 
     let stale = system
         .command_as(
@@ -86,9 +84,7 @@ async fn a_stale_if_match_is_refused_with_412_and_writes_nothing() {
         "the 412 tells the current version"
     );
     assert_eq!(
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
+        system.rows("contact_event_store").await,
         before,
         "nothing written"
     );
@@ -146,12 +142,7 @@ async fn of_racing_writers_with_the_same_if_match_exactly_one_wins() {
         lost.assert_problem(412);
     }
     assert_eq!(won, 1, "exactly one writer at version 1 wins");
-    assert_eq!(
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
-        2
-    );
+    assert_eq!(system.rows("contact_event_store").await, 2);
     system.stop().await;
 }
 

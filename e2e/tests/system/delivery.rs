@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage;
 use e2e::traffic::{assert_end_state, stream_messages, wait_converged, Traffic};
-use e2e::{Login, NatsServer, Options, TestSystem, APPLIED_PAIRS};
+use e2e::{Login, NatsServer, Options, TestSystem};
 use event_model::AggregateType;
 use futures::future::join_all;
 use platform::event_store::EventStore;
@@ -26,24 +26,14 @@ async fn snapshot_of_read_tables(system: &TestSystem) -> (Vec<Value>, i64) {
     .fetch_all(&system.db.pool)
     .await
     .unwrap();
-    (
-        rows,
-        system.count("select count(*) from processed_events").await,
-    )
+    (rows, system.rows("processed_events").await)
 }
 
 async fn some_traffic(system: &TestSystem) -> (Uuid, Uuid) {
     let contact = system
         .create_contact(json!({"name": "Echo", "tags": ["a"]}))
         .await;
-    let inbound = system
-        .command(
-            Method::POST,
-            &format!("/contacts/{contact}/messages"),
-            Some(json!({"channel_type_id": 1, "from_contact": true})),
-        )
-        .await;
-    let session = inbound.id("session_id");
+    let session = system.open_session(contact).await;
     for i in 0..3 {
         let r = system
             .command(
@@ -171,20 +161,11 @@ async fn applying_a_batch_twice_or_out_of_order_gives_the_same_rows() {
         .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(
-        system
-            .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
-            .await,
+        system.carried().await.applied,
         (all.len() * 3) as i64,
         "each event applied to each projection once (gap fills included)"
     );
-    assert_eq!(
-        system
-            .count(&format!(
-                "select count(distinct (event_id, name)) from {APPLIED_PAIRS} a"
-            ))
-            .await,
-        (all.len() * 3) as i64
-    );
+    assert_eq!(system.carried().await.applied_once, (all.len() * 3) as i64);
     assert!(
         system.verify().await.is_empty(),
         "the out-of-order path gives a rebuild's rows"
@@ -401,13 +382,13 @@ async fn after_the_projections_were_away_for_1000_commands_they_converge_to_a_re
     system.stop_projection().await;
     thousand_commands(&system).await;
     assert_eq!(
-        system.count("select count(*) from contacts").await,
+        system.rows("contacts").await,
         0,
         "nothing projected while away"
     );
     system.start_projection().await;
     system.wait_until_projected(Duration::from_secs(120)).await;
-    assert_eq!(system.count("select count(*) from contacts").await, 200);
+    assert_eq!(system.rows("contacts").await, 200);
     let diffs = system.verify().await;
     assert!(diffs.is_empty(), "live differs from a rebuild: {diffs:?}");
     system.stop().await;
@@ -438,10 +419,7 @@ async fn a_30_second_broker_outage_under_load_loses_nothing_and_delivers_once() 
         "commands were accepted while the broker was down"
     );
     assert!(
-        system
-            .count("select count(*) from outbox_events where status = 'pending'")
-            .await
-            > 0,
+        system.rows("outbox_events where status = 'pending'").await > 0,
         "the outbox holds them"
     );
     nats.resume().await;
@@ -703,9 +681,7 @@ async fn with_its_fallback_poll_an_hour_away_the_relay_wakes_for_every_burst() {
             "round {round}: commands were accepted"
         );
         wait_converged(&system.db.pool, Duration::from_secs(30)).await;
-        let stored = system
-            .count("select count(*) from contact_event_store")
-            .await;
+        let stored = system.rows("contact_event_store").await;
         assert!(stored > stored_before, "round {round} stored events");
         stored_before = stored;
         // Idle long enough for the relay to take its idle lock and sleep.
@@ -721,9 +697,7 @@ async fn with_its_fallback_poll_an_hour_away_the_relay_wakes_for_every_burst() {
             &system.stream.name
         )
         .await as i64,
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
+        system.rows("contact_event_store").await,
         "each event is in the stream exactly once"
     );
     system.stop().await;

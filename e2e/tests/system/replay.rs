@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use e2e::{TestSystem, APPLIED_PAIRS};
+use e2e::TestSystem;
 use projection_service::projections::Projection;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -105,9 +105,7 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
         .unwrap();
         assert_eq!(
             report.events as i64,
-            system
-                .count("select count(*) from contact_event_store")
-                .await
+            system.rows("contact_event_store").await
         );
         assert_eq!(
             rows(&system).await,
@@ -132,13 +130,15 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
     assert_eq!(
         report.events as i64,
         system
-            .count("select count(*) from contact_event_store where tenant_id = 'tenant-b'")
+            .rows("contact_event_store where tenant_id = 'tenant-b'")
             .await,
         "a tenant's rebuild reads only that tenant's events"
     );
     assert_eq!(rows(&system).await, live);
     assert_eq!(
-        system.count("select count(*) from trackings where contact_id is not null and session_id is not null").await,
+        system
+            .rows("trackings where contact_id is not null and session_id is not null")
+            .await,
         1,
         "a tracking row that references a rebuilt contact and session is untouched"
     );
@@ -175,25 +175,13 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
     traffic(&system, &system.tenant.clone(), 3).await;
     system.wait_until_projected(Duration::from_secs(30)).await;
     assert_eq!(
-        system
-            .count(&format!(
-                "select count(distinct (event_id, name)) from {APPLIED_PAIRS} a"
-            ))
-            .await,
-        3 * system
-            .count("select count(*) from contact_event_store")
-            .await,
+        system.carried().await.applied_once,
+        3 * system.rows("contact_event_store").await,
         "every event applied to each projection"
     );
     assert_eq!(
-        system
-            .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
-            .await,
-        system
-            .count(&format!(
-                "select count(distinct (event_id, name)) from {APPLIED_PAIRS} a"
-            ))
-            .await,
+        system.carried().await.applied,
+        system.carried().await.applied_once,
         "no (event, projection) recorded twice"
     );
     let diffs = system.verify().await;
@@ -259,7 +247,7 @@ async fn events_a_rebuild_applied_before_their_delivery_change_nothing_when_deli
     let rebuilt = rows(&system).await;
     assert_eq!(
         system
-            .count("select count(*) from sessions where message_count = 1 and jsonb_array_length(agent_ids) = 1")
+            .rows("sessions where message_count = 1 and jsonb_array_length(agent_ids) = 1")
             .await,
         5,
         "the rebuild applied every session's message and agent"
@@ -272,17 +260,9 @@ async fn events_a_rebuild_applied_before_their_delivery_change_nothing_when_deli
         rebuilt,
         "delivering what the rebuild applied changed no row"
     );
-    let events = system
-        .count("select count(*) from contact_event_store")
-        .await;
-    let pairs = system
-        .count(&format!("select count(*) from {APPLIED_PAIRS} a"))
-        .await;
-    let distinct = system
-        .count(&format!(
-            "select count(distinct (event_id, name)) from {APPLIED_PAIRS} a"
-        ))
-        .await;
+    let events = system.rows("contact_event_store").await;
+    let pairs = system.carried().await.applied;
+    let distinct = system.carried().await.applied_once;
     assert_eq!(
         (pairs, distinct),
         (3 * events, 3 * events),
@@ -419,9 +399,7 @@ async fn a_rebuild_under_live_traffic_keeps_the_lag_low_and_every_query_answered
     );
     system.wait_until_projected(Duration::from_secs(30)).await;
     assert_eq!(
-        system
-            .count("select count(*) from contacts where name like '%Fennimore%'")
-            .await,
+        system.rows("contacts where name like '%Fennimore%'").await,
         0,
         "the forgotten contact's name did not come back"
     );

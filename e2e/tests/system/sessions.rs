@@ -46,7 +46,7 @@ async fn twenty_racing_starts_open_one_session_and_the_sweeper_ends_it_after_the
     );
     assert_eq!(
         system
-            .count("select count(*) from contact_event_store where event_type = 'session.started'")
+            .rows("contact_event_store where event_type = 'session.started'")
             .await,
         1
     );
@@ -87,14 +87,7 @@ async fn twenty_racing_starts_open_one_session_and_the_sweeper_ends_it_after_the
 async fn commands_on_a_deleted_contact_and_its_sessions_are_refused() {
     let system = TestSystem::start().await;
     let contact = system.create_contact(json!({"name": "Leaving"})).await;
-    let inbound = system
-        .command(
-            Method::POST,
-            &format!("/contacts/{contact}/messages"),
-            Some(json!({"channel_type_id": 1, "from_contact": true})),
-        )
-        .await;
-    let session = inbound.id("session_id");
+    let session = system.open_session(contact).await;
     let deleted = system
         .command_as(
             &system.tenant,

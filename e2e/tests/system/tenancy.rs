@@ -127,9 +127,7 @@ async fn ids_probe(app_role: &'static str) {
         .query_as(&b, &format!("/sessions/{session}?min_version=2"))
         .await;
     assert_eq!(seen.status, StatusCode::OK);
-    let before = system
-        .count("select count(*) from contact_event_store")
-        .await;
+    let before = system.rows("contact_event_store").await;
 
     for (method, path, body) in command_routes(contact, session) {
         let reply = system
@@ -195,9 +193,7 @@ async fn ids_probe(app_role: &'static str) {
     a_reads_b.assert_problem(404);
 
     assert_eq!(
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
+        system.rows("contact_event_store").await,
         before,
         "nothing was written"
     );
@@ -210,9 +206,7 @@ async fn viewers_read_but_cannot_command_and_keys_must_be_valid() {
     let contact = system.create_contact(json!({"name": "Seen"})).await;
     let viewer = system.add_member(&system.tenant, "viewer").await;
     let agent = system.add_member(&system.tenant, "agent").await;
-    let before = system
-        .count("select count(*) from contact_event_store")
-        .await;
+    let before = system.rows("contact_event_store").await;
 
     for (method, path, body) in command_routes(contact, Uuid::now_v7()) {
         let reply = system
@@ -231,9 +225,7 @@ async fn viewers_read_but_cannot_command_and_keys_must_be_valid() {
         .await
         .assert_problem(403);
     assert_eq!(
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
+        system.rows("contact_event_store").await,
         before,
         "a viewer wrote nothing"
     );
@@ -355,12 +347,7 @@ async fn viewers_read_but_cannot_command_and_keys_must_be_valid() {
             .await;
         reply.assert_problem(401);
     }
-    assert_eq!(
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
-        before + 1
-    );
+    assert_eq!(system.rows("contact_event_store").await, before + 1);
     system.stop().await;
 }
 

@@ -72,9 +72,7 @@ async fn malformed_requests_on_every_command_route_are_refused_and_write_nothing
     let system = TestSystem::start().await;
     let contact = system.create_contact(json!({"name": "Target"})).await;
     let session = system.open_session(contact).await;
-    let before = system
-        .count("select count(*) from contact_event_store")
-        .await;
+    let before = system.rows("contact_event_store").await;
 
     for (method, path, valid) in routes(contact, session) {
         let json_ct = Some("application/json");
@@ -165,9 +163,7 @@ async fn malformed_requests_on_every_command_route_are_refused_and_write_nothing
         .await;
     reply.assert_problem(400);
     assert_eq!(
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
+        system.rows("contact_event_store").await,
         before,
         "nothing was written"
     );
@@ -179,9 +175,7 @@ async fn field_rules_are_422_with_the_failing_fields_and_write_nothing() {
     let system = TestSystem::start().await;
     let contact = system.create_contact(json!({"name": "Target"})).await;
     let session = system.open_session(contact).await;
-    let before = system
-        .count("select count(*) from contact_event_store")
-        .await;
+    let before = system.rows("contact_event_store").await;
     let cases = vec![
         (
             Method::POST,
@@ -289,9 +283,7 @@ async fn field_rules_are_422_with_the_failing_fields_and_write_nothing() {
         assert_eq!(got, fields, "{method} {path} {body}");
     }
     assert_eq!(
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
+        system.rows("contact_event_store").await,
         before,
         "nothing was written"
     );
@@ -335,13 +327,7 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() 
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(again.body, first.body, "the very same answer");
     assert_eq!(again.header("location"), first.header("location"));
-    assert_eq!(
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
-        1,
-        "written once"
-    );
+    assert_eq!(system.rows("contact_event_store").await, 1, "written once");
     let other = system
         .command_as(
             &system.tenant,
@@ -352,12 +338,7 @@ async fn an_idempotency_key_replays_the_first_answer_and_refuses_another_body() 
         )
         .await;
     other.assert_problem(422);
-    assert_eq!(
-        system
-            .count("select count(*) from contact_event_store")
-            .await,
-        1
-    );
+    assert_eq!(system.rows("contact_event_store").await, 1);
     let correlation: Uuid = sqlx::query_scalar("select correlation_id from contact_event_store")
         .fetch_one(&system.db.pool)
         .await
