@@ -1,60 +1,9 @@
 #!/usr/bin/env bash
 # The cost of sealing personal data (issue 13) on bench rows 1-2: this tree against the last
-# commit that stored personal data in the clear, both built in release mode, run alternately on
-# this machine (before, after, before, after, ...) so that the load of the moment weighs on both
-# alike. Prints each round's figures and the after/before ratios.
+# commit that stored personal data in the clear (d6f3204), through bench/ab.sh.
 #
-#   bench/encryption-ab.sh                 # --quick sizes, 2 rounds
+#   bench/encryption-ab.sh                  # --quick sizes, 2 rounds
 #   ROUNDS=3 SIZES= bench/encryption-ab.sh  # full sizes
-#
-# The old tree is a git worktree under target/ (nothing is committed from it); its build has a
-# target directory of its own.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-
-before_rev=${BEFORE:-d6f3204}
-rounds=${ROUNDS:-2}
-sizes=${SIZES---quick}
-work=target/encryption-ab
-mkdir -p "$work"
-
-if [[ ! -d $work/before ]]; then
-    git worktree add --detach "$work/before" "$before_rev" >&2
-fi
-cargo build --release -p bench >&2
-(cd "$work/before" && CARGO_TARGET_DIR="$PWD/../before-target" cargo build --release -p bench >&2)
-
-declare -A bin=([before]="$work/before-target/release/bench" [after]="target/release/bench")
-for round in $(seq "$rounds"); do
-    for side in before after; do
-        echo "round $round: $side" >&2
-        # shellcheck disable=SC2086
-        "${bin[$side]}" $sizes --only 1,2 --json >"$work/$side-$round.json"
-    done
-done
-
-python3 - "$work" "$rounds" <<'EOF'
-import json, sys
-work, rounds = sys.argv[1], int(sys.argv[2])
-
-def rows(side, r):
-    return {row["id"]: row for row in json.load(open(f"{work}/{side}-{r}.json"))["rows"]}
-
-print("| round | row | before | after | after/before | p99 before | p99 after |")
-print("|---|---|---|---|---|---|---|")
-ratios = {}
-for r in range(1, rounds + 1):
-    b, a = rows("before", r), rows("after", r)
-    for rid in ("1a", "1b", "2", "2 (offered)"):
-        if rid not in b or rid not in a or not b[rid].get("ours") or not a[rid].get("ours"):
-            continue
-        vb, va = b[rid]["ours"]["value"], a[rid]["ours"]["value"]
-        ratio = va / vb if vb else float("nan")
-        ratios.setdefault(rid, []).append(ratio)
-        unit = a[rid]["ours"]["unit"]
-        print(f"| {r} | {rid} | {vb:,.1f} {unit} | {va:,.1f} {unit} | {ratio:.3f} | "
-              f"{b[rid].get('p99_ms') or 0:.1f} ms | {a[rid].get('p99_ms') or 0:.1f} ms |")
-for rid, values in ratios.items():
-    mean = sum(values) / len(values)
-    print(f"\n{rid}: after/before {mean:.3f} on average over {len(values)} rounds")
-EOF
+BEFORE=${BEFORE:-d6f3204} ONLY=${ONLY:-1,2} exec bench/ab.sh
