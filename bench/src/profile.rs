@@ -177,9 +177,7 @@ pub async fn statements(
         commands_only.to,
     );
     let mut conn = admin_db(&system).await?;
-    let events: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
-        .fetch_one(&mut conn)
-        .await?;
+    let events = e2e::db::rows(&mut conn, "contact_event_store").await;
     system.start_projection().await;
     system.wait_until_projected(Duration::from_secs(300)).await;
     let to = log_len(log)?;
@@ -199,10 +197,7 @@ pub async fn statements(
     crate::clone::load_copies(template, &system.db.url, owner, backlog, 10_000, true).await?;
     let copied = log_len(log)?;
     loop {
-        let pending: i64 =
-            sqlx::query_scalar("select count(*) from outbox_events where status <> 'processed'")
-                .fetch_one(&mut conn)
-                .await?;
+        let pending = e2e::db::rows(&mut conn, e2e::db::OUTBOX_WAITING).await;
         if pending == 0 {
             break;
         }
@@ -217,9 +212,7 @@ pub async fn statements(
     let catch_up_to = log_len(log)?;
 
     // The rebuild, in this process, of everything stored so far.
-    let all_events: i64 = sqlx::query_scalar("select count(*) from contact_event_store")
-        .fetch_one(&mut conn)
-        .await?;
+    let all_events = e2e::db::rows(&mut conn, "contact_event_store").await;
     system.stop_projection().await;
     let started = Instant::now();
     replay_tool::rebuild(
@@ -345,9 +338,5 @@ async fn window(
 }
 
 async fn stored_events(system: &TestSystem) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("select count(*) from contact_event_store")
-            .fetch_one(&mut admin_db(system).await?)
-            .await?,
-    )
+    Ok(e2e::db::rows(&mut admin_db(system).await?, "contact_event_store").await)
 }

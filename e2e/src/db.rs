@@ -41,18 +41,42 @@ pub fn settings_for(database_url: &str) -> Settings {
     }
 }
 
-/// One `count(*)` statement's answer, as the database's owner sees it (every tenant's rows).
-pub async fn count(pool: &PgPool, sql: &str) -> i64 {
+/// One `count(*)` statement's answer, as the executor's login sees it (the test database's
+/// owner: every tenant's rows).
+pub async fn count<'e>(executor: impl sqlx::PgExecutor<'e>, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
-        .fetch_one(pool)
+        .fetch_one(executor)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// How many rows `relation` holds: a table, with or without a condition
 /// (`"sessions where status = 'active'"`), or a subquery with its alias.
-pub async fn rows(pool: &PgPool, relation: &str) -> i64 {
-    count(pool, &format!("select count(*) from {relation}")).await
+pub async fn rows<'e>(executor: impl sqlx::PgExecutor<'e>, relation: &str) -> i64 {
+    count(executor, &format!("select count(*) from {relation}")).await
+}
+
+/// The outbox rows not yet published ([`rows`] of it: the relay deletes what it publishes, and
+/// an earlier release marked it `processed`).
+pub const OUTBOX_WAITING: &str = "outbox_events where status <> 'processed'";
+
+/// The ids of every stored event.
+pub async fn stored_event_ids(pool: &PgPool) -> Vec<Uuid> {
+    sqlx::query_scalar("select id from contact_event_store")
+        .fetch_all(pool)
+        .await
+        .expect("the stored events' ids")
+}
+
+/// How many events each projection applied ([`crate::APPLIED_PAIRS`]), by projection name.
+pub async fn applied_per_projection(pool: &PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as(&format!(
+        "select name, count(*) from {} a group by 1 order by 1",
+        crate::APPLIED_PAIRS
+    ))
+    .fetch_all(pool)
+    .await
+    .expect("the applied events per projection")
 }
 
 /// How far the pipeline has carried what is stored: the events, the outbox rows still to
@@ -71,7 +95,7 @@ impl Carried {
         let pairs = format!("{} a", crate::APPLIED_PAIRS);
         Self {
             events: rows(pool, "contact_event_store").await,
-            outbox_waiting: rows(pool, "outbox_events where status <> 'processed'").await,
+            outbox_waiting: rows(pool, OUTBOX_WAITING).await,
             applied: rows(pool, &pairs).await,
             applied_once: count(
                 pool,

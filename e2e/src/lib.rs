@@ -3,7 +3,7 @@
 //! them, and small HTTP helpers. Everything a test creates is removed when it is dropped.
 
 pub mod cluster;
-mod db;
+pub mod db;
 pub mod nats;
 pub mod nats_security;
 mod options;

@@ -11,7 +11,7 @@ use crate::clone::{Owner, Template};
 use crate::report::{number, Row};
 use crate::{raw_jetstream, Sizes};
 
-use super::{analyze, count, progress, report_secs};
+use super::{analyze, last_position, progress, report_secs};
 
 /// Scenario 3: projection catch-up from a backlog in the stream, against baseline (b).
 pub(super) async fn catch_up(
@@ -23,11 +23,7 @@ pub(super) async fn catch_up(
     system.wait_until_projected(Duration::from_secs(600)).await;
     analyze(&system.db.pool).await?;
     system.stop_projection().await;
-    let before: i64 = count(
-        &system.db.pool,
-        "select coalesce(max(position), 0) from contact_event_store",
-    )
-    .await?;
+    let before = last_position(&system.db.pool).await?;
     progress(format!(
         "3: producing {} events with projection-service stopped (bulk COPY into store + outbox, relay publishing)",
         number(n as f64)
@@ -43,11 +39,7 @@ pub(super) async fn catch_up(
     anyhow::ensure!(loaded as usize == n, "loaded {loaded} of {n}");
     let inserted = started.elapsed();
     loop {
-        let pending = count(
-            &system.db.pool,
-            "select count(*) from outbox_events where status <> 'processed'",
-        )
-        .await?;
+        let pending = e2e::db::rows(&system.db.pool, e2e::db::OUTBOX_WAITING).await;
         if pending == 0 {
             break;
         }

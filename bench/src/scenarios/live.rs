@@ -10,7 +10,7 @@ use crate::report::{number, Percentiles, Row};
 use crate::workload::{self, Api};
 use crate::{lag, raw_sql, Sizes};
 
-use super::{analyze, count, prime_raw_sql, progress, secs};
+use super::{analyze, last_position, prime_raw_sql, progress, secs};
 
 /// Scenario 1: HTTP commands at 8 and 32 clients, against baseline (a).
 pub(super) async fn commands(
@@ -109,11 +109,7 @@ pub(super) async fn lag(
             secs(sizes.lag_run),
             secs(warmup)
         ));
-        let first_position = count(
-            &system.db.pool,
-            "select coalesce(max(position), 0) from contact_event_store",
-        )
-        .await?;
+        let first_position = last_position(&system.db.pool).await?;
         let (sender, receiver) = mpsc::unbounded_channel();
         let url = system.db.url.clone();
         let tracker =

@@ -36,8 +36,13 @@ fn secs(d: Duration) -> String {
     format!("{:.0} s", d.as_secs_f64())
 }
 
-async fn count(pool: &sqlx::PgPool, sql: &str) -> anyhow::Result<i64> {
-    Ok(sqlx::query_scalar(sql).fetch_one(pool).await?)
+/// The store's last position (0: empty): where a scenario's own events begin.
+async fn last_position(pool: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("select coalesce(max(position), 0) from contact_event_store")
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// Up-to-date planner statistics, as autovacuum keeps them on a database that has been running
@@ -88,7 +93,7 @@ pub async fn run_all(sizes: &Sizes, only: &[u32]) -> anyhow::Result<Vec<Row>> {
             rows.extend(live::lag(sizes, &system, &api, 600.0, "2b").await?);
         }
         if wants(3) || wants(4) {
-            let events = count(&system.db.pool, "select count(*) from contact_event_store").await?;
+            let events = e2e::db::rows(&system.db.pool, "contact_event_store").await;
             if events < 5_000 {
                 progress("writing a template history through the command path");
                 workload::closed_loop(&api, 8, Duration::ZERO, Duration::from_secs(4), 7).await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::db::{count, rows, Carried};
+use crate::db::{applied_per_projection, count, rows, stored_event_ids, Carried, OUTBOX_WAITING};
 use crate::APPLIED_PAIRS;
 
 use super::{Counts, Traffic};
@@ -49,10 +49,7 @@ pub async fn assert_end_state(
     traffic: &Traffic,
 ) -> Counts {
     let acked = traffic.acknowledged_events();
-    let stored: Vec<Uuid> = sqlx::query_scalar("select id from contact_event_store")
-        .fetch_all(pool)
-        .await
-        .unwrap();
+    let stored = stored_event_ids(pool).await;
     let stored_set: HashSet<Uuid> = stored.iter().copied().collect();
     let lost: Vec<&Uuid> = acked.iter().filter(|id| !stored_set.contains(id)).collect();
     assert!(
@@ -86,12 +83,7 @@ pub async fn assert_end_state(
         0,
         "an event was applied twice"
     );
-    let applied: Vec<(String, i64)> = sqlx::query_as(&format!(
-        "select name, count(*) from {APPLIED_PAIRS} a group by 1 order by 1"
-    ))
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let applied = applied_per_projection(pool).await;
     let each = |n: i64| {
         ["contacts", "domain_event_logs", "sessions"]
             .map(|consumer| (consumer.to_owned(), n))
@@ -117,11 +109,7 @@ pub async fn assert_end_state(
         assert_eq!(behind, 0, "{table} rows not at their last stored version");
     }
     assert_eq!(
-        count(
-            pool,
-            "select count(*) from outbox_events where status <> 'processed'"
-        )
-        .await,
+        rows(pool, OUTBOX_WAITING).await,
         0,
         "an outbox row is stuck"
     );

@@ -206,26 +206,24 @@ async fn without_the_tenant_setting_the_application_role_sees_nothing() {
             .await
             .unwrap();
         for table in &tenant_tables {
-            let visible: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
+            let visible = e2e::db::rows(&mut *tx, table).await;
             assert_eq!(visible, 0, "{table}, tenant {round}");
         }
         tx.rollback().await.unwrap();
     }
 
     // A superuser (the test's login) and the projector see every tenant.
-    let all = "select count(*) from contacts";
-    let as_owner: i64 = sqlx::query_scalar(all).fetch_one(&db.pool).await.unwrap();
-    assert_eq!(as_owner, 2);
+    assert_eq!(e2e::db::rows(&db.pool, "contacts").await, 2);
     let mut tx = db.pool.begin().await.unwrap();
     sqlx::query("set local role ventros_projector")
         .execute(&mut *tx)
         .await
         .unwrap();
-    let as_projector: i64 = sqlx::query_scalar(all).fetch_one(&mut *tx).await.unwrap();
-    assert_eq!(as_projector, 2, "the projector's batches mix tenants");
+    assert_eq!(
+        e2e::db::rows(&mut *tx, "contacts").await,
+        2,
+        "the projector's batches mix tenants"
+    );
     tx.rollback().await.unwrap();
 }
 

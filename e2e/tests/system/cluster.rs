@@ -552,11 +552,7 @@ async fn raising_event_partitions_on_a_live_system_keeps_per_contact_order() {
     })
     .await;
     let published_before = events.get_info().await.unwrap().state.last_sequence;
-    let waiting: i64 =
-        sqlx::query_scalar("select count(*) from outbox_events where status <> 'processed'")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+    let waiting = e2e::db::rows(&db.pool, e2e::db::OUTBOX_WAITING).await;
     println!("relay paused: drained after {took:.1?}; {published_before} events published with 2 partitions, {waiting} waiting in the outbox");
     // 4. Roll command-service to the new count with the relay on again.
     command.terminate();

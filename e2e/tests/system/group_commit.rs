@@ -121,21 +121,10 @@ async fn a_refused_write_fails_alone_and_the_rest_of_its_group_commits_in_two_te
     refused(&answers[1]);
     assert!(answers[2].is_ok(), "{:?}", answers[2]);
     refused(&answers[3]);
-    let stored: Vec<Uuid> =
-        sqlx::query_scalar("select id from contact_event_store where id = any($1) order by id")
-            .bind(&ids)
-            .fetch_all(&db.pool)
-            .await
-            .unwrap();
+    let (stored, outbox) = stored_of(&db.pool, &ids).await;
     let mut expected = vec![ids[0], ids[2]];
     expected.sort();
     assert_eq!(stored, expected, "the accepted writes, and only they");
-    let outbox: i64 =
-        sqlx::query_scalar("select count(*) from outbox_events where event_id = any($1)")
-            .bind(&ids)
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
     assert_eq!(outbox, 2, "an outbox row for each stored event");
     // One group of three (the clash was answered before it went to the database), rolled back
     // for the refused write and stored write by write.

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use e2e::{TestSystem, APPLIED_PAIRS};
+use e2e::TestSystem;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -339,12 +339,7 @@ async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
         0.0,
         "the held message was redelivered:\n{metrics}"
     );
-    let applied: Vec<(String, i64)> = sqlx::query_as(&format!(
-        "select name, count(*) from {APPLIED_PAIRS} a group by 1 order by 1"
-    ))
-    .fetch_all(&system.db.pool)
-    .await
-    .unwrap();
+    let applied = e2e::db::applied_per_projection(&system.db.pool).await;
     assert_eq!(
         applied,
         [

@@ -370,7 +370,10 @@ async fn schemathesis_finds_no_server_error_and_rejected_requests_write_nothing(
             idempotency_keys.insert(key.trim().to_owned());
         }
     }
-    let stored = ids(&db.pool, "select id from contact_event_store").await;
+    let stored: BTreeSet<Uuid> = e2e::db::stored_event_ids(&db.pool)
+        .await
+        .into_iter()
+        .collect();
     let unanswered: Vec<_> = stored.difference(&acknowledged).collect();
     assert!(
         unanswered.is_empty(),

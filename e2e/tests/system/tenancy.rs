@@ -374,10 +374,7 @@ async fn bootstrap_is_idempotent_and_a_key_belongs_to_one_user() {
         (second.user_id, second.project_id)
     );
     for table in ["users", "billing_accounts", "projects", "user_api_keys"] {
-        let n: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
+        let n = e2e::db::rows(&db.pool, table).await;
         assert_eq!(n, 1, "{table} after two bootstraps");
     }
     let thief = command_service::bootstrap::BootstrapSpec {
@@ -423,10 +420,7 @@ async fn the_services_database_role_is_bound_by_row_level_security() {
 
     // A query that forgets the tenant filter sees nothing without a tenant, and only its
     // tenant's rows with one.
-    let all: i64 = sqlx::query_scalar("select count(*) from contacts")
-        .fetch_one(&app)
-        .await
-        .unwrap();
+    let all = e2e::db::rows(&app, "contacts").await;
     assert_eq!(all, 0, "no tenant, no rows");
     for (tenant, name) in [(&system.tenant.tenant_id, "A's"), (&b.tenant_id, "B's")] {
         let mut tx = platform::db::tenant_tx(&app, tenant).await.unwrap();
