@@ -17,7 +17,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::event_store::{EventRow, StoreError, EVENT_COLUMNS};
+use crate::event_store::{EventRow, EventStore, StoreError, EVENT_COLUMNS};
 use crate::personal::{self, DataKeys, KeyState};
 
 /// What a rewrite changed (or, dry, would change).
@@ -285,19 +285,7 @@ pub async fn sync_log_copies_of(
 
 /// How many snapshots are still stored in the clear.
 pub async fn plain_snapshots_left(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar!(
-        r#"select count(*) as "count!" from contact_snapshots where not (snapshot_data ? 'sealed')"#,
-    )
-    .fetch_one(conn)
-    .await?)
-}
-
-struct PlainSnapshot {
-    id: Uuid,
-    aggregate_id: Uuid,
-    snapshot_data: Value,
-    last_sequence_number: i64,
-    tenant_id: String,
+    EventStore::plain_snapshots_left(conn).await
 }
 
 /// Seals up to `limit` snapshots stored in the clear with their contact's key; deletes those of
@@ -308,14 +296,7 @@ pub async fn seal_plain_snapshots(
     limit: i64,
     dry: bool,
 ) -> Result<Rewritten, StoreError> {
-    let rows = sqlx::query_as!(
-        PlainSnapshot,
-        r#"select id, aggregate_id, snapshot_data, last_sequence_number, tenant_id::text as "tenant_id!"
-             from contact_snapshots where not (snapshot_data ? 'sealed') limit $1"#,
-        limit,
-    )
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = EventStore::plain_snapshots(&mut **tx, limit).await?;
     let mut done = Rewritten::default();
     for row in rows {
         let contact = match row
@@ -351,19 +332,11 @@ pub async fn seal_plain_snapshots(
                     row.last_sequence_number,
                     &row.snapshot_data,
                 );
-                sqlx::query!(
-                    "update contact_snapshots set snapshot_data = $2 where id = $1",
-                    row.id,
-                    sealed,
-                )
-                .execute(&mut **tx)
-                .await?;
+                EventStore::replace_snapshot(&mut **tx, row.id, sealed).await?;
                 done.snapshots_sealed += 1;
             }
             None => {
-                sqlx::query!("delete from contact_snapshots where id = $1", row.id)
-                    .execute(&mut **tx)
-                    .await?;
+                EventStore::delete_snapshot(&mut **tx, row.id).await?;
                 done.snapshots_deleted += 1;
             }
         }

@@ -611,10 +611,7 @@ async fn as_the_previous_release_wrote_it(system: &TestSystem) {
         };
         let key = keys.get(*contact_id).unwrap().clone();
         let plain = sealed.open(&key, aggregate, version).unwrap().unwrap();
-        sqlx::query("update contact_snapshots set snapshot_data = $2 where id = $1")
-            .bind(id)
-            .bind(plain)
-            .execute(&mut *conn)
+        platform::event_store::EventStore::replace_snapshot(&mut *conn, id, plain)
             .await
             .unwrap();
     }

@@ -9,6 +9,9 @@ use e2e::{Tenant, TestSystem};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
+/// Revokes every key of a user (`$1`), as an operator would in the database.
+const DEACTIVATE_KEYS: &str = "update user_api_keys set active = false where user_id = $1";
+
 /// How long until `tenant`'s requests get `status` from both services (a read, and a command on
 /// a contact that does not exist, which changes nothing either way); panics after 1 s.
 async fn until_both_answer(system: &TestSystem, tenant: &Tenant, status: StatusCode) -> Duration {
@@ -90,11 +93,7 @@ async fn a_key_in_use_costs_one_lookup_and_a_revoked_one_is_refused_within_a_sec
 
     let mut now = StatusCode::OK;
     for (what, sql, after) in [
-        (
-            "inactive",
-            "update user_api_keys set active = false where user_id = $1",
-            StatusCode::UNAUTHORIZED,
-        ),
+        ("inactive", DEACTIVATE_KEYS, StatusCode::UNAUTHORIZED),
         (
             "active again",
             "update user_api_keys set active = true where user_id = $1",
@@ -200,7 +199,7 @@ async fn after_its_listener_loses_the_connection_a_revocation_still_applies_with
     .await
     .unwrap();
     assert_eq!(cut, [true, true], "one listener per service");
-    sqlx::query("update user_api_keys set active = false where user_id = $1")
+    sqlx::query(DEACTIVATE_KEYS)
         .bind(agent.user_id)
         .execute(&system.db.pool)
         .await

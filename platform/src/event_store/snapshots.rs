@@ -16,7 +16,75 @@ pub struct SnapshotRow {
     pub last_sequence_number: i64,
 }
 
+/// A snapshot stored in the clear, as a release before sealing wrote it (what
+/// `replay-tool encrypt-history` seals).
+#[derive(Debug)]
+pub struct PlainSnapshot {
+    /// The snapshot row's id.
+    pub id: Uuid,
+    /// The aggregate it is a state of.
+    pub aggregate_id: Uuid,
+    /// The state, in the clear.
+    pub snapshot_data: Value,
+    /// The last event folded into it.
+    pub last_sequence_number: i64,
+    /// The tenant it belongs to.
+    pub tenant_id: String,
+}
+
 impl EventStore {
+    /// How many snapshots are still stored in the clear.
+    pub async fn plain_snapshots_left(executor: impl PgExecutor<'_>) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar!(
+            r#"select count(*) as "count!" from contact_snapshots where not (snapshot_data ? 'sealed')"#,
+        )
+        .fetch_one(executor)
+        .await?)
+    }
+
+    /// Up to `limit` snapshots stored in the clear.
+    pub async fn plain_snapshots(
+        executor: impl PgExecutor<'_>,
+        limit: i64,
+    ) -> Result<Vec<PlainSnapshot>, StoreError> {
+        Ok(sqlx::query_as!(
+            PlainSnapshot,
+            r#"select id, aggregate_id, snapshot_data, last_sequence_number, tenant_id::text as "tenant_id!"
+                 from contact_snapshots where not (snapshot_data ? 'sealed') limit $1"#,
+            limit,
+        )
+        .fetch_all(executor)
+        .await?)
+    }
+
+    /// Replaces a snapshot's stored state (sealing one stored in the clear; the tests, the other
+    /// way round, to make a store as an earlier release left it).
+    pub async fn replace_snapshot(
+        executor: impl PgExecutor<'_>,
+        id: Uuid,
+        data: Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query!(
+            "update contact_snapshots set snapshot_data = $2 where id = $1",
+            id,
+            data,
+        )
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
+    /// Deletes one snapshot: a load folds from the one before it, or from the start.
+    pub async fn delete_snapshot(
+        executor: impl PgExecutor<'_>,
+        id: Uuid,
+    ) -> Result<(), StoreError> {
+        sqlx::query!("delete from contact_snapshots where id = $1", id)
+            .execute(executor)
+            .await?;
+        Ok(())
+    }
+
     /// The latest snapshot of an aggregate in this tenant, if any.
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant_id, aggregate_id = %aggregate_id), err(level = "debug"))]
     pub async fn latest_snapshot(
