@@ -120,7 +120,10 @@ impl SessionRecord {
                 .end_reason
                 .as_deref()
                 .and_then(|r| serde_json::from_value(Value::String(r.into())).ok()),
-            timeout_seconds: SessionTimeout::from_nanos(self.timeout_duration.unwrap_or_default())
+            // A row without one (written by something else) times out as the sweeper reads it.
+            timeout_seconds: self
+                .timeout_duration
+                .map_or(SessionTimeout::DEFAULT, SessionTimeout::from_nanos)
                 .seconds(),
             last_activity_at: Some(self.last_activity_at.and_utc()),
             message_count: self.message_count.unwrap_or_default(),
@@ -282,4 +285,32 @@ pub async fn forget_personal_columns(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_without_a_timeout_folds_with_the_default_timeout_the_sweeper_applies() {
+        let row: SessionRecord = serde_json::from_value(serde_json::json!({
+            "id": Uuid::nil(),
+            "tenant_id": "tenant-a",
+            "started_at": "2026-12-01T10:00:00",
+            "last_activity_at": "2026-12-01T10:05:00",
+            "version": 3,
+        }))
+        .unwrap();
+        assert_eq!(row.timeout_duration, None);
+        assert_eq!(
+            row.view().timeout_seconds,
+            SessionTimeout::DEFAULT.seconds(),
+            "a fold must not write back a timeout of 0 s, which the sweeper would end at once"
+        );
+        let five_minutes = SessionRecord {
+            timeout_duration: Some(SessionTimeout::from_minutes(5).nanos()),
+            ..row
+        };
+        assert_eq!(five_minutes.view().timeout_seconds, 300);
+    }
 }
