@@ -91,17 +91,23 @@ pub struct Carried {
 }
 
 impl Carried {
+    /// All four, read in one statement (a wait polls this every few milliseconds).
     pub async fn read(pool: &PgPool) -> Self {
-        let pairs = format!("{} a", crate::APPLIED_PAIRS);
+        let (events, outbox_waiting, applied, applied_once) = sqlx::query_as(&format!(
+            "select (select count(*) from contact_event_store), \
+                    (select count(*) from {OUTBOX_WAITING}), \
+                    count(*), count(distinct (event_id, name)) \
+               from {} a",
+            crate::APPLIED_PAIRS
+        ))
+        .fetch_one(pool)
+        .await
+        .expect("how far the pipeline carried what is stored");
         Self {
-            events: rows(pool, "contact_event_store").await,
-            outbox_waiting: rows(pool, OUTBOX_WAITING).await,
-            applied: rows(pool, &pairs).await,
-            applied_once: count(
-                pool,
-                &format!("select count(distinct (event_id, name)) from {pairs}"),
-            )
-            .await,
+            events,
+            outbox_waiting,
+            applied,
+            applied_once,
         }
     }
 

@@ -189,7 +189,7 @@ impl Login {
 /// one. Such a login is what an injected `reset role` or `set role` returns to. Logs a warning
 /// and exports `database_login_privileged{pool}` (1 or 0); connects once to find out.
 pub async fn check_login(pool: &PgPool, login: Login) -> anyhow::Result<bool> {
-    let login_row = sqlx::query!(
+    let row = sqlx::query!(
         r#"select session_user::text as "user!",
                   exists (select 1 from pg_roles r where r.rolsuper
                            and pg_has_role(session_user, r.oid, 'member')) as "superuser!",
@@ -201,13 +201,7 @@ pub async fn check_login(pool: &PgPool, login: Login) -> anyhow::Result<bool> {
     )
     .fetch_one(pool)
     .await?;
-    let (user, superuser, owner, bypass) = (
-        login_row.user,
-        login_row.superuser,
-        login_row.owner,
-        login_row.bypass,
-    );
-    let privileged = superuser || owner || (login == Login::Request && bypass);
+    let privileged = row.superuser || row.owner || (login == Login::Request && row.bypass);
     metrics::gauge!("database_login_privileged", "pool" => login.label()).set(if privileged {
         1.0
     } else {
@@ -216,10 +210,10 @@ pub async fn check_login(pool: &PgPool, login: Login) -> anyhow::Result<bool> {
     if privileged {
         tracing::warn!(
             pool = login.label(),
-            login = %user,
-            superuser,
-            owner,
-            bypassrls = bypass,
+            login = %row.user,
+            superuser = row.superuser,
+            owner = row.owner,
+            bypassrls = row.bypass,
             "logged in to PostgreSQL with more privileges than this work needs: a statement that \
              resets its role gains them. Log in as the service's own role (README \"Security\")"
         );

@@ -283,11 +283,6 @@ pub async fn sync_log_copies_of(
     .rows_affected())
 }
 
-/// How many snapshots are still stored in the clear.
-pub async fn plain_snapshots_left(conn: &mut PgConnection) -> Result<i64, StoreError> {
-    EventStore::plain_snapshots_left(conn).await
-}
-
 /// Seals up to `limit` snapshots stored in the clear with their contact's key; deletes those of
 /// forgotten contacts and those that do not say whose they are.
 pub async fn seal_plain_snapshots(

@@ -158,7 +158,7 @@ impl Build<'_> {
     /// join it any more), and how many events that is.
     pub async fn bound(&self) -> anyhow::Result<(Checkpoint, u64)> {
         let bound = EventStore::finished_checkpoint(self.pool, self.tenant).await?;
-        let total = EventStore::count_upto(self.pool, bound, self.tenant).await?;
+        let total = EventStore::count_upto(self.pool, Some(bound), self.tenant).await?;
         metrics::gauge!("replay_events_expected").set(total as f64);
         Ok((bound, total as u64))
     }

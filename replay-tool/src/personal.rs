@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use platform::event_store::EventStore;
 use platform::history::{self, Rewritten};
 use platform::personal::DataKeys;
 use serde::Serialize;
@@ -87,7 +88,8 @@ pub async fn encrypt_history(
     }
     if dry_run {
         let mut conn = pool.acquire().await?;
-        report.rewritten.snapshots_sealed = history::plain_snapshots_left(&mut conn).await? as u64;
+        report.rewritten.snapshots_sealed =
+            EventStore::plain_snapshots_left(&mut *conn).await? as u64;
     } else {
         loop {
             let mut tx = pool.begin().await?;

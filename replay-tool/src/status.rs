@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use platform::event_store::{Checkpoint, EventStore};
+use platform::event_store::EventStore;
 use platform::nats::StreamSettings;
 use platform::retention::{format_duration, RetentionPeriods};
 use projection_service::projections::{covers_sql, Projection};
@@ -126,7 +126,7 @@ pub async fn status(
     stream: &StreamSettings,
     periods: &RetentionPeriods,
 ) -> anyhow::Result<Status> {
-    let events_in_store = EventStore::count_upto(pool, Checkpoint::END, None).await?;
+    let events_in_store = EventStore::count_upto(pool, None, None).await?;
     let (outbox_pending, outbox_oldest_pending_seconds) =
         platform::event_store::outbox_backlog(pool).await?;
     let parked = projection_service::dead_letters::counts(pool).await?;

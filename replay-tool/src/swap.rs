@@ -115,18 +115,18 @@ pub async fn survey(conn: &mut PgConnection, tables: &[&'static str]) -> anyhow:
         // What a table has that a swap cannot carry over: one text per thing (`$1`: the table).
         let refused = sqlx::query_scalar!(
             r#"select array(select 'trigger ' || tgname from pg_trigger
-                   where tgrelid = $1::regclass and not tgisinternal)
-               || array(select distinct 'view ' || r.ev_class::regclass::text
-                   from pg_depend d join pg_rewrite r on r.oid = d.objid
-                   where d.classid = 'pg_rewrite'::regclass and d.refobjid = $1::regclass
-                   and r.ev_class <> $1::regclass)
-               || array(select 'publication ' || p.pubname
-                   from pg_publication_rel pr join pg_publication p on p.oid = pr.prpubid
-                   where pr.prrelid = $1::regclass)
-               || array(select 'column privileges on ' || attname from pg_attribute
-                   where attrelid = $1::regclass and attacl is not null)
-               || array(select 'inheritance' from pg_inherits
-                   where inhrelid = $1::regclass or inhparent = $1::regclass) as "refused!""#,
+                             where tgrelid = $1::regclass and not tgisinternal)
+                   || array(select distinct 'view ' || r.ev_class::regclass::text
+                              from pg_depend d join pg_rewrite r on r.oid = d.objid
+                             where d.classid = 'pg_rewrite'::regclass and d.refobjid = $1::regclass
+                               and r.ev_class <> $1::regclass)
+                   || array(select 'publication ' || p.pubname
+                              from pg_publication_rel pr join pg_publication p on p.oid = pr.prpubid
+                             where pr.prrelid = $1::regclass)
+                   || array(select 'column privileges on ' || attname from pg_attribute
+                             where attrelid = $1::regclass and attacl is not null)
+                   || array(select 'inheritance' from pg_inherits
+                             where inhrelid = $1::regclass or inhparent = $1::regclass) as "refused!""#,
             &live as _,
         )
         .fetch_one(&mut *tx)
@@ -143,60 +143,56 @@ pub async fn survey(conn: &mut PgConnection, tables: &[&'static str]) -> anyhow:
         let carried_row = sqlx::query!(
             r#"with t as (select c.*, $1::regclass as live from pg_class c where c.oid = $1::regclass)
                select array(select format('alter table %s owner to %I', live, pg_get_userbyid(relowner)) from t)
-               || array(select format('alter table %s set (%s)', live, array_to_string(reloptions, ', '))
-                   from t where reloptions is not null)
-               || array(select format('comment on table %s is %L', live, obj_description(live, 'pg_class'))
-                   from t where obj_description(live, 'pg_class') is not null)
-               || array(select pg_get_indexdef(i.indexrelid) from pg_index i, t
-                   where i.indrelid = t.live
-                   and not exists (select 1 from pg_constraint k
-                   where k.conindid = i.indexrelid and k.conrelid = i.indrelid
-                   and k.contype in ('p', 'u', 'x'))
-                   order by i.indexrelid)
-               || array(select format('alter table %s add constraint %I %s not valid', t.live, k.conname,
-                   pg_get_constraintdef(k.oid))
-                   from pg_constraint k, t where k.conrelid = t.live and k.contype = 'f'
-                   order by k.conname)
-               || array(select format('alter table %s validate constraint %I', t.live, k.conname)
-                   from pg_constraint k, t
-                   where k.conrelid = t.live and k.contype = 'f' and k.convalidated
-                   order by k.conname)
-               || array(select format('create policy %I on %s as %s for %s to %s%s%s', p.polname, t.live,
-                   case when p.polpermissive then 'permissive' else 'restrictive' end,
-                   case p.polcmd when 'r' then 'select' when 'a' then 'insert'
-                   when 'w' then 'update' when 'd' then 'delete'
-                   else 'all' end,
-               (select string_agg(case when r = 0 then 'public'
-                   else quote_ident(pg_get_userbyid(r)) end, ', ')
-                   from unnest(p.polroles) r),
-                   ' using (' || pg_get_expr(p.polqual, p.polrelid) || ')',
-                   ' with check (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')')
-                   from pg_policy p, t where p.polrelid = t.live order by p.polname)
-               || array(select format('revoke all on %s from %s', t.live,
-                   case when a.grantee = 0 then 'public'
-                   else quote_ident(pg_get_userbyid(a.grantee)) end)
-                   from t, aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) a
-                   where a.grantee <> t.relowner group by t.live, a.grantee)
-               || array(select format('grant %s on %s to %s%s', a.privilege_type, t.live,
-                   case when a.grantee = 0 then 'public'
-                   else quote_ident(pg_get_userbyid(a.grantee)) end,
-                   case when a.is_grantable then ' with grant option' else '' end)
-                   from t, aclexplode(t.relacl) a where a.grantee <> t.relowner) as "statements!",
-               (select relrowsecurity from t) as "row_security!", (select relforcerowsecurity from t) as "forced!""#,
+                   || array(select format('alter table %s set (%s)', live, array_to_string(reloptions, ', '))
+                              from t where reloptions is not null)
+                   || array(select format('comment on table %s is %L', live, obj_description(live, 'pg_class'))
+                              from t where obj_description(live, 'pg_class') is not null)
+                   || array(select pg_get_indexdef(i.indexrelid) from pg_index i, t
+                             where i.indrelid = t.live
+                               and not exists (select 1 from pg_constraint k
+                                                where k.conindid = i.indexrelid and k.conrelid = i.indrelid
+                                                  and k.contype in ('p', 'u', 'x'))
+                             order by i.indexrelid)
+                   || array(select format('alter table %s add constraint %I %s not valid', t.live, k.conname,
+                                          pg_get_constraintdef(k.oid))
+                              from pg_constraint k, t where k.conrelid = t.live and k.contype = 'f'
+                             order by k.conname)
+                   || array(select format('alter table %s validate constraint %I', t.live, k.conname)
+                              from pg_constraint k, t
+                             where k.conrelid = t.live and k.contype = 'f' and k.convalidated
+                             order by k.conname)
+                   || array(select format('create policy %I on %s as %s for %s to %s%s%s', p.polname, t.live,
+                                          case when p.polpermissive then 'permissive' else 'restrictive' end,
+                                          case p.polcmd when 'r' then 'select' when 'a' then 'insert'
+                                                        when 'w' then 'update' when 'd' then 'delete'
+                                                        else 'all' end,
+                                          (select string_agg(case when r = 0 then 'public'
+                                                                  else quote_ident(pg_get_userbyid(r)) end, ', ')
+                                             from unnest(p.polroles) r),
+                                          ' using (' || pg_get_expr(p.polqual, p.polrelid) || ')',
+                                          ' with check (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')')
+                              from pg_policy p, t where p.polrelid = t.live order by p.polname)
+                   || array(select format('revoke all on %s from %s', t.live,
+                                          case when a.grantee = 0 then 'public'
+                                               else quote_ident(pg_get_userbyid(a.grantee)) end)
+                              from t, aclexplode(coalesce(t.relacl, acldefault('r', t.relowner))) a
+                             where a.grantee <> t.relowner group by t.live, a.grantee)
+                   || array(select format('grant %s on %s to %s%s', a.privilege_type, t.live,
+                                          case when a.grantee = 0 then 'public'
+                                               else quote_ident(pg_get_userbyid(a.grantee)) end,
+                                          case when a.is_grantable then ' with grant option' else '' end)
+                              from t, aclexplode(t.relacl) a where a.grantee <> t.relowner) as "statements!",
+                      (select relrowsecurity from t) as "row_security!",
+                      (select relforcerowsecurity from t) as "forced!""#,
             &live as _,
         )
         .fetch_one(&mut *tx)
         .await?;
-        let (statements, row_security, forced) = (
-            carried_row.statements,
-            carried_row.row_security,
-            carried_row.forced,
-        );
         carried.push(Carried {
             table,
-            statements,
-            row_security,
-            forced,
+            statements: carried_row.statements,
+            row_security: carried_row.row_security,
+            forced: carried_row.forced,
         });
     }
     let qualified: Vec<String> = tables.iter().map(|t| format!("public.{t}")).collect();

@@ -130,14 +130,6 @@ pub struct OrderedEvent {
     pub transaction_id: i64,
 }
 
-impl Checkpoint {
-    /// Past every event: the greatest `xid8` an `i64` holds, and the greatest position.
-    pub const END: Checkpoint = Checkpoint {
-        transaction_id: i64::MAX,
-        position: i64::MAX,
-    };
-}
-
 impl OrderedEvent {
     /// Where a reader stands once it has read this event: the next read resumes after it.
     pub fn checkpoint(&self) -> Checkpoint {

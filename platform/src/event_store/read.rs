@@ -211,19 +211,19 @@ impl EventStore {
         rows.into_iter().map(EventRow::into_envelope).collect()
     }
 
-    /// How many events are stored up to and including `upto` (all of them: [`Checkpoint::END`]),
-    /// of one tenant or (`None`) of all.
+    /// How many events are stored up to and including `upto` (`None`: all of them), of one
+    /// tenant or (`None`) of all.
     pub async fn count_upto(
         executor: impl PgExecutor<'_>,
-        upto: Checkpoint,
+        upto: Option<Checkpoint>,
         tenant_id: Option<&str>,
     ) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar!(
             r#"select count(*) as "count!" from contact_event_store e
-                where (e.transaction_id, e.position) <= ($1::text::xid8, $2)
+                where ($1::text is null or (e.transaction_id, e.position) <= ($1::text::xid8, $2))
                   and ($3::text is null or e.tenant_id = $3)"#,
-            upto.transaction_id.to_string(),
-            upto.position,
+            upto.map(|c| c.transaction_id.to_string()),
+            upto.map(|c| c.position),
             tenant_id,
         )
         .fetch_one(executor)
