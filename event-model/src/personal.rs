@@ -12,7 +12,7 @@
 //!   `replay-tool encrypt-history` seals them, or when their contact is forgotten and they are
 //!   redacted.
 //! - `v2`: the public fields, plus the personal ones as one sealed string under [`SEALED_FIELD`]
-//!   (absent when the event type has no personal field).
+//!   (absent when the event holds no personal value).
 //!
 //! [`Payload::from_stored`] is the upcaster: it reads either form into the current shape, a
 //! [`Payload`] whose personal part is sealed, in the clear, or redacted for good.
@@ -41,6 +41,7 @@ pub fn fields(event_type: &str) -> &'static [&'static str] {
         "contact.deleted" => &["reason"],
         "session.agent_assigned" => &["reason"],
         "session.summarized" => &["summary", "topics", "next_steps", "key_entities"],
+        "session.message_recorded" => &["text", "media_url", "channel_message_id"],
         _ => &[],
     }
 }
@@ -81,16 +82,16 @@ impl Payload {
                 map
             }
         };
-        let names = fields(event_type);
-        let personal = if names.is_empty() {
+        let personal: Map<String, Value> = fields(event_type)
+            .iter()
+            .map(|&name| (name.to_owned(), public.remove(name).unwrap_or(Value::Null)))
+            .collect();
+        // Nothing personal in it, nothing to seal: a message recorded for its metrics alone
+        // needs no key and costs no cipher.
+        let personal = if personal.values().all(Value::is_null) {
             Personal::None
         } else {
-            Personal::Plain(
-                names
-                    .iter()
-                    .map(|&name| (name.to_owned(), public.remove(name).unwrap_or(Value::Null)))
-                    .collect(),
-            )
+            Personal::Plain(personal)
         };
         Self {
             event_type: event_type.to_owned(),
@@ -114,8 +115,12 @@ impl Payload {
                         reason: "a v2 payload is a JSON object",
                     });
                 };
-                let personal = match (public.remove(SEALED_FIELD), fields(event_type).is_empty()) {
-                    (None, true) => Personal::None,
+                let names = fields(event_type);
+                let personal = match (public.remove(SEALED_FIELD), names.is_empty()) {
+                    // No personal value was given (see `split`), or the type had no personal
+                    // field when it was stored (`session.message_recorded` before its content);
+                    // a personal field in the clear is never stored so.
+                    (None, _) if !names.iter().any(|n| public.contains_key(*n)) => Personal::None,
                     (Some(Value::String(sealed)), false) => Personal::Sealed(sealed),
                     // Scrubbed in place when its contact was forgotten (a `v1` row rewritten).
                     (Some(Value::Null), false) => Personal::Redacted,
@@ -175,7 +180,11 @@ impl Payload {
     pub fn into_joined(self) -> (String, Option<Value>) {
         let mut data = self.public;
         match self.personal {
-            Personal::None => {}
+            Personal::None => {
+                for &name in fields(&self.event_type) {
+                    data.entry(name).or_insert(Value::Null);
+                }
+            }
             Personal::Plain(personal) => data.extend(personal),
             Personal::Redacted => {
                 for &name in fields(&self.event_type) {
@@ -242,5 +251,32 @@ mod tests {
         assert!(plain.into_stored().is_err());
         assert!(Payload::from_stored("contact.created", "v2", json!({"name": "x"})).is_err());
         assert!(Payload::from_stored("contact.tag_added", "v9", json!({})).is_err());
+    }
+
+    #[test]
+    fn a_payload_with_no_personal_value_is_stored_unsealed_and_reads_back_with_nulls() {
+        let bare = json!({"from_contact": true, "sent_at": "2026-01-01T00:00:00Z",
+                          "text": null, "media_url": null, "channel_message_id": null});
+        let payload = Payload::split("session.message_recorded", bare.clone());
+        assert_eq!(payload.personal, Personal::None, "nothing to seal");
+        let stored = payload.into_stored().unwrap();
+        assert_eq!(
+            stored,
+            json!({"from_contact": true, "sent_at": "2026-01-01T00:00:00Z"})
+        );
+        // As stored by this release, or by the one before messages had content.
+        let read = Payload::from_stored("session.message_recorded", "v2", stored).unwrap();
+        assert_eq!(read.personal, Personal::None);
+        assert_eq!(
+            read.joined().unwrap(),
+            bare,
+            "the personal fields read as null"
+        );
+        let with_text = Payload::split(
+            "session.message_recorded",
+            json!({"from_contact": true, "text": "hello"}),
+        );
+        assert!(matches!(with_text.personal, Personal::Plain(_)));
+        assert!(with_text.into_stored().is_err(), "text must be sealed");
     }
 }

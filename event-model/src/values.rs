@@ -181,6 +181,65 @@ pub fn optional_text(field: &str, raw: &str, max: usize) -> Result<String, Field
     Ok(raw.to_owned())
 }
 
+/// An http(s) URL: trimmed, at most 2,048 characters, no whitespace or control characters.
+pub fn http_url(field: &str, raw: &str) -> Result<String, FieldError> {
+    let url = raw.trim();
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && url.len() <= 2_048
+        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(url.to_owned())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be an http(s) URL of at most 2048 characters",
+        ))
+    }
+}
+
+/// A MIME type, `type/subtype` (RFC 6838 names, an optional `;` parameter list after them), at
+/// most 255 characters, lower-cased.
+pub fn mime_type(field: &str, raw: &str) -> Result<String, FieldError> {
+    let value = raw.trim().to_ascii_lowercase();
+    let name = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 127
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let ok = value.len() <= 255
+        && value.bytes().all(|b| (b' '..=b'~').contains(&b))
+        && essence
+            .split_once('/')
+            .is_some_and(|(kind, sub)| name(kind) && name(sub));
+    if ok {
+        Ok(value)
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be a MIME type such as image/jpeg (at most 255 characters)",
+        ))
+    }
+}
+
+/// An id another system gave: 1 to `max` visible ASCII characters or letters of any script, no
+/// whitespace or control characters; kept as given.
+pub fn external_id(field: &str, raw: &str, max: usize) -> Result<String, FieldError> {
+    let ok = !raw.is_empty()
+        && raw.chars().count() <= max
+        && !raw.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(raw.to_owned())
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be 1 to {max} characters without spaces or control characters"),
+        ))
+    }
+}
+
 /// How an agent came to a session: `manual` (the default), `automatic`, or `reassignment_<why>`
 /// where `<why>` is 1 to 51 ASCII letters, digits, `_` or `-` (the whole at most 64 bytes).
 pub fn assignment_source(raw: Option<String>) -> Result<String, FieldError> {

@@ -4,7 +4,7 @@
 mod support;
 
 use event_model::contact::{NewContact, ProfilePatch};
-use event_model::session::{NewMessage, NewSummary, Outcome};
+use event_model::session::{ContentType, MessageContent, NewMessage, NewSummary, Outcome};
 use event_model::{
     AggregateType, ContactCommand, ContactEvent, DomainError, DomainEvent, EndReason, Sentiment,
     SessionCommand, SessionEvent, SessionStatus, Snapshot,
@@ -35,6 +35,7 @@ fn message(from_contact: bool, agent: Option<Uuid>, at: i64) -> NewMessage {
         from_contact,
         agent_id: agent,
         sent_at: t(at),
+        content: Default::default(),
     }
 }
 
@@ -639,6 +640,143 @@ fn a_session_holds_a_bounded_set_of_agents_and_outcome_tags() {
     );
 }
 
+fn with_content(content: MessageContent) -> NewMessage {
+    NewMessage {
+        content,
+        ..message(true, None, 1)
+    }
+}
+
+#[test]
+fn a_message_carries_its_content_checked_and_only_real_content_is_personal() {
+    let mut world = created();
+    let session = inbound(&mut world, 7, 0);
+    let reply_to = Uuid::now_v7();
+    let photo = MessageContent {
+        content_type: Some(ContentType::Image),
+        text: Some("  the receipt \n".into()),
+        media_url: Some(" https://cdn.example.com/r.jpg ".into()),
+        media_mimetype: Some("Image/JPEG".into()),
+        channel_message_id: Some("wamid.HBgLNTUxMTk5OTk5OTk5FQIAEhg".into()),
+        reply_to: Some(reply_to),
+    };
+    let events = world
+        .run_session(
+            session,
+            SessionCommand::RecordMessage(with_content(photo)),
+            &ctx_at(1),
+        )
+        .unwrap();
+    let DomainEvent::Session(SessionEvent::MessageRecorded {
+        channel_type_id,
+        content_type,
+        text,
+        media_url,
+        media_mimetype,
+        channel_message_id,
+        reply_to: answered,
+        ..
+    }) = &events[0].event
+    else {
+        panic!("not a message: {events:?}");
+    };
+    assert_eq!(*channel_type_id, Some(7), "the session's channel");
+    assert_eq!(*content_type, ContentType::Image);
+    assert_eq!(
+        text.as_deref(),
+        Some("  the receipt \n"),
+        "text kept as given"
+    );
+    assert_eq!(media_url.as_deref(), Some("https://cdn.example.com/r.jpg"));
+    assert_eq!(media_mimetype.as_deref(), Some("image/jpeg"));
+    assert_eq!(
+        channel_message_id.as_deref(),
+        Some("wamid.HBgLNTUxMTk5OTk5OTk5FQIAEhg")
+    );
+    assert_eq!(*answered, Some(reply_to));
+    match events[0].event.payload().personal {
+        event_model::Personal::Plain(fields) => {
+            assert_eq!(fields.len(), 3, "text, media_url, channel_message_id");
+            assert_eq!(fields["text"], "  the receipt \n");
+        }
+        other => panic!("content is personal: {other:?}"),
+    }
+    // A message recorded for its metrics alone has nothing to seal.
+    let bare = world
+        .run_session(
+            session,
+            SessionCommand::RecordMessage(message(true, None, 2)),
+            &ctx_at(2),
+        )
+        .unwrap();
+    assert_eq!(
+        bare[0].event.payload().personal,
+        event_model::Personal::None
+    );
+    let counted = &world.sessions[&session].view;
+    assert_eq!(counted.message_count, 3, "content changes no metric");
+
+    let refused = |content: MessageContent| match world.when_session(
+        session,
+        SessionCommand::RecordMessage(with_content(content)),
+        &ctx_at(3),
+    ) {
+        Err(DomainError::Invalid(errors)) => {
+            errors.into_iter().map(|e| e.field).collect::<Vec<String>>()
+        }
+        other => panic!("not refused: {other:?}"),
+    };
+    assert_eq!(
+        refused(MessageContent {
+            text: Some("x".repeat(4_097)),
+            ..MessageContent::default()
+        }),
+        ["text"]
+    );
+    assert_eq!(
+        refused(MessageContent {
+            text: Some(String::new()),
+            ..MessageContent::default()
+        }),
+        ["text"]
+    );
+    assert_eq!(
+        refused(MessageContent {
+            content_type: Some(ContentType::Audio),
+            ..MessageContent::default()
+        }),
+        ["media_url"],
+        "media needs its URL"
+    );
+    assert_eq!(
+        refused(MessageContent {
+            media_url: Some("ftp://example.com/a".into()),
+            media_mimetype: Some("jpeg".into()),
+            channel_message_id: Some("has space".into()),
+            ..MessageContent::default()
+        }),
+        ["media_url", "media_mimetype", "channel_message_id"]
+    );
+    assert_eq!(
+        refused(MessageContent {
+            media_mimetype: Some("image/png".into()),
+            ..MessageContent::default()
+        }),
+        ["media_mimetype"],
+        "a MIME type without media"
+    );
+    assert!(world
+        .when_session(
+            session,
+            SessionCommand::RecordMessage(with_content(MessageContent {
+                text: Some("ü".repeat(4_096)),
+                ..MessageContent::default()
+            })),
+            &ctx_at(3),
+        )
+        .is_ok());
+}
+
 #[test]
 fn summaries_are_validated_and_a_repeat_is_a_no_op() {
     let mut world = created();
@@ -694,6 +832,20 @@ fn every_event_round_trips_through_its_stored_form() {
                 reason: None,
             },
             &ctx_at(1),
+        )
+        .unwrap();
+    world
+        .run_session(
+            session,
+            SessionCommand::RecordMessage(with_content(MessageContent {
+                content_type: Some(ContentType::Document),
+                text: Some("the contract".into()),
+                media_url: Some("https://cdn.example.com/c.pdf".into()),
+                media_mimetype: Some("application/pdf".into()),
+                channel_message_id: Some("m-1".into()),
+                reply_to: Some(Uuid::now_v7()),
+            })),
+            &ctx_at(2),
         )
         .unwrap();
     world

@@ -155,6 +155,19 @@ pub enum QueryErrors {
     Unavailable(Problem),
 }
 
+/// The 422 a query answers for parameters that exclude each other (each is valid alone).
+#[derive(IntoResponses)]
+#[allow(dead_code)]
+pub enum ParameterRule {
+    /// The 422 that [`crate::ApiError::Unprocessable`] answers.
+    #[response(
+        status = 422,
+        description = "Query parameters that exclude each other, each valid alone (e.g. as_of with as_of_version, after with before)",
+        content_type = "application/problem+json"
+    )]
+    Unprocessable(Problem),
+}
+
 /// A service's document: its frame (title, description, the bearer scheme every `/v1` route
 /// uses) around the paths its router registered.
 pub fn document(title: &str, description: &str, paths: OpenApi) -> OpenApi {

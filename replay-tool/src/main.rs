@@ -102,6 +102,7 @@ enum DeadLetters {
 enum Which {
     Contacts,
     Sessions,
+    Messages,
     DomainEventLogs,
     All,
 }
@@ -111,6 +112,7 @@ impl Which {
         match self {
             Self::Contacts => vec![Projection::Contacts],
             Self::Sessions => vec![Projection::Sessions],
+            Self::Messages => vec![Projection::Messages],
             Self::DomainEventLogs => vec![Projection::DomainEventLogs],
             Self::All => Projection::ALL.to_vec(),
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use event_model::{
     decide_contact, decide_session, AggregateType, ContactScope, Context, DomainError, DomainEvent,
-    PendingEvent, Snapshot,
+    PendingEvent, SessionEvent, Snapshot,
 };
 use platform::crypto::DataKey;
 use platform::event_store::{NewEvent, StoreError};
@@ -130,7 +130,7 @@ impl CommandHandler {
                         next
                     }
                 };
-                let event_id = Uuid::now_v7();
+                let event_id = event_id_of(actor, &p.event);
                 let data = match sealing {
                     Some(key) => personal::seal_event(key, loaded.contact_id, event_id, &p.event)?,
                     // Nothing personal in these events (see `needs_key` in `decide`).
@@ -296,8 +296,27 @@ fn made(sealing: Option<(DataKey, Option<NewKey>)>) -> (Option<DataKey>, Option<
 }
 
 /// Whether an event has personal fields to seal with its contact's key.
+/// Whether the event holds a personal value to seal (a message recorded for its metrics alone
+/// does not).
 fn seals(event: &DomainEvent) -> bool {
-    !event_model::personal::fields(event.event_type()).is_empty()
+    matches!(event.payload().personal, event_model::Personal::Plain(_))
+}
+
+/// A new event's id: derived from the message's id on its channel for a message that has one,
+/// so that the store's key holds a repeat of it once; otherwise new.
+fn event_id_of(actor: &Actor, event: &DomainEvent) -> Uuid {
+    match event {
+        DomainEvent::Session(SessionEvent::MessageRecorded {
+            channel_type_id: Some(channel),
+            channel_message_id: Some(channel_message_id),
+            ..
+        }) => event_model::session::channel_message_event_id(
+            actor.project_id,
+            *channel,
+            channel_message_id,
+        ),
+        _ => Uuid::now_v7(),
+    }
 }
 
 fn forgets(event: &DomainEvent) -> bool {

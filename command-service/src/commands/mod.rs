@@ -61,6 +61,10 @@ pub fn describe_metrics() {
         "Events folded to load an aggregate (after its snapshot), by aggregate"
     );
     describe_counter!("snapshots_written_total", "Aggregate snapshots written");
+    describe_counter!(
+        "commands_repeated_total",
+        "Commands that stored nothing because their event was stored already (a message repeated with its channel_message_id)"
+    );
 }
 
 pub fn system_clock() -> Clock {
@@ -313,9 +317,15 @@ impl CommandHandler {
         if forgotten {
             self.keys.evict(contact_id);
         }
+        let event_ids: Vec<Uuid> = write.events.iter().map(|e| e.event_id).collect();
         match self.writer.write(write).await {
             Ok(()) => {}
             Err(WriteError::Conflict) => return Err(CommandError::Conflict),
+            Err(WriteError::EventExists) => {
+                return self
+                    .already_recorded(actor, outcome.aggregate_id, contact_id, &event_ids)
+                    .await
+            }
             Err(WriteError::IdempotencyTaken) => {
                 // A twin request with the same key won the race: answer what it answered.
                 let slot = idempotency.expect("only a write with a key records one");
@@ -334,6 +344,40 @@ impl CommandHandler {
             self.keys.evict(contact_id);
         }
         Ok(Answered::Now(outcome))
+    }
+
+    /// The answer to a command whose event is stored already (a message repeated with its
+    /// `channel_message_id`): nothing new, the addressed stream's current version, and the
+    /// session that holds the message.
+    async fn already_recorded(
+        &self,
+        actor: &Actor,
+        target: Uuid,
+        contact_id: Uuid,
+        event_ids: &[Uuid],
+    ) -> Result<Answered, CommandError> {
+        let mut tx = tenant_tx(self.store.pool(), &actor.tenant_id).await?;
+        let stored = EventStore::stored_streams_of(&mut *tx, &actor.tenant_id, event_ids).await?;
+        tx.commit().await?;
+        // None stored: the id was taken and released within the attempt; decide again.
+        let Some(&(_, session_id)) = stored.first() else {
+            return Err(CommandError::Conflict);
+        };
+        metrics::counter!("commands_repeated_total").increment(1);
+        let session_version = self.load::<Session>(actor, session_id).await?.version;
+        let version = if target == session_id {
+            session_version
+        } else if target == contact_id {
+            self.load::<Contact>(actor, contact_id).await?.version
+        } else {
+            self.load::<Session>(actor, target).await?.version
+        };
+        Ok(Answered::Now(Outcome {
+            aggregate_id: target,
+            version,
+            event_ids: Vec::new(),
+            session: Some((session_id, session_version)),
+        }))
     }
 
     /// Caches the states a command committed (only streams that exist).

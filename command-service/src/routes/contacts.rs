@@ -17,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::content::ContentFields;
 use super::{check_channel_type, Answer, AppState, CommandBody, CommandContext};
 use crate::commands::Command;
 
@@ -248,6 +249,20 @@ struct ContactMessage {
     sent_at: Option<DateTime<Utc>>,
     message_id: Option<Uuid>,
     pipeline_id: Option<Uuid>,
+    /// The text, 1 to 4,096 characters (personal: sealed with the contact's key).
+    text: Option<String>,
+    /// One of text (the default), image, audio, voice, video, document, sticker, location,
+    /// contact, template, interactive, reaction, system.
+    content_type: Option<String>,
+    /// An http(s) URL (personal); required for image, audio, voice, video, document, sticker.
+    media_url: Option<String>,
+    /// The media's MIME type, e.g. image/jpeg.
+    media_mimetype: Option<String>,
+    /// The channel's own id of the message: a repeat of it on this channel is the same message
+    /// (200, nothing new).
+    channel_message_id: Option<String>,
+    /// The id of the message this one answers.
+    reply_to: Option<Uuid>,
 }
 
 #[utoipa::path(post, path = "/contacts/{contact_id}/messages", operation_id = "record_contact_message", tag = "contacts", summary = "Record a message on the contact's active session of that channel, starting one if none", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = ContactMessage, responses((status = 200, description = "Done: the aggregate's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
@@ -258,6 +273,15 @@ async fn record_message(
 ) -> Result<Response, ApiError> {
     let b = body.value;
     check_channel_type(&ctx.state, b.channel_type_id).await?;
+    let content = ContentFields {
+        text: b.text,
+        content_type: b.content_type,
+        media_url: b.media_url,
+        media_mimetype: b.media_mimetype,
+        channel_message_id: b.channel_message_id,
+        reply_to: b.reply_to,
+    }
+    .into_content()?;
     let command = ContactCommand::RecordMessage {
         channel_type_id: b.channel_type_id,
         pipeline_id: b.pipeline_id,
@@ -266,6 +290,7 @@ async fn record_message(
             from_contact: b.from_contact,
             agent_id: b.agent_id,
             sent_at: b.sent_at.unwrap_or_else(Utc::now),
+            content,
         },
         new_session_id: Uuid::now_v7(),
     };

@@ -4,6 +4,7 @@
 //! [`CommandHandler`] → HTTP out. Every rule is in `event-model`.
 
 mod contacts;
+mod content;
 mod sessions;
 
 use std::sync::Arc;
@@ -321,6 +322,17 @@ impl CommandContext {
 }
 
 /// The HTTP face of a command failure. Only the edge knows statuses.
+/// A 422 for one field.
+fn field_error(field: &str, message: &str) -> ApiError {
+    ApiError::Unprocessable {
+        detail: "the request breaks a field rule".into(),
+        errors: vec![FieldProblem {
+            field: field.into(),
+            message: message.into(),
+        }],
+    }
+}
+
 pub fn api_error(error: CommandError) -> ApiError {
     use event_model::DomainError as D;
     match error {

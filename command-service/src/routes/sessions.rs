@@ -7,7 +7,7 @@ use event_model::{EndReason, Sentiment, SessionCommand};
 use platform::body::JsonBody;
 use platform::http::Path;
 use platform::openapi::CommandErrors;
-use platform::{ApiError, FieldProblem};
+use platform::ApiError;
 use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -15,7 +15,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{Answer, AppState, CommandBody, CommandContext};
+use super::content::ContentFields;
+use super::{field_error, Answer, AppState, CommandBody, CommandContext};
 use crate::commands::Command;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -34,16 +35,6 @@ fn on_session(session_id: Uuid, command: SessionCommand) -> Command {
     }
 }
 
-fn field_error(field: &str, message: &str) -> ApiError {
-    ApiError::Unprocessable {
-        detail: "the request breaks a field rule".into(),
-        errors: vec![FieldProblem {
-            field: field.into(),
-            message: message.into(),
-        }],
-    }
-}
-
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Message {
@@ -51,6 +42,20 @@ struct Message {
     agent_id: Option<Uuid>,
     sent_at: Option<DateTime<Utc>>,
     message_id: Option<Uuid>,
+    /// The text, 1 to 4,096 characters (personal: sealed with the contact's key).
+    text: Option<String>,
+    /// One of text (the default), image, audio, voice, video, document, sticker, location,
+    /// contact, template, interactive, reaction, system.
+    content_type: Option<String>,
+    /// An http(s) URL (personal); required for image, audio, voice, video, document, sticker.
+    media_url: Option<String>,
+    /// The media's MIME type, e.g. image/jpeg.
+    media_mimetype: Option<String>,
+    /// The channel's own id of the message: a repeat of it on the session's channel is the same
+    /// message (200, nothing new).
+    channel_message_id: Option<String>,
+    /// The id of the message this one answers.
+    reply_to: Option<Uuid>,
 }
 
 #[utoipa::path(post, path = "/sessions/{session_id}/messages", operation_id = "record_session_message", tag = "sessions", summary = "Record a message on the session", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ("If-Match" = Option<String>, Header, description = "Refuse with 412 unless the aggregate is at this version, e.g. \"3\" (or *)", pattern = r#"^[ \t]*(\*|(W/)?"?[0-9]{1,18}"?)[ \t]*$"#), ("Idempotency-Key" = Option<String>, Header, description = "A retry with the same key and body gets the first answer (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$"), ("X-Correlation-Id" = Option<String>, Header, description = "Carried into every event; echoed back (1 to 255 visible ASCII characters)", pattern = r"^[ \t]*[!-~]([ -~]{0,253}[!-~])?[ \t]*$")), request_body = Message, responses((status = 200, description = "Done: the session's id, new version and the event ids; ETag carries the version", body = CommandBody), CommandErrors), security(("api_key" = [])))]
@@ -60,11 +65,21 @@ async fn record_message(
     body: JsonBody<Message>,
 ) -> Result<Response, ApiError> {
     let b = body.value;
+    let content = ContentFields {
+        text: b.text,
+        content_type: b.content_type,
+        media_url: b.media_url,
+        media_mimetype: b.media_mimetype,
+        channel_message_id: b.channel_message_id,
+        reply_to: b.reply_to,
+    }
+    .into_content()?;
     let command = SessionCommand::RecordMessage(NewMessage {
         message_id: b.message_id,
         from_contact: b.from_contact,
         agent_id: b.agent_id,
         sent_at: b.sent_at.unwrap_or_else(Utc::now),
+        content,
     });
     ctx.run(
         body.sha256,

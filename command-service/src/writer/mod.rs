@@ -74,6 +74,10 @@ pub enum WriteError {
     /// command: decide again.
     #[error("a stream or the contact's key changed since the command decided")]
     Conflict,
+    /// An event of the write is stored already (its id derived from what it is: a message's
+    /// `channel_message_id`): the write is a repeat, and nothing of it was stored.
+    #[error("an event of the write is stored already")]
+    EventExists,
     /// Another request recorded this `Idempotency-Key` first.
     #[error("the Idempotency-Key was recorded by another request")]
     IdempotencyTaken,
@@ -306,6 +310,7 @@ async fn store_alone(pool: &PgPool, write: &Write) -> Result<(), WriteError> {
     if let Some(one) = OneStatement::of(&[write]) {
         return one.store(pool).await.map_err(|e| match e {
             StoreError::Conflict => WriteError::Conflict,
+            StoreError::EventExists => WriteError::EventExists,
             other => WriteError::Store(other),
         });
     }
@@ -332,6 +337,7 @@ async fn store_in_tenant(
     if !events.is_empty() {
         EventStore::append(tx, &events).await.map_err(|e| match e {
             StoreError::Conflict => WriteError::Conflict,
+            StoreError::EventExists => WriteError::EventExists,
             other => WriteError::Store(other),
         })?;
     }

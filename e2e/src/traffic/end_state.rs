@@ -85,7 +85,7 @@ pub async fn assert_end_state(
     );
     let applied = applied_per_projection(pool).await;
     let each = |n: i64| {
-        ["contacts", "domain_event_logs", "sessions"]
+        ["contacts", "domain_event_logs", "messages", "sessions"]
             .map(|consumer| (consumer.to_owned(), n))
             .to_vec()
     };

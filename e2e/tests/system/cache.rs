@@ -110,6 +110,7 @@ async fn a_write_by_another_instance_is_seen_by_the_next_command() {
                     from_contact: true,
                     agent_id: None,
                     sent_at: chrono::Utc::now(),
+                    content: Default::default(),
                 }),
             },
             None,

@@ -63,21 +63,21 @@ async fn live_batches_of_several_partitions_are_written_together_and_each_answer
     assert_eq!(
         reports[0],
         BatchReport {
-            applied: 4,
+            applied: 5,
             duplicates: 0
         }
     );
     assert_eq!(
         reports[1],
         BatchReport {
-            applied: 6,
+            applied: 8,
             duplicates: 0
         }
     );
     assert_eq!(
         reports[2],
         BatchReport {
-            applied: 6,
+            applied: 8,
             duplicates: 0
         }
     );
@@ -103,21 +103,21 @@ async fn live_batches_of_several_partitions_are_written_together_and_each_answer
         reports[0],
         BatchReport {
             applied: 0,
-            duplicates: 3
+            duplicates: 4
         }
     );
     assert_eq!(
         reports[1],
         BatchReport {
             applied: 0,
-            duplicates: 6
+            duplicates: 8
         }
     );
     assert_eq!(
         reports[2],
         BatchReport {
             applied: 0,
-            duplicates: 6
+            duplicates: 8
         }
     );
 
@@ -138,7 +138,7 @@ async fn live_batches_of_several_partitions_are_written_together_and_each_answer
     assert_eq!(
         report_of(&answers[0]),
         BatchReport {
-            applied: 6,
+            applied: 8,
             duplicates: 0
         }
     );

@@ -78,7 +78,7 @@ const COMMAND_OPERATION_IDS: [(&str, &str); 14] = [
 ];
 
 /// Every operation of projection-service and its id.
-const QUERY_OPERATION_IDS: [(&str, &str); 7] = [
+const QUERY_OPERATION_IDS: [(&str, &str); 10] = [
     ("GET /v1/projects/{project_id}/contacts", "list_contacts"),
     (
         "GET /v1/projects/{project_id}/contacts/{contact_id}",
@@ -98,6 +98,15 @@ const QUERY_OPERATION_IDS: [(&str, &str); 7] = [
         "get_session",
     ),
     ("GET /v1/projects/{project_id}/event-log", "list_event_log"),
+    (
+        "GET /v1/projects/{project_id}/contacts/{contact_id}/messages",
+        "list_contact_messages",
+    ),
+    (
+        "GET /v1/projects/{project_id}/sessions/{session_id}/messages",
+        "list_session_messages",
+    ),
+    ("GET /v1/projects/{project_id}/messages", "search_messages"),
 ];
 
 /// The operations both services serve.

@@ -89,6 +89,10 @@ struct Person {
     external_id: String,
     summary: String,
     picture: String,
+    /// What the person wrote, the photo they sent, and the channel's id of that message.
+    said: String,
+    photo: String,
+    channel_message_id: String,
 }
 
 impl Person {
@@ -103,6 +107,9 @@ impl Person {
             external_id: format!("crm-{}", n % 1_000_000_033),
             summary: format!("Call Zelda Quux{} back about the refund", n % 1_000_000_007),
             picture: format!("https://cdn.example/zelda-{}.png", n % 1_000_000_087),
+            said: format!("My account number is Quux{}", n % 1_000_000_093),
+            photo: format!("https://media.example/zelda-id-{}.jpg", n % 1_000_000_097),
+            channel_message_id: format!("wamid.Zelda{}", n % 1_000_000_103),
         }
     }
 
@@ -116,6 +123,9 @@ impl Person {
             &self.external_id,
             &self.summary,
             &self.picture,
+            &self.said,
+            &self.photo,
+            &self.channel_message_id,
         ]
     }
 }
@@ -137,10 +147,17 @@ async fn live_a_little(api: &Api, person: &Person, tag: &str) -> (Uuid, Uuid) {
         .ok(
             reqwest::Method::POST,
             &format!("/contacts/{contact}/messages"),
-            json!({"channel_type_id": 1, "from_contact": true}),
+            json!({"channel_type_id": 1, "from_contact": true, "text": person.said}),
         )
         .await;
     let session: Uuid = inbound["session_id"].as_str().unwrap().parse().unwrap();
+    api.ok(
+        reqwest::Method::POST,
+        &format!("/sessions/{session}/messages"),
+        json!({"from_contact": true, "content_type": "image", "media_url": person.photo,
+               "media_mimetype": "image/jpeg", "channel_message_id": person.channel_message_id}),
+    )
+    .await;
     api.ok(
         reqwest::Method::POST,
         &format!("/sessions/{session}/messages"),
@@ -471,13 +488,23 @@ async fn a_forgotten_contact_is_unreadable_everywhere_and_survives_a_rebuild() {
                 ),
                 (Value::Null, Value::Null)
             );
-            let tagged = items
+            let messages: Vec<&Value> = items
                 .iter()
-                .find(|e| e["event_type"] == "session.message_recorded")
-                .unwrap();
+                .filter(|e| e["event_type"] == "session.message_recorded")
+                .collect();
+            assert_eq!(messages.len(), 3, "{items:?}");
+            // What the person wrote and sent is gone; what kind of message it was stays.
+            let (said, photo, reply) = (messages[0], messages[1], messages[2]);
+            assert_eq!(said["redacted"], true, "{said}");
+            assert_eq!(said["data"]["text"], Value::Null, "{said}");
+            assert_eq!(photo["redacted"], true, "{photo}");
+            assert_eq!(photo["data"]["media_url"], Value::Null, "{photo}");
+            assert_eq!(photo["data"]["channel_message_id"], Value::Null, "{photo}");
+            assert_eq!(photo["data"]["content_type"], "image", "{photo}");
+            assert_eq!(photo["data"]["media_mimetype"], "image/jpeg", "{photo}");
             assert_eq!(
-                tagged["redacted"], false,
-                "nothing personal to redact: {tagged}"
+                reply["redacted"], false,
+                "the agent's bare reply had nothing personal to redact: {reply}"
             );
             let erased = items.last().unwrap();
             assert_eq!(erased["event_type"], "contact.forgotten");

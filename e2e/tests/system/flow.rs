@@ -354,16 +354,16 @@ async fn the_store_outbox_audit_log_and_processed_events_hold_exactly_what_happe
     );
     assert_eq!(
         system
-            .rows("processed_events where consumer_name = 'contacts+sessions+domain_event_logs'")
+            .rows("processed_events where consumer_name = 'contacts+sessions+messages+domain_event_logs'")
             .await,
         11,
-        "one row per event, naming the three projections it was applied to"
+        "one row per event, naming the four projections it was applied to"
     );
     assert_eq!(system.rows("processed_events").await, 11);
     assert_eq!(
         system.carried().await.applied_once,
-        33,
-        "each event applied to contacts, sessions and domain_event_logs"
+        44,
+        "each event applied to contacts, sessions, messages and domain_event_logs"
     );
     let log = system
         .query(&format!("/event-log?aggregate_id={}", story.session_id))

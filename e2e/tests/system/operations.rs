@@ -35,7 +35,7 @@ const COMMANDS: [&str; 14] = [
 ];
 
 /// API.md's query routes.
-const QUERIES: [&str; 7] = [
+const QUERIES: [&str; 10] = [
     "GET /v1/projects/{project_id}/contacts",
     "GET /v1/projects/{project_id}/contacts/{contact_id}",
     "GET /v1/projects/{project_id}/contacts/{contact_id}/sessions",
@@ -43,6 +43,9 @@ const QUERIES: [&str; 7] = [
     "GET /v1/projects/{project_id}/sessions",
     "GET /v1/projects/{project_id}/sessions/{session_id}",
     "GET /v1/projects/{project_id}/event-log",
+    "GET /v1/projects/{project_id}/sessions/{session_id}/messages",
+    "GET /v1/projects/{project_id}/contacts/{contact_id}/messages",
+    "GET /v1/projects/{project_id}/messages",
 ];
 
 fn documented(doc: &Value) -> BTreeSet<String> {
@@ -345,6 +348,7 @@ async fn a_consumer_that_stops_advancing_while_events_wait_makes_readyz_fail() {
         [
             ("contacts".to_owned(), 1),
             ("domain_event_logs".to_owned(), 1),
+            ("messages".to_owned(), 1),
             ("sessions".to_owned(), 1)
         ]
     );

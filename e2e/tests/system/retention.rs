@@ -89,9 +89,10 @@ async fn age(system: &TestSystem, events: &[Uuid], keys: &[&str], hours: i32, da
 async fn projected(system: &TestSystem, unpublished: &[Uuid]) {
     system
         .eventually(Duration::from_secs(30), "every event published and projected", || async {
+            let projections = projection_service::projections::Projection::ALL.len();
             let (waiting, unapplied): (i64, i64) = sqlx::query_as(&format!(
                 "select (select count(*) from outbox_events where status <> 'processed' and id <> all($1)), \
-                        (select count(*) * 3 from contact_event_store) - (select count(*) from {APPLIED_PAIRS} a)",
+                        (select count(*) * {projections} from contact_event_store) - (select count(*) from {APPLIED_PAIRS} a)",
             ))
             .bind(unpublished)
             .fetch_one(&system.db.pool)

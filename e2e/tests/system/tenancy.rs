@@ -91,7 +91,7 @@ async fn tenant_b_with_data(system: &TestSystem) -> (Tenant, Uuid, Uuid) {
             &b,
             Method::POST,
             &format!("/contacts/{contact}/messages"),
-            Some(json!({"channel_type_id": 1, "from_contact": true})),
+            Some(json!({"channel_type_id": 1, "from_contact": true, "text": "B's secret"})),
             &[],
         )
         .await;
@@ -148,6 +148,9 @@ async fn ids_probe(app_role: &'static str) {
         format!("/contacts/{contact}/events"),
         format!("/sessions/{session}"),
         format!("/sessions/{session}?min_version=1"),
+        format!("/contacts/{contact}/messages"),
+        format!("/sessions/{session}/messages"),
+        format!("/sessions/{session}/messages?min_version=1"),
     ] {
         system.query(&path).await.assert_problem(404);
     }
@@ -158,6 +161,7 @@ async fn ids_probe(app_role: &'static str) {
         "/sessions".to_owned(),
         format!("/event-log?aggregate_id={contact}"),
         "/event-log".to_owned(),
+        "/messages?q=secret".to_owned(),
     ] {
         let reply = system.query(&path).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");

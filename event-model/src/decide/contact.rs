@@ -300,7 +300,7 @@ fn record_message(
     };
     events.push(PendingEvent {
         aggregate_id: target,
-        event: DomainEvent::Session(message.into_event()),
+        event: DomainEvent::Session(message.into_event(channel_type_id)),
     });
     Ok(events)
 }

@@ -8,18 +8,7 @@ use crate::error::DomainError;
 use crate::values::{self, Checks, MAX_TAGS, MAX_TEXT_LEN};
 
 pub(super) fn profile_picture_url(raw: &str) -> Result<String, DomainError> {
-    let url = raw.trim();
-    let ok = (url.starts_with("https://") || url.starts_with("http://"))
-        && url.len() <= 2_048
-        && !url.chars().any(|c| c.is_whitespace() || c.is_control());
-    if ok {
-        Ok(url.to_owned())
-    } else {
-        Err(DomainError::invalid(
-            "url",
-            "must be an http(s) URL of at most 2048 characters",
-        ))
-    }
+    values::http_url("url", raw).map_err(|e| DomainError::Invalid(vec![e]))
 }
 
 fn optional_field(

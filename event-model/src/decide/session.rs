@@ -147,7 +147,9 @@ fn record_message(scope: Scope<'_>, message: NewMessage) -> Result<Vec<PendingEv
     if let Some(agent) = message.agent_id {
         room_for_agent(&scope.session.view, agent, "agent_id")?;
     }
-    Ok(vec![scope.on_session(message.into_event())])
+    Ok(vec![scope.on_session(
+        message.into_event(scope.session.view.channel_type_id),
+    )])
 }
 
 /// The agent already assigned decides nothing.

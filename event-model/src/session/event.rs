@@ -64,6 +64,85 @@ impl Sentiment {
     }
 }
 
+/// What kind of message a `session.message_recorded` is (`messages.content_type`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentType {
+    /// Text only.
+    #[default]
+    Text,
+    /// A picture.
+    Image,
+    /// An audio file.
+    Audio,
+    /// A voice note.
+    Voice,
+    /// A video.
+    Video,
+    /// A document (PDF, spreadsheet, ...).
+    Document,
+    /// A sticker.
+    Sticker,
+    /// A shared location.
+    Location,
+    /// A shared contact card.
+    Contact,
+    /// A template message (pre-approved, e.g. by WhatsApp).
+    Template,
+    /// A message with buttons or a list.
+    Interactive,
+    /// A reaction to another message.
+    Reaction,
+    /// A notice from the channel or the system.
+    System,
+}
+
+impl ContentType {
+    /// Every content type, in the order the API documents them.
+    pub const ALL: [ContentType; 13] = [
+        Self::Text,
+        Self::Image,
+        Self::Audio,
+        Self::Voice,
+        Self::Video,
+        Self::Document,
+        Self::Sticker,
+        Self::Location,
+        Self::Contact,
+        Self::Template,
+        Self::Interactive,
+        Self::Reaction,
+        Self::System,
+    ];
+
+    /// The stored name (`messages.content_type`, the same as the serde form).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Image => "image",
+            Self::Audio => "audio",
+            Self::Voice => "voice",
+            Self::Video => "video",
+            Self::Document => "document",
+            Self::Sticker => "sticker",
+            Self::Location => "location",
+            Self::Contact => "contact",
+            Self::Template => "template",
+            Self::Interactive => "interactive",
+            Self::Reaction => "reaction",
+            Self::System => "system",
+        }
+    }
+
+    /// Whether a message of this kind is its media: it needs a `media_url`.
+    pub fn is_media(self) -> bool {
+        matches!(
+            self,
+            Self::Image | Self::Audio | Self::Voice | Self::Video | Self::Document | Self::Sticker
+        )
+    }
+}
+
 /// An event of a session's stream. Serialised as `{"type": <event type>, "data": {...}}`, like
 /// [`crate::ContactEvent`]; stored names and fields never change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,7 +171,8 @@ pub enum SessionEvent {
     #[serde(rename = "session.message_recorded")]
     MessageRecorded {
         /// The message's id as the caller gave it; `None` when it gave none. Not used to
-        /// de-duplicate: the same id recorded twice counts twice.
+        /// de-duplicate (`channel_message_id` is): the same id recorded twice counts twice. The
+        /// message's own id is the event's.
         message_id: Option<Uuid>,
         /// `true` for a message from the contact, `false` for one from the agent side.
         from_contact: bool,
@@ -102,6 +182,31 @@ pub enum SessionEvent {
         /// When the message was sent, as the caller says, to the microsecond. The metrics use it,
         /// not the time it was recorded, so a replay gives the same numbers.
         sent_at: DateTime<Utc>,
+        /// The channel type of its session, so that the message is whole on its own (the
+        /// `messages` projection needs nothing else). `None` on messages of earlier releases.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_type_id: Option<i64>,
+        /// What kind of message it is; `text` on messages of earlier releases.
+        #[serde(default)]
+        content_type: ContentType,
+        /// Its text, 1 to 4,096 characters; personal. `None` when it has none, or once redacted.
+        #[serde(default)]
+        text: Option<String>,
+        /// Where its media is, an http(s) URL; personal. `None` when it has none, or once redacted.
+        #[serde(default)]
+        media_url: Option<String>,
+        /// The media's MIME type (`type/subtype`), when it has media.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media_mimetype: Option<String>,
+        /// The channel's own id of the message (1 to 255 visible characters); personal, as some
+        /// channels build it from the phone number. A repeat of it on the same channel type in
+        /// the project is the same message: its event id is derived from it, so the store holds
+        /// it once.
+        #[serde(default)]
+        channel_message_id: Option<String>,
+        /// The id of the message this one answers (a `session.message_recorded` event's id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<Uuid>,
     },
     /// `session.agent_assigned`: an agent takes charge of the session. Never for the agent already
     /// in charge; a different one is a transfer.

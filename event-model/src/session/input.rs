@@ -4,14 +4,15 @@
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use super::event::{Sentiment, SessionEvent};
-use crate::error::DomainError;
-use crate::values;
+use super::event::{ContentType, Sentiment, SessionEvent};
+use crate::error::{DomainError, FieldError};
+use crate::values::{self, Checks};
 
 /// A message to record, as a command gives it, not yet checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
-    /// The message's id, if the caller has one; not used to de-duplicate.
+    /// The message's id, if the caller has one; not used to de-duplicate (see
+    /// [`MessageContent::channel_message_id`]).
     pub message_id: Option<Uuid>,
     /// `true` when the contact sent it, `false` for the agent side.
     pub from_contact: bool,
@@ -22,6 +23,74 @@ pub struct NewMessage {
     /// When it was sent, as the caller says; kept to the microsecond. Not checked against the
     /// session's start or the present.
     pub sent_at: DateTime<Utc>,
+    /// What was said or sent; all of it optional (a message may be recorded for its metrics
+    /// alone).
+    pub content: MessageContent,
+}
+
+/// A message's content as a command gives it, not yet checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MessageContent {
+    /// What kind of message; `None`: text.
+    pub content_type: Option<ContentType>,
+    /// The text: 1 to 4,096 characters, no NUL; kept as given (whitespace is part of a message).
+    pub text: Option<String>,
+    /// An http(s) URL of at most 2,048 characters; required for a media content type.
+    pub media_url: Option<String>,
+    /// `type/subtype`, at most 255 characters; only with a `media_url`.
+    pub media_mimetype: Option<String>,
+    /// The channel's own id: 1 to 255 visible characters.
+    pub channel_message_id: Option<String>,
+    /// The message this one answers.
+    pub reply_to: Option<Uuid>,
+}
+
+/// The most characters a message's text may have.
+pub const MAX_MESSAGE_TEXT: usize = 4_096;
+
+impl MessageContent {
+    fn validated(self) -> Result<Self, DomainError> {
+        let mut checks = Checks::default();
+        let content_type = self.content_type.unwrap_or_default();
+        let text = self.text.and_then(|t| {
+            if t.is_empty() {
+                checks.push(FieldError::new("text", "must not be empty (leave it out)"));
+                return None;
+            }
+            checks.check(values::optional_text("text", &t, MAX_MESSAGE_TEXT))
+        });
+        let has_media = self.media_url.is_some();
+        let media_url = self
+            .media_url
+            .and_then(|u| checks.check(values::http_url("media_url", &u)));
+        if content_type.is_media() && !has_media {
+            checks.push(FieldError::new(
+                "media_url",
+                format!("is required for a {} message", content_type.as_str()),
+            ));
+        }
+        let media_mimetype = self
+            .media_mimetype
+            .and_then(|m| checks.check(values::mime_type("media_mimetype", &m)));
+        if media_mimetype.is_some() && !has_media {
+            checks.push(FieldError::new(
+                "media_mimetype",
+                "must come with a media_url",
+            ));
+        }
+        let channel_message_id = self
+            .channel_message_id
+            .and_then(|c| checks.check(values::external_id("channel_message_id", &c, 255)));
+        checks.finish()?;
+        Ok(Self {
+            content_type: Some(content_type),
+            text,
+            media_url,
+            media_mimetype,
+            channel_message_id,
+            reply_to: self.reply_to,
+        })
+    }
 }
 
 impl NewMessage {
@@ -34,16 +103,26 @@ impl NewMessage {
         }
         Ok(Self {
             sent_at: values::instant(self.sent_at),
+            content: self.content.validated()?,
             ..self
         })
     }
 
-    pub(crate) fn into_event(self) -> SessionEvent {
+    /// The event of a validated message on a session of channel type `channel_type_id`.
+    pub(crate) fn into_event(self, channel_type_id: i64) -> SessionEvent {
+        let content = self.content;
         SessionEvent::MessageRecorded {
             message_id: self.message_id,
             from_contact: self.from_contact,
             agent_id: self.agent_id,
             sent_at: self.sent_at,
+            channel_type_id: Some(channel_type_id),
+            content_type: content.content_type.unwrap_or_default(),
+            text: content.text,
+            media_url: content.media_url,
+            media_mimetype: content.media_mimetype,
+            channel_message_id: content.channel_message_id,
+            reply_to: content.reply_to,
         }
     }
 }

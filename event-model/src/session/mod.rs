@@ -11,8 +11,8 @@ mod view;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-pub use event::{EndReason, Sentiment, SessionEvent};
-pub use input::{NewMessage, NewSummary, Outcome};
+pub use event::{ContentType, EndReason, Sentiment, SessionEvent};
+pub use input::{MessageContent, NewMessage, NewSummary, Outcome, MAX_MESSAGE_TEXT};
 pub use view::{SessionStatus, SessionView};
 
 /// The Session aggregate's state: its view plus the agent currently in charge.
@@ -47,5 +47,45 @@ impl Session {
             self.current_agent = Some(*agent_id);
         }
         self.version = sequence_number;
+    }
+}
+
+/// The namespace of the ids [`channel_message_event_id`] derives (UUID v5).
+const CHANNEL_MESSAGE_NAMESPACE: uuid::Uuid = uuid::uuid!("6f1d3c2e-93a4-5b7e-8c10-4d2f9a61e0b5");
+
+/// The id of the `session.message_recorded` event of the message `channel_message_id` on
+/// channel type `channel_type` in project `project_id`: the same for every repeat of the message,
+/// so the event store's key holds it once, and unrelated across projects (a UUID v5 of the
+/// three, which no other project can produce and no caller picks).
+pub fn channel_message_event_id(
+    project_id: uuid::Uuid,
+    channel_type: i64,
+    channel_message_id: &str,
+) -> uuid::Uuid {
+    let name = format!("{project_id}/{channel_type}/{channel_message_id}");
+    uuid::Uuid::new_v5(&CHANNEL_MESSAGE_NAMESPACE, name.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::channel_message_event_id;
+
+    #[test]
+    fn a_channel_message_id_names_one_event_per_project_and_channel() {
+        let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let id = channel_message_event_id(a, 1, "wamid.1");
+        assert_eq!(id, channel_message_event_id(a, 1, "wamid.1"), "a repeat");
+        assert_ne!(
+            id,
+            channel_message_event_id(b, 1, "wamid.1"),
+            "another project"
+        );
+        assert_ne!(
+            id,
+            channel_message_event_id(a, 2, "wamid.1"),
+            "another channel"
+        );
+        assert_ne!(id, channel_message_event_id(a, 1, "wamid.2"));
+        assert_eq!(id.get_version_num(), 5);
     }
 }

@@ -162,6 +162,9 @@ fn append_result(result: Result<Vec<i64>, sqlx::Error>) -> Result<Vec<i64>, Stor
         Err(e) if crate::db::is_unique_violation(&e, SEQUENCE_CONSTRAINT) => {
             Err(StoreError::Conflict)
         }
+        Err(e) if crate::db::is_unique_violation(&e, super::EVENT_ID_CONSTRAINT) => {
+            Err(StoreError::EventExists)
+        }
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(STREAM_MOVED) => {
             Err(StoreError::Conflict)
         }

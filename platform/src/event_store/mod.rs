@@ -29,6 +29,11 @@ pub use snapshots::{PlainSnapshot, SnapshotRow};
 /// is another writer's append to the same stream, a [`StoreError::Conflict`].
 pub const SEQUENCE_CONSTRAINT: &str = "contact_event_store_aggregate_seq_key";
 
+/// The primary key of `contact_event_store`: a violation is an event whose id is stored already,
+/// a [`StoreError::EventExists`] (an id derived from what the event is, such as a message's id
+/// on its channel, is stored once).
+pub const EVENT_ID_CONSTRAINT: &str = "contact_event_store_pkey";
+
 /// [`Horizon::Finished`]'s condition on `contact_event_store e`.
 const FINISHED: &str = "and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
 /// [`Horizon::Upto`]'s condition, its bound in `$5` and `$6`.
@@ -40,6 +45,9 @@ pub enum StoreError {
     /// Another writer appended to one of the streams first.
     #[error("concurrent append to the same aggregate")]
     Conflict,
+    /// An event with one of the appended ids is stored already: nothing was appended.
+    #[error("an event with this id is stored already")]
+    EventExists,
     /// A stored event cannot be read back (see [`EventRow::into_envelope`]), or its payload does
     /// not decode.
     #[error("stored event {event_id} is unreadable: {reason}")]

@@ -2,6 +2,7 @@
 //! at once, events by id, a contact's history with its sessions', and the catch-up reads in the
 //! order of the writing transactions; counts and versions.
 
+use chrono::{DateTime, Utc};
 use event_model::{AggregateType, EventEnvelope};
 use sqlx::{PgExecutor, Postgres, Transaction};
 use uuid::Uuid;
@@ -105,25 +106,30 @@ impl EventStore {
         rows.into_iter().map(EventRow::into_envelope).collect()
     }
 
-    /// A contact's events and its sessions' events in store order, optionally after a position.
+    /// A contact's events and its sessions' events in store order, optionally after a position
+    /// and up to an instant (those that occurred at or before it).
     pub async fn read_contact_history(
         &self,
         executor: impl PgExecutor<'_>,
         tenant_id: &str,
         contact_id: Uuid,
         after_position: i64,
+        until: Option<DateTime<Utc>>,
         limit: i64,
     ) -> Result<Vec<EventEnvelope>, StoreError> {
         let rows: Vec<EventRow> = sqlx::query_as(&format!(
             "select {EVENT_COLUMNS} from contact_event_store e \
               where e.tenant_id = $1 and e.position > $3 \
                 and (e.aggregate_id = $2 or (e.aggregate_type = 'session' and e.metadata->>'contact_id' = $2::text)) \
+                and ($5::timestamp is null or e.occurred_at <= $5) \
               order by e.position limit $4"
         ))
         .bind(tenant_id)
         .bind(contact_id)
         .bind(after_position)
         .bind(limit)
+        // `occurred_at` is a `timestamp` (UTC, as the inventory has it).
+        .bind(until.map(|t| t.naive_utc()))
         .fetch_all(executor)
         .await?;
         rows.into_iter().map(EventRow::into_envelope).collect()
@@ -228,6 +234,26 @@ impl EventStore {
         )
         .fetch_one(executor)
         .await?)
+    }
+
+    /// Which of `event_ids` are stored in this tenant, each with its stream:
+    /// `(event id, aggregate id)`.
+    pub async fn stored_streams_of(
+        executor: impl PgExecutor<'_>,
+        tenant_id: &str,
+        event_ids: &[Uuid],
+    ) -> Result<Vec<(Uuid, Uuid)>, StoreError> {
+        Ok(sqlx::query!(
+            "select id, aggregate_id from contact_event_store \
+              where id = any($1) and tenant_id = $2",
+            event_ids,
+            tenant_id,
+        )
+        .fetch_all(executor)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r.aggregate_id))
+        .collect())
     }
 
     /// The last sequence number of a stream of this type in this tenant; `None`: no such stream.

@@ -105,6 +105,27 @@ impl EventStore {
         .await?)
     }
 
+    /// The newest snapshot of an aggregate of this tenant at or below `version`.
+    pub async fn snapshot_at_or_below(
+        &self,
+        executor: impl PgExecutor<'_>,
+        tenant_id: &str,
+        aggregate_id: Uuid,
+        version: i64,
+    ) -> Result<Option<SnapshotRow>, StoreError> {
+        Ok(sqlx::query_as!(
+            SnapshotRow,
+            "select snapshot_data, last_sequence_number from contact_snapshots \
+              where aggregate_id = $1 and tenant_id = $2 and last_sequence_number <= $3 \
+              order by last_sequence_number desc limit 1",
+            aggregate_id,
+            tenant_id,
+            version,
+        )
+        .fetch_optional(executor)
+        .await?)
+    }
+
     /// Deletes the snapshots of a contact and of its sessions (forgetting it: sealed with a key
     /// that is being destroyed, they could never be read again).
     #[tracing::instrument(level = "debug", skip_all, fields(tenant = %tenant_id, contact_id = %contact_id), err(level = "debug"))]

@@ -96,6 +96,15 @@ impl ContactRecord {
         }
     }
 
+    /// The row of `contact` (an aggregate restored from a snapshot, or a new one) in the stream
+    /// `envelope` is of; its interaction times are not the aggregate's to know.
+    pub(super) fn at(contact: &event_model::Contact, envelope: &EventEnvelope) -> Self {
+        let mut record = Self::empty(envelope);
+        record.set_view(contact.view.clone());
+        record.version = contact.version;
+        record
+    }
+
     /// The domain's view of the row, its fields moved out (the fold puts them back with
     /// [`Self::set_view`]: a contact's strings are not copied for every event).
     fn take_view(&mut self) -> ContactView {

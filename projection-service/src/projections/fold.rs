@@ -10,6 +10,7 @@ use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::contacts::{self, ContactRecord};
+use super::messages::{self, MessageRecord};
 use super::projection::{consumer_name, decode, BatchReport, Decoded, Projection, ProjectionError};
 use super::read::{Read, Xmins};
 use super::sessions::{self, SessionRecord};
@@ -23,11 +24,16 @@ pub(super) struct Folded {
     pub(super) skipped: Vec<Uuid>,
     pub(super) contacts: Vec<ContactRecord>,
     pub(super) sessions: Vec<SessionRecord>,
+    /// The batch's new `messages` rows.
+    pub(super) messages: Vec<MessageRecord>,
     /// The events whose audit rows the write copies from the store.
     pub(super) log: Vec<Uuid>,
     /// Contacts forgotten in the batch whose sessions' personal columns are nulled after the
     /// write (it may have written those sessions).
     pub(super) forgotten_sessions: Vec<Uuid>,
+    /// Contacts forgotten in the batch whose messages' personal columns are nulled after the
+    /// write.
+    pub(super) forgotten_messages: Vec<Uuid>,
     /// Contacts forgotten in the batch whose audit rows written from plaintext messages of the
     /// previous release take the store's redacted form.
     pub(super) forgotten_log: Vec<Uuid>,
@@ -83,6 +89,9 @@ impl Folded {
     ) -> Result<(), ProjectionError> {
         if !self.forgotten_sessions.is_empty() {
             sessions::forget_personal_columns(tx, &self.forgotten_sessions).await?;
+        }
+        if !self.forgotten_messages.is_empty() {
+            messages::forget_personal_columns(tx, &self.forgotten_messages).await?;
         }
         if !self.forgotten_log.is_empty() {
             platform::history::sync_log_copies_of(tx, &self.forgotten_log).await?;
@@ -150,6 +159,12 @@ pub(super) async fn fold_batch(
                 let (changed, handled) = sessions::apply(conn, store, &keys, &list, rows).await?;
                 folded.sessions = changed;
                 folded.forgotten_sessions = forgotten_in(&list);
+                handled
+            }
+            Projection::Messages => {
+                let (rows, handled) = messages::apply(&list);
+                folded.messages = rows;
+                folded.forgotten_messages = forgotten_in(&list);
                 handled
             }
             Projection::DomainEventLogs => {

@@ -6,14 +6,17 @@
 //! Exactly-once effect: a batch is applied atomically (in one transaction, or in one statement
 //! that checks its rows have not moved since they were read) and also records, for every event
 //! it handled, one `processed_events(event_id, consumer_name)` row naming the projections it was
-//! applied to ([`consumer_name`]: `contacts+sessions+domain_event_logs` on the live path); a
-//! redelivered event finds its row and changes nothing. Each read row also keeps its
+//! applied to ([`consumer_name`]: `contacts+sessions+messages+domain_event_logs` on the live
+//! path); a redelivered event finds its row and changes nothing. Each read row also keeps its
 //! aggregate's `version`: an event older than the row is a duplicate, and a gap (an event whose
 //! predecessors have not arrived) is filled from `contact_event_store` before it is applied.
+//! `messages` rows are their events alone: inserted once, never read back to fold.
 
+pub mod as_of;
 pub mod contacts;
 pub mod event_log;
 mod fold;
+pub mod messages;
 mod projection;
 mod read;
 pub mod sessions;

@@ -9,14 +9,17 @@ use platform::personal::{KeySet, PersonalError};
 pub enum Projection {
     Contacts,
     Sessions,
+    Messages,
     DomainEventLogs,
 }
 
 impl Projection {
-    /// In the order a batch applies them: a session row needs its contact row.
-    pub const ALL: [Projection; 3] = [
+    /// In the order a batch applies them: a session row needs its contact row, a message its
+    /// session's.
+    pub const ALL: [Projection; 4] = [
         Projection::Contacts,
         Projection::Sessions,
+        Projection::Messages,
         Projection::DomainEventLogs,
     ];
 
@@ -24,6 +27,7 @@ impl Projection {
         match self {
             Self::Contacts => "contacts",
             Self::Sessions => "sessions",
+            Self::Messages => "messages",
             Self::DomainEventLogs => "domain_event_logs",
         }
     }
@@ -115,7 +119,7 @@ mod tests {
     fn a_consumer_name_lists_its_projections_in_apply_order_and_reads_back() {
         assert_eq!(
             consumer_name(&Projection::ALL),
-            "contacts+sessions+domain_event_logs"
+            "contacts+sessions+messages+domain_event_logs"
         );
         assert_eq!(
             consumer_name(&[Projection::DomainEventLogs, Projection::Contacts]),

@@ -109,7 +109,10 @@ pub async fn apply_unlocked(
         Err(ProjectionError::Poison { .. }) => return Ok(Err(Declined::Poison)),
         Err(other) => return Err(other),
     };
-    if !folded.forgotten_sessions.is_empty() || !folded.forgotten_log.is_empty() {
+    if !folded.forgotten_sessions.is_empty()
+        || !folded.forgotten_messages.is_empty()
+        || !folded.forgotten_log.is_empty()
+    {
         return Ok(Err(Declined::Forgets));
     }
     let processed = Processed::of(&folded.handled, started);

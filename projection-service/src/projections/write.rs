@@ -1,5 +1,5 @@
-//! A batch's one write: every changed row, its audit rows, its `processed_events` rows and the
-//! `min_version` notification in one statement.
+//! A batch's one write: every changed row, its new messages, its audit rows, its
+//! `processed_events` rows and the `min_version` notification in one statement.
 
 use std::collections::HashMap;
 
@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::contacts::{self, ContactRecord};
 use super::event_log;
 use super::fold::{Folded, Processed};
+use super::messages;
 use super::sessions::{self, SessionRecord};
 use super::wal::Commit;
 
@@ -61,6 +62,11 @@ pub(super) async fn write(
         session_rows,
         rows,
     );
+    if !folded.messages.is_empty() {
+        parts.open(&mut sql, "messages_written");
+        messages::push_insert(&mut sql, &folded.messages);
+        sql.push(")");
+    }
     if !folded.log.is_empty() {
         parts.open(&mut sql, "logged");
         sql.push(event_log::copy_sql())

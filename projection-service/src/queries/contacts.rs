@@ -7,7 +7,7 @@ use event_model::AggregateType;
 use platform::auth::AuthContext;
 use platform::event_store::EventStore;
 use platform::http::{Path, Query};
-use platform::openapi::QueryErrors;
+use platform::openapi::{ParameterRule, QueryErrors};
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
@@ -20,8 +20,9 @@ use uuid::Uuid;
 use super::sessions::SessionDto;
 use super::sessions::SessionFilters;
 use super::{
-    page, prefix_pattern, read_at_least, with_etag, Page, PageParams, QueryState, ReadParams,
+    page, prefix_pattern, read_at_least, with_etag, OneParams, Page, PageParams, QueryState,
 };
+use crate::projections::as_of::{self, AsOf};
 use crate::projections::contacts::ContactRecord;
 
 pub fn router() -> OpenApiRouter<QueryState> {
@@ -54,6 +55,9 @@ pub struct ContactDto {
     pub deleted_at: Option<DateTime<Utc>>,
     /// Forgotten (erased): every personal field is null for good.
     pub forgotten: bool,
+    /// The version this is the contact as of (`as_of_version` / `as_of` reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of_version: Option<i64>,
 }
 
 impl From<ContactRecord> for ContactDto {
@@ -78,6 +82,7 @@ impl From<ContactRecord> for ContactDto {
             updated_at: r.updated_at.map(|t| t.and_utc()),
             deleted_at: r.deleted_at.map(|t| t.and_utc()),
             forgotten: r.forgotten_at.is_some(),
+            as_of_version: None,
         }
     }
 }
@@ -170,19 +175,38 @@ pub async fn read_contact(
     Ok(row.map(|r| r.0))
 }
 
-#[utoipa::path(get, path = "/contacts/{contact_id}", operation_id = "get_contact", tag = "contacts", summary = "Read a contact (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), ReadParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = ContactDto), QueryErrors), security(("api_key" = [])))]
+#[utoipa::path(get, path = "/contacts/{contact_id}", operation_id = "get_contact", tag = "contacts", summary = "Read a contact (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("contact_id" = Uuid, Path, description = "The contact"), OneParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = ContactDto), ParameterRule, QueryErrors), security(("api_key" = [])))]
 async fn one(
     State(state): State<QueryState>,
     auth: AuthContext,
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
-    Query(params): Query<ReadParams>,
+    Query(params): Query<OneParams>,
 ) -> Result<Response, ApiError> {
+    if let Some(at) = params.at()? {
+        let mut tx = state.tx(&auth.tenant_id).await?;
+        let found = as_of::contact(
+            &mut tx,
+            &state.store,
+            &state.keys,
+            &auth.tenant_id,
+            contact_id,
+            at,
+        )
+        .await;
+        tx.commit().await.map_err(ApiError::internal)?;
+        let AsOf { row, version } = super::as_of_found(found)?;
+        let dto = ContactDto {
+            as_of_version: Some(version),
+            ..ContactDto::from(row)
+        };
+        return Ok(with_etag(dto, Some(version)));
+    }
     let record = read_at_least(
         &state,
         &auth.tenant_id,
         "contact",
         contact_id,
-        &params,
+        &params.read(),
         |r: &ContactRecord| r.version,
         || read_contact(&state, &auth.tenant_id, contact_id),
     )
@@ -249,6 +273,9 @@ struct EventPage {
 struct EventParams {
     /// The store position after which to read (each event carries its `position`).
     after_sequence: Option<i64>,
+    /// Only the events that occurred at or before this instant (RFC 3339): the history as it
+    /// stood then.
+    as_of: Option<DateTime<Utc>>,
     /// Page size, 1 to 500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
@@ -285,6 +312,7 @@ async fn events(
             &auth.tenant_id,
             contact_id,
             p.after_sequence.unwrap_or(0),
+            p.as_of,
             limit + 1,
         )
         .await

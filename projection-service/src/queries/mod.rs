@@ -4,6 +4,7 @@
 
 mod contacts;
 mod event_log;
+mod messages;
 mod sessions;
 
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub fn router(state: QueryState) -> OpenApiRouter {
             "/v1/projects/{project_id}",
             contacts::router()
                 .merge(sessions::router())
+                .merge(messages::router())
                 .merge(event_log::router()),
         )
         .with_state(state)
@@ -143,6 +145,87 @@ pub struct ReadParams {
     /// How long to wait for `min_version`, in milliseconds: 0 to 25000 (default 2000).
     #[param(minimum = 0, maximum = 25000)]
     pub wait_ms: Option<u64>,
+}
+
+/// A single read's parameters: `?min_version=&wait_ms=` (read-your-writes), or one of
+/// `?as_of_version=` / `?as_of=` (the row as it stood then, folded from the store).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OneParams {
+    pub min_version: Option<i64>,
+    /// How long to wait for `min_version`, in milliseconds: 0 to 25000 (default 2000).
+    #[param(minimum = 0, maximum = 25000)]
+    pub wait_ms: Option<u64>,
+    /// The row as it stood right after this version, folded from the event store (404 before
+    /// the first or beyond the last).
+    #[param(minimum = 0)]
+    pub as_of_version: Option<i64>,
+    /// The row as it stood at this instant (RFC 3339): the last version whose event occurred
+    /// at or before it (404 before the first).
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl OneParams {
+    /// Where in the past to read; `None`: the read model now.
+    pub fn at(&self) -> Result<Option<crate::projections::as_of::At>, ApiError> {
+        use crate::projections::as_of::At;
+        let at = match (self.as_of_version, self.as_of) {
+            (Some(_), Some(_)) => {
+                return Err(parameter_rule(
+                    "as_of",
+                    "give as_of_version or as_of, not both",
+                ))
+            }
+            (Some(v), None) if v < 0 => {
+                return Err(ApiError::BadRequest(
+                    "as_of_version must be at least 0".into(),
+                ))
+            }
+            (Some(v), None) => Some(At::Version(v)),
+            (None, Some(t)) => Some(At::Instant(t)),
+            (None, None) => None,
+        };
+        if at.is_some() && (self.min_version.is_some() || self.wait_ms.is_some()) {
+            return Err(parameter_rule(
+                "min_version",
+                "min_version and wait_ms read the present: not with as_of_version or as_of",
+            ));
+        }
+        Ok(at)
+    }
+
+    pub fn read(&self) -> ReadParams {
+        ReadParams {
+            min_version: self.min_version,
+            wait_ms: self.wait_ms,
+        }
+    }
+}
+
+/// A 422 for query parameters that exclude each other (each is valid alone).
+pub fn parameter_rule(field: &str, message: &str) -> ApiError {
+    ApiError::Unprocessable {
+        detail: "the request breaks a parameter rule".into(),
+        errors: vec![platform::FieldProblem {
+            field: field.into(),
+            message: message.into(),
+        }],
+    }
+}
+
+/// A time-travel read's answer: the row, or 404 for a version or instant the aggregate did not
+/// have (or a forgotten contact).
+pub fn as_of_found<T>(
+    found: Result<
+        Result<crate::projections::as_of::AsOf<T>, crate::projections::as_of::Absent>,
+        crate::projections::ProjectionError,
+    >,
+) -> Result<crate::projections::as_of::AsOf<T>, ApiError> {
+    match found.map_err(ApiError::internal)? {
+        Ok(found) => Ok(found),
+        Err(_) => Err(not_found()),
+    }
 }
 
 /// Reads a row until it holds at least `min_version`, with a deadline: it re-reads when a

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use event_model::Sentiment;
 use platform::auth::AuthContext;
 use platform::http::{Path, Query};
-use platform::openapi::QueryErrors;
+use platform::openapi::{ParameterRule, QueryErrors};
 use platform::ApiError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,7 +17,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{page, read_at_least, with_etag, Page, PageParams, QueryState, ReadParams};
+use super::{page, read_at_least, with_etag, OneParams, Page, PageParams, QueryState};
+use crate::projections::as_of::{self, AsOf};
 use crate::projections::sessions::SessionRecord;
 
 pub fn router() -> OpenApiRouter<QueryState> {
@@ -64,6 +65,9 @@ pub struct SessionDto {
     pub version: i64,
     pub created_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// The version this is the session as of (`as_of_version` / `as_of` reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub as_of_version: Option<i64>,
 }
 
 impl From<SessionRecord> for SessionDto {
@@ -102,6 +106,7 @@ impl From<SessionRecord> for SessionDto {
             version: r.version,
             created_at: r.created_at.map(|t| t.and_utc()),
             updated_at: r.updated_at.map(|t| t.and_utc()),
+            as_of_version: None,
         }
     }
 }
@@ -198,32 +203,58 @@ async fn list(
     ))
 }
 
-#[utoipa::path(get, path = "/sessions/{session_id}", operation_id = "get_session", tag = "sessions", summary = "Read a session with every metric (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), ReadParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = SessionDto), QueryErrors), security(("api_key" = [])))]
+/// The `sessions` row of `id` in this tenant.
+pub async fn read_session(
+    state: &QueryState,
+    tenant_id: &str,
+    id: Uuid,
+) -> Result<Option<SessionRecord>, sqlx::Error> {
+    let mut tx = platform::db::tenant_tx(&state.pool, tenant_id).await?;
+    let row = sqlx::query_scalar!(
+        r#"select to_jsonb(s) as "row!: Json<SessionRecord>" from sessions s where s.id = $1 and s.tenant_id = $2"#,
+        id,
+        tenant_id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(row.map(|r| r.0))
+}
+
+#[utoipa::path(get, path = "/sessions/{session_id}", operation_id = "get_session", tag = "sessions", summary = "Read a session with every metric (min_version: read-your-writes)", params(("project_id" = Uuid, Path, description = "The project"), ("session_id" = Uuid, Path, description = "The session"), OneParams), responses((status = 200, description = "OK; ETag carries the version (one resource) or a content hash (a list)", body = SessionDto), ParameterRule, QueryErrors), security(("api_key" = [])))]
 async fn one(
     State(state): State<QueryState>,
     auth: AuthContext,
     Path((_, session_id)): Path<(Uuid, Uuid)>,
-    Query(params): Query<ReadParams>,
+    Query(params): Query<OneParams>,
 ) -> Result<Response, ApiError> {
-    let read = || async {
-        let mut tx = platform::db::tenant_tx(&state.pool, &auth.tenant_id).await?;
-        let row = sqlx::query_scalar!(
-            r#"select to_jsonb(s) as "row!: Json<SessionRecord>" from sessions s where s.id = $1 and s.tenant_id = $2"#,
-            session_id,
+    if let Some(at) = params.at()? {
+        let mut tx = state.tx(&auth.tenant_id).await?;
+        let found = as_of::session(
+            &mut tx,
+            &state.store,
+            &state.keys,
             &auth.tenant_id,
+            session_id,
+            at,
         )
-        .fetch_optional(&mut *tx)
-        .await?;
-        Ok(row.map(|r| r.0))
-    };
+        .await;
+        tx.commit().await.map_err(ApiError::internal)?;
+        let AsOf { row, version } = super::as_of_found(found)?;
+        let dto = SessionDto {
+            as_of_version: Some(version),
+            ..SessionDto::from(row)
+        };
+        return Ok(with_etag(dto, Some(version)));
+    }
     let record = read_at_least(
         &state,
         &auth.tenant_id,
         "session",
         session_id,
-        &params,
+        &params.read(),
         |r: &SessionRecord| r.version,
-        read,
+        || read_session(&state, &auth.tenant_id, session_id),
     )
     .await?;
     let version = record.version;
