@@ -15,7 +15,7 @@
 //! 5 loading a long stream with and without snapshots; 6 the indexes no query reads on the
 //! insert path; 7 one instance of each service against two ([`scale`]); 8 the whole pipeline,
 //! projections live, against baseline (d), the peer built on cqrs-es and postgres-es
-//! ([`pipeline`], [`peer`]).
+//! ([`pipeline`], [`peer`]); 9 reading the past (`?as_of_version=`) and a conversation's page.
 //!
 //! Every database and stream it creates is dropped afterwards (the harness's `Drop`s), also on
 //! Ctrl-C and on a failure. Progress goes to stderr, the table (or JSON) to stdout.
@@ -63,7 +63,7 @@ struct Cli {
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Run only these scenarios (1–8), e.g. `--only 1,5`.
+    /// Run only these scenarios (1–9), e.g. `--only 1,5`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
     #[command(subcommand)]
@@ -126,6 +126,10 @@ pub struct Sizes {
     /// lower row 8a's tail and raise row 2's lag (README "Where the time goes"), so the table
     /// keeps the one runtime its earlier figures were measured on.
     pub service_threads: Option<usize>,
+    /// Scenario 9: reads timed per row.
+    pub history_reads: usize,
+    /// Scenario 9: messages in the table when a conversation's page is read.
+    pub messages_in_table: usize,
 }
 
 fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -161,6 +165,8 @@ impl Sizes {
             partitions: 8,
             peer_round: Duration::from_secs(5),
             service_threads: service_threads(),
+            history_reads: 300,
+            messages_in_table: 100_000,
         }
     }
 
@@ -181,6 +187,8 @@ impl Sizes {
             partitions: 8,
             peer_round: Duration::from_secs(15),
             service_threads: service_threads(),
+            history_reads: 2_000,
+            messages_in_table: 1_000_000,
         }
     }
 }
