@@ -73,6 +73,28 @@ impl Command {
         }
     }
 
+    /// The message a message command answers, and the stream it is addressed to:
+    /// `(reply_to, contact, session)`, one of the last two set.
+    pub(super) fn reply(&self) -> Option<(Uuid, Option<Uuid>, Option<Uuid>)> {
+        match self {
+            Self::Contact {
+                contact_id,
+                command: ContactCommand::RecordMessage { message, .. },
+            } => message
+                .content
+                .reply_to
+                .map(|r| (r, Some(*contact_id), None)),
+            Self::Session {
+                session_id,
+                command: SessionCommand::RecordMessage(message),
+            } => message
+                .content
+                .reply_to
+                .map(|r| (r, None, Some(*session_id))),
+            _ => None,
+        }
+    }
+
     pub(super) fn target(&self) -> Uuid {
         match self {
             Self::Contact { contact_id, .. } => *contact_id,

@@ -146,6 +146,9 @@ impl CommandHandler {
         replayable: Option<Replayable<'_>>,
     ) -> Result<Answered, CommandError> {
         let name = command.name();
+        if let Some((reply_to, contact, session)) = command.reply() {
+            self.check_reply(actor, reply_to, contact, session).await?;
+        }
         let before = match replayable {
             Some(Replayable { slot, .. }) => self.recorded(actor, slot).await?,
             None => None,
@@ -166,6 +169,35 @@ impl CommandHandler {
         };
         metrics::counter!("commands_total", "command" => name, "outcome" => outcome).increment(1);
         result
+    }
+
+    /// A message answers a message of its own contact: another id is a 422 (an unknown contact
+    /// or session is left to the command, which answers 404).
+    async fn check_reply(
+        &self,
+        actor: &Actor,
+        reply_to: Uuid,
+        contact: Option<Uuid>,
+        session: Option<Uuid>,
+    ) -> Result<(), CommandError> {
+        let tenant = actor.tenant_id.as_str();
+        let mut tx = tenant_tx(self.store.pool(), tenant).await?;
+        let known = EventStore::is_message_of(&mut *tx, tenant, reply_to, contact, session).await?;
+        let (stream, kind) = match (contact, session) {
+            (Some(c), _) => (c, "contact"),
+            (None, s) => (s.unwrap_or_default(), "session"),
+        };
+        let addressed = EventStore::stream_version(&mut *tx, tenant, stream, kind)
+            .await?
+            .is_some();
+        tx.commit().await?;
+        if known || !addressed {
+            return Ok(());
+        }
+        Err(CommandError::Domain(event_model::DomainError::invalid(
+            "reply_to",
+            "must be the id of a message of this contact",
+        )))
     }
 
     /// What `slot`'s key already stands for in the actor's project, if anything.

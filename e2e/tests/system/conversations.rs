@@ -293,6 +293,19 @@ async fn a_conversation_reads_back_in_order_with_its_content_and_a_repeat_adds_n
         .await
         .assert_problem(422);
 
+    // A reply names a message of its own contact: B's message is not one of A's contact's.
+    let across = system
+        .command(
+            Method::POST,
+            &format!("/contacts/{contact}/messages"),
+            Some(
+                json!({"channel_type_id": 1, "from_contact": true, "text": "re",
+                        "reply_to": message_id(&b_message)}),
+            ),
+        )
+        .await;
+    across.assert_problem(422);
+
     // The session's metrics count each message once.
     let metrics = system.query(&format!("/sessions/{session}")).await;
     assert_eq!(metrics.body["message_count"], 20, "{}", metrics.body);
@@ -317,6 +330,15 @@ async fn a_conversation_reads_back_in_order_with_its_content_and_a_repeat_adds_n
         .query(&format!("/sessions/{}/messages", Uuid::now_v7()))
         .await
         .assert_problem(404);
+    // The messages table is what a rebuild from the history gives.
+    system
+        .wait_until_projected(std::time::Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        system.verify().await,
+        Vec::new(),
+        "verify finds no difference"
+    );
     system.stop().await;
 }
 
@@ -365,6 +387,19 @@ async fn content_that_breaks_a_rule_is_refused_with_the_field_and_nothing_is_wri
             reply.body
         );
     }
+    let stranger = system
+        .command(
+            Method::POST,
+            &format!("/sessions/{session}/messages"),
+            Some(json!({"from_contact": true, "text": "re", "reply_to": Uuid::now_v7()})),
+        )
+        .await;
+    stranger.assert_problem(422);
+    assert_eq!(
+        stranger.body["errors"][0]["field"], "reply_to",
+        "{}",
+        stranger.body
+    );
     let wrong_type = system
         .command(
             Method::POST,

@@ -26,7 +26,8 @@ async fn traffic(system: &TestSystem, tenant: &e2e::Tenant, n: usize) {
                 tenant,
                 Method::POST,
                 &format!("/contacts/{contact}/messages"),
-                Some(json!({"channel_type_id": 1, "from_contact": true})),
+                Some(json!({"channel_type_id": 1, "from_contact": true,
+                            "text": format!("hello {i}"), "channel_message_id": format!("m-{}", Uuid::now_v7())})),
                 &[],
             )
             .await;
@@ -60,7 +61,8 @@ async fn rebuild_everything(system: &TestSystem, batch_size: i64) -> replay_tool
 async fn rows(system: &TestSystem) -> Vec<Value> {
     sqlx::query_scalar(
         "select r from (select to_jsonb(c) r from contacts c union all select to_jsonb(s) from sessions s \
-         union all select to_jsonb(l) from domain_event_logs l) t order by r->>'id'",
+         union all select to_jsonb(m) from messages m \
+         union all select to_jsonb(l) from domain_event_logs l) t order by r->>'id', r::text",
     )
     .fetch_all(&system.db.pool)
     .await
@@ -92,6 +94,7 @@ async fn a_rebuild_gives_the_live_rows_and_the_consumers_carry_on_without_double
         Projection::ALL.to_vec(),
         vec![Projection::Contacts],
         vec![Projection::Sessions],
+        vec![Projection::Messages],
     ] {
         let report = replay_tool::rebuild(
             &system.db.pool,

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use e2e::{Options, TestSystem};
+use proptest::collection::vec;
+use proptest::prelude::{any, prop_oneof, Just, Strategy};
+use proptest::test_runner::{Config, TestRunner};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::{Method, StatusCode};
@@ -21,79 +24,130 @@ fn row(body: &Value) -> Value {
     row
 }
 
-/// One random command on the contact or its current session (most of them change the contact).
-async fn random_command(
-    system: &TestSystem,
-    rng: &mut StdRng,
-    contact: Uuid,
-    session: &mut Option<Uuid>,
-    turn: usize,
-) -> e2e::Reply {
-    let (method, path, body) = match (rng.random_range(0..10), *session) {
-        (0..=2, _) => (
-            Method::POST,
-            format!("/contacts/{contact}/tags"),
-            Some(json!({"tag": format!("t{}", rng.random_range(0..60))})),
-        ),
-        (3 | 4, _) => (
-            Method::PATCH,
-            format!("/contacts/{contact}"),
-            Some(json!({"name": format!("Name {turn}"), "timezone": "Europe/Lisbon"})),
-        ),
-        (5, _) => (
-            Method::DELETE,
-            format!("/contacts/{contact}/tags/t{}", rng.random_range(0..60)),
-            None,
-        ),
-        (7, Some(s)) => (
-            Method::POST,
-            format!("/sessions/{s}/messages"),
-            Some(
-                json!({"from_contact": false, "agent_id": AGENT, "text": format!("reply {turn}")}),
-            ),
-        ),
-        (8, Some(s)) => (
-            Method::PUT,
-            format!("/sessions/{s}/summary"),
-            Some(json!({"summary": format!("summary {turn}"), "sentiment_score": 0.1})),
-        ),
-        (9, Some(s)) => (
-            Method::POST,
-            format!("/sessions/{s}/agents"),
-            Some(json!({"agent_id": Uuid::now_v7()})),
-        ),
-        _ => (
-            Method::POST,
-            format!("/contacts/{contact}/messages"),
-            Some(json!({"channel_type_id": rng.random_range(1..=2),
-                        "from_contact": rng.random_bool(0.5), "text": format!("message {turn}")})),
-        ),
-    };
-    let reply = system.command(method, &path, body).await;
-    if let Some(s) = reply.body["session_id"].as_str() {
-        *session = Some(s.parse().unwrap());
-    }
-    reply
+/// One command of a history: on the contact, or on its current session (most change the
+/// contact's own stream).
+#[derive(Debug, Clone)]
+enum Step {
+    Tag(u8),
+    Untag(u8),
+    Rename,
+    Inbound { channel: i64, from_contact: bool },
+    Reply,
+    Summarize,
+    Assign,
 }
 
-/// Runs `commands` random commands; after each, once everything is projected, records the
-/// contact's row and its current session's row by version. The last row recorded at a version
-/// is the row as it stood right before the next version.
+impl Step {
+    /// A step drawn from `rng`, with the weights [`steps`] gives a property test.
+    fn random(rng: &mut StdRng) -> Self {
+        match rng.random_range(0..10) {
+            0..=2 => Self::Tag(rng.random_range(0..60)),
+            3 | 4 => Self::Rename,
+            5 => Self::Untag(rng.random_range(0..60)),
+            6 => Self::Inbound {
+                channel: rng.random_range(1..=2),
+                from_contact: rng.random_bool(0.5),
+            },
+            7 => Self::Reply,
+            8 => Self::Summarize,
+            _ => Self::Assign,
+        }
+    }
+
+    /// Runs the step; one on the session while there is none goes to the contact instead.
+    async fn run(
+        &self,
+        system: &TestSystem,
+        contact: Uuid,
+        session: &mut Option<Uuid>,
+        turn: usize,
+    ) -> e2e::Reply {
+        let inbound = || {
+            (
+                Method::POST,
+                format!("/contacts/{contact}/messages"),
+                Some(json!({"channel_type_id": 1, "from_contact": true,
+                            "text": format!("message {turn}")})),
+            )
+        };
+        let (method, path, body) = match (self, *session) {
+            (Self::Tag(t), _) => (
+                Method::POST,
+                format!("/contacts/{contact}/tags"),
+                Some(json!({"tag": format!("t{t}")})),
+            ),
+            (Self::Untag(t), _) => (
+                Method::DELETE,
+                format!("/contacts/{contact}/tags/t{t}"),
+                None,
+            ),
+            (Self::Rename, _) => (
+                Method::PATCH,
+                format!("/contacts/{contact}"),
+                Some(json!({"name": format!("Name {turn}"), "timezone": "Europe/Lisbon"})),
+            ),
+            (
+                Self::Inbound {
+                    channel,
+                    from_contact,
+                },
+                _,
+            ) => (
+                Method::POST,
+                format!("/contacts/{contact}/messages"),
+                Some(
+                    json!({"channel_type_id": channel, "from_contact": from_contact,
+                            "text": format!("message {turn}")}),
+                ),
+            ),
+            (Self::Reply, Some(s)) => (
+                Method::POST,
+                format!("/sessions/{s}/messages"),
+                Some(json!({"from_contact": false, "agent_id": AGENT,
+                            "text": format!("reply {turn}")})),
+            ),
+            (Self::Summarize, Some(s)) => (
+                Method::PUT,
+                format!("/sessions/{s}/summary"),
+                Some(json!({"summary": format!("summary {turn}"), "sentiment_score": 0.1})),
+            ),
+            (Self::Assign, Some(s)) => (
+                Method::POST,
+                format!("/sessions/{s}/agents"),
+                Some(json!({"agent_id": Uuid::now_v7()})),
+            ),
+            (Self::Reply | Self::Summarize | Self::Assign, None) => inbound(),
+        };
+        let reply = system.command(method, &path, body).await;
+        if let Some(s) = reply.body["session_id"].as_str() {
+            *session = Some(s.parse().unwrap());
+        }
+        reply
+    }
+}
+
+/// `n` steps drawn from the seed.
+fn seeded(seed: u64, n: usize) -> Vec<Step> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| Step::random(&mut rng)).collect()
+}
+
+/// Runs the steps; after each, once everything is projected, records the contact's row and
+/// its current session's row by version. The last row recorded at a version is the row as it
+/// stood right before the next version.
 async fn live(
     system: &TestSystem,
     contact: Uuid,
-    seed: u64,
-    commands: usize,
+    steps: &[Step],
 ) -> (BTreeMap<i64, Value>, BTreeMap<Uuid, BTreeMap<i64, Value>>) {
-    let mut rng = StdRng::seed_from_u64(seed);
     let mut contacts = BTreeMap::new();
     let mut sessions: BTreeMap<Uuid, BTreeMap<i64, Value>> = BTreeMap::new();
     let mut session = None;
-    for turn in 0..commands {
-        let reply = random_command(system, &mut rng, contact, &mut session, turn).await;
+    for (turn, step) in steps.iter().enumerate() {
+        let reply = step.run(system, contact, &mut session, turn).await;
         assert!(
             reply.status.is_success(),
-            "turn {turn}: {} {}",
+            "turn {turn} ({step:?}): {} {}",
             reply.status,
             reply.body
         );
@@ -184,7 +238,7 @@ async fn every_version_of_a_contact_with_snapshots_and_of_its_sessions_reads_as_
     })
     .await;
     let contact = system.create_contact(json!({"name": "Tess Travel"})).await;
-    let (contacts, sessions) = live(&system, contact, 17, 850).await;
+    let (contacts, sessions) = live(&system, contact, &seeded(17, 850)).await;
     let last = *contacts.keys().last().unwrap();
     assert!(last >= 300, "a long history: {last} versions");
     assert!(
@@ -301,27 +355,43 @@ async fn every_version_of_a_contact_with_snapshots_and_of_its_sessions_reads_as_
     system.stop().await;
 }
 
-/// The property over random command sequences: for several seeds, with a snapshot every 7
-/// versions (so reads start from snapshots at every offset), every version recorded reads back
-/// as it stood.
-#[tokio::test]
-async fn random_histories_read_back_at_every_version_from_any_snapshot() {
-    let system = TestSystem::start_with(Options {
+/// The property over random command sequences (proptest: on a failure it shrinks the sequence
+/// to a smallest one that still fails): with a snapshot every 7 versions, so that reads start
+/// from snapshots at every offset, every version recorded reads back as it stood.
+#[test]
+fn random_histories_read_back_at_every_version_from_any_snapshot() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let system = runtime.block_on(TestSystem::start_with(Options {
         snapshot_every: 7,
         ..Options::default()
-    })
-    .await;
-    for seed in [1, 2, 3] {
-        let contact = system
-            .create_contact(json!({"name": format!("Seed {seed}"), "tags": ["start"]}))
-            .await;
-        let (contacts, sessions) = live(&system, contact, seed, 80).await;
-        assert!(
-            contacts.len() > 20,
-            "seed {seed}: {} versions",
-            contacts.len()
-        );
-        check_every_version(&system, contact, &contacts, &sessions).await;
+    }));
+    let mut runner = TestRunner::new(Config {
+        cases: 5,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let steps = prop_oneof![
+        3 => (0u8..60).prop_map(Step::Tag),
+        1 => (0u8..60).prop_map(Step::Untag),
+        2 => Just(Step::Rename),
+        1 => (1i64..=2, any::<bool>())
+            .prop_map(|(channel, from_contact)| Step::Inbound { channel, from_contact }),
+        1 => Just(Step::Reply),
+        1 => Just(Step::Summarize),
+        1 => Just(Step::Assign),
+    ];
+    let result = runner.run(&vec(steps, 10..70), |steps| {
+        runtime.block_on(async {
+            let contact = system
+                .create_contact(json!({"name": "Prop", "tags": ["start"]}))
+                .await;
+            let (contacts, sessions) = live(&system, contact, &steps).await;
+            check_every_version(&system, contact, &contacts, &sessions).await;
+        });
+        Ok(())
+    });
+    runtime.block_on(system.stop());
+    if let Err(failure) = result {
+        panic!("{failure}");
     }
-    system.stop().await;
 }

@@ -256,6 +256,33 @@ impl EventStore {
         .collect())
     }
 
+    /// Whether `message_id` is a message (`session.message_recorded`) of the contact, named
+    /// directly or as the contact of the session `session_id`, in this tenant.
+    pub async fn is_message_of(
+        executor: impl PgExecutor<'_>,
+        tenant_id: &str,
+        message_id: Uuid,
+        contact_id: Option<Uuid>,
+        session_id: Option<Uuid>,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query_scalar!(
+            r#"select exists (
+                 select 1 from contact_event_store r
+                  where r.id = $1 and r.tenant_id = $2
+                    and r.event_type = 'session.message_recorded'
+                    and r.metadata->>'contact_id' = coalesce($3,
+                          (select s.metadata->>'contact_id' from contact_event_store s
+                            where s.aggregate_id = $4 and s.tenant_id = $2
+                              and s.sequence_number = 1))) as "found!""#,
+            message_id,
+            tenant_id,
+            contact_id.map(|c| c.to_string()),
+            session_id,
+        )
+        .fetch_one(executor)
+        .await?)
+    }
+
     /// The last sequence number of a stream of this type in this tenant; `None`: no such stream.
     pub async fn stream_version(
         executor: impl PgExecutor<'_>,
