@@ -26,7 +26,8 @@ pub struct BootstrapSpec {
     #[arg(long, env = "VENTROS_API_KEY")]
     pub api_key: Option<String>,
     /// Give the user this role on the project through `project_members` instead of owning it
-    /// (the project must then exist; admin, supervisor, agent or viewer).
+    /// (the project must then exist; owner, admin, supervisor, agent or viewer). The key gets
+    /// the same role.
     #[arg(long)]
     pub member_role: Option<String>,
 }
@@ -44,12 +45,15 @@ pub async fn bootstrap(pool: &PgPool, spec: &BootstrapSpec) -> anyhow::Result<Bo
     // superuser sees and writes the tenant's rows only this way.
     let mut tx = platform::db::tenant_tx(pool, &spec.tenant).await?;
     let user_id = upsert_user(&mut tx, spec).await?;
-    let project_id: Uuid = match &spec.member_role {
-        None => own_project(&mut tx, spec, user_id).await?,
-        Some(role) => join_project(&mut tx, spec, user_id, role).await?,
+    let (project_id, role) = match &spec.member_role {
+        None => (own_project(&mut tx, spec, user_id).await?, "owner"),
+        Some(role) => (
+            join_project(&mut tx, spec, user_id, role).await?,
+            role.as_str(),
+        ),
     };
     let api_key = spec.api_key.clone().unwrap_or_else(generate_api_key);
-    register_api_key(&mut tx, user_id, &api_key).await?;
+    register_api_key(&mut tx, user_id, project_id, role, &api_key).await?;
     tx.commit().await?;
     Ok(Bootstrapped {
         user_id,
@@ -94,6 +98,18 @@ async fn own_project(
         spec.session_timeout_minutes,
     )
     .fetch_one(&mut *conn)
+    .await?;
+    // Its creator's owner row (the rows say who may do what), unless the tenant's project is
+    // someone else's.
+    sqlx::query!(
+        "insert into project_members (project_id, agent_id, role, invited_by, invited_at) \
+         select p.id, p.user_id::text, 'owner', 'bootstrap', now() from projects p \
+          where p.id = $1 and p.user_id = $2 \
+         on conflict (project_id, agent_id) do nothing",
+        project_id,
+        user_id,
+    )
+    .execute(&mut *conn)
     .await?;
     Ok(project_id)
 }
@@ -152,25 +168,35 @@ async fn join_project(
     Ok(project_id)
 }
 
-/// Registers `api_key` for the user (idempotently); fails when another user holds it.
+/// Registers `api_key` for the user, for this project and role (idempotently); fails when
+/// another user or project holds it.
 async fn register_api_key(
     conn: &mut PgConnection,
     user_id: Uuid,
+    project_id: Uuid,
+    role: &str,
     api_key: &str,
 ) -> anyhow::Result<()> {
-    let owner = sqlx::query_scalar!(
-        "insert into user_api_keys (user_id, name, key_hash, active, created_at, updated_at) \
-         values ($1, 'bootstrap', $2, true, now(), now()) \
+    let held = sqlx::query!(
+        "insert into user_api_keys (user_id, name, key_hash, active, created_at, updated_at, \
+                                    project_id, role, prefix) \
+         values ($1, 'bootstrap', $2, true, now(), now(), $3, $4, $5) \
          on conflict (key_hash) do update set updated_at = user_api_keys.updated_at \
-         returning user_id",
+         returning user_id, project_id",
         user_id,
         hash_api_key(api_key),
+        project_id,
+        role,
+        api_key.chars().take(10).collect::<String>(),
     )
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten();
-    if owner != Some(user_id) {
+    .fetch_one(&mut *conn)
+    .await?;
+    if held.user_id != Some(user_id) {
         anyhow::bail!("that API key belongs to another user");
+    }
+    // A key of the previous release (no project) reaches every project of its user, as it did.
+    if held.project_id.is_some_and(|p| p != project_id) {
+        anyhow::bail!("that API key belongs to another project");
     }
     Ok(())
 }

@@ -70,6 +70,7 @@ impl TimeoutSweeper {
                 project_id: candidate.project_id,
                 user_id: None,
                 session_timeout: SessionTimeout::from_minutes(candidate.session_timeout_minutes),
+                ends_any_session: true,
             };
             let meta = CommandMeta {
                 correlation_id: Uuid::now_v7(),

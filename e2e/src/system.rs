@@ -201,6 +201,14 @@ impl TestSystem {
     }
 
     pub async fn start_command(&mut self) {
+        let (url, running) = self.another_command_instance().await;
+        self.command_url = url;
+        self.command = Some(running);
+    }
+
+    /// One more command-service instance of this system (same database, stream and clock): its
+    /// base URL, and the handle that stops it.
+    pub async fn another_command_instance(&self) -> (String, Running) {
         let config = self.command_config();
         let (url, auth) = (self.stream.url.clone(), self.stream.auth(Login::Command));
         let offset = self.clock_offset.clone();
@@ -219,8 +227,7 @@ impl TestSystem {
             }
         })
         .await;
-        self.command_url = format!("http://{addr}");
-        self.command = Some(running);
+        (format!("http://{addr}"), running)
     }
 
     pub async fn stop_command(&mut self) {

@@ -29,6 +29,10 @@ pub struct Problem {
     detail: String,
     /// The failing fields, for a 422.
     errors: Option<Vec<FieldProblem>>,
+    /// For a 403: the permission the route needs.
+    permission: Option<String>,
+    /// For a 403: the caller's role.
+    role: Option<String>,
 }
 
 /// The errors every command route may answer (API.md, "Errors").
@@ -52,7 +56,7 @@ pub enum CommandErrors {
     /// The 403 that [`crate::ApiError::Forbidden`] answers.
     #[response(
         status = 403,
-        description = "The key's role may not do this (a viewer's command; forgetting a contact takes an owner or admin)",
+        description = "The caller's role lacks the route's permission (named in the body), or the resource's own rule refuses it (an agent ending another agent's session)",
         content_type = "application/problem+json"
     )]
     Forbidden(Problem),
@@ -200,7 +204,72 @@ pub fn document(title: &str, description: &str, paths: OpenApi) -> OpenApi {
         <FieldProblem as utoipa::PartialSchema>::schema(),
     );
     doc.merge(paths);
-    non_null_parameters(doc)
+    permissions(non_null_parameters(doc))
+}
+
+/// Each operation says the permission it needs and the roles that hold it
+/// ([`crate::auth::permissions`], the table the services enforce): `x-permission`, `x-roles`, a
+/// line of its description, and its 403 where a role can lack it. An operation the table does
+/// not know gets none of these, and is refused to everyone when asked for (a test reads the
+/// document for such operations).
+fn permissions(mut doc: OpenApi) -> OpenApi {
+    use crate::auth::permissions::required;
+    use crate::auth::{Permission, Role};
+    use axum::http::Method;
+    use utoipa::openapi::extensions::ExtensionsBuilder;
+    use utoipa::openapi::RefOr;
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let operations = [
+            (Method::GET, &mut item.get),
+            (Method::PUT, &mut item.put),
+            (Method::POST, &mut item.post),
+            (Method::DELETE, &mut item.delete),
+            (Method::PATCH, &mut item.patch),
+        ];
+        for (method, operation) in operations {
+            let (Some(operation), Some(permission)) = (operation, required(&method, path)) else {
+                continue;
+            };
+            let roles: Vec<&str> = permission.roles().map(Role::as_str).collect();
+            let extensions = ExtensionsBuilder::new()
+                .add("x-permission", permission.as_str())
+                .add("x-roles", roles.clone())
+                .build();
+            operation
+                .extensions
+                .get_or_insert_with(Default::default)
+                .merge(extensions);
+            let line = format!("Permission: `{permission}` (roles: {}).", roles.join(", "));
+            operation.description = Some(match operation.description.take() {
+                Some(text) if !text.is_empty() => format!("{text}\n\n{line}"),
+                _ => line,
+            });
+            if permission != Permission::Read {
+                operation
+                    .responses
+                    .responses
+                    .entry("403".into())
+                    .or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(
+                                    "The caller's role lacks the permission (named in the body)",
+                                )
+                                .content(
+                                    "application/problem+json",
+                                    utoipa::openapi::ContentBuilder::new()
+                                        .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                                            "Problem",
+                                        )))
+                                        .build(),
+                                )
+                                .build(),
+                        )
+                    });
+            }
+        }
+    }
+    doc
 }
 
 /// A path, query or header parameter is a string on the wire: it can be absent, never JSON

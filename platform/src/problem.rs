@@ -43,6 +43,15 @@ pub enum ApiError {
     /// 403: the caller sees the project, but its role may not do this.
     #[error("{0}")]
     Forbidden(String),
+    /// 403: the caller's role lacks the route's permission; the body names it (`permission`)
+    /// and the role (`role`).
+    #[error("the {role} role does not hold the permission {permission}")]
+    MissingPermission {
+        /// The permission the route needs.
+        permission: crate::auth::Permission,
+        /// The caller's role, which lacks it.
+        role: crate::auth::Role,
+    },
     /// 404: no such route, or nothing of that id the caller may see (a project of another
     /// tenant included: never 403, so that its existence leaks nothing).
     #[error("{0}")]
@@ -143,7 +152,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::MissingPermission { .. } => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -161,7 +170,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "bad-request",
             Self::Unauthorized => "unauthorized",
-            Self::Forbidden(_) => "forbidden",
+            Self::Forbidden(_) | Self::MissingPermission { .. } => "forbidden",
             Self::NotFound(_) => "not-found",
             Self::MethodNotAllowed => "method-not-allowed",
             Self::Conflict(_) => "conflict",
@@ -185,6 +194,12 @@ struct Problem<'a> {
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<&'a [FieldProblem]>,
+    /// For a 403 of a missing permission: the permission the route needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    permission: Option<&'static str>,
+    /// For a 403 of a missing permission: the caller's role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
 }
 
 impl IntoResponse for ApiError {
@@ -200,6 +215,14 @@ impl IntoResponse for ApiError {
             detail: self.to_string(),
             errors: match &self {
                 Self::Unprocessable { errors, .. } => Some(errors),
+                _ => None,
+            },
+            permission: match &self {
+                Self::MissingPermission { permission, .. } => Some(permission.as_str()),
+                _ => None,
+            },
+            role: match &self {
+                Self::MissingPermission { role, .. } => Some(role.as_str()),
                 _ => None,
             },
         };

@@ -96,6 +96,7 @@ pub(super) async fn long_stream_rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> 
         project_id: Uuid::new_v4(),
         user_id: Some(Uuid::new_v4()),
         session_timeout: event_model::values::SessionTimeout::from_minutes(30),
+        ends_any_session: true,
     };
     let with = long_stream::write_contact(&db.pool, &actor, n, Some(100)).await?;
     let tail = long_stream::write_contact(&db.pool, &actor, n + 99, Some(100)).await?;

@@ -100,6 +100,7 @@ async fn as_of_rows(
         project_id: system.tenant.project_id,
         user_id: Some(system.tenant.user_id),
         session_timeout: event_model::values::SessionTimeout::from_minutes(30),
+        ends_any_session: true,
     };
     let contact = long_stream::write_contact(&system.db.pool, &actor, n, Some(100)).await?;
     // Its present row, for the baseline read (written as the projection would, minus the fold).

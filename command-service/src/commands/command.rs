@@ -16,6 +16,9 @@ pub struct Actor {
     pub project_id: Uuid,
     pub user_id: Option<Uuid>,
     pub session_timeout: event_model::values::SessionTimeout,
+    /// Whether it may end a session assigned to another agent than itself (a supervisor and
+    /// above, and the system); without, it ends only a session assigned to it or to no one.
+    pub ends_any_session: bool,
 }
 
 /// A command whose answer is kept for its `Idempotency-Key`: the key, and how an outcome becomes
@@ -142,6 +145,9 @@ pub enum CommandError {
     Conflict,
     #[error("the Idempotency-Key was used with another request")]
     IdempotencyMismatch,
+    /// The caller's role holds the route's permission, but not for this resource.
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error(transparent)]
     Store(StoreError),
 }

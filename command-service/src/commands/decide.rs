@@ -53,6 +53,7 @@ impl CommandHandler {
     ) -> Result<Option<Decided>, CommandError> {
         let target = command.target();
         let current = precondition(&loaded, &command, meta.if_match)?;
+        may_end(&loaded, &command, actor)?;
         let ctx = Context {
             now: event_model::values::instant((self.clock)()),
             session_timeout: actor.session_timeout,
@@ -256,6 +257,23 @@ fn precondition(
 }
 
 /// The pure domain's decision on the loaded streams.
+/// An agent ends only a session assigned to it or to no one.
+fn may_end(loaded: &Loaded, command: &Command, actor: &Actor) -> Result<(), CommandError> {
+    if let Command::Session {
+        session_id,
+        command: event_model::SessionCommand::End { .. },
+    } = command
+    {
+        let assigned = loaded.sessions[session_id].current_agent;
+        if !actor.ends_any_session && assigned.is_some() && assigned != actor.user_id {
+            return Err(CommandError::Forbidden(
+                "the session is assigned to another agent: ending it takes the permission end_any_session",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn decide_on(
     loaded: &Loaded,
     command: Command,

@@ -5,7 +5,6 @@ use chrono::{DateTime, Utc};
 use event_model::contact::{NewContact, ProfilePatch};
 use event_model::session::NewMessage;
 use event_model::ContactCommand;
-use platform::auth::Role;
 use platform::body::{double_option, JsonBody, OptionalJsonBody};
 use platform::http::Path;
 use platform::openapi::CommandErrors;
@@ -223,10 +222,6 @@ async fn forget(
     Path((_, contact_id)): Path<(Uuid, Uuid)>,
     OptionalJsonBody(body): OptionalJsonBody<Forget>,
 ) -> Result<Response, ApiError> {
-    ctx.require_role(
-        &[Role::Owner, Role::Admin],
-        "only an owner or an admin can forget a contact",
-    )?;
     let (reason, sha256) = match body {
         Some(b) => (b.value.reason, b.sha256),
         None => (None, Sha256::digest(b"").into()),

@@ -3,6 +3,7 @@
 //! Handlers only translate: HTTP in (auth, headers, body) → a domain command → the shared
 //! [`CommandHandler`] → HTTP out. Every rule is in `event-model`.
 
+mod access;
 mod contacts;
 mod content;
 mod sessions;
@@ -14,7 +15,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dashmap::DashSet;
-use platform::auth::{AuthContext, Role};
+use platform::auth::{AuthContext, Permission};
 use platform::{ApiError, FieldProblem};
 use serde::Serialize;
 use serde_json::json;
@@ -56,7 +57,9 @@ pub fn router(state: AppState) -> OpenApiRouter {
     OpenApiRouter::new()
         .nest(
             "/v1/projects/{project_id}",
-            contacts::router().merge(sessions::router()),
+            contacts::router()
+                .merge(sessions::router())
+                .merge(access::router()),
         )
         .with_state(state)
 }
@@ -215,21 +218,13 @@ fn render_created_session(o: &Outcome) -> StoredResponse {
 }
 
 impl CommandContext {
-    /// Refuses (403) a caller whose role is not one of `roles`.
-    pub fn require_role(&self, roles: &[Role], why: &str) -> Result<(), ApiError> {
-        if roles.contains(&self.auth.role) {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden(why.to_owned()))
-        }
-    }
-
     fn actor(&self) -> Actor {
         Actor {
             tenant_id: self.auth.tenant_id.clone(),
             project_id: self.auth.project_id,
             user_id: Some(self.auth.user_id),
             session_timeout: self.auth.session_timeout,
+            ends_any_session: self.auth.holds(Permission::EndAnySession),
         }
     }
 
@@ -240,7 +235,6 @@ impl CommandContext {
         command: Command,
         answer: Answer,
     ) -> Result<Response, ApiError> {
-        self.auth.require_write()?;
         let meta = CommandMeta {
             correlation_id: self.headers.correlation.1,
             causation_id: Uuid::now_v7(),
@@ -360,6 +354,7 @@ pub fn api_error(error: CommandError) -> ApiError {
         CommandError::Conflict => {
             ApiError::Conflict("the aggregate kept changing under the command; retry".into())
         }
+        CommandError::Forbidden(why) => ApiError::Forbidden(why.into()),
         CommandError::IdempotencyMismatch => ApiError::Unprocessable {
             detail: "this Idempotency-Key was already used with another request".into(),
             errors: vec![FieldProblem {

@@ -43,6 +43,7 @@ async fn a_write_by_another_instance_is_seen_by_the_next_command() {
         project_id: system.tenant.project_id,
         user_id: Some(system.tenant.user_id),
         session_timeout: event_model::values::SessionTimeout::from_minutes(30),
+        ends_any_session: true,
     };
     let meta = CommandMeta {
         correlation_id: Uuid::now_v7(),

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 /// Every operation of command-service and its id. Client generators name their functions after
 /// these ids, so they are part of the API: renaming one breaks every generated client.
-const COMMAND_OPERATION_IDS: [(&str, &str); 14] = [
+const COMMAND_OPERATION_IDS: [(&str, &str); 18] = [
     ("POST /v1/projects/{project_id}/contacts", "create_contact"),
     (
         "PATCH /v1/projects/{project_id}/contacts/{contact_id}",
@@ -75,10 +75,23 @@ const COMMAND_OPERATION_IDS: [(&str, &str); 14] = [
         "POST /v1/projects/{project_id}/sessions/{session_id}/end",
         "end_session",
     ),
+    ("POST /v1/projects/{project_id}/api-keys", "create_api_key"),
+    (
+        "DELETE /v1/projects/{project_id}/api-keys/{key_id}",
+        "revoke_api_key",
+    ),
+    (
+        "PUT /v1/projects/{project_id}/members/{user_id}",
+        "set_member",
+    ),
+    (
+        "DELETE /v1/projects/{project_id}/members/{user_id}",
+        "remove_member",
+    ),
 ];
 
 /// Every operation of projection-service and its id.
-const QUERY_OPERATION_IDS: [(&str, &str); 10] = [
+const QUERY_OPERATION_IDS: [(&str, &str); 12] = [
     ("GET /v1/projects/{project_id}/contacts", "list_contacts"),
     (
         "GET /v1/projects/{project_id}/contacts/{contact_id}",
@@ -107,6 +120,8 @@ const QUERY_OPERATION_IDS: [(&str, &str); 10] = [
         "list_session_messages",
     ),
     ("GET /v1/projects/{project_id}/messages", "search_messages"),
+    ("GET /v1/projects/{project_id}/api-keys", "list_api_keys"),
+    ("GET /v1/projects/{project_id}/members", "list_members"),
 ];
 
 /// The operations both services serve.

@@ -15,6 +15,7 @@ mod faults;
 mod flow;
 mod group_commit;
 mod hostile;
+mod identity;
 mod key_cache;
 mod logins;
 mod operations;

@@ -17,7 +17,7 @@ const OPERATIONS: [&str; 5] = [
 ];
 
 /// API.md's command routes.
-const COMMANDS: [&str; 14] = [
+const COMMANDS: [&str; 18] = [
     "POST /v1/projects/{project_id}/contacts",
     "PATCH /v1/projects/{project_id}/contacts/{contact_id}",
     "DELETE /v1/projects/{project_id}/contacts/{contact_id}",
@@ -32,10 +32,14 @@ const COMMANDS: [&str; 14] = [
     "PUT /v1/projects/{project_id}/sessions/{session_id}/summary",
     "PUT /v1/projects/{project_id}/sessions/{session_id}/outcome",
     "POST /v1/projects/{project_id}/sessions/{session_id}/end",
+    "POST /v1/projects/{project_id}/api-keys",
+    "DELETE /v1/projects/{project_id}/api-keys/{key_id}",
+    "PUT /v1/projects/{project_id}/members/{user_id}",
+    "DELETE /v1/projects/{project_id}/members/{user_id}",
 ];
 
 /// API.md's query routes.
-const QUERIES: [&str; 10] = [
+const QUERIES: [&str; 12] = [
     "GET /v1/projects/{project_id}/contacts",
     "GET /v1/projects/{project_id}/contacts/{contact_id}",
     "GET /v1/projects/{project_id}/contacts/{contact_id}/sessions",
@@ -46,6 +50,8 @@ const QUERIES: [&str; 10] = [
     "GET /v1/projects/{project_id}/sessions/{session_id}/messages",
     "GET /v1/projects/{project_id}/contacts/{contact_id}/messages",
     "GET /v1/projects/{project_id}/messages",
+    "GET /v1/projects/{project_id}/api-keys",
+    "GET /v1/projects/{project_id}/members",
 ];
 
 fn documented(doc: &Value) -> BTreeSet<String> {

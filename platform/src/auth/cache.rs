@@ -28,6 +28,8 @@ pub const ACCESS_CHANGED_CHANNEL: &str = "ventros_access_changed";
 pub struct KeyCache {
     granted: DashMap<(String, Uuid), (AuthContext, Instant)>,
     failed: DashMap<String, Instant>,
+    /// When each key's use was last recorded (by this instance, or as the database said).
+    touched: DashMap<Uuid, Instant>,
     capacity: usize,
     /// Bumped by every invalidation: a lookup that began before one does not store its answer,
     /// which may predate the change.
@@ -44,6 +46,7 @@ impl KeyCache {
         Arc::new(Self {
             granted: DashMap::new(),
             failed: DashMap::new(),
+            touched: DashMap::new(),
             capacity,
             generation: AtomicU64::new(0),
             listening: AtomicBool::new(false),
@@ -99,6 +102,29 @@ impl KeyCache {
             }
         }
         self.failed.insert(hash, Instant::now());
+    }
+
+    /// Whether the key's use is to be recorded now (not within `every`); if so, notes that it is.
+    pub(super) fn due_for_touch(&self, key_id: Uuid, every: Duration) -> bool {
+        let now = Instant::now();
+        if let Some(at) = self.touched.get(&key_id) {
+            if now.duration_since(*at) < every {
+                return false;
+            }
+        }
+        if self.touched.len() >= self.capacity.max(1) {
+            self.touched.retain(|_, at| now.duration_since(*at) < every);
+        }
+        self.touched.insert(key_id, now);
+        true
+    }
+
+    /// Notes that the database recorded the key's use at `at`.
+    pub(super) fn touched_at(&self, key_id: Uuid, at: chrono::DateTime<chrono::Utc>) {
+        let ago = (chrono::Utc::now() - at).to_std().unwrap_or_default();
+        if let Some(instant) = Instant::now().checked_sub(ago) {
+            self.touched.insert(key_id, instant);
+        }
     }
 
     /// Forgets everything: something behind the keys changed.

@@ -2,6 +2,7 @@
 //! the projection tables (and, for a contact's history, the store), always scoped by the caller's
 //! tenant: a row of another tenant is 404, exactly like a row that does not exist.
 
+mod access;
 mod contacts;
 mod event_log;
 mod messages;
@@ -69,7 +70,8 @@ pub fn router(state: QueryState) -> OpenApiRouter {
             contacts::router()
                 .merge(sessions::router())
                 .merge(messages::router())
-                .merge(event_log::router()),
+                .merge(event_log::router())
+                .merge(access::router()),
         )
         .with_state(state)
 }
