@@ -138,6 +138,9 @@ curl -sS -i -X POST http://$COMMAND_ADDR/v1/projects/$PROJECT/contacts -H 'Autho
 Read the contacts back:
 curl -sS http://$QUERY_ADDR/v1/projects/$PROJECT/contacts -H 'Authorization: Bearer $KEY'
 
+Make a read-only (viewer) key, e.g. for a dashboard; its secret is in the answer, shown once:
+curl -sS -X POST http://$COMMAND_ADDR/v1/projects/$PROJECT/api-keys -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' -d '{"name":"dashboard","role":"viewer"}'
+
 MSG
 
 # Wait until either service exits (a trapped signal interrupts this wait and runs on_signal).

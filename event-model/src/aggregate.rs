@@ -1,4 +1,4 @@
-//! The two kinds of aggregate, by the name their streams and events carry.
+//! The kinds of stream, by the name their streams and events carry.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,15 +10,19 @@ pub enum AggregateType {
     Contact,
     /// A session's stream: its id is the session's id and it holds the `session.*` events.
     Session,
+    /// A project's stream: its id is the project's id and it holds the `project.*` events, the
+    /// audit of who may call the project.
+    Project,
 }
 
 impl AggregateType {
     /// The name stores and messages carry (`contact_event_store.aggregate_type`, envelopes,
-    /// snapshots): `contact` or `session`.
+    /// snapshots): `contact`, `session` or `project`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Contact => "contact",
             Self::Session => "session",
+            Self::Project => "project",
         }
     }
 
@@ -28,6 +32,7 @@ impl AggregateType {
         match raw {
             "contact" => Some(Self::Contact),
             "session" => Some(Self::Session),
+            "project" => Some(Self::Project),
             _ => None,
         }
     }

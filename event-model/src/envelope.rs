@@ -38,7 +38,8 @@ pub struct EventEnvelope {
     /// The project the event was decided in.
     pub project_id: Uuid,
     /// The contact the event concerns: `aggregate_id` for a contact's event, the session's contact
-    /// for a session's (kept in the store's `metadata`).
+    /// for a session's (kept in the store's `metadata`). A project's event concerns no contact:
+    /// its project's id stands here, as its partition key.
     pub contact_id: Uuid,
     /// The acting user (kept in the store's `metadata`); `None` for the system's own commands,
     /// such as the timeout sweeper's.

@@ -16,6 +16,7 @@ use crate::aggregate::AggregateType;
 use crate::contact::ContactEvent;
 use crate::error::{value_free, EventDecodeError};
 use crate::personal::Payload;
+use crate::project::ProjectEvent;
 use crate::session::SessionEvent;
 
 /// The version new events are stored at: `v2`, personal fields sealed (see [`crate::personal`]).
@@ -27,13 +28,15 @@ pub const CURRENT_EVENT_VERSION: &str = "v2";
 /// redacted.
 pub const PLAIN_EVENT_VERSION: &str = "v1";
 
-/// An event of either aggregate: what a decision yields, and what a stored event decodes to.
+/// An event of any stream: what a decision yields, and what a stored event decodes to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {
     /// An event of a contact's stream.
     Contact(ContactEvent),
     /// An event of a session's stream.
     Session(SessionEvent),
+    /// An event of a project's stream (who may call it).
+    Project(ProjectEvent),
 }
 
 /// An event decided but not yet stored: the stream it goes to, and the event.
@@ -52,14 +55,16 @@ impl DomainEvent {
         match self {
             Self::Contact(_) => AggregateType::Contact,
             Self::Session(_) => AggregateType::Session,
+            Self::Project(_) => AggregateType::Project,
         }
     }
 
-    /// The event's stored name (`contact.<verb>` or `session.<verb>`).
+    /// The event's stored name (`contact.<verb>`, `session.<verb>` or `project.<verb>`).
     pub fn event_type(&self) -> &'static str {
         match self {
             Self::Contact(e) => e.event_type(),
             Self::Session(e) => e.event_type(),
+            Self::Project(e) => e.event_type(),
         }
     }
 
@@ -74,6 +79,7 @@ impl DomainEvent {
         match self {
             Self::Contact(e) => split_data(e),
             Self::Session(e) => split_data(e),
+            Self::Project(e) => split_data(e),
         }
     }
 
@@ -130,6 +136,9 @@ impl DomainEvent {
             }
             AggregateType::Session if event_type.starts_with("session.") => {
                 join_data(event_type, data).map(Self::Session)
+            }
+            AggregateType::Project if event_type.starts_with("project.") => {
+                join_data(event_type, data).map(Self::Project)
             }
             _ => Err(EventDecodeError::Unknown {
                 aggregate_type,

@@ -20,6 +20,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod personal;
+pub mod project;
 pub mod session;
 pub mod snapshot;
 pub mod values;
@@ -32,6 +33,7 @@ pub use envelope::EventEnvelope;
 pub use error::{DomainError, EventDecodeError, FieldError};
 pub use event::{DomainEvent, PendingEvent};
 pub use personal::{Payload, Personal};
+pub use project::ProjectEvent;
 pub use session::{
     EndReason, NewMessage, NewSummary, Outcome, Sentiment, Session, SessionEvent, SessionStatus,
     SessionView,
@@ -73,7 +75,9 @@ impl Aggregate for Contact {
                 self.apply(envelope.sequence_number, event, envelope.occurred_at);
                 Ok(())
             }
-            DomainEvent::Session(_) => Err(wrong_aggregate(AggregateType::Contact, envelope)),
+            DomainEvent::Session(_) | DomainEvent::Project(_) => {
+                Err(wrong_aggregate(AggregateType::Contact, envelope))
+            }
         }
     }
 }
@@ -89,7 +93,9 @@ impl Aggregate for Session {
                 self.apply(envelope.sequence_number, event);
                 Ok(())
             }
-            DomainEvent::Contact(_) => Err(wrong_aggregate(AggregateType::Session, envelope)),
+            DomainEvent::Contact(_) | DomainEvent::Project(_) => {
+                Err(wrong_aggregate(AggregateType::Session, envelope))
+            }
         }
     }
 }

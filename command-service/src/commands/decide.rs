@@ -130,6 +130,9 @@ impl CommandHandler {
                         session.apply(next, e);
                         next
                     }
+                    // The deciders yield contact and session events only; a project's events
+                    // are recorded by the access routes.
+                    DomainEvent::Project(_) => unreachable!("a decision yielded a project's event"),
                 };
                 let event_id = event_id_of(actor, &p.event);
                 let data = match sealing {

@@ -1,19 +1,24 @@
 //! `/api-keys` and `/members`: who may call the project, changed through the API.
 //!
 //! The request login may not touch the identity tables (migration 0023): each change is one
-//! security-definer function bound to the project (0032), called in the tenant's transaction.
+//! security-definer function bound to the project (0032), called in the tenant's transaction,
+//! which also appends the change to the project's stream (`project.*`, 0033) with its outbox
+//! row: the audit log gets it as it gets every event, naming the acting user and key. The
+//! transaction first locks the project's row, so one project's changes queue.
 //! The route's permission (manage_keys, manage_members) is checked by the extractor; the rules
 //! that need the target are checked here: a key gets at most its creator's role, and only an
 //! owner gives, changes or takes the admin and owner roles.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Duration, Utc};
+use event_model::{AggregateType, DomainEvent, ProjectEvent};
 use platform::auth::access::ApiKeyView;
 use platform::auth::{generate_api_key, hash_api_key, AuthContext, Permission, Role};
 use platform::body::JsonBody;
 use platform::db::tenant_tx;
+use platform::event_store::{EventStore, NewEvent};
 use platform::http::Path;
 use platform::openapi::CommandErrors;
 use platform::ApiError;
@@ -23,7 +28,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{field_error, AppState};
+use sqlx::{Postgres, Transaction};
+
+use super::{field_error, AppState, CommandHeaders};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -85,8 +92,10 @@ struct CreatedKey {
 async fn create_key(
     auth: AuthContext,
     axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
     body: JsonBody<NewKey>,
 ) -> Result<Response, ApiError> {
+    let correlation = correlation_of(&headers)?;
     let b = body.value;
     let name = b.name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -113,9 +122,7 @@ async fn create_key(
     }
     let secret = generate_api_key();
     let prefix: String = secret.chars().take(PREFIX_LEN).collect();
-    let mut tx = tenant_tx(&state.pool, &auth.tenant_id)
-        .await
-        .map_err(ApiError::internal)?;
+    let mut tx = access_tx(&state, &auth).await?;
     let created = sqlx::query!(
         r#"select id as "id!", created_at as "created_at!"
              from create_project_api_key($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
@@ -137,6 +144,21 @@ async fn create_key(
             "the project holds {MAX_KEYS_PER_PROJECT} keys, the most it may; revoke one first"
         )));
     };
+    record(
+        &mut tx,
+        &auth,
+        correlation,
+        ProjectEvent::ApiKeyCreated {
+            key_id: created.id,
+            name: name.to_owned(),
+            role: role.as_str().to_owned(),
+            prefix: prefix.clone(),
+            user_id: auth.user_id,
+            expires_at: b.expires_at,
+            by_key_id: auth.key_id,
+        },
+    )
+    .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     let body = CreatedKey {
         key: ApiKeyView {
@@ -168,18 +190,18 @@ async fn create_key(
 async fn revoke_key(
     auth: AuthContext,
     axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
     Path((_, key_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = tenant_tx(&state.pool, &auth.tenant_id)
-        .await
-        .map_err(ApiError::internal)?;
+    let correlation = correlation_of(&headers)?;
+    let mut tx = access_tx(&state, &auth).await?;
     let allowed: Vec<String> = Role::ALL
         .into_iter()
         .filter(|r| *r <= auth.role)
         .map(|r| r.as_str().to_owned())
         .collect();
-    let outcome = sqlx::query_scalar!(
-        r#"select outcome as "outcome!" from revoke_project_api_key($1, $2, $3)"#,
+    let revoked = sqlx::query!(
+        r#"select outcome as "outcome!", name, role from revoke_project_api_key($1, $2, $3)"#,
         auth.project_id,
         key_id,
         &allowed,
@@ -187,8 +209,20 @@ async fn revoke_key(
     .fetch_one(&mut *tx)
     .await
     .map_err(ApiError::internal)?;
-    match outcome.as_str() {
+    match revoked.outcome.as_str() {
         "done" => {
+            record(
+                &mut tx,
+                &auth,
+                correlation,
+                ProjectEvent::ApiKeyRevoked {
+                    key_id,
+                    name: revoked.name.unwrap_or_default(),
+                    role: revoked.role,
+                    by_key_id: auth.key_id,
+                },
+            )
+            .await?;
             tx.commit().await.map_err(ApiError::internal)?;
             Ok(StatusCode::NO_CONTENT)
         }
@@ -220,14 +254,14 @@ struct MemberChanged {
 async fn set_member(
     auth: AuthContext,
     axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
     Path((_, user_id)): Path<(Uuid, Uuid)>,
     body: JsonBody<MemberRole>,
 ) -> Result<Response, ApiError> {
+    let correlation = correlation_of(&headers)?;
     let role = role_of("role", &body.value.role)?;
     may_manage(&auth, &[role])?;
-    let mut tx = tenant_tx(&state.pool, &auth.tenant_id)
-        .await
-        .map_err(ApiError::internal)?;
+    let mut tx = access_tx(&state, &auth).await?;
     // What they are now decides whether an admin may change it: read under the project's lock
     // that the change takes too.
     let current = member_role(&mut tx, auth.project_id, user_id).await?;
@@ -259,6 +293,18 @@ async fn set_member(
         }
         _ => return Err(ApiError::NotFound("no such user".into())),
     }
+    record(
+        &mut tx,
+        &auth,
+        correlation,
+        ProjectEvent::MemberRoleSet {
+            user_id,
+            role: role.as_str().to_owned(),
+            previous_role: changed.previous_role.clone(),
+            by_key_id: auth.key_id,
+        },
+    )
+    .await?;
     tx.commit().await.map_err(ApiError::internal)?;
     let status = if changed.previous_role.is_some() {
         StatusCode::OK
@@ -277,11 +323,11 @@ async fn set_member(
 async fn remove_member(
     auth: AuthContext,
     axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
     Path((_, user_id)): Path<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
-    let mut tx = tenant_tx(&state.pool, &auth.tenant_id)
-        .await
-        .map_err(ApiError::internal)?;
+    let correlation = correlation_of(&headers)?;
+    let mut tx = access_tx(&state, &auth).await?;
     let Some(current) = member_role(&mut tx, auth.project_id, user_id).await? else {
         return Err(ApiError::NotFound("no such member of this project".into()));
     };
@@ -296,6 +342,17 @@ async fn remove_member(
     .map_err(ApiError::internal)?;
     match outcome.as_str() {
         "done" => {
+            record(
+                &mut tx,
+                &auth,
+                correlation,
+                ProjectEvent::MemberRemoved {
+                    user_id,
+                    previous_role: current.as_str().to_owned(),
+                    by_key_id: auth.key_id,
+                },
+            )
+            .await?;
             tx.commit().await.map_err(ApiError::internal)?;
             Ok(StatusCode::NO_CONTENT)
         }
@@ -323,4 +380,67 @@ async fn member_role(
     .await
     .map_err(ApiError::internal)?;
     Ok(role.as_deref().and_then(Role::parse))
+}
+
+/// The request's `X-Correlation-Id` as the audit event carries it (the command headers are read
+/// as every command reads them).
+fn correlation_of(headers: &HeaderMap) -> Result<Uuid, ApiError> {
+    Ok(CommandHeaders::parse(headers)?.correlation.1)
+}
+
+/// The change's transaction: in the tenant, the project's row locked (every change of its keys
+/// and members takes the lock first, so they queue and the project's stream is appended in
+/// order).
+async fn access_tx<'a>(
+    state: &'a AppState,
+    auth: &AuthContext,
+) -> Result<Transaction<'a, Postgres>, ApiError> {
+    let mut tx = tenant_tx(&state.pool, &auth.tenant_id)
+        .await
+        .map_err(ApiError::internal)?;
+    sqlx::query!("select lock_project_access($1)", auth.project_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(tx)
+}
+
+/// Appends the change to the project's stream (and the outbox), in the change's transaction.
+async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    auth: &AuthContext,
+    correlation_id: Uuid,
+    event: ProjectEvent,
+) -> Result<(), ApiError> {
+    let version = sqlx::query_scalar!(
+        r#"select coalesce(max(sequence_number), 0) as "version!"
+             from contact_event_store where aggregate_id = $1"#,
+        auth.project_id
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(ApiError::internal)?;
+    let event = DomainEvent::Project(event);
+    let data = event.payload().into_stored().map_err(ApiError::internal)?;
+    let new = NewEvent {
+        event_id: Uuid::now_v7(),
+        aggregate_id: auth.project_id,
+        aggregate_type: AggregateType::Project,
+        event_type: event.event_type(),
+        event_version: event.event_version(),
+        sequence_number: version + 1,
+        data,
+        contact_id: auth.project_id,
+        user_id: Some(auth.user_id),
+        occurred_at: Utc::now(),
+        tenant_id: auth.tenant_id.clone(),
+        project_id: auth.project_id,
+        causation_id: Some(Uuid::now_v7()),
+        correlation_id: Some(correlation_id),
+        traceparent: platform::telemetry::traceparent(&tracing::Span::current()),
+    };
+    EventStore::append(tx, &[&new])
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(())
 }

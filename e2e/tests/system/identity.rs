@@ -508,6 +508,43 @@ async fn keys_are_made_listed_without_secrets_used_revoked_on_every_instance_and
         .all(|k| k["id"] != key_id.to_string()));
     second.stop().await;
 
+    // The key's making and revoking are in the audit trail, naming the admin's key.
+    system.wait_until_projected(Duration::from_secs(10)).await;
+    let log = system
+        .query_as(
+            &owner,
+            &format!(
+                "/event-log?aggregate_type=project&aggregate_id={}",
+                owner.project_id
+            ),
+        )
+        .await;
+    let admin_key = key_id_of(&system, &admin.api_key).await.to_string();
+    let trail: Vec<(&str, &str, &str)> = log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["payload"]["key_id"] == key_id.to_string())
+        .map(|e| {
+            (
+                e["event_type"].as_str().unwrap(),
+                e["payload"]["by_key_id"].as_str().unwrap(),
+                e["payload"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        vec![
+            ("project.api_key_created", admin_key.as_str(), "CRM sync"),
+            ("project.api_key_revoked", admin_key.as_str(), "CRM sync"),
+        ]
+    );
+    assert!(
+        !log.body.to_string().contains(&secret),
+        "no secret in the audit trail"
+    );
+
     // An admin cannot revoke the owner's key.
     let owners = system
         .command_as(
@@ -764,7 +801,78 @@ async fn members_are_added_changed_and_removed_and_the_last_owner_stays() {
         )
         .await
         .assert_problem(404);
+
+    // Every change, and nothing refused, is in the project's audit trail with who made it.
+    system.wait_until_projected(Duration::from_secs(10)).await;
+    let log = system
+        .query_as(
+            &admin,
+            &format!("/event-log?aggregate_id={}", owner.project_id),
+        )
+        .await;
+    assert_eq!(log.status, StatusCode::OK, "{}", log.body);
+    let entries: Vec<(String, String, String, String)> = log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["event_type"].as_str().unwrap().to_owned(),
+                e["payload"]["user_id"].as_str().unwrap().to_owned(),
+                e["payload"]["by_key_id"].as_str().unwrap().to_owned(),
+                e["user_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let admin_key = key_id_of(&system, &admin.api_key).await;
+    let owner_key = key_id_of(&system, &owner.api_key).await;
+    let by = |who: &Tenant, key: Uuid| (who.user_id.to_string(), key.to_string());
+    let expected = vec![
+        (
+            "project.member_role_set",
+            agent.user_id,
+            by(&admin, admin_key),
+        ),
+        ("project.member_role_set", newcomer, by(&admin, admin_key)),
+        (
+            "project.member_role_set",
+            admin.user_id,
+            by(&owner, owner_key),
+        ),
+        (
+            "project.member_role_set",
+            owner.user_id,
+            by(&owner, owner_key),
+        ),
+        (
+            "project.member_removed",
+            agent.user_id,
+            by(&admin, admin_key),
+        ),
+    ];
+    let expected: Vec<(String, String, String, String)> = expected
+        .into_iter()
+        .map(|(t, member, (user, key))| (t.to_owned(), member.to_string(), key, user))
+        .collect();
+    assert_eq!(
+        entries, expected,
+        "the audit trail of the project's members"
+    );
+    assert_eq!(
+        system.verify().await,
+        vec![],
+        "a rebuild gives the same audit log"
+    );
     system.stop().await;
+}
+
+/// The id of the API key `secret` (`user_api_keys.id`).
+async fn key_id_of(system: &TestSystem, secret: &str) -> Uuid {
+    sqlx::query_scalar("select id from user_api_keys where key_hash = $1")
+        .bind(platform::auth::hash_api_key(secret))
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

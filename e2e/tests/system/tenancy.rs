@@ -171,6 +171,38 @@ async fn ids_probe(app_role: &'static str) {
             "{path} leaks another tenant's rows"
         );
     }
+    // B's keys and members, named on A's project: not A's to revoke or remove, and not listed.
+    let b_key: Uuid = sqlx::query_scalar("select id from user_api_keys where user_id = $1")
+        .bind(b.user_id)
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap();
+    for path in [
+        format!("/api-keys/{b_key}"),
+        format!("/members/{}", b.user_id),
+    ] {
+        system
+            .command_as(&system.tenant, Method::DELETE, &path, None, &[])
+            .await
+            .assert_problem(404);
+    }
+    for path in ["/api-keys", "/members"] {
+        let reply = system.query(path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        let listed = reply.body.to_string();
+        assert!(
+            !listed.contains(&b_key.to_string()) && !listed.contains(&b.user_id.to_string()),
+            "{path} shows B's keys or members: {listed}"
+        );
+    }
+    let b_key_still: bool =
+        sqlx::query_scalar("select deleted_at is null and active from user_api_keys where id = $1")
+            .bind(b_key)
+            .fetch_one(&system.db.pool)
+            .await
+            .unwrap();
+    assert!(b_key_still, "B's key still works");
+
     // A's key on B's project: 404, as if B's project did not exist.
     let a_on_b = system
         .command_as(
@@ -195,6 +227,18 @@ async fn ids_probe(app_role: &'static str) {
         )
         .await;
     a_reads_b.assert_problem(404);
+    for path in ["/api-keys", "/members"] {
+        system
+            .query_as(
+                &Tenant {
+                    project_id: b.project_id,
+                    ..system.tenant.clone()
+                },
+                path,
+            )
+            .await
+            .assert_problem(404);
+    }
 
     assert_eq!(
         system.rows("contact_event_store").await,

@@ -58,6 +58,7 @@ impl World {
                 session.apply(next, e);
                 next
             }
+            DomainEvent::Project(_) => panic!("no decision yields a project's event"),
         };
         let data = serde_json::to_vec(&pending.event.data()).expect("event data serialises");
         self.stored.push(EventEnvelope {

@@ -92,7 +92,8 @@ impl EventRow {
                 .and_then(|s| Uuid::parse_str(s).ok())
         };
         let contact_id = match aggregate_type {
-            AggregateType::Contact => self.aggregate_id,
+            // A project's events are partitioned by the project's id.
+            AggregateType::Contact | AggregateType::Project => self.aggregate_id,
             AggregateType::Session => {
                 uuid_of("contact_id").ok_or_else(|| corrupt("session event without contact_id"))?
             }

@@ -168,7 +168,7 @@ pub fn fold(record: &mut ContactRecord, envelope: &EventEnvelope, event: &Domain
                 Some(record.first_interaction_at.map_or(at, |t| t.min(at)));
             record.last_interaction_at = Some(record.last_interaction_at.map_or(at, |t| t.max(at)));
         }
-        DomainEvent::Session(_) => {}
+        DomainEvent::Session(_) | DomainEvent::Project(_) => {}
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
-use event_model::{ContactEvent, DomainEvent, EventEnvelope};
+use event_model::{AggregateType, ContactEvent, DomainEvent, EventEnvelope};
 use platform::event_store::EventStore;
 use sqlx::{PgConnection, Postgres, Transaction};
 use uuid::Uuid;
@@ -137,13 +137,22 @@ pub(super) async fn fold_batch(
     for &projection in projections {
         let mut seen = HashSet::new();
         let mut list = Vec::new();
+        let mut nothing_to_do = Vec::new();
         for envelope in events {
             if done.contains(&(envelope.event_id, projection)) || !seen.insert(envelope.event_id) {
                 folded.skipped.push(envelope.event_id);
+            } else if envelope.aggregate_type == AggregateType::Project
+                && projection != Projection::DomainEventLogs
+            {
+                // A project's events (who may call it) are the audit log's alone.
+                nothing_to_do.push(envelope.event_id);
             } else {
                 list.push(decode(&keys, envelope)?);
             }
         }
+        folded
+            .handled
+            .extend(nothing_to_do.into_iter().map(|id| (id, projection)));
         if list.is_empty() {
             continue;
         }
