@@ -45,6 +45,10 @@ pub struct CommandConfig {
     #[arg(long, env = "RETENTION_INTERVAL", default_value = "60s",
           value_parser = platform::retention::parse_duration)]
     pub retention_interval: Duration,
+    /// Let webhook subscriptions name loopback, private, link-local and metadata addresses
+    /// (projection-service's dispatcher reads the same setting).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_TARGETS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private_targets: bool,
 }
 
 impl Default for CommandConfig {

@@ -46,6 +46,17 @@ pub struct Options {
     /// `RELAY_ENABLED` of command-service (off: outbox rows stay until an instance with it on
     /// publishes them, so a test can read them first).
     pub relay_enabled: bool,
+    /// `WEBHOOK_ALLOW_PRIVATE_TARGETS` of both services (on: the tests' receivers listen on
+    /// loopback).
+    pub webhook_allow_private: bool,
+    /// `WEBHOOK_BACKOFF_BASE` of projection-service (short: a test sees the retries).
+    pub webhook_backoff_base: Duration,
+    /// `WEBHOOK_MAX_BACKOFF` of projection-service.
+    pub webhook_max_backoff: Duration,
+    /// `WEBHOOK_MAX_ATTEMPTS` of projection-service.
+    pub webhook_max_attempts: i32,
+    /// `WEBHOOK_TIMEOUT` of projection-service.
+    pub webhook_timeout: Duration,
 }
 
 impl Default for Options {
@@ -69,6 +80,11 @@ impl Default for Options {
             grouping: grouping_from_env(),
             service_threads: None,
             relay_enabled: true,
+            webhook_allow_private: true,
+            webhook_backoff_base: Duration::from_millis(200),
+            webhook_max_backoff: Duration::from_secs(2),
+            webhook_max_attempts: 10,
+            webhook_timeout: Duration::from_secs(2),
             // As the service runs unless told otherwise; the benchmark compares both.
             combine_batches: std::env::var("PROJECTION_COMBINE_BATCHES")
                 .map_or(true, |v| v != "false"),

@@ -196,6 +196,7 @@ impl TestSystem {
             retention: self.options.retention.clone(),
             retention_interval: self.options.retention_interval,
             relay_enabled: self.options.relay_enabled,
+            webhook_allow_private_targets: self.options.webhook_allow_private,
             ..CommandConfig::default()
         }
     }
@@ -245,6 +246,11 @@ impl TestSystem {
             stall_secs: self.options.stall_secs,
             combine_batches: self.options.combine_batches,
             retention_interval: self.options.retention_interval,
+            webhook_allow_private_targets: self.options.webhook_allow_private,
+            webhook_backoff_base: self.options.webhook_backoff_base,
+            webhook_max_backoff: self.options.webhook_max_backoff,
+            webhook_max_attempts: self.options.webhook_max_attempts,
+            webhook_timeout: self.options.webhook_timeout,
             ..ProjectionConfig::default()
         }
     }

@@ -28,6 +28,39 @@ pub const CURRENT_EVENT_VERSION: &str = "v2";
 /// redacted.
 pub const PLAIN_EVENT_VERSION: &str = "v1";
 
+/// Every event type's stored name, as [`DomainEvent::event_type`] gives it.
+pub const EVENT_TYPES: [&str; 29] = [
+    "contact.created",
+    "contact.name_changed",
+    "contact.email_set",
+    "contact.phone_set",
+    "contact.external_id_set",
+    "contact.language_changed",
+    "contact.timezone_set",
+    "contact.source_channel_set",
+    "contact.tag_added",
+    "contact.tag_removed",
+    "contact.tags_cleared",
+    "contact.profile_picture_updated",
+    "contact.session_opened",
+    "contact.session_closed",
+    "contact.deleted",
+    "contact.forgotten",
+    "session.started",
+    "session.message_recorded",
+    "session.agent_assigned",
+    "session.summarized",
+    "session.escalated",
+    "session.resolved",
+    "session.converted",
+    "session.outcome_tagged",
+    "session.ended",
+    "project.api_key_created",
+    "project.api_key_revoked",
+    "project.member_role_set",
+    "project.member_removed",
+];
+
 /// An event of any stream: what a decision yields, and what a stored event decodes to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DomainEvent {

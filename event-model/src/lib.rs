@@ -31,7 +31,7 @@ pub use context::Context;
 pub use decide::{decide_contact, decide_session, ContactCommand, ContactScope, SessionCommand};
 pub use envelope::EventEnvelope;
 pub use error::{DomainError, EventDecodeError, FieldError};
-pub use event::{DomainEvent, PendingEvent};
+pub use event::{DomainEvent, PendingEvent, EVENT_TYPES};
 pub use personal::{Payload, Personal};
 pub use project::ProjectEvent;
 pub use session::{

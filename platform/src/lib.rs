@@ -24,6 +24,7 @@ pub mod retention;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhooks;
 
 /// Every binary of the project (both services, the replay tool, the bench, the tests) allocates
 /// with mimalloc: decoding events allocates and frees many small maps and strings, which glibc's

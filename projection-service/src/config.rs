@@ -42,6 +42,30 @@ pub struct ProjectionConfig {
     #[arg(long, env = "RETENTION_INTERVAL", default_value = "60s",
           value_parser = platform::retention::parse_duration)]
     pub retention_interval: Duration,
+    /// Run the webhook dispatcher (the intake on one instance at a time, the sending on each).
+    #[arg(long, env = "WEBHOOKS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub webhooks: bool,
+    /// Attempts of a webhook delivery before it is marked failed.
+    #[arg(long, env = "WEBHOOK_MAX_ATTEMPTS", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(1..=50))]
+    pub webhook_max_attempts: i32,
+    /// The wait after a delivery's first failed attempt; each next one is three times longer
+    /// (with jitter), at most `WEBHOOK_MAX_BACKOFF` (10 attempts take about a day).
+    #[arg(long, env = "WEBHOOK_BACKOFF_BASE", default_value = "10s",
+          value_parser = platform::retention::parse_duration)]
+    pub webhook_backoff_base: Duration,
+    /// The longest wait between a delivery's attempts.
+    #[arg(long, env = "WEBHOOK_MAX_BACKOFF", default_value = "6h",
+          value_parser = platform::retention::parse_duration)]
+    pub webhook_max_backoff: Duration,
+    /// How long an attempt may take, the answer included.
+    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "10s",
+          value_parser = platform::retention::parse_duration)]
+    pub webhook_timeout: Duration,
+    /// Let webhooks reach loopback, private, link-local and metadata addresses (command-service
+    /// reads the same setting when a subscription is made).
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_TARGETS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private_targets: bool,
 }
 
 impl Default for ProjectionConfig {

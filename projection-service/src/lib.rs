@@ -14,6 +14,7 @@ pub mod projected;
 pub mod projections;
 pub mod queries;
 pub mod retention;
+pub mod webhooks;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct App {
     notifications: projected::Listener,
     owned: Arc<ownership::Owned>,
     retention: platform::retention::Elected<retention::RetentionSweep>,
+    /// The webhook dispatcher (none when `WEBHOOKS=false`).
+    webhooks: Option<webhooks::Dispatcher>,
     shutdown: CancellationToken,
 }
 
@@ -68,6 +71,7 @@ impl App {
         // Before anything records a metric, so that nothing recorded at start is lost.
         let _ = platform::health::metrics_handle();
         worker::describe_metrics();
+        webhooks::describe_metrics();
         ownership::describe_metrics();
         // The stream is command-service's to create (this service's login may only read and
         // consume it); until it exists the workers keep trying.
@@ -91,6 +95,17 @@ impl App {
         platform::personal::log_key_protection(&keyring);
         // Readers never cache keys: a forgotten contact's are gone at once.
         let keys = DataKeys::new(keyring, 0);
+        let webhooks = config.webhooks.then(|| webhooks::Dispatcher {
+            pool: store.pool().clone(),
+            keys: keys.clone(),
+            settings: webhooks::Settings {
+                max_attempts: config.webhook_max_attempts,
+                backoff_base: config.webhook_backoff_base,
+                max_backoff: config.webhook_max_backoff,
+                timeout: config.webhook_timeout,
+                allow_private: config.webhook_allow_private_targets,
+            },
+        });
         let stall_after = std::time::Duration::from_secs(config.stall_secs);
         let consumer_health = Arc::new(worker::ConsumerHealth::default());
         // The partitions are shared with the other instances (see `ownership`).
@@ -165,6 +180,7 @@ impl App {
             notifications,
             owned,
             retention,
+            webhooks,
             shutdown: CancellationToken::new(),
         })
     }
@@ -194,6 +210,9 @@ impl App {
             .map(|c| tokio::spawn(c.run(shutdown.clone())))
             .collect();
         let retention = tokio::spawn(self.retention.run(shutdown.clone()));
+        let webhooks = self
+            .webhooks
+            .map(|dispatcher| tokio::spawn(dispatcher.run(shutdown.clone())));
         let key_cache = tokio::spawn(self.key_cache.run(shutdown.clone()));
         let notifications = tokio::spawn(self.notifications.run(shutdown.clone()));
         let served = platform::server::serve(
@@ -206,6 +225,9 @@ impl App {
         shutdown.cancel();
         futures::future::join_all(workers).await;
         let _ = tokio::join!(retention, notifications, key_cache);
+        if let Some(webhooks) = webhooks {
+            let _ = webhooks.await;
+        }
         served.context("HTTP server failed")
     }
 }

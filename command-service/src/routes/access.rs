@@ -175,10 +175,6 @@ async fn create_key(
         secret,
     };
     let mut response = (StatusCode::CREATED, Json(body)).into_response();
-    let location = format!("/v1/projects/{}/api-keys/{}", auth.project_id, created.id);
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
     // The secret must not linger in a cache between the caller and us.
     response
         .headers_mut()

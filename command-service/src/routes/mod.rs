@@ -7,6 +7,7 @@ mod access;
 mod contacts;
 mod content;
 mod sessions;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -37,6 +38,8 @@ pub struct AppState {
     pub handler: CommandHandler,
     /// Channel types known to exist (the catalogue only grows; a miss is checked in the database).
     pub channel_types: Arc<DashSet<i64>>,
+    /// `WEBHOOK_ALLOW_PRIVATE_TARGETS`: subscriptions may name private addresses.
+    pub allow_private_webhooks: bool,
 }
 
 impl FromRef<AppState> for PgPool {
@@ -59,7 +62,8 @@ pub fn router(state: AppState) -> OpenApiRouter {
             "/v1/projects/{project_id}",
             contacts::router()
                 .merge(sessions::router())
-                .merge(access::router()),
+                .merge(access::router())
+                .merge(webhooks::router()),
         )
         .with_state(state)
 }

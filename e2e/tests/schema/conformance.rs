@@ -222,7 +222,9 @@ fn the_conformance_data_holds_together() {
         vec![
             "idempotency_keys",
             "dead_letter_events",
-            "contact_data_keys"
+            "contact_data_keys",
+            "webhook_deliveries",
+            "webhook_intake"
         ],
         "the core's own tables, beyond the inventory"
     );

@@ -184,8 +184,8 @@ async fn without_the_tenant_setting_the_application_role_sees_nothing() {
         .collect();
     assert_eq!(
         tenant_tables.len(),
-        29,
-        "the 27 tenant tables of 0016, dead_letter_events and contact_data_keys"
+        30,
+        "the 27 tenant tables of 0016, dead_letter_events, contact_data_keys and webhook_deliveries"
     );
 
     let mut conn = db.pool.acquire().await.unwrap();

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 /// Every operation of command-service and its id. Client generators name their functions after
 /// these ids, so they are part of the API: renaming one breaks every generated client.
-const COMMAND_OPERATION_IDS: [(&str, &str); 18] = [
+const COMMAND_OPERATION_IDS: [(&str, &str); 22] = [
     ("POST /v1/projects/{project_id}/contacts", "create_contact"),
     (
         "PATCH /v1/projects/{project_id}/contacts/{contact_id}",
@@ -88,10 +88,23 @@ const COMMAND_OPERATION_IDS: [(&str, &str); 18] = [
         "DELETE /v1/projects/{project_id}/members/{user_id}",
         "remove_member",
     ),
+    ("POST /v1/projects/{project_id}/webhooks", "create_webhook"),
+    (
+        "PATCH /v1/projects/{project_id}/webhooks/{webhook_id}",
+        "update_webhook",
+    ),
+    (
+        "DELETE /v1/projects/{project_id}/webhooks/{webhook_id}",
+        "delete_webhook",
+    ),
+    (
+        "POST /v1/projects/{project_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+        "retry_webhook_delivery",
+    ),
 ];
 
 /// Every operation of projection-service and its id.
-const QUERY_OPERATION_IDS: [(&str, &str); 12] = [
+const QUERY_OPERATION_IDS: [(&str, &str); 15] = [
     ("GET /v1/projects/{project_id}/contacts", "list_contacts"),
     (
         "GET /v1/projects/{project_id}/contacts/{contact_id}",
@@ -122,6 +135,15 @@ const QUERY_OPERATION_IDS: [(&str, &str); 12] = [
     ("GET /v1/projects/{project_id}/messages", "search_messages"),
     ("GET /v1/projects/{project_id}/api-keys", "list_api_keys"),
     ("GET /v1/projects/{project_id}/members", "list_members"),
+    ("GET /v1/projects/{project_id}/webhooks", "list_webhooks"),
+    (
+        "GET /v1/projects/{project_id}/webhooks/{webhook_id}",
+        "get_webhook",
+    ),
+    (
+        "GET /v1/projects/{project_id}/webhooks/{webhook_id}/deliveries",
+        "list_webhook_deliveries",
+    ),
 ];
 
 /// The operations both services serve.

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use e2e::{Tenant, TestSystem};
+use e2e::{Reply, Tenant, TestSystem};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -39,8 +39,21 @@ fn least_role(operation: &str) -> Option<&'static str> {
         | "summarize_session"
         | "end_session" => "agent",
         "assign_session_agent" | "set_session_outcome" => "supervisor",
-        "delete_contact" | "forget_contact" | "create_api_key" | "revoke_api_key"
-        | "list_api_keys" | "set_member" | "remove_member" | "list_members" => "admin",
+        "delete_contact"
+        | "forget_contact"
+        | "create_api_key"
+        | "revoke_api_key"
+        | "list_api_keys"
+        | "set_member"
+        | "remove_member"
+        | "list_members"
+        | "create_webhook"
+        | "update_webhook"
+        | "delete_webhook"
+        | "retry_webhook_delivery"
+        | "list_webhooks"
+        | "get_webhook"
+        | "list_webhook_deliveries" => "admin",
         _ => return None,
     })
 }
@@ -136,6 +149,37 @@ async fn new_user(system: &TestSystem) -> Uuid {
     .unwrap()
 }
 
+/// A subscription made by the owner (to a port nothing listens on), and when asked for, one of
+/// its deliveries.
+async fn webhook_with_delivery(system: &TestSystem, with_delivery: bool) -> (Uuid, Option<Uuid>) {
+    let made = system
+        .command(
+            Method::POST,
+            "/webhooks",
+            Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["contact.*"]})),
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
+    let hook = made.id("id");
+    if !with_delivery {
+        return (hook, None);
+    }
+    system.create_contact(json!({"name": "heard"})).await;
+    for _ in 0..100 {
+        let delivery: Option<Uuid> =
+            sqlx::query_scalar("select id from webhook_deliveries where subscription_id = $1")
+                .bind(hook)
+                .fetch_optional(&system.db.pool)
+                .await
+                .unwrap();
+        if delivery.is_some() {
+            return (hook, delivery);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the intake made no delivery within 10 s");
+}
+
 /// A request for the operation, on resources made for it by the owner.
 async fn request_for(system: &TestSystem, seen: &Seen, op: &Operation) -> (String, Option<Value>) {
     let owner = &system.tenant;
@@ -206,15 +250,12 @@ async fn request_for(system: &TestSystem, seen: &Seen, op: &Operation) -> (Strin
             Some(json!({"name": "k", "role": "viewer"})),
         ),
         "revoke_api_key" => {
-            let made = system
-                .command_as(
-                    owner,
-                    Method::POST,
-                    "/api-keys",
-                    Some(json!({"name": "to revoke", "role": "viewer"})),
-                    &[],
-                )
-                .await;
+            let made = make_key(
+                system,
+                owner,
+                json!({"name": "to revoke", "role": "viewer"}),
+            )
+            .await;
             assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
             (path_with("key_id", made.id("id")), None)
         }
@@ -225,6 +266,22 @@ async fn request_for(system: &TestSystem, seen: &Seen, op: &Operation) -> (Strin
         "remove_member" => {
             let member = system.add_member(owner, "agent").await;
             (path_with("user_id", member.user_id), None)
+        }
+        "create_webhook" => (
+            op.path.clone(),
+            Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["contact.*"]})),
+        ),
+        "list_webhooks" => (op.path.clone(), None),
+        "get_webhook" | "list_webhook_deliveries" | "delete_webhook" | "update_webhook" => {
+            let (hook, _) = webhook_with_delivery(system, false).await;
+            let body = (op.id == "update_webhook").then(|| json!({"active": false}));
+            (path_with("webhook_id", hook), body)
+        }
+        "retry_webhook_delivery" => {
+            let (hook, delivery) = webhook_with_delivery(system, true).await;
+            let path = path_with("webhook_id", hook)
+                .replace("{delivery_id}", &delivery.unwrap().to_string());
+            (path, None)
         }
         other => panic!("no request for {other}: add one to this test"),
     }
@@ -319,6 +376,27 @@ async fn every_route_answers_every_role_as_the_permission_table_says_and_a_refus
     system.stop().await;
 }
 
+/// `by` makes a key (`POST /api-keys` with `body`).
+async fn make_key(system: &TestSystem, by: &Tenant, body: Value) -> Reply {
+    system
+        .command_as(by, Method::POST, "/api-keys", Some(body), &[])
+        .await
+}
+
+/// `by` revokes a key (`DELETE /api-keys/{key}`).
+async fn revoke_key(system: &TestSystem, by: &Tenant, key: Uuid) -> Reply {
+    system
+        .command_as(by, Method::DELETE, &format!("/api-keys/{key}"), None, &[])
+        .await
+}
+
+/// `by` removes a member (`DELETE /members/{user}`).
+async fn remove_member(system: &TestSystem, by: &Tenant, user: Uuid) -> Reply {
+    system
+        .command_as(by, Method::DELETE, &format!("/members/{user}"), None, &[])
+        .await
+}
+
 /// How long until `url` answers `status` to `key` (a read); panics after `within`.
 async fn until_status(
     system: &TestSystem,
@@ -347,15 +425,12 @@ async fn keys_are_made_listed_without_secrets_used_revoked_on_every_instance_and
     let admin = system.add_member(&owner, "admin").await;
 
     // An admin makes a supervisor key for itself: shown once, with its prefix.
-    let made = system
-        .command_as(
-            &admin,
-            Method::POST,
-            "/api-keys",
-            Some(json!({"name": "CRM sync", "role": "supervisor"})),
-            &[],
-        )
-        .await;
+    let made = make_key(
+        &system,
+        &admin,
+        json!({"name": "CRM sync", "role": "supervisor"}),
+    )
+    .await;
     assert_eq!(made.status, StatusCode::CREATED, "{}", made.body);
     let secret = made.body["secret"].as_str().unwrap().to_owned();
     let key_id = made.id("id");
@@ -459,15 +534,7 @@ async fn keys_are_made_listed_without_secrets_used_revoked_on_every_instance_and
             .await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
     }
-    let revoked = system
-        .command_as(
-            &admin,
-            Method::DELETE,
-            &format!("/api-keys/{key_id}"),
-            None,
-            &[],
-        )
-        .await;
+    let revoked = revoke_key(&system, &admin, key_id).await;
     assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.body);
     for url in [&probe_first, &probe_second] {
         let started = Instant::now();
@@ -490,14 +557,7 @@ async fn keys_are_made_listed_without_secrets_used_revoked_on_every_instance_and
         Duration::from_secs(1),
     )
     .await;
-    system
-        .command_as(
-            &admin,
-            Method::DELETE,
-            &format!("/api-keys/{key_id}"),
-            None,
-            &[],
-        )
+    revoke_key(&system, &admin, key_id)
         .await
         .assert_problem(404);
     let listed = system.query_as(&owner, "/api-keys").await;
@@ -546,38 +606,20 @@ async fn keys_are_made_listed_without_secrets_used_revoked_on_every_instance_and
     );
 
     // An admin cannot revoke the owner's key.
-    let owners = system
-        .command_as(
-            &owner,
-            Method::POST,
-            "/api-keys",
-            Some(json!({"name": "owner's", "role": "owner"})),
-            &[],
-        )
-        .await;
+    let owners = make_key(&system, &owner, json!({"name": "owner's", "role": "owner"})).await;
     assert_eq!(owners.status, StatusCode::CREATED);
-    system
-        .command_as(
-            &admin,
-            Method::DELETE,
-            &format!("/api-keys/{}", owners.id("id")),
-            None,
-            &[],
-        )
+    revoke_key(&system, &admin, owners.id("id"))
         .await
         .assert_problem(403);
 
     // An expired key is refused.
     let expires_at = chrono::Utc::now() + chrono::Duration::seconds(2);
-    let short = system
-        .command_as(
-            &owner,
-            Method::POST,
-            "/api-keys",
-            Some(json!({"name": "short", "role": "viewer", "expires_at": expires_at})),
-            &[],
-        )
-        .await;
+    let short = make_key(
+        &system,
+        &owner,
+        json!({"name": "short", "role": "viewer", "expires_at": expires_at}),
+    )
+    .await;
     assert_eq!(short.status, StatusCode::CREATED, "{}", short.body);
     let short_secret = short.body["secret"].as_str().unwrap().to_owned();
     let url = contacts_on(&system.query_url);
@@ -617,15 +659,7 @@ async fn keys_are_made_listed_without_secrets_used_revoked_on_every_instance_and
     .await
     .unwrap();
     assert_eq!(b.user_id, owner.user_id, "the same user owns B");
-    let on_a = system
-        .command_as(
-            &owner,
-            Method::POST,
-            "/api-keys",
-            Some(json!({"name": "A only", "role": "admin"})),
-            &[],
-        )
-        .await;
+    let on_a = make_key(&system, &owner, json!({"name": "A only", "role": "admin"})).await;
     let a_key = on_a.body["secret"].as_str().unwrap().to_owned();
     let b_url = format!("{}/v1/projects/{}/contacts", system.query_url, b.project_id);
     system
@@ -730,27 +764,13 @@ async fn members_are_added_changed_and_removed_and_the_last_owner_stays() {
     set(&admin, admin.user_id, "viewer")
         .await
         .assert_problem(403);
-    system
-        .command_as(
-            &admin,
-            Method::DELETE,
-            &format!("/members/{}", owner.user_id),
-            None,
-            &[],
-        )
+    remove_member(&system, &admin, owner.user_id)
         .await
         .assert_problem(403);
 
     // The last owner can neither leave nor step down.
     let before = written(&system).await;
-    system
-        .command_as(
-            &owner,
-            Method::DELETE,
-            &format!("/members/{}", owner.user_id),
-            None,
-            &[],
-        )
+    remove_member(&system, &owner, owner.user_id)
         .await
         .assert_problem(409);
     set(&owner, owner.user_id, "admin")
@@ -766,15 +786,7 @@ async fn members_are_added_changed_and_removed_and_the_last_owner_stays() {
     assert_eq!(stepped.status, StatusCode::OK, "{}", stepped.body);
 
     // Removed: their keys for the project go with them, so their next request is refused.
-    let removed = system
-        .command_as(
-            &admin,
-            Method::DELETE,
-            &format!("/members/{}", agent.user_id),
-            None,
-            &[],
-        )
-        .await;
+    let removed = remove_member(&system, &admin, agent.user_id).await;
     assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", removed.body);
     e2e::wait_until(Duration::from_secs(1), || async {
         system.query_as(&agent, "/contacts").await.status == StatusCode::UNAUTHORIZED
@@ -791,14 +803,7 @@ async fn members_are_added_changed_and_removed_and_the_last_owner_stays() {
             .all(|k| k["user_id"] != agent.user_id.to_string()),
         "a removed member's keys are no longer listed"
     );
-    system
-        .command_as(
-            &admin,
-            Method::DELETE,
-            &format!("/members/{}", agent.user_id),
-            None,
-            &[],
-        )
+    remove_member(&system, &admin, agent.user_id)
         .await
         .assert_problem(404);
 

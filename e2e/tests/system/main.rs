@@ -28,3 +28,4 @@ mod tenancy;
 mod time_travel;
 mod trust;
 mod validation;
+mod webhooks;

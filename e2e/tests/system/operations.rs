@@ -17,7 +17,7 @@ const OPERATIONS: [&str; 5] = [
 ];
 
 /// API.md's command routes.
-const COMMANDS: [&str; 18] = [
+const COMMANDS: [&str; 22] = [
     "POST /v1/projects/{project_id}/contacts",
     "PATCH /v1/projects/{project_id}/contacts/{contact_id}",
     "DELETE /v1/projects/{project_id}/contacts/{contact_id}",
@@ -36,10 +36,14 @@ const COMMANDS: [&str; 18] = [
     "DELETE /v1/projects/{project_id}/api-keys/{key_id}",
     "PUT /v1/projects/{project_id}/members/{user_id}",
     "DELETE /v1/projects/{project_id}/members/{user_id}",
+    "POST /v1/projects/{project_id}/webhooks",
+    "PATCH /v1/projects/{project_id}/webhooks/{webhook_id}",
+    "DELETE /v1/projects/{project_id}/webhooks/{webhook_id}",
+    "POST /v1/projects/{project_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
 ];
 
 /// API.md's query routes.
-const QUERIES: [&str; 12] = [
+const QUERIES: [&str; 15] = [
     "GET /v1/projects/{project_id}/contacts",
     "GET /v1/projects/{project_id}/contacts/{contact_id}",
     "GET /v1/projects/{project_id}/contacts/{contact_id}/sessions",
@@ -52,6 +56,9 @@ const QUERIES: [&str; 12] = [
     "GET /v1/projects/{project_id}/messages",
     "GET /v1/projects/{project_id}/api-keys",
     "GET /v1/projects/{project_id}/members",
+    "GET /v1/projects/{project_id}/webhooks",
+    "GET /v1/projects/{project_id}/webhooks/{webhook_id}",
+    "GET /v1/projects/{project_id}/webhooks/{webhook_id}/deliveries",
 ];
 
 fn documented(doc: &Value) -> BTreeSet<String> {

@@ -245,6 +245,26 @@ pub const ROUTES: &[Route] = &[
         "/v1/projects/{project_id}/members/{user_id}",
         P::ManageMembers,
     ),
+    route(
+        "POST",
+        "/v1/projects/{project_id}/webhooks",
+        P::ManageWebhooks,
+    ),
+    route(
+        "PATCH",
+        "/v1/projects/{project_id}/webhooks/{webhook_id}",
+        P::ManageWebhooks,
+    ),
+    route(
+        "DELETE",
+        "/v1/projects/{project_id}/webhooks/{webhook_id}",
+        P::ManageWebhooks,
+    ),
+    route(
+        "POST",
+        "/v1/projects/{project_id}/webhooks/{webhook_id}/deliveries/{delivery_id}/retry",
+        P::ManageWebhooks,
+    ),
     // projection-service
     route("GET", "/v1/projects/{project_id}/contacts", P::Read),
     route(
@@ -282,6 +302,21 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/projects/{project_id}/event-log", P::Read),
     route("GET", "/v1/projects/{project_id}/api-keys", P::ManageKeys),
     route("GET", "/v1/projects/{project_id}/members", P::ManageMembers),
+    route(
+        "GET",
+        "/v1/projects/{project_id}/webhooks",
+        P::ManageWebhooks,
+    ),
+    route(
+        "GET",
+        "/v1/projects/{project_id}/webhooks/{webhook_id}",
+        P::ManageWebhooks,
+    ),
+    route(
+        "GET",
+        "/v1/projects/{project_id}/webhooks/{webhook_id}/deliveries",
+        P::ManageWebhooks,
+    ),
 ];
 
 /// The permission a route needs; `None` for a route the table does not know.

@@ -7,6 +7,7 @@ mod contacts;
 mod event_log;
 mod messages;
 mod sessions;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -71,7 +72,8 @@ pub fn router(state: QueryState) -> OpenApiRouter {
                 .merge(sessions::router())
                 .merge(messages::router())
                 .merge(event_log::router())
-                .merge(access::router()),
+                .merge(access::router())
+                .merge(webhooks::router()),
         )
         .with_state(state)
 }
