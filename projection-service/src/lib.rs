@@ -142,6 +142,7 @@ impl App {
             &config.platform.database_app_role,
             None::<String>,
         )?);
+        let shutdown = CancellationToken::new();
         let (router, paths) = queries::router(queries::QueryState {
             auth: platform::auth::Authenticator {
                 pool: query_pool.clone(),
@@ -152,6 +153,7 @@ impl App {
             primary: app_pool.clone(),
             keys: keys.clone(),
             projected,
+            shutdown: shutdown.clone(),
         })
         .merge(health::router(Probes {
             pool: app_pool.clone(),
@@ -181,7 +183,7 @@ impl App {
             owned,
             retention,
             webhooks,
-            shutdown: CancellationToken::new(),
+            shutdown,
         })
     }
 

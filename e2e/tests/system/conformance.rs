@@ -104,7 +104,7 @@ const COMMAND_OPERATION_IDS: [(&str, &str); 22] = [
 ];
 
 /// Every operation of projection-service and its id.
-const QUERY_OPERATION_IDS: [(&str, &str); 15] = [
+const QUERY_OPERATION_IDS: [(&str, &str); 16] = [
     ("GET /v1/projects/{project_id}/contacts", "list_contacts"),
     (
         "GET /v1/projects/{project_id}/contacts/{contact_id}",
@@ -136,6 +136,7 @@ const QUERY_OPERATION_IDS: [(&str, &str); 15] = [
     ("GET /v1/projects/{project_id}/api-keys", "list_api_keys"),
     ("GET /v1/projects/{project_id}/members", "list_members"),
     ("GET /v1/projects/{project_id}/webhooks", "list_webhooks"),
+    ("GET /v1/projects/{project_id}/changes", "stream_changes"),
     (
         "GET /v1/projects/{project_id}/webhooks/{webhook_id}",
         "get_webhook",

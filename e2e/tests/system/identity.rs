@@ -27,7 +27,8 @@ fn least_role(operation: &str) -> Option<&'static str> {
         | "get_session"
         | "list_session_messages"
         | "search_messages"
-        | "list_event_log" => "viewer",
+        | "list_event_log"
+        | "stream_changes" => "viewer",
         "create_contact"
         | "update_contact"
         | "add_contact_tag"
@@ -190,6 +191,8 @@ async fn request_for(system: &TestSystem, seen: &Seen, op: &Operation) -> (Strin
             (op.path.clone(), None)
         }
         "search_messages" => ("/messages?q=hello".into(), None),
+        // A feed does not end: its status is read, then it is dropped.
+        "stream_changes" => ("/changes".into(), None),
         "get_contact" => (
             format!("{}?min_version=1", path_with("contact_id", seen.contact)),
             None,
@@ -337,6 +340,31 @@ async fn every_route_answers_every_role_as_the_permission_table_says_and_a_refus
             let (path, body) = request_for(&system, &seen, op).await;
             let before = written(&system).await;
             let reply = match op.service {
+                _ if op.id == "stream_changes" => {
+                    let url = format!(
+                        "{}/v1/projects/{}{path}",
+                        system.query_url, caller.project_id
+                    );
+                    let answer = system
+                        .http
+                        .get(url)
+                        .bearer_auth(&caller.api_key)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = answer.status();
+                    if status.is_success() {
+                        assert_eq!(
+                            answer.headers()["content-type"],
+                            "text/event-stream",
+                            "{role} on the feed"
+                        );
+                        drop(answer);
+                        checked += 1;
+                        continue;
+                    }
+                    TestSystem::read(answer).await
+                }
                 "command" => {
                     system
                         .command_as(caller, op.method.clone(), &path, body, &[])

@@ -3,6 +3,7 @@
 
 mod broker;
 mod cache;
+mod changes;
 mod cli;
 mod cluster;
 mod combine;

@@ -122,6 +122,53 @@ async fn ids_probe(app_role: &'static str) {
     })
     .await;
     let (b, contact, session) = tenant_b_with_data(&system).await;
+    // B's webhook subscription, with a delivery (B's next event, taken in).
+    let hook = system
+        .command_as(
+            &b,
+            Method::POST,
+            "/webhooks",
+            Some(json!({"url": "http://127.0.0.1:9/b", "events": ["contact.*"]})),
+            &[],
+        )
+        .await
+        .id("id");
+    system
+        .command_as(
+            &b,
+            Method::POST,
+            &format!("/contacts/{contact}/tags"),
+            Some(json!({"tag": "heard"})),
+            &[],
+        )
+        .await;
+    let mut delivery = None;
+    for _ in 0..100 {
+        delivery = sqlx::query_scalar::<_, Uuid>(
+            "select id from webhook_deliveries where subscription_id = $1",
+        )
+        .bind(hook)
+        .fetch_optional(&system.db.pool)
+        .await
+        .unwrap();
+        if delivery.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let delivery = delivery.expect("B's delivery taken in");
+    let b_hook_state = || async {
+        sqlx::query_scalar::<_, String>(
+            "select concat_ws('|', s.url, s.active::text, s.deleted_at::text, s.events::text,
+                              s.version::text)
+               from webhook_subscriptions s where s.id = $1",
+        )
+        .bind(hook)
+        .fetch_one(&system.db.pool)
+        .await
+        .unwrap()
+    };
+    let hook_before = b_hook_state().await;
     // Let B's rows reach the read model, so a leak would have something to show.
     let seen = system
         .query_as(&b, &format!("/sessions/{session}?min_version=2"))
@@ -171,6 +218,39 @@ async fn ids_probe(app_role: &'static str) {
             "{path} leaks another tenant's rows"
         );
     }
+    // B's subscription and delivery, named on A's project: not found, not changed.
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            format!("/webhooks/{hook}"),
+            Some(json!({"url": "http://127.0.0.1:9/a"})),
+        ),
+        (Method::DELETE, format!("/webhooks/{hook}"), None),
+        (
+            Method::POST,
+            format!("/webhooks/{hook}/deliveries/{delivery}/retry"),
+            None,
+        ),
+    ] {
+        system
+            .command_as(&system.tenant, method, &path, body, &[])
+            .await
+            .assert_problem(404);
+    }
+    for path in [
+        format!("/webhooks/{hook}"),
+        format!("/webhooks/{hook}/deliveries"),
+    ] {
+        system.query(&path).await.assert_problem(404);
+    }
+    let listed = system.query("/webhooks").await;
+    assert_eq!(listed.body["items"], json!([]), "A lists B's subscription");
+    assert_eq!(
+        b_hook_state().await,
+        hook_before,
+        "B's subscription changed"
+    );
+
     // B's keys and members, named on A's project: not A's to revoke or remove, and not listed.
     let b_key: Uuid = sqlx::query_scalar("select id from user_api_keys where user_id = $1")
         .bind(b.user_id)

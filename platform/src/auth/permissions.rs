@@ -300,6 +300,7 @@ pub const ROUTES: &[Route] = &[
     ),
     route("GET", "/v1/projects/{project_id}/messages", P::Read),
     route("GET", "/v1/projects/{project_id}/event-log", P::Read),
+    route("GET", "/v1/projects/{project_id}/changes", P::Read),
     route("GET", "/v1/projects/{project_id}/api-keys", P::ManageKeys),
     route("GET", "/v1/projects/{project_id}/members", P::ManageMembers),
     route(

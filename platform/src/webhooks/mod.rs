@@ -82,6 +82,25 @@ pub fn check_secret(secret: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// What a delivery (and the change feed) says of an event: `{id, type, occurred_at,
+/// project_id, aggregate_type, aggregate_id, version, data}`, `data` being the payload with its
+/// personal fields opened (`null` once the contact is forgotten).
+pub fn event_body(
+    envelope: &event_model::EventEnvelope,
+    payload: &event_model::Payload,
+) -> serde_json::Value {
+    serde_json::json!({
+        "id": envelope.event_id,
+        "type": envelope.event_type,
+        "occurred_at": envelope.occurred_at,
+        "project_id": envelope.project_id,
+        "aggregate_type": envelope.aggregate_type,
+        "aggregate_id": envelope.aggregate_id,
+        "version": envelope.sequence_number,
+        "data": payload.joined(),
+    })
+}
+
 /// A new signing secret (`whsec_` and 40 alphanumerics, about 238 bits).
 pub fn generate_secret() -> String {
     format!("whsec_{}", Alphanumeric.sample_string(&mut rand::rng(), 40))

@@ -3,6 +3,7 @@
 //! tenant: a row of another tenant is 404, exactly like a row that does not exist.
 
 mod access;
+mod changes;
 mod contacts;
 mod event_log;
 mod messages;
@@ -36,6 +37,9 @@ pub struct QueryState {
     pub auth: platform::auth::Authenticator,
     /// Wakes a waiting `min_version` read when a batch naming its aggregate commits.
     pub projected: crate::projected::Projected,
+    /// Cancelled when the service stops: the change feeds end, so that a stop does not wait on
+    /// them.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl QueryState {
@@ -73,7 +77,8 @@ pub fn router(state: QueryState) -> OpenApiRouter {
                 .merge(messages::router())
                 .merge(event_log::router())
                 .merge(access::router())
-                .merge(webhooks::router()),
+                .merge(webhooks::router())
+                .merge(changes::router()),
         )
         .with_state(state)
 }

@@ -15,6 +15,8 @@ const BATCH: i64 = 500;
 /// the lock.
 const IDLE: Duration = Duration::from_millis(100);
 const STANDBY: Duration = Duration::from_millis(500);
+/// How often the leader reports the per-subscription gauges.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
 
 struct Subscription {
     id: Uuid,
@@ -54,7 +56,9 @@ pub(super) async fn run(pool: PgPool, stop: CancellationToken) {
 }
 
 async fn lead(conn: &mut PgConnection, stop: &CancellationToken) -> anyhow::Result<()> {
+    let mut gauges = Gauges::default();
     while !stop.is_cancelled() {
+        gauges.report_every(conn, REPORT_EVERY).await?;
         if take_in(conn).await? == 0 {
             tokio::select! {
                 () = stop.cancelled() => {}
@@ -141,6 +145,47 @@ async fn take_in(conn: &mut PgConnection) -> anyhow::Result<usize> {
     tx.commit().await?;
     metrics::counter!("webhook_deliveries_taken_in_total").increment(made as u64);
     Ok(read)
+}
+
+/// The per-subscription gauges (`webhook_pending`, `webhook_oldest_pending_seconds`), reported
+/// by the leader; a subscription with nothing pending any more is reported at zero once.
+#[derive(Default)]
+struct Gauges {
+    reported: std::collections::HashSet<Uuid>,
+    last: Option<std::time::Instant>,
+}
+
+impl Gauges {
+    async fn report_every(
+        &mut self,
+        conn: &mut PgConnection,
+        every: Duration,
+    ) -> Result<(), sqlx::Error> {
+        if self.last.is_some_and(|at| at.elapsed() < every) {
+            return Ok(());
+        }
+        self.last = Some(std::time::Instant::now());
+        let rows: Vec<(Uuid, i64, f64)> = sqlx::query_as(
+            "select subscription_id, count(*),
+                    extract(epoch from (now() at time zone 'utc' - min(created_at)))::float8
+               from webhook_deliveries where status = 'pending' group by subscription_id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let now: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.0).collect();
+        for gone in self.reported.difference(&now) {
+            let label = gone.to_string();
+            metrics::gauge!("webhook_pending", "subscription" => label.clone()).set(0.0);
+            metrics::gauge!("webhook_oldest_pending_seconds", "subscription" => label).set(0.0);
+        }
+        for (subscription, pending, oldest) in rows {
+            let label = subscription.to_string();
+            metrics::gauge!("webhook_pending", "subscription" => label.clone()).set(pending as f64);
+            metrics::gauge!("webhook_oldest_pending_seconds", "subscription" => label).set(oldest);
+        }
+        self.reported = now;
+        Ok(())
+    }
 }
 
 /// Moves the checkpoint.

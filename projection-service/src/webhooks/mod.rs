@@ -31,7 +31,7 @@ pub const PER_SUBSCRIPTION: usize = 4;
 
 /// The `# HELP` text of the families recorded here.
 pub fn describe_metrics() {
-    use metrics::describe_counter;
+    use metrics::{describe_counter, describe_gauge};
     describe_counter!(
         "webhook_deliveries_total",
         "Webhook delivery attempts, by subscription and outcome (delivered, retrying, failed)"
@@ -39,6 +39,14 @@ pub fn describe_metrics() {
     describe_counter!(
         "webhook_deliveries_taken_in_total",
         "Deliveries the intake made from the store's events"
+    );
+    describe_gauge!(
+        "webhook_pending",
+        "Deliveries not yet delivered nor failed, by subscription (reported by the intake's leader)"
+    );
+    describe_gauge!(
+        "webhook_oldest_pending_seconds",
+        "Age of the oldest delivery not yet delivered nor failed, by subscription"
     );
 }
 

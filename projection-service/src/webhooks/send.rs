@@ -10,7 +10,6 @@ use event_model::EventEnvelope;
 use platform::event_store::EventStore;
 use platform::webhooks::is_private;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -338,16 +337,7 @@ async fn body(dispatcher: &Dispatcher, event_id: Uuid) -> anyhow::Result<Vec<u8>
         Some(envelope.contact_id),
         envelope.payload()?,
     )?;
-    let body = json!({
-        "id": envelope.event_id,
-        "type": envelope.event_type,
-        "occurred_at": envelope.occurred_at,
-        "project_id": envelope.project_id,
-        "aggregate_type": envelope.aggregate_type,
-        "aggregate_id": envelope.aggregate_id,
-        "version": envelope.sequence_number,
-        "data": payload.joined(),
-    });
+    let body = platform::webhooks::event_body(&envelope, &payload);
     Ok(serde_json::to_vec(&body)?)
 }
 
