@@ -58,9 +58,9 @@ impl Feed {
                         data.push_str(v.trim_start());
                     }
                 }
-                if let (Some(id), Some(event)) = (id, event) {
+                if let Some(event) = event {
                     return Some(Sent {
-                        id,
+                        id: id.unwrap_or_default(),
                         event,
                         data: serde_json::from_str(&data).unwrap_or(Value::String(data)),
                     });
@@ -206,5 +206,48 @@ async fn the_feed_replays_then_goes_live_and_resumes_without_gap_or_duplicate() 
         )
         .await;
     bad.assert_problem(400);
+    system.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_falls_behind_is_cut_off_with_a_final_event() {
+    let system = TestSystem::start().await;
+    let a = system.tenant.clone();
+    let contact = system.create_contact(json!({"name": "Many tags"})).await;
+    // 20,000 events at once, straight into the store: more than the feed's buffer and the
+    // sockets between it and a client that does not read.
+    sqlx::query(
+        "insert into contact_event_store
+                (aggregate_id, aggregate_type, event_type, event_version, sequence_number,
+                 event_data, metadata, occurred_at, tenant_id, project_id)
+         select $1, 'contact', 'contact.tag_added', 'v2', 1 + n,
+                jsonb_build_object('tag', 'tag-' || n, 'padding', repeat('x', 200)),
+                jsonb_build_object('contact_id', $1::text, 'user_id', null),
+                now() at time zone 'utc', $2, $3
+           from generate_series(1, 20000) as n",
+    )
+    .bind(contact)
+    .bind(&a.tenant_id)
+    .bind(a.project_id)
+    .execute(&system.db.pool)
+    .await
+    .unwrap();
+    let mut feed = Feed::open(&system, &a, "?after=0", None).await;
+    // The client does not read for a while.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut read = 0;
+    let last = loop {
+        match feed.next(Duration::from_secs(10)).await {
+            Some(sent) if sent.event == "cut-off" => break sent,
+            Some(_) => read += 1,
+            None => panic!("the feed neither ended with cut-off nor went on ({read} read)"),
+        }
+    };
+    assert!(read < 20_001, "cut off before the end ({read} read)");
+    assert!(last.id.is_empty());
+    assert!(
+        feed.next(Duration::from_secs(2)).await.is_none(),
+        "nothing after the cut-off"
+    );
     system.stop().await;
 }

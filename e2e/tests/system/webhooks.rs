@@ -631,3 +631,128 @@ async fn a_sigkill_of_the_dispatching_process_mid_stream_loses_nothing() {
     .await;
     assert!(recorded, "each delivery recorded as delivered, none failed");
 }
+
+/// Endpoints that refuse, hang or redirect: their deliveries are retried, and another
+/// subscription's go on meanwhile; a redirect is not followed.
+#[tokio::test]
+async fn a_dead_slow_or_redirecting_endpoint_delays_no_other_subscription() {
+    let system = TestSystem::start().await;
+    let inbox = Inbox::default();
+    let good = listen(
+        inbox.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        CancellationToken::new(),
+    )
+    .await;
+    // A slow endpoint (past the 2 s attempt timeout) and a redirecting one.
+    let odd = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let odd_addr = odd.local_addr().unwrap();
+    let redirect_to = format!("http://{good}/followed");
+    let app = Router::new()
+        .route(
+            "/slow",
+            post(|| async {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                HttpStatus::NO_CONTENT
+            }),
+        )
+        .route(
+            "/redirect",
+            post(move || {
+                let to = redirect_to.clone();
+                async move { (HttpStatus::TEMPORARY_REDIRECT, [("location", to)]) }
+            }),
+        );
+    tokio::spawn(async move { axum::serve(odd, app).await.unwrap() });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let a = system.tenant.clone();
+    let (dead, _) = subscribe(&system, &a, &format!("http://{closed}/dead"), json!(["*"])).await;
+    let (slow, _) = subscribe(
+        &system,
+        &a,
+        &format!("http://{odd_addr}/slow"),
+        json!(["*"]),
+    )
+    .await;
+    let (redirecting, _) = subscribe(
+        &system,
+        &a,
+        &format!("http://{odd_addr}/redirect"),
+        json!(["*"]),
+    )
+    .await;
+    subscribe(
+        &system,
+        &a,
+        &format!("http://{good}/good"),
+        json!(["contact.created"]),
+    )
+    .await;
+    for i in 0..20 {
+        system
+            .create_contact(json!({"name": format!("C{i}")}))
+            .await;
+    }
+    system
+        .eventually(
+            Duration::from_secs(15),
+            "the good endpoint has all 20",
+            || async {
+                inbox
+                    .received
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r.path == "/good")
+                    .count()
+                    >= 20
+            },
+        )
+        .await;
+    let pending = |hook: Uuid| {
+        let pool = system.db.pool.clone();
+        async move {
+            sqlx::query_as::<_, (i64, Option<i32>, Option<String>)>(
+                "select count(*) filter (where status = 'pending'), max(last_status), max(last_error)
+                   from webhook_deliveries where subscription_id = $1",
+            )
+            .bind(hook)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    // Meanwhile the others are still being retried, each for its own reason.
+    let (waiting, _, error) = pending(dead).await;
+    assert!(
+        waiting > 0,
+        "the dead endpoint's deliveries wait for a retry"
+    );
+    assert!(error.is_some_and(|e| !e.is_empty()));
+    system
+        .eventually(
+            Duration::from_secs(10),
+            "the slow endpoint's attempt timed out",
+            || async {
+                let (waiting, _, error) = pending(slow).await;
+                waiting > 0 && error.is_some()
+            },
+        )
+        .await;
+    let (waiting, status, _) = pending(redirecting).await;
+    assert!(waiting > 0);
+    assert_eq!(status, Some(307), "a redirect is an answer, not followed");
+    assert!(
+        !inbox
+            .received
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.path == "/followed"),
+        "the redirect was followed"
+    );
+    system.stop().await;
+}

@@ -10,7 +10,7 @@ use platform::ApiError;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{with_etag, Page, QueryState};
+use super::{whole_list, Page, QueryState};
 
 pub fn router() -> OpenApiRouter<QueryState> {
     OpenApiRouter::new()
@@ -24,13 +24,7 @@ async fn keys(State(state): State<QueryState>, auth: AuthContext) -> Result<Resp
     let items = access::list_keys(&mut tx, auth.project_id)
         .await
         .map_err(ApiError::internal)?;
-    Ok(with_etag(
-        Page {
-            items,
-            next_cursor: None,
-        },
-        None,
-    ))
+    Ok(whole_list(items))
 }
 
 #[utoipa::path(get, path = "/members", operation_id = "list_members", tag = "access", summary = "The project's members and their roles, in the order they joined", params(("project_id" = Uuid, Path, description = "The project")), responses((status = 200, description = "Every member of the project (next_cursor is always null)", body = Page<MemberView>), QueryErrors), security(("api_key" = [])))]
@@ -39,11 +33,5 @@ async fn members(State(state): State<QueryState>, auth: AuthContext) -> Result<R
     let items = access::list_members(&mut tx, auth.project_id)
         .await
         .map_err(ApiError::internal)?;
-    Ok(with_etag(
-        Page {
-            items,
-            next_cursor: None,
-        },
-        None,
-    ))
+    Ok(whole_list(items))
 }

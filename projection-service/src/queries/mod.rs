@@ -116,6 +116,18 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// A list that is one answer (its size is bounded where its rows are made): a page without a
+/// next cursor.
+pub fn whole_list<T: Serialize>(items: Vec<T>) -> Response {
+    with_etag(
+        Page {
+            items,
+            next_cursor: None,
+        },
+        None,
+    )
+}
+
 /// Cuts a `limit + 1` fetch into a page and its next cursor.
 pub fn page<T>(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> Page<T> {
     let more = rows.len() as i64 > limit;

@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{page, with_etag, Page, PageParams, QueryState};
+use super::{page, whole_list, with_etag, Page, PageParams, QueryState};
 
 pub fn router() -> OpenApiRouter<QueryState> {
     OpenApiRouter::new()
@@ -30,13 +30,7 @@ async fn list(State(state): State<QueryState>, auth: AuthContext) -> Result<Resp
     let items = webhooks::list_subscriptions(&mut tx, auth.project_id)
         .await
         .map_err(ApiError::internal)?;
-    Ok(with_etag(
-        Page {
-            items,
-            next_cursor: None,
-        },
-        None,
-    ))
+    Ok(whole_list(items))
 }
 
 #[utoipa::path(get, path = "/webhooks/{webhook_id}", operation_id = "get_webhook", tag = "webhooks", summary = "A webhook subscription, with its delivery counts", params(("project_id" = Uuid, Path, description = "The project"), ("webhook_id" = Uuid, Path, description = "The subscription")), responses((status = 200, description = "The subscription", body = SubscriptionView), QueryErrors), security(("api_key" = [])))]
