@@ -47,10 +47,10 @@ pub enum ApiError {
     /// and the role (`role`).
     #[error("the {role} role does not hold the permission {permission}")]
     MissingPermission {
-        /// The permission the route needs.
-        permission: crate::auth::Permission,
-        /// The caller's role, which lacks it.
-        role: crate::auth::Role,
+        /// The permission the route needs (`Permission::as_str`).
+        permission: &'static str,
+        /// The caller's role, which lacks it (`Role::as_str`).
+        role: &'static str,
     },
     /// 404: no such route, or nothing of that id the caller may see (a project of another
     /// tenant included: never 403, so that its existence leaks nothing).
@@ -218,11 +218,11 @@ impl IntoResponse for ApiError {
                 _ => None,
             },
             permission: match &self {
-                Self::MissingPermission { permission, .. } => Some(permission.as_str()),
+                Self::MissingPermission { permission, .. } => Some(*permission),
                 _ => None,
             },
             role: match &self {
-                Self::MissingPermission { role, .. } => Some(role.as_str()),
+                Self::MissingPermission { role, .. } => Some(*role),
                 _ => None,
             },
         };

@@ -107,8 +107,8 @@ impl AuthContext {
             Ok(())
         } else {
             Err(ApiError::MissingPermission {
-                permission,
-                role: self.role,
+                permission: permission.as_str(),
+                role: self.role.as_str(),
             })
         }
     }

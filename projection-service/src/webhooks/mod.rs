@@ -19,6 +19,7 @@ use platform::personal::DataKeys;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+mod http;
 mod intake;
 mod send;
 
@@ -91,7 +92,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Runs the intake (when elected) and the sender until `stop`.
     pub async fn run(self, stop: CancellationToken) {
-        let client = match send::client(&self.settings) {
+        let client = match http::client(&self.settings) {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %e, "the webhook client cannot be built; no webhook is sent");

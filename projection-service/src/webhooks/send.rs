@@ -1,60 +1,23 @@
-//! The sender: claims due deliveries, POSTs each (signed, personal fields opened), and records
-//! what came of it.
+//! The sender: claims due deliveries, POSTs each (signed, personal fields opened: [`super::http`]),
+//! and records what came of it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use event_model::EventEnvelope;
 use platform::event_store::EventStore;
-use platform::webhooks::is_private;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{Dispatcher, Settings, PER_SUBSCRIPTION};
+use super::http::{post, Outcome};
+use super::{Dispatcher, PER_SUBSCRIPTION};
 
 /// Attempts in flight at once, per instance.
 const IN_FLIGHT: usize = 32;
-/// The most of an answer's body that is read (and the most of it kept as the error).
-const MAX_ANSWER: usize = 64 * 1024;
-const KEPT_ERROR: usize = 512;
 /// How long the sender waits when nothing is due.
 const IDLE: Duration = Duration::from_millis(100);
-
-/// The HTTP client: no redirects, the attempt's timeout, and a resolver that will not hand out a
-/// private address unless allowed (a name checked when subscribed may point elsewhere later).
-pub(super) fn client(settings: &Settings) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(settings.timeout)
-        .connect_timeout(settings.timeout)
-        .user_agent(concat!("Ventros-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(Arc::new(GuardedResolver {
-            allow_private: settings.allow_private,
-        }))
-        .build()
-}
-
-struct GuardedResolver {
-    allow_private: bool,
-}
-
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow_private = self.allow_private;
-        Box::pin(async move {
-            let addresses: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            if !allow_private && addresses.iter().any(|a| is_private(a.ip())) {
-                return Err("the host resolves to a private address".into());
-            }
-            Ok(Box::new(addresses.into_iter()) as Addrs)
-        })
-    }
-}
 
 /// A claimed delivery.
 #[derive(sqlx::FromRow)]
@@ -63,13 +26,6 @@ struct Claimed {
     subscription_id: Uuid,
     event_id: Uuid,
     attempts: i32,
-}
-
-/// What an attempt came to.
-enum Outcome {
-    Delivered(u16),
-    /// Worth trying again: the status (none: no answer) and why.
-    Failed(Option<u16>, String),
 }
 
 pub(super) async fn run(
@@ -339,70 +295,4 @@ async fn body(dispatcher: &Dispatcher, event_id: Uuid) -> anyhow::Result<Vec<u8>
     )?;
     let body = platform::webhooks::event_body(&envelope, &payload);
     Ok(serde_json::to_vec(&body)?)
-}
-
-/// POSTs a body, signed; reads at most [`MAX_ANSWER`] of the answer.
-async fn post(
-    client: &reqwest::Client,
-    settings: &Settings,
-    url: &str,
-    secret: &str,
-    event_id: Uuid,
-    body: &[u8],
-) -> Outcome {
-    // An address in the URL itself is not resolved, so the resolver cannot refuse it.
-    if let Ok(parsed) = url::Url::parse(url) {
-        let literal = parsed
-            .host_str()
-            .and_then(|h| h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().ok());
-        if !settings.allow_private && literal.is_some_and(is_private) {
-            return Outcome::Failed(None, "the URL names a private address".into());
-        }
-    }
-    let now = chrono::Utc::now().timestamp();
-    let sent = client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("ventros-event-id", event_id.to_string())
-        .header(
-            "ventros-signature",
-            platform::webhooks::signature(secret, now, body),
-        )
-        .body(body.to_vec())
-        .send()
-        .await;
-    let mut answer = match sent {
-        Ok(answer) => answer,
-        Err(e) => return Outcome::Failed(None, kept(&error_chain(&e))),
-    };
-    let status = answer.status().as_u16();
-    let mut read = Vec::new();
-    while let Ok(Some(chunk)) = answer.chunk().await {
-        let room = MAX_ANSWER - read.len();
-        read.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if read.len() >= MAX_ANSWER {
-            break;
-        }
-    }
-    if (200..300).contains(&status) {
-        Outcome::Delivered(status)
-    } else {
-        let text = String::from_utf8_lossy(&read);
-        Outcome::Failed(Some(status), kept(&format!("answered {status}: {text}")))
-    }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn kept(text: &str) -> String {
-    text.chars().take(KEPT_ERROR).collect()
 }
