@@ -115,8 +115,8 @@ async fn operations(system: &TestSystem) -> Vec<Operation> {
     found
 }
 
-/// What the database holds that a request could change: events, keys (not their use) and
-/// members.
+/// What the database holds that a request could change: events, keys (not their use),
+/// members and webhook subscriptions (not their delivery counts).
 async fn written(system: &TestSystem) -> String {
     sqlx::query_scalar(
         "select concat_ws(' | ',
@@ -125,7 +125,10 @@ async fn written(system: &TestSystem) -> String {
                from user_api_keys),
             (select string_agg(agent_id || ':' || role || ':' || coalesce(deleted_at::text, '-'), ','
                                order by project_id, agent_id)
-               from project_members))",
+               from project_members),
+            (select string_agg(concat_ws(':', id, url, active, events::text, deleted_at, version),
+                               ',' order by id)
+               from webhook_subscriptions))",
     )
     .fetch_one(&system.db.pool)
     .await
