@@ -251,3 +251,46 @@ async fn a_client_that_falls_behind_is_cut_off_with_a_final_event() {
     );
     system.stop().await;
 }
+
+/// The feed waits for this database's transactions that are still running (one may yet add
+/// events below the ones already committed), and for no other database's: a long transaction of
+/// another application on the same server holds nothing back.
+#[tokio::test]
+async fn only_a_transaction_of_this_database_holds_the_feed_back() {
+    let system = TestSystem::start().await;
+    let a = system.tenant.clone();
+    let elsewhere_db = e2e::TestDb::new().await;
+    // Each holds a transaction id until it ends, as a write does.
+    let mut elsewhere = elsewhere_db.pool.begin().await.unwrap();
+    sqlx::query("select txid_current()")
+        .execute(&mut *elsewhere)
+        .await
+        .unwrap();
+    let mut here = system.db.pool.begin().await.unwrap();
+    sqlx::query("select txid_current()")
+        .execute(&mut *here)
+        .await
+        .unwrap();
+
+    let mut feed = Feed::open(&system, &a, "", None).await;
+    let held = system.create_contact(json!({"name": "Held"})).await;
+    assert!(
+        feed.next(Duration::from_millis(1500)).await.is_none(),
+        "an event committed after a transaction of this database that is still running waits for it"
+    );
+    here.commit().await.unwrap();
+    let sent = feed
+        .next(Duration::from_secs(10))
+        .await
+        .expect("the held event, once the transaction ended");
+    assert_eq!(sent.data["aggregate_id"], held.to_string());
+
+    // The other database's transaction is still open.
+    let free = system.create_contact(json!({"name": "Free"})).await;
+    let sent = feed
+        .next(Duration::from_secs(5))
+        .await
+        .expect("an event while another database's transaction runs");
+    assert_eq!(sent.data["aggregate_id"], free.to_string());
+    elsewhere.rollback().await.unwrap();
+}

@@ -8,8 +8,8 @@
 //!
 //! Reading by `position` is only safe below the oldest transaction still running: positions are
 //! handed out at insert, so a lower one may commit after a higher one. [`EventStore::read_after`]
-//! reads only rows whose writing transaction is older than `pg_snapshot_xmin`, so it never steps
-//! past an event that is about to appear.
+//! reads only rows whose writing transaction is older than the oldest of this database's
+//! transactions still running, so it never steps past an event that is about to appear.
 
 use chrono::{DateTime, Utc};
 use event_model::AggregateType;
@@ -34,8 +34,22 @@ pub const SEQUENCE_CONSTRAINT: &str = "contact_event_store_aggregate_seq_key";
 /// on its channel, is stored once).
 pub const EVENT_ID_CONSTRAINT: &str = "contact_event_store_pkey";
 
-/// [`Horizon::Finished`]'s condition on `contact_event_store e`.
-const FINISHED: &str = "and e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())";
+/// [`Horizon::Finished`]'s condition on `contact_event_store e`: below the oldest transaction
+/// of this database still running in the statement's snapshot (its `xmax` when none is).
+///
+/// `pg_snapshot_xmin` alone would be the oldest of the whole server's, so one long transaction in
+/// any other database (another application's, a test's) would hold every catch-up reader back
+/// for as long as it runs. A transaction is left out only when its id is locked, at the time the
+/// statement looks, by a backend of another database; one that ended since the snapshot was taken
+/// counts as this database's (its rows, if any, are not in the snapshot), so nothing can appear
+/// behind a reader that reads up to this horizon.
+const FINISHED: &str = "and e.transaction_id < (\
+    select coalesce(min(x.id), pg_snapshot_xmax(pg_current_snapshot())) \
+      from pg_snapshot_xip(pg_current_snapshot()) x(id) \
+     where not exists (\
+        select 1 from pg_locks l join pg_stat_activity a on a.pid = l.pid \
+         where l.locktype = 'transactionid' and l.transactionid = x.id::xid \
+           and a.datname is distinct from current_database()))";
 /// [`Horizon::Upto`]'s condition, its bound in `$5` and `$6`.
 const UPTO: &str = "and (e.transaction_id, e.position) <= ($5::text::xid8, $6)";
 
@@ -118,7 +132,8 @@ pub struct Checkpoint {
 /// How far a catch-up read ([`EventStore::read_after`]) may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Horizon {
-    /// Only transactions below `pg_snapshot_xmin`: nothing can appear behind the reader.
+    /// Only transactions below this database's oldest running one: nothing can appear behind the
+    /// reader.
     Finished,
     /// Everything committed and visible now.
     Visible,

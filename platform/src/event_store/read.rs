@@ -137,9 +137,10 @@ impl EventStore {
 
     /// Up to `limit` events after `after` in `(transaction_id, position)` order: the order a
     /// catch-up reader can walk without ever having a row appear behind it (see the module docs).
-    /// With `Horizon::Finished` only rows of transactions below `pg_snapshot_xmin` are read, so
-    /// the checkpoint can be kept and resumed; `Horizon::Visible` also reads rows committed by
-    /// younger transactions, for a reader that keeps no checkpoint (a rebuild's last pass).
+    /// With `Horizon::Finished` only rows of transactions below the database's oldest running one
+    /// are read, so the checkpoint can be kept and resumed; `Horizon::Visible` also reads rows
+    /// committed by younger transactions, for a reader that keeps no checkpoint (a rebuild's last
+    /// pass).
     pub async fn read_after(
         executor: impl PgExecutor<'_>,
         after: Checkpoint,
