@@ -206,6 +206,7 @@ fn http_router(
         pool: app_pool.clone(),
         auth: platform::auth::Authenticator {
             pool: app_pool.clone(),
+            primary: None,
             cache: key_cache.clone(),
         },
         handler: handler.clone(),

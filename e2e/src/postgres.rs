@@ -171,6 +171,25 @@ impl PrivatePostgres {
 
     /// A new data directory on a free port, not yet started.
     fn init() -> Self {
+        let server = Self::without_data();
+        as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &server.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        server
+    }
+
+    /// A directory (the `postgres` user's) and a free port, with no data directory yet.
+    fn without_data() -> Self {
         let port = crate::process::free_port();
         let dir = tempfile::Builder::new()
             .prefix("ventros-pg-")
@@ -181,20 +200,6 @@ impl PrivatePostgres {
             .arg(dir.path())
             .status()
             .expect("chown");
-        let data = dir.path().join("data");
-        as_postgres(
-            "initdb",
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "-E",
-                "UTF8",
-                "--no-sync",
-            ],
-        );
         Self {
             port,
             dir,
@@ -251,6 +256,135 @@ impl PrivatePostgres {
             "pg_ctl",
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
         );
+    }
+
+    /// One statement's answer, asked as `postgres` of the `postgres` database.
+    async fn ask<T>(&self, sql: &str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&format!("{}/postgres", self.url()))
+            .await
+            .unwrap_or_else(|e| panic!("connecting to port {}: {e}", self.port));
+        let answer = sqlx::query_scalar(sql)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let _ = conn.close().await;
+        answer
+    }
+}
+
+/// A primary and its streaming standby, each a [`PrivatePostgres`] on loopback: the standby is
+/// made with `pg_basebackup -R` and is synchronous (`synchronous_standby_names = '*'` on the
+/// primary, `synchronous_commit = on`), so a commit the primary acknowledged is flushed on the
+/// standby too. Either may be stopped like a crash and the standby promoted.
+pub struct ReplicatedPostgres {
+    pub primary: PrivatePostgres,
+    pub standby: PrivatePostgres,
+}
+
+impl ReplicatedPostgres {
+    /// The pair, started and in sync. `apply_delay` holds the standby's replay back by that
+    /// much (`recovery_min_apply_delay`): a replica that visibly lags, as one under load does.
+    pub async fn start(apply_delay: Option<Duration>) -> Self {
+        let mut primary = PrivatePostgres::init();
+        // Enough WAL kept that a standby a little behind never needs what was recycled.
+        primary.extra_options = " -c wal_keep_size=256MB".to_owned();
+        primary.resume().await;
+        let mut standby = PrivatePostgres::without_data();
+        as_postgres(
+            "pg_basebackup",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &standby.data(),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+        );
+        if let Some(delay) = apply_delay {
+            standby.extra_options = format!(" -c recovery_min_apply_delay={}ms", delay.as_millis());
+        }
+        standby.resume().await;
+        let pair = Self { primary, standby };
+        pair.wait_for_standby("streaming", "state").await;
+        // Synchronous only now that the standby streams: before, every commit would wait for it.
+        // Set on the primary alone, so the standby, once promoted, waits for no one.
+        let mut conn = pair.primary_connection().await;
+        sqlx::query("alter system set synchronous_standby_names = '*'")
+            .execute(&mut conn)
+            .await
+            .expect("alter system");
+        sqlx::query("select pg_reload_conf()")
+            .execute(&mut conn)
+            .await
+            .expect("reload");
+        pair.wait_for_standby("sync", "sync_state").await;
+        pair
+    }
+
+    async fn primary_connection(&self) -> sqlx::PgConnection {
+        use sqlx::Connection as _;
+        sqlx::PgConnection::connect(&format!("{}/postgres", self.primary.url()))
+            .await
+            .expect("the primary")
+    }
+
+    /// Waits until the primary's `pg_stat_replication` shows the standby with `column = value`.
+    async fn wait_for_standby(&self, value: &str, column: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let sql = format!("select count(*) from pg_stat_replication where {column} = '{value}'");
+        while self.primary.ask::<i64>(&sql).await == 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the standby never reached {column} = {value}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A URL of both servers, primary first, for `database` logged in as `login`, with
+    /// `target_session_attrs` as given (libpq's multi-host form).
+    pub fn url(&self, login: &str, database: &str, attrs: &str) -> String {
+        format!(
+            "postgres://{login}@127.0.0.1:{},127.0.0.1:{}/{database}?target_session_attrs={attrs}",
+            self.primary.port, self.standby.port
+        )
+    }
+
+    /// Promotes the standby to primary and waits until it takes writes.
+    pub async fn promote_standby(&self) {
+        as_postgres("pg_ctl", &["-D", &self.standby.data(), "-w", "promote"]);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.standby.ask::<bool>("select pg_is_in_recovery()").await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the standby was not promoted"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Whether the standby has replayed everything the primary has written so far (its replay
+    /// position at or past the primary's current WAL position).
+    pub async fn standby_caught_up(&self) -> bool {
+        let written: String = self.primary.ask("select pg_current_wal_lsn()::text").await;
+        self.standby
+            .ask::<bool>(&format!(
+                "select pg_last_wal_replay_lsn() >= '{written}'::pg_lsn"
+            ))
+            .await
     }
 }
 

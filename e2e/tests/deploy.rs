@@ -319,6 +319,37 @@ fn in_compose_and_kubernetes_the_services_log_in_as_their_own_roles() {
 }
 
 #[test]
+fn postgres_is_a_cluster_with_a_synchronous_standby_and_the_services_follow_its_primary() {
+    let cluster = &load(&deploy().join("k8s/postgres-cluster.yaml"))[0];
+    assert_eq!(text(&cluster["kind"]), "Cluster");
+    assert!(cluster["spec"]["instances"].as_i64().unwrap() >= 2);
+    // An acknowledged command is on a standby before its answer, and stays so with none up.
+    let sync = &cluster["spec"]["postgresql"]["synchronous"];
+    assert!(sync["number"].as_i64().unwrap() >= 1, "{sync:?}");
+    assert_eq!(text(&sync["dataDurability"]), "required");
+    let name = text(&cluster["metadata"]["name"]);
+    let secret = load(&deploy().join("k8s/secret.yaml"));
+    let data = &secret[0]["stringData"];
+    let host = |key: &str| {
+        let target =
+            platform::db::Target::parse(&text(&data[key])).unwrap_or_else(|e| panic!("{key}: {e}"));
+        target.hosts[0].get_host().to_owned()
+    };
+    for key in [
+        "DATABASE_URL",
+        "SYSTEM_DATABASE_URL",
+        "MIGRATION_DATABASE_URL",
+    ] {
+        assert!(
+            host(key).starts_with(&format!("{name}-rw.")),
+            "{key} follows the primary: {}",
+            host(key)
+        );
+    }
+    assert!(host("QUERY_DATABASE_URL").starts_with(&format!("{name}-ro.")));
+}
+
+#[test]
 fn each_nats_node_joins_the_other_two_with_jetstream_on() {
     for node in 1..=3 {
         let conf =

@@ -235,30 +235,27 @@ fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().filter(|v| !v.trim().is_empty())
 }
 
-/// A database URL with its password, if any, replaced (for `Debug`).
-fn without_password(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.into()
-        }
-        Ok(_) => url.to_owned(),
-        Err(_) => "(not a URL)".to_owned(),
-    }
-}
-
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let hidden = |set: bool| if set { "***" } else { "unset" };
         f.debug_struct("Settings")
-            .field("database_url", &without_password(&self.database_url))
+            .field(
+                "database_url",
+                &crate::db::without_password(&self.database_url),
+            )
             .field(
                 "migration_database_url",
-                &self.migration_database_url.as_deref().map(without_password),
+                &self
+                    .migration_database_url
+                    .as_deref()
+                    .map(crate::db::without_password),
             )
             .field(
                 "system_database_url",
-                &self.system_database_url.as_deref().map(without_password),
+                &self
+                    .system_database_url
+                    .as_deref()
+                    .map(crate::db::without_password),
             )
             .field("database_max_connections", &self.database_max_connections)
             .field("database_app_role", &self.database_app_role)

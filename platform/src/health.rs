@@ -19,7 +19,7 @@ pub type StuckCheck = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 /// check), and what it shows of the data keys' protection.
 #[derive(Clone)]
 pub struct Probes {
-    /// The pool `/readyz` runs `select 1` on: not ready unless it answers within 2 s.
+    /// The pool `/readyz` asks (`pg_is_in_recovery()`): not ready unless it answers within 2 s.
     pub pool: PgPool,
     /// The broker connection: not ready unless it is connected.
     pub nats: async_nats::Client,
@@ -99,6 +99,14 @@ fn describe_platform_metrics() {
         "1 when a pool's database login is a superuser, owns the tables or bypasses row-level security"
     );
     describe_counter!(
+        "database_host_switches_total",
+        "Times a pool over several database hosts moved its new connections to another host"
+    );
+    describe_gauge!(
+        "database_host_available",
+        "1 while a host of a pool's database URL qualifies for its target_session_attrs, 0 while none does"
+    );
+    describe_counter!(
         "retention_rows_deleted_total",
         "Rows the retention sweepers deleted, by table"
     );
@@ -135,22 +143,27 @@ async fn alive() -> impl IntoResponse {
     axum::Json(json!({ "status": "ok" }))
 }
 
-/// The database and the broker are reachable.
+/// The database and the broker are reachable; which database host the service writes to.
 #[utoipa::path(get, path = "/readyz", operation_id = "check_readiness", tag = "operations", responses(
-    (status = 200, description = "Ready: the body says `database` and `broker` are true"),
+    (status = 200, description = "Ready: the body says `database` and `broker` are true, and `database_host` (`host:port`) is the server the service uses, `database_primary` whether it is a primary"),
     (status = 503, description = "Not ready: the body says which dependency is down"),
 ))]
 async fn ready(State(probes): State<Probes>) -> impl IntoResponse {
-    let database = tokio::time::timeout(
+    // The pool's own connection: on a URL of several hosts, the one a failover moved it to.
+    let in_recovery = tokio::time::timeout(
         Duration::from_secs(2),
-        sqlx::query("select 1").execute(&probes.pool),
+        sqlx::query_scalar!(r#"select pg_is_in_recovery() as "in_recovery!""#)
+            .fetch_one(&probes.pool),
     )
     .await
-    .map(|r| r.is_ok())
-    .unwrap_or(false);
+    .ok()
+    .and_then(Result::ok);
+    let database = in_recovery.is_some();
     let broker = probes.nats.connection_state() == async_nats::connection::State::Connected;
     let mut body = json!({
         "database": database,
+        "database_host": crate::db::host_port(&probes.pool.connect_options()),
+        "database_primary": in_recovery.map(|standby| !standby),
         "broker": broker,
         "data_keys": probes.key_protection,
     });

@@ -16,7 +16,10 @@ fn is_unreachable(error: &sqlx::Error) -> bool {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Tls(_)
-    ) || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")))
+    ) || matches!(error, sqlx::Error::Database(e) if e.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")
+        // read_only_sql_transaction: a connection left on a server that a failover made a
+        // standby, until the pool's watcher moves it (see `db::failover`).
+        || c == "25006"))
 }
 
 /// One broken field rule of a 422: which field, and what is wrong with it.

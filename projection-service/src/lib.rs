@@ -85,9 +85,9 @@ impl App {
         let (app_pool, system_pool) = config.platform.service_pools(SERVICE, workers).await?;
         // Queries may read a replica; the workers and the existence check of a `min_version`
         // read stay on the primary.
-        let query_pool = match &config.query_database_url {
-            Some(url) if !url.is_empty() => config.platform.app_pool_on(url, SERVICE)?,
-            _ => app_pool.clone(),
+        let (query_pool, replica) = match &config.query_database_url {
+            Some(url) if !url.is_empty() => (config.platform.app_pool_on(url, SERVICE)?, true),
+            _ => (app_pool.clone(), false),
         };
         let retention = retention::elected(&config, system_pool.clone());
         let store = EventStore::new(system_pool);
@@ -146,6 +146,7 @@ impl App {
         let (router, paths) = queries::router(queries::QueryState {
             auth: platform::auth::Authenticator {
                 pool: query_pool.clone(),
+                primary: replica.then(|| app_pool.clone()),
                 cache: key_cache.clone(),
             },
             pool: query_pool.clone(),

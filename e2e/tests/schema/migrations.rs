@@ -32,7 +32,11 @@ impl EmptyDb {
             .expect("create database");
         admin.close().await;
         let options = platform::db::connect_options(&format!("{server}/{name}")).unwrap();
-        let pool = platform::db::pool(options, 4).await.expect("pool");
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .expect("pool");
         Self { name, pool }
     }
 

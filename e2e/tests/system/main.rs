@@ -12,6 +12,7 @@ mod conformance;
 mod conversations;
 mod delivery;
 mod erasure;
+mod failover;
 mod faults;
 mod flow;
 mod group_commit;

@@ -197,14 +197,17 @@ async fn each_openapi_document_lists_exactly_the_routes_its_service_serves() {
 #[tokio::test]
 async fn health_readiness_and_metrics_answer() {
     let system = TestSystem::start().await;
+    let host = platform::db::host_port(&platform::db::connect_options(&system.db.url).unwrap());
     for (base, expected) in [
         (
             &system.command_url,
-            json!({"database": true, "broker": true, "data_keys": "data keys wrapped by DATA_KEK"}),
+            json!({"database": true, "database_host": host, "database_primary": true,
+                   "broker": true, "data_keys": "data keys wrapped by DATA_KEK"}),
         ),
         (
             &system.query_url,
-            json!({"database": true, "broker": true, "stalled_consumers": [],
+            json!({"database": true, "database_host": host, "database_primary": true,
+                   "broker": true, "stalled_consumers": [],
                    "data_keys": "data keys wrapped by DATA_KEK"}),
         ),
     ] {

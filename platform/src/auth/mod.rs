@@ -136,6 +136,10 @@ pub struct Authenticator {
     /// Where a key the cache cannot answer is looked up (`authenticate_api_key`, a
     /// security-definer function that needs no tenant): the request paths' pool, or a replica's.
     pub pool: PgPool,
+    /// The primary's pool when `pool` is a replica's: a key the replica does not hold yet (made
+    /// a moment ago, replayed a moment later) is looked up there before it is refused, and a
+    /// key's use is recorded there (a replica cannot write).
+    pub primary: Option<PgPool>,
     /// The instance's cache of answers, emptied by its [`KeyCacheListener`].
     pub cache: Arc<KeyCache>,
 }
@@ -196,7 +200,7 @@ impl Authenticator {
         if !self.cache.due_for_touch(key_id, TOUCH_EVERY) {
             return;
         }
-        let pool = self.pool.clone();
+        let pool = self.primary.as_ref().unwrap_or(&self.pool).clone();
         tokio::spawn(async move {
             if let Err(e) = sqlx::query!("select touch_api_key($1)", key_id)
                 .execute(&pool)
@@ -206,6 +210,26 @@ impl Authenticator {
             }
         });
     }
+}
+
+/// The key's access to the project, if the key is known: `authenticate_api_key`, a
+/// security-definer function (the lookup runs before the tenant is known, and the request
+/// paths' role sees no tenant's rows without one).
+async fn lookup(
+    pool: &PgPool,
+    (hash, project_id): &(String, Uuid),
+) -> Result<Option<Access>, ApiError> {
+    sqlx::query_as!(
+        Access,
+        r#"select user_id as "user_id!", project_id, tenant_id, session_timeout_minutes, role,
+                  key_expires_at, key_id as "key_id!", key_role, key_last_used
+             from authenticate_api_key($1, $2)"#,
+        hash,
+        project_id,
+    )
+    .fetch_optional(pool)
+    .await
+    .map_err(ApiError::internal)
 }
 
 /// The caller of the request: from the cache, or from the database (and then remembered).
@@ -241,19 +265,10 @@ async fn resolve<S: Send + Sync>(
         return Err(ApiError::Unauthorized);
     }
     let began = auth.cache.generation.load(Ordering::Acquire);
-    // A security-definer function: the lookup runs before the tenant is known, and the
-    // request paths' role sees no tenant's rows without one.
-    let access = sqlx::query_as!(
-        Access,
-        r#"select user_id as "user_id!", project_id, tenant_id, session_timeout_minutes, role,
-                  key_expires_at, key_id as "key_id!", key_role, key_last_used
-             from authenticate_api_key($1, $2)"#,
-        &asked.0,
-        project_id,
-    )
-    .fetch_optional(&auth.pool)
-    .await
-    .map_err(ApiError::internal)?;
+    let mut access = lookup(&auth.pool, &asked).await?;
+    if let (None, Some(primary)) = (&access, &auth.primary) {
+        access = lookup(primary, &asked).await?;
+    }
     metrics::counter!("auth_key_lookups_total", "result" => if access.is_some() { "found" } else { "unknown" })
         .increment(1);
     let Some(access) = access else {

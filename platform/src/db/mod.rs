@@ -1,41 +1,55 @@
-//! The PostgreSQL pool: created database, applied migrations, UTC sessions.
+//! The PostgreSQL pool: created database, applied migrations, UTC sessions; one server or
+//! several in libpq's multi-host form ([`hosts`], [`failover`]).
 
-use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, Executor, PgConnection, PgPool, Postgres, Transaction};
 
+mod failover;
+pub mod hosts;
+
+pub use hosts::{host_port, without_password, SessionAttrs, Target};
+
 /// The project's migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Connects, creating the database if it is missing, and applies the migrations.
+/// Connects (to the first host that qualifies, for a URL of several), creating the database if
+/// it is missing, and applies the migrations.
 pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
-    let options = connect_options(url)?;
-    create_database_if_missing(&options).await?;
-    let pool = pool(options, max_connections).await?;
+    let target = Target::parse(url)?.map(tune);
+    let first = if target.watched() {
+        failover::find(&target).await?
+    } else {
+        target.hosts[0].clone()
+    };
+    create_database_if_missing(&first).await?;
+    let pool = pool_on(target, max_connections, "", None::<String>);
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }
 
-/// The options of a connection to `url`: the session in UTC, and a statement slower than
-/// 500 ms logged as a warning.
+/// The options of a connection to `url`, which names one server: the session in UTC, and a
+/// statement slower than 500 ms logged as a warning. A URL of several hosts is refused: only a
+/// pool ([`login_pool`]) follows them.
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    // Every timestamp column is `timestamp` (without time zone) holding UTC: make the session say
-    // so, so that binding a `DateTime<Utc>` never shifts it.
-    Ok(PgConnectOptions::from_str(url)?
-        .options([("timezone", "UTC")])
-        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500)))
+    let target = Target::parse(url)?;
+    anyhow::ensure!(
+        !target.watched(),
+        "{} names several hosts or a target_session_attrs: only the services' pools follow them",
+        without_password(url)
+    );
+    Ok(tune(target.hosts.into_iter().next().expect("one host")))
 }
 
-/// A pool of the login's own role (no `set role`: the owner's, for migrations and tests),
-/// connected before this returns; a request for a connection waits 5 s at most.
-pub async fn pool(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
-    Ok(PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await?)
+/// What every connection of the services is: the session in UTC, slow statements logged.
+fn tune(options: PgConnectOptions) -> PgConnectOptions {
+    // Every timestamp column is `timestamp` (without time zone) holding UTC: make the session say
+    // so, so that binding a `DateTime<Utc>` never shifts it.
+    options
+        .options([("timezone", "UTC")])
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500))
 }
 
 async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
@@ -120,7 +134,8 @@ impl GenericPlans {
 /// A pool logged in with `url`, its connections named `application_name` (as
 /// `pg_stat_activity` shows them) unless the URL names them, and running as `role` (`set role`
 /// right after connecting, then `setup`, once per connection; an empty role keeps the login, and
-/// a login that is more than the role is [`check_login`]'s warning). It connects when first used.
+/// a login that is more than the role is [`check_login`]'s warning). It connects when first used;
+/// for a URL of several hosts, to the first that qualifies, and elsewhere after a failover.
 pub fn login_pool(
     url: &str,
     application_name: &str,
@@ -128,19 +143,31 @@ pub fn login_pool(
     role: &str,
     setup: Option<impl Into<String>>,
 ) -> anyhow::Result<PgPool> {
-    let mut options = connect_options(url)?;
-    if options.get_application_name().is_none() {
-        options = options.application_name(application_name);
+    let target = Target::parse(url)?.map(|options| {
+        let options = tune(options);
+        match options.get_application_name() {
+            Some(_) => options,
+            None => options.application_name(application_name),
+        }
+    });
+    if target.hosts.len() > 1 && target.attrs == SessionAttrs::Any {
+        tracing::warn!(
+            url = %without_password(url),
+            "a database URL of several hosts without target_session_attrs: a connection may land \
+             on a standby (add target_session_attrs=read-write for the primary)"
+        );
     }
-    Ok(role_pool_on(options, max_connections, role, setup))
+    Ok(pool_on(target, max_connections, role, setup))
 }
 
 /// A pool whose connections run as `role` (`set role` right after connecting: a no-op when the
 /// login is that role, which is how production runs; a login that is a member of it works too,
-/// with the warning of [`check_login`]) and then `setup`, once each. An empty role keeps the
-/// login.
-fn role_pool_on(
-    options: PgConnectOptions,
+/// with the warning of [`check_login`]) and then `setup`, once each; an empty role keeps the
+/// login. A request for a connection waits 5 s at most. Over several hosts (or one that must be
+/// of a kind) a watcher steers the pool, each new connection is checked, and those made before
+/// the pool last moved are closed rather than handed out.
+fn pool_on(
+    target: Target,
     max_connections: u32,
     role: &str,
     setup: Option<impl Into<String>>,
@@ -148,12 +175,19 @@ fn role_pool_on(
     let setup: Option<String> = setup.map(Into::into);
     let set_role =
         (!role.is_empty()).then(|| format!("set role \"{}\"", role.replace('"', "\"\"")));
-    PgPoolOptions::new()
+    let watch = target
+        .watched()
+        .then(|| failover::Watch::new(target.clone()));
+    let checked = watch.clone();
+    let mut options = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .after_connect(move |conn, _| {
-            let (set_role, setup) = (set_role.clone(), setup.clone());
+            let (set_role, setup, checked) = (set_role.clone(), setup.clone(), checked.clone());
             Box::pin(async move {
+                if let Some(watch) = checked {
+                    watch.check(conn).await?;
+                }
                 if let Some(sql) = set_role {
                     conn.execute(sql.as_str()).await?;
                 }
@@ -162,8 +196,19 @@ fn role_pool_on(
                 }
                 Ok(())
             })
-        })
-        .connect_lazy_with(options)
+        });
+    if let Some(watch) = watch.clone() {
+        options = options.before_acquire(move |_, meta| {
+            let keep = watch.keeps(meta.age);
+            Box::pin(async move { Ok(keep) })
+        });
+    }
+    let first = target.hosts.into_iter().next().expect("a URL names a host");
+    let pool = options.connect_lazy_with(first);
+    if let Some(watch) = watch {
+        Arc::clone(&watch).spawn(pool.clone());
+    }
+    pool
 }
 
 /// What a pool's work needs of its login, and so what would be more than it needs.
