@@ -435,5 +435,10 @@ async fn a_min_version_the_store_does_not_hold_is_404_after_the_wait_or_at_once_
         .query(&format!("/contacts/{contact}?min_version=1&wait_ms=25001"))
         .await
         .assert_problem(400);
+    // Also where nothing would wait (no min_version): found by schemathesis too.
+    system
+        .query(&format!("/contacts/{contact}?wait_ms=274982"))
+        .await
+        .assert_problem(400);
     system.stop().await;
 }

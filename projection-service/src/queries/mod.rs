@@ -7,6 +7,7 @@ mod changes;
 mod contacts;
 mod event_log;
 mod messages;
+pub mod ops;
 mod sessions;
 mod webhooks;
 
@@ -40,6 +41,8 @@ pub struct QueryState {
     /// Cancelled when the service stops: the change feeds end, so that a stop does not wait on
     /// them.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// What the operator routes read.
+    pub ops: ops::Ops,
 }
 
 impl QueryState {
@@ -78,7 +81,8 @@ pub fn router(state: QueryState) -> OpenApiRouter {
                 .merge(event_log::router())
                 .merge(access::router())
                 .merge(webhooks::router())
-                .merge(changes::router()),
+                .merge(changes::router())
+                .merge(ops::router()),
         )
         .with_state(state)
 }
@@ -268,18 +272,19 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>, sqlx::Error>>,
 {
-    let Some(wanted) = params.min_version else {
-        return read()
-            .await
-            .map_err(ApiError::internal)?
-            .ok_or_else(not_found);
-    };
+    // Out of bounds is refused even where nothing waits: the request says what it means.
     let wait_ms = params.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
     if wait_ms > MAX_WAIT_MS {
         return Err(ApiError::BadRequest(format!(
             "wait_ms must be at most {MAX_WAIT_MS}"
         )));
     }
+    let Some(wanted) = params.min_version else {
+        return read()
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(not_found);
+    };
     let wait = Duration::from_millis(wait_ms);
     let deadline = tokio::time::Instant::now() + wait;
     // The store is the truth: the last version it holds of this aggregate (of this type). Asked
