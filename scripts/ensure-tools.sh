@@ -4,6 +4,7 @@
 #     schemathesis (generated hostile requests), openapi-spec-validator (is each served document
 #     valid OpenAPI 3.1?) and openapi-python-client (can an integrator generate a client from it?);
 #   - promtool (Debian's `prometheus` package), to lint each service's /metrics;
+#   - chromium and chromedriver (Debian's `chromium`, `chromium-driver`), for the console's browser test;
 #   - sqlx-cli, from crates.io at the sqlx version of Cargo.lock, in target/tools/sqlx-cli: its
 #     `cargo sqlx prepare --check` tells whether the committed query cache (.sqlx) is stale.
 # Idempotent: does nothing when the pinned versions are already there. Needs python3 (>= 3.9) with
@@ -64,6 +65,18 @@ else
     # systemd decides whether it starts. Only promtool is used here.
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     echo "promtool: installed"
+fi
+
+# Chromium and its chromedriver (Debian's packages, the same version): the console's browser test.
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    echo "chromium: up"
+else
+    if ! command -v apt-get >/dev/null 2>&1 || ((EUID != 0)); then
+        echo "ensure-tools: chromium is missing; install Debian's 'chromium' and 'chromium-driver' packages" >&2
+        exit 1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+    echo "chromium: installed"
 fi
 
 # sqlx-cli: the same version as the sqlx the workspace builds with, so that `prepare` writes the

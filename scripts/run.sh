@@ -131,6 +131,7 @@ Ventros is running (Ctrl-C to stop).
 
 API key:    $KEY
 Project id: $PROJECT
+Console:    http://$QUERY_ADDR/console   (paste the project id and the key)
 
 Create a contact:
 curl -sS -i -X POST http://$COMMAND_ADDR/v1/projects/$PROJECT/contacts -H 'Authorization: Bearer $KEY' -H 'Content-Type: application/json' -d '{"name":"Ada Lovelace","email":"ada@example.com","tags":["vip"]}'

@@ -135,6 +135,24 @@ pub async fn outbox_as_an_earlier_release_left_it(pool: &sqlx::PgPool, events: &
     .expect("outbox rows of an earlier release");
 }
 
+/// Parks the event `version` of the aggregate `aggregate_id` for partition consumer 0, as a
+/// worker that could not apply it would (the error says the test did it): the parked row's id.
+pub async fn park_event(pool: &PgPool, aggregate_id: Uuid, version: i64) -> Uuid {
+    sqlx::query_scalar(
+        "insert into dead_letter_events (event_id, consumer_name, tenant_id, aggregate_id, \
+                aggregate_type, event_type, sequence_number, envelope, error) \
+         select id, 'projections-p0', tenant_id, aggregate_id, aggregate_type, event_type, \
+                sequence_number, '{}'::jsonb, 'a projection failed: the test parked it' \
+           from contact_event_store where aggregate_id = $1 and sequence_number = $2 \
+         returning id",
+    )
+    .bind(aggregate_id)
+    .bind(version)
+    .fetch_one(pool)
+    .await
+    .expect("an event to park")
+}
+
 /// A database of its own, created and migrated; dropped (with its connections) afterwards.
 pub struct TestDb {
     pub name: String,

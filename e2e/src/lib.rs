@@ -18,7 +18,8 @@ pub mod traffic;
 use std::time::Duration;
 
 pub use db::{
-    database_server, login_url, outbox_as_an_earlier_release_left_it, settings_for, TestDb,
+    database_server, login_url, outbox_as_an_earlier_release_left_it, park_event, settings_for,
+    TestDb,
 };
 pub use nats::{NatsServer, SecuredBroker, TestStream};
 pub use nats_security::{BrokerSecurity, Login};

@@ -34,6 +34,10 @@ pub struct ProjectionConfig {
     /// (and `/readyz` answers 503), in seconds.
     #[arg(long, env = "PROJECTION_STALL_SECS", default_value_t = 60)]
     pub stall_secs: u64,
+    /// This instance's name, as the console shows who owns which partition; unset: the host's
+    /// name and the process id.
+    #[arg(long, env = "INSTANCE_NAME")]
+    pub instance_name: Option<String>,
     /// Run the JetStream workers (off: serve queries only, e.g. on a read replica).
     #[arg(long, env = "PROJECTION_WORKERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub workers: bool,
@@ -77,5 +81,21 @@ impl Default for ProjectionConfig {
 impl ProjectionConfig {
     pub fn ack_wait(&self) -> Duration {
         Duration::from_secs(self.ack_wait_secs)
+    }
+
+    /// `INSTANCE_NAME`, or the host's name (a pod's, on Kubernetes) and the process id.
+    pub fn instance(&self) -> String {
+        match self.instance_name.as_deref().map(str::trim) {
+            Some(name) if !name.is_empty() => name.to_owned(),
+            _ => {
+                let host = std::env::var("HOSTNAME")
+                    .ok()
+                    .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+                    .map(|h| h.trim().to_owned())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "projection-service".to_owned());
+                format!("{host}-{}", std::process::id())
+            }
+        }
     }
 }

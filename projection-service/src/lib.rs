@@ -8,8 +8,10 @@
 //! the very code the live workers run.
 
 pub mod config;
+mod console;
 pub mod dead_letters;
 pub mod ownership;
+pub mod pipeline;
 pub mod projected;
 pub mod projections;
 pub mod queries;
@@ -128,6 +130,7 @@ impl App {
             },
             health: consumer_health.clone(),
             owned: owned.clone(),
+            instance: config.instance(),
         });
         // The cache's listener connects to the primary: a replica cannot LISTEN.
         let key_cache = config.platform.key_cache();
@@ -143,6 +146,13 @@ impl App {
             None::<String>,
         )?);
         let shutdown = CancellationToken::new();
+        // The console's sparklines: each instance samples the broker's numbers on its own.
+        let history = pipeline::History::default();
+        tokio::spawn(
+            history
+                .clone()
+                .run(nats.clone(), stream.clone(), shutdown.clone()),
+        );
         let (router, paths) = queries::router(queries::QueryState {
             auth: platform::auth::Authenticator {
                 pool: query_pool.clone(),
@@ -155,10 +165,16 @@ impl App {
             keys: keys.clone(),
             projected,
             shutdown: shutdown.clone(),
+            ops: queries::ops::Ops {
+                system: store.pool().clone(),
+                nats: nats.clone(),
+                stream: stream.clone(),
+                history: history.clone(),
+            },
         })
         .merge(health::router(Probes {
             pool: app_pool.clone(),
-            nats,
+            nats: nats.clone(),
             stalled: Some(Arc::new(move || consumer_health.stalled(stall_after))),
             key_protection: platform::personal::key_protection(keys.keyring()),
         }))
@@ -169,8 +185,10 @@ impl App {
          `min_version` reads your own writes.",
             paths,
         ));
-        let router =
-            platform::http::finish_router(router.merge(docs), config.platform.rate_limiter());
+        let router = platform::http::finish_router(
+            router.merge(docs).merge(console::router()),
+            config.platform.rate_limiter(),
+        );
         let listener = TcpListener::bind(&config.addr)
             .await
             .with_context(|| format!("binding {}", config.addr))?;

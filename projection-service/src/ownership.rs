@@ -49,6 +49,11 @@ pub fn namespace(stream: &str) -> i32 {
     (hash & 0x3fff_ffff) as i32
 }
 
+/// The first key of a stream's member lock (the second is 0), from its [`namespace`].
+pub fn member_key(namespace: i32) -> i32 {
+    namespace | MEMBER_BIT
+}
+
 /// The `# HELP` text of the ownership families (`promtool check metrics` wants one on each).
 pub fn describe_metrics() {
     use metrics::{describe_gauge, Unit};
@@ -94,6 +99,9 @@ pub struct Coordinator {
     pub template: PartitionWorker,
     pub health: Arc<ConsumerHealth>,
     pub owned: Arc<Owned>,
+    /// This instance's name: its member and lease connections say it in their
+    /// `application_name` (`<pool's name> (<instance>)`), so the console can tell who owns what.
+    pub instance: String,
 }
 
 struct Running {
@@ -109,6 +117,18 @@ impl Coordinator {
 
     fn namespace(&self) -> i32 {
         namespace(&self.template.stream.name)
+    }
+
+    /// A connection out of the pool for a lock of this instance's, named after the instance.
+    async fn named_connection(&self) -> anyhow::Result<PgConnection> {
+        let mut conn = self.pool.acquire().await?.detach();
+        sqlx::query!(
+            "select set_config('application_name', current_setting('application_name') || ' (' || $1 || ')', false)",
+            self.instance,
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        Ok(conn)
     }
 
     /// Runs until `shutdown`; then stops every worker (each finishes its batch) and releases
@@ -205,9 +225,9 @@ impl Coordinator {
 
     /// Joins (takes the shared member lock) if needed, then counts the members.
     async fn count_instances(&self, member: &mut Option<PgConnection>) -> anyhow::Result<u32> {
-        let key = self.namespace() | MEMBER_BIT;
+        let key = member_key(self.namespace());
         if member.is_none() {
-            let mut conn = self.pool.acquire().await?.detach();
+            let mut conn = self.named_connection().await?;
             sqlx::query!("select pg_advisory_lock_shared($1, 0)", key)
                 .fetch_one(&mut conn)
                 .await?;
@@ -237,7 +257,7 @@ impl Coordinator {
     ) -> anyhow::Result<Option<Lease>> {
         let mut conn = match spare.take() {
             Some(conn) => conn,
-            None => self.pool.acquire().await?.detach(),
+            None => self.named_connection().await?,
         };
         let got = sqlx::query_scalar!(
             r#"select pg_try_advisory_lock($1, $2) as "taken!""#,

@@ -171,8 +171,7 @@ impl Build<'_> {
         progress: Progress<'_>,
     ) -> anyhow::Result<RebuildReport> {
         let (bound, total) = self.bound().await?;
-        let counted = |done: u64, _: u64| progress(done, total.max(done));
-        let mut report = self.fold(conn, bound, &counted).await?;
+        let mut report = self.fold(conn, bound, total, progress).await?;
         if self.projections.contains(&Projection::DomainEventLogs) {
             report.beside(self.copy_log(conn, bound).await?);
         }
@@ -186,6 +185,7 @@ impl Build<'_> {
         &self,
         conn: &mut PgConnection,
         bound: Checkpoint,
+        total: u64,
         progress: Progress<'_>,
     ) -> anyhow::Result<RebuildReport> {
         let mut report = RebuildReport {
@@ -235,13 +235,15 @@ impl Build<'_> {
             })
         };
         let store = EventStore::new(self.pool.clone());
+        say_progress(conn, 0, total).await?;
         while let Some((envelopes, read)) = batches.recv().await {
             report.add("read", read);
             let started = Instant::now();
             self.apply(conn, &store, &projections, &envelopes, &mut report)
                 .await?;
             report.add("fold", started.elapsed());
-            progress(report.events, report.events);
+            progress(report.events, total.max(report.events));
+            say_progress(conn, report.events, total).await?;
         }
         reader.await??;
         Ok(report)
@@ -357,4 +359,14 @@ impl RebuildReport {
             metrics::counter!("replay_events_total").increment(copied.applied);
         }
     }
+}
+
+/// Says how far a rebuild is in its connection's `application_name`, which anyone who may look
+/// at the server's sessions sees (the console's pipeline page shows the rebuild's lock holder).
+async fn say_progress(conn: &mut PgConnection, done: u64, total: u64) -> sqlx::Result<()> {
+    let said = format!("replay-tool rebuild: {done} of {} events", total.max(done));
+    sqlx::query!("select set_config('application_name', $1, false)", said)
+        .fetch_one(conn)
+        .await?;
+    Ok(())
 }

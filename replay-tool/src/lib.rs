@@ -125,10 +125,6 @@ pub async fn rebuild(
     report
 }
 
-/// Only one rebuild swaps tables at a time (a session advisory lock on the build's connection),
-/// and it first drops what a rebuild that died left behind.
-const REBUILD_LOCK: i64 = 0x0072_6562_7569_6c64; // "rebuild"
-
 /// A rebuild of every tenant: build in a schema of its own, give the new tables what the live
 /// ones carry, swap them in.
 async fn swap_in(
@@ -139,7 +135,9 @@ async fn swap_in(
     let Target::Schema(schema) = &build.target else {
         unreachable!("a rebuild of every tenant builds in a schema of its own")
     };
-    let locked = platform::db::try_advisory_lock(&mut *conn, REBUILD_LOCK).await?;
+    // Only one rebuild swaps tables at a time; it first drops what a rebuild that died left
+    // behind.
+    let locked = platform::db::try_advisory_lock(&mut *conn, platform::db::REBUILD_LOCK).await?;
     anyhow::ensure!(locked, "another rebuild is running");
     let left = sqlx::query_scalar!(
         r#"select quote_ident(nspname) as "schema!" from pg_namespace where nspname ~ '^replay_[0-9a-f]{32}(_old)?$'"#,
@@ -156,7 +154,6 @@ async fn swap_in(
         let moved = swap::survey(conn, &tables).await?;
         build.create_tables(conn).await?;
         let (bound, total) = build.bound().await?;
-        let counted = |done: u64, _: u64| progress(done, total.max(done));
         // The fold, and beside it on a second connection the audit rows' bulk copy, key and
         // indexes: the copy is done long before the fold.
         let logs = async {
@@ -170,7 +167,7 @@ async fn swap_in(
             }
             anyhow::Ok(report)
         };
-        let (folded, copied) = tokio::join!(build.fold(conn, bound, &counted), logs);
+        let (folded, copied) = tokio::join!(build.fold(conn, bound, total, progress), logs);
         let mut report = folded?;
         report.beside(copied?);
         for table in tables

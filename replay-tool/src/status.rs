@@ -10,16 +10,12 @@ use projection_service::projections::{covers_sql, Projection};
 use serde::Serialize;
 use sqlx::PgPool;
 
+/// A partition consumer as the broker reports it (`projection_service::pipeline`, the same the
+/// console shows), and the events parked for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ConsumerStatus {
-    pub consumer: String,
-    /// The stream sequence below which every message is acknowledged.
-    pub acked_through: u64,
-    /// Messages not yet delivered.
-    pub pending: u64,
-    /// Delivered, not yet acknowledged.
-    pub unacked: usize,
-    pub redelivered: usize,
+    #[serde(flatten)]
+    pub broker: projection_service::pipeline::ConsumerStatus,
     /// Events parked in dead_letter_events.
     pub parked: i64,
 }
@@ -130,35 +126,17 @@ pub async fn status(
     let (outbox_pending, outbox_oldest_pending_seconds) =
         platform::event_store::outbox_backlog(pool).await?;
     let parked = projection_service::dead_letters::counts(pool).await?;
-    let js = async_nats::jetstream::new(nats.clone());
-    let jet = js.get_stream(&stream.name).await?;
-    let mut consumers = Vec::new();
-    for partition in 0..stream.partitions {
-        let name = format!("projections-p{partition}");
-        let parked = parked
-            .iter()
-            .find(|(c, _)| *c == name)
-            .map_or(0, |(_, n)| *n);
-        match jet.consumer_info(&name).await {
-            Ok(info) => consumers.push(ConsumerStatus {
-                consumer: name,
-                acked_through: info.ack_floor.stream_sequence,
-                pending: info.num_pending,
-                unacked: info.num_ack_pending,
-                redelivered: info.num_redelivered,
-                parked,
-            }),
-            // Not created yet (projection-service never ran): everything is pending.
-            Err(_) => consumers.push(ConsumerStatus {
-                consumer: name,
-                acked_through: 0,
-                pending: 0,
-                unacked: 0,
-                redelivered: 0,
-                parked,
-            }),
-        }
-    }
+    let consumers = projection_service::pipeline::consumers(nats, stream)
+        .await?
+        .into_iter()
+        .map(|broker| ConsumerStatus {
+            parked: parked
+                .iter()
+                .find(|(c, _)| *c == broker.consumer)
+                .map_or(0, |(_, n)| *n),
+            broker,
+        })
+        .collect();
     let mut projections = Vec::new();
     for p in Projection::ALL {
         let rows: i64 = sqlx::query_scalar(&format!("select count(*) from {}", p.table()))
@@ -215,7 +193,12 @@ impl std::fmt::Display for Status {
             writeln!(
                 f,
                 "{:<18} {:>14} {:>9} {:>8} {:>11} {:>7}",
-                c.consumer, c.acked_through, c.pending, c.unacked, c.redelivered, c.parked
+                c.broker.consumer,
+                c.broker.acked_through,
+                c.broker.pending,
+                c.broker.unacked,
+                c.broker.redelivered,
+                c.parked
             )?;
         }
         writeln!(

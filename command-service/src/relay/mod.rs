@@ -62,9 +62,6 @@ const STANDBY_POLL: Duration = Duration::from_millis(250);
 pub const RELAY_PLANNER: &str =
     "set enable_seqscan = off; set enable_bitmapscan = off; set enable_sort = off";
 
-/// The advisory lock key of the relay ("outbox" in ASCII).
-const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
-
 /// The advisory lock the relay holds while it sleeps ("outidle"): the outbox trigger notifies
 /// only when it cannot take it in shared mode (migration 0020). A NOTIFY serializes commits.
 const RELAY_IDLE_LOCK: i64 = 0x006f_7574_6964_6c65;
@@ -121,7 +118,7 @@ impl OutboxRelay {
     async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
         let mut conn = self.pool.acquire().await?.detach();
         loop {
-            if platform::db::try_advisory_lock(&mut conn, RELAY_LOCK).await? {
+            if platform::db::try_advisory_lock(&mut conn, platform::db::RELAY_LOCK).await? {
                 break;
             }
             tokio::select! {

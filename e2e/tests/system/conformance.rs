@@ -104,7 +104,7 @@ const COMMAND_OPERATION_IDS: [(&str, &str); 22] = [
 ];
 
 /// Every operation of projection-service and its id.
-const QUERY_OPERATION_IDS: [(&str, &str); 16] = [
+const QUERY_OPERATION_IDS: [(&str, &str); 20] = [
     ("GET /v1/projects/{project_id}/contacts", "list_contacts"),
     (
         "GET /v1/projects/{project_id}/contacts/{contact_id}",
@@ -144,6 +144,16 @@ const QUERY_OPERATION_IDS: [(&str, &str); 16] = [
     (
         "GET /v1/projects/{project_id}/webhooks/{webhook_id}/deliveries",
         "list_webhook_deliveries",
+    ),
+    ("GET /v1/projects/{project_id}/me", "get_caller"),
+    ("GET /v1/projects/{project_id}/ops/pipeline", "get_pipeline"),
+    (
+        "GET /v1/projects/{project_id}/ops/dead-letters",
+        "list_parked_events",
+    ),
+    (
+        "POST /v1/projects/{project_id}/ops/dead-letters/{dead_letter_id}/retry",
+        "retry_parked_event",
     ),
 ];
 

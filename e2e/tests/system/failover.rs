@@ -39,6 +39,27 @@ fn both_hosts_env(pair: &ReplicatedPostgres, db: &TestDb) -> Vec<(&'static str, 
     ]
 }
 
+/// Both services, as processes, with `env` over their usual settings.
+async fn start_services(
+    stream: &e2e::TestStream,
+    db: &TestDb,
+    env: &[(&'static str, String)],
+) -> (ServiceProcess, ServiceProcess) {
+    let command = ServiceProcess::start(
+        "command-service",
+        "COMMAND_ADDR",
+        &[stream.command_env(&db.url), env.to_vec()].concat(),
+    )
+    .await;
+    let query = ServiceProcess::start(
+        "projection-service",
+        "QUERY_ADDR",
+        &[stream.projection_env(&db.url), env.to_vec()].concat(),
+    )
+    .await;
+    (command, query)
+}
+
 fn http(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder().timeout(timeout).build().unwrap()
 }
@@ -58,18 +79,7 @@ async fn queries_read_a_lagging_streaming_replica_and_min_version_waits_for_it()
             pair.standby.port, db.name
         ),
     ));
-    let command = ServiceProcess::start(
-        "command-service",
-        "COMMAND_ADDR",
-        &[stream.command_env(&db.url), env.clone()].concat(),
-    )
-    .await;
-    let query = ServiceProcess::start(
-        "projection-service",
-        "QUERY_ADDR",
-        &[stream.projection_env(&db.url), env].concat(),
-    )
-    .await;
+    let (command, query) = start_services(stream, &db, &env).await;
     let http = http(Duration::from_secs(20));
     let contacts = format!("/v1/projects/{}/contacts", tenant.project_id);
 
@@ -212,18 +222,7 @@ async fn failover(reads_on_both: bool) {
             pair.url("ventros_app", &db.name, "prefer-standby"),
         ));
     }
-    let command = ServiceProcess::start(
-        "command-service",
-        "COMMAND_ADDR",
-        &[stream.command_env(&db.url), env.clone()].concat(),
-    )
-    .await;
-    let query = ServiceProcess::start(
-        "projection-service",
-        "QUERY_ADDR",
-        &[stream.projection_env(&db.url), env.clone()].concat(),
-    )
-    .await;
+    let (command, query) = start_services(stream, &db, &env).await;
     let http = http(Duration::from_secs(15));
     let contacts = format!("/v1/projects/{}/contacts", tenant.project_id);
     let create = |name: &str| {

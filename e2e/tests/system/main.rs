@@ -9,6 +9,7 @@ mod cluster;
 mod combine;
 mod concurrency;
 mod conformance;
+mod console;
 mod conversations;
 mod delivery;
 mod erasure;

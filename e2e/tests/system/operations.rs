@@ -43,7 +43,7 @@ const COMMANDS: [&str; 22] = [
 ];
 
 /// API.md's query routes.
-const QUERIES: [&str; 16] = [
+const QUERIES: [&str; 20] = [
     "GET /v1/projects/{project_id}/contacts",
     "GET /v1/projects/{project_id}/contacts/{contact_id}",
     "GET /v1/projects/{project_id}/contacts/{contact_id}/sessions",
@@ -60,6 +60,10 @@ const QUERIES: [&str; 16] = [
     "GET /v1/projects/{project_id}/changes",
     "GET /v1/projects/{project_id}/webhooks/{webhook_id}",
     "GET /v1/projects/{project_id}/webhooks/{webhook_id}/deliveries",
+    "GET /v1/projects/{project_id}/me",
+    "GET /v1/projects/{project_id}/ops/pipeline",
+    "GET /v1/projects/{project_id}/ops/dead-letters",
+    "POST /v1/projects/{project_id}/ops/dead-letters/{dead_letter_id}/retry",
 ];
 
 fn documented(doc: &Value) -> BTreeSet<String> {

@@ -369,6 +369,27 @@ async fn a_rebuild_under_live_traffic_keeps_the_lag_low_and_every_query_answered
         })
         .collect();
 
+    // The console's pipeline page: it shows the rebuild running, and how far it is.
+    let watcher = {
+        let (system, stop) = (system.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut said = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let pipeline = system.query("/ops/pipeline").await;
+                assert_eq!(
+                    pipeline.status,
+                    reqwest::StatusCode::OK,
+                    "{}",
+                    pipeline.body
+                );
+                if let Some(held_by) = pipeline.body["rebuild"]["held_by"].as_str() {
+                    said.push(held_by.to_owned());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            said
+        })
+    };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let report = rebuild_everything(&system, 5).await;
@@ -382,6 +403,18 @@ async fn a_rebuild_under_live_traffic_keeps_the_lag_low_and_every_query_answered
     for reader in readers {
         assert!(reader.await.expect("a reader failed") > 0);
     }
+    let said = watcher.await.expect("the pipeline watcher failed");
+    assert!(
+        said.iter()
+            .any(|s| s.starts_with("replay-tool rebuild: ") && s.ends_with(" events")),
+        "the pipeline showed the rebuild's progress: {said:?}"
+    );
+    let after = system.query("/ops/pipeline").await;
+    assert!(
+        after.body["rebuild"].is_null(),
+        "no rebuild runs now: {}",
+        after.body
+    );
 
     assert!(report.events > 0);
     assert_ne!(

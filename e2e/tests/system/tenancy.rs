@@ -245,6 +245,32 @@ async fn ids_probe(app_role: &'static str) {
     }
     let listed = system.query("/webhooks").await;
     assert_eq!(listed.body["items"], json!([]), "A lists B's subscription");
+
+    // B's parked event, named on A's project: not listed, not retried.
+    let b_parked = e2e::park_event(&system.db.pool, contact, 1).await;
+    let parked = system.query("/ops/dead-letters").await;
+    assert_eq!(parked.status, StatusCode::OK);
+    assert_eq!(parked.body["items"], json!([]), "A lists B's parked event");
+    let retried = system
+        .send(
+            Method::POST,
+            &format!(
+                "{}/v1/projects/{}/ops/dead-letters/{b_parked}/retry",
+                system.query_url, system.tenant.project_id
+            ),
+            Some(&system.tenant.api_key),
+            None,
+            &[],
+        )
+        .await;
+    retried.assert_problem(404);
+    let status: String =
+        sqlx::query_scalar("select status || attempts from dead_letter_events where id = $1")
+            .bind(b_parked)
+            .fetch_one(&system.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "parked1", "B's parked event was retried");
     assert_eq!(
         b_hook_state().await,
         hook_before,

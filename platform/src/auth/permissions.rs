@@ -44,6 +44,8 @@ pub enum Permission {
     ForgetContacts,
     /// Create, change and delete webhook subscriptions.
     ManageWebhooks,
+    /// Apply a parked event again (the console's Retry, `replay-tool dead-letters retry`).
+    RetryParkedEvents,
     /// Create, list and revoke the project's API keys.
     ManageKeys,
     /// List members, change their roles (up to supervisor) and remove them.
@@ -56,7 +58,7 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission, weakest first.
-    pub const ALL: [Permission; 16] = [
+    pub const ALL: [Permission; 17] = [
         Self::Read,
         Self::RecordMessages,
         Self::ManageSessions,
@@ -69,6 +71,7 @@ impl Permission {
         Self::DeleteContacts,
         Self::ForgetContacts,
         Self::ManageWebhooks,
+        Self::RetryParkedEvents,
         Self::ManageKeys,
         Self::ManageMembers,
         Self::ManageAdmins,
@@ -90,6 +93,7 @@ impl Permission {
             Self::DeleteContacts => "delete_contacts",
             Self::ForgetContacts => "forget_contacts",
             Self::ManageWebhooks => "manage_webhooks",
+            Self::RetryParkedEvents => "retry_parked_events",
             Self::ManageKeys => "manage_keys",
             Self::ManageMembers => "manage_members",
             Self::ManageAdmins => "manage_admins",
@@ -110,6 +114,7 @@ impl Permission {
             Self::DeleteContacts
             | Self::ForgetContacts
             | Self::ManageWebhooks
+            | Self::RetryParkedEvents
             | Self::ManageKeys
             | Self::ManageMembers => Role::Admin,
             Self::ManageAdmins | Self::DeleteProject => Role::Owner,
@@ -301,6 +306,16 @@ pub const ROUTES: &[Route] = &[
     route("GET", "/v1/projects/{project_id}/messages", P::Read),
     route("GET", "/v1/projects/{project_id}/event-log", P::Read),
     route("GET", "/v1/projects/{project_id}/changes", P::Read),
+    // The console's operator routes: a viewer sees the pipeline and the parked events (numbers
+    // and the project's own events); retrying one writes the read tables.
+    route("GET", "/v1/projects/{project_id}/me", P::Read),
+    route("GET", "/v1/projects/{project_id}/ops/pipeline", P::Read),
+    route("GET", "/v1/projects/{project_id}/ops/dead-letters", P::Read),
+    route(
+        "POST",
+        "/v1/projects/{project_id}/ops/dead-letters/{dead_letter_id}/retry",
+        P::RetryParkedEvents,
+    ),
     route("GET", "/v1/projects/{project_id}/api-keys", P::ManageKeys),
     route("GET", "/v1/projects/{project_id}/members", P::ManageMembers),
     route(

@@ -293,6 +293,13 @@ pub async fn set_tenant(conn: &mut PgConnection, tenant_id: &str) -> Result<(), 
     Ok(())
 }
 
+/// The advisory lock of command-service's outbox relay ("outbox" in ASCII): one instance relays.
+pub const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+
+/// The advisory lock `replay-tool rebuild` holds while it runs ("rebuild"): one rebuild swaps
+/// tables at a time.
+pub const REBUILD_LOCK: i64 = 0x0072_6562_7569_6c64;
+
 /// Takes the session-level advisory lock `key` if no one holds it: the election of the
 /// background tasks that must run once across instances (the relay, the retention sweepers, a
 /// rebuild). Held until [`advisory_unlock`] or the connection closes.
