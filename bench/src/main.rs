@@ -15,7 +15,8 @@
 //! 5 loading a long stream with and without snapshots; 6 the indexes no query reads on the
 //! insert path; 7 one instance of each service against two ([`scale`]); 8 the whole pipeline,
 //! projections live, against baseline (d), the peer built on cqrs-es and postgres-es
-//! ([`pipeline`], [`peer`]); 9 reading the past (`?as_of_version=`) and a conversation's page.
+//! ([`pipeline`], [`peer`]); 9 reading the past (`?as_of_version=`) and a conversation's page;
+//! 10 webhook deliveries from a backlog to a local receiver, and the change feed's latency.
 //!
 //! Every database and stream it creates is dropped afterwards (the harness's `Drop`s), also on
 //! Ctrl-C and on a failure. Progress goes to stderr, the table (or JSON) to stdout.
@@ -63,7 +64,7 @@ struct Cli {
     /// Print the rows as JSON instead of a table.
     #[arg(long)]
     json: bool,
-    /// Run only these scenarios (1–9), e.g. `--only 1,5`.
+    /// Run only these scenarios (1–10), e.g. `--only 1,5`.
     #[arg(long, value_delimiter = ',')]
     only: Vec<u32>,
     #[command(subcommand)]

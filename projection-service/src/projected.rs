@@ -101,11 +101,34 @@ impl Projected {
             receiver: self.sender.subscribe(),
         }
     }
+
+    /// Subscribes to every batch, from now on.
+    pub fn subscribe_all(&self) -> EveryBatch {
+        EveryBatch {
+            receiver: self.sender.subscribe(),
+        }
+    }
 }
 
 pub struct Subscription {
     id: Uuid,
     receiver: broadcast::Receiver<Arc<Advanced>>,
+}
+
+/// A subscription to every batch, whatever it names: the change feed's wake-up.
+pub struct EveryBatch {
+    receiver: broadcast::Receiver<Arc<Advanced>>,
+}
+
+impl EveryBatch {
+    /// Returns when the next batch commits (at once if some committed since the last call);
+    /// never, while no listener runs.
+    pub async fn next(&mut self) {
+        match self.receiver.recv().await {
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
 }
 
 impl Subscription {

@@ -1,6 +1,6 @@
 //! The scenarios, in the order they run, each returning its rows (7, the scale-out one, is in
 //! [`crate::scale`]; 8, the pipeline against the peer, in [`crate::pipeline`]; 9, reading the
-//! past and conversations, in `reads`).
+//! past and conversations, in `reads`; 10, webhooks and the change feed, in `integrations`).
 //!
 //! 1–3 share one system (both services in-process, a fresh database and stream); 4–6 each use
 //! bare databases of their own. Progress goes to stderr, the table to stdout.
@@ -18,6 +18,7 @@ use crate::{raw_sql, Sizes};
 
 mod catch_up;
 mod history;
+mod integrations;
 mod live;
 mod reads;
 
@@ -138,6 +139,9 @@ pub async fn run_all(sizes: &Sizes, only: &[u32]) -> anyhow::Result<Vec<Row>> {
     }
     if wants(9) {
         rows.extend(reads::reads(sizes).await?);
+    }
+    if wants(10) {
+        rows.extend(integrations::rows(sizes).await?);
     }
     Ok(rows)
 }

@@ -3,6 +3,7 @@
 //! parked event, moves a contact's version slider; screenshots of each page at 1280×800 and
 //! 390×844 go to `target/console-screenshots/`.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -27,10 +28,12 @@ impl Browser {
         let chromedriver = which("chromedriver");
         let chromium = which("chromium");
         let port = e2e::process::free_port();
+        // A process group of its own: chromedriver's browsers go with it, even after a panic.
         let driver = Command::new(chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver");
         let capabilities = json!({
@@ -143,7 +146,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.wait();
     }
 }

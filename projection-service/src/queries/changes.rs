@@ -4,8 +4,10 @@
 //! feed walks the store in commit order ([`Horizon::Finished`]: nothing can appear behind it), so
 //! what it sent is never followed by something older; a client resumes after the last `id` it
 //! saw (`Last-Event-ID`, or `?after=`) with no gap and no duplicate. Without either it starts
-//! with what is stored from now on. Once it has caught up it looks for new events every
-//! [`POLL`]; a comment is sent every 15 s when nothing else is. A client that does not keep up
+//! with what is stored from now on. Once it has caught up it looks for new events when a
+//! projection batch commits (the notification `min_version` reads wait on: an event is in the
+//! store before it is projected) and at least every [`POLL`]; a comment is sent every 15 s when
+//! nothing else is. A client that does not keep up
 //! gets a final `cut-off` event once [`BUFFER`] events wait for it, and the feed ends: it
 //! resumes from its last id.
 
@@ -159,6 +161,9 @@ async fn feed(
     mut cursor: Checkpoint,
     sender: mpsc::Sender<Result<Event, Infallible>>,
 ) {
+    // Subscribed before the first read: a batch committed between a read and the wait after it
+    // still wakes the feed.
+    let mut batches = state.projected.subscribe_all();
     while !sender.is_closed() && !state.shutdown.is_cancelled() {
         let read = read_page(&state, &auth, &filters, cursor).await;
         let (events, next) = match read {
@@ -190,6 +195,7 @@ async fn feed(
             tokio::select! {
                 () = sender.closed() => return,
                 () = state.shutdown.cancelled() => return,
+                () = batches.next() => {}
                 () = tokio::time::sleep(POLL) => {}
             }
         }
