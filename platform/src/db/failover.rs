@@ -130,7 +130,7 @@ impl Watch {
         };
         metrics::gauge!("database_host_available", "pool" => self.name.clone())
             .set(if chosen.is_some() { 1.0 } else { 0.0 });
-        let hosts = self.describe_hosts(&states);
+        let hosts = describe_hosts(&self.target, &states);
         match chosen {
             Some(i) => {
                 pool.set_connect_options(self.target.hosts[i].clone());
@@ -148,16 +148,6 @@ impl Watch {
             ),
         }
     }
-
-    fn describe_hosts(&self, states: &[Option<HostState>]) -> String {
-        self.target
-            .hosts
-            .iter()
-            .zip(states)
-            .map(|(host, state)| format!("{} {}", host_port(host), describe(*state)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
 }
 
 /// The first host of `target` that qualifies, asked now (each on a connection of its own):
@@ -173,15 +163,20 @@ pub(super) async fn find(target: &Target) -> anyhow::Result<PgConnectOptions> {
         None => anyhow::bail!(
             "no host of the database URL qualifies for target_session_attrs={}: {}",
             target.attrs,
-            target
-                .hosts
-                .iter()
-                .zip(&states)
-                .map(|(host, state)| format!("{} {}", host_port(host), describe(*state)))
-                .collect::<Vec<_>>()
-                .join(", ")
+            describe_hosts(target, &states)
         ),
     }
+}
+
+/// Each host of `target` and what it was found to be, for logs and errors.
+fn describe_hosts(target: &Target, states: &[Option<HostState>]) -> String {
+    target
+        .hosts
+        .iter()
+        .zip(states)
+        .map(|(host, state)| format!("{} {}", host_port(host), describe(*state)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What a host is, in words.
