@@ -386,6 +386,20 @@ impl ReplicatedPostgres {
             ))
             .await
     }
+
+    /// Waits until the standby has replayed what the primary has written so far: the set-up of
+    /// a test (its database, the migrations, a tenant) is on the replica before the test asks it
+    /// anything.
+    pub async fn wait_for_replay(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !self.standby_caught_up().await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the standby never replayed the primary's writes"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 impl Drop for PrivatePostgres {

@@ -71,6 +71,9 @@ async fn queries_read_a_lagging_streaming_replica_and_min_version_waits_for_it()
     let broker = SecuredBroker::start(2).await;
     let stream = &broker.stream;
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
+    // The lag under test is the commands', not the set-up's: the database, its schema and the
+    // tenant are on the replica before it is asked anything.
+    pair.wait_for_replay().await;
     let mut env = both_hosts_env(&pair, &db);
     env.push((
         "QUERY_DATABASE_URL",
@@ -123,7 +126,8 @@ async fn queries_read_a_lagging_streaming_replica_and_min_version_waits_for_it()
             .unwrap();
         assert!(
             plain.status() == StatusCode::OK || plain.status() == StatusCode::NOT_FOUND,
-            "{plain:?}"
+            "{plain:?}\nprojection-service's log:\n{}",
+            query.log()
         );
         if plain.status() == StatusCode::NOT_FOUND {
             behind += 1;
@@ -215,6 +219,7 @@ async fn failover(reads_on_both: bool) {
     let broker = SecuredBroker::start(2).await;
     let stream = &broker.stream;
     let tenant = TestSystem::bootstrap_tenant(&db.pool, "tenant-a").await;
+    pair.wait_for_replay().await;
     let mut env = both_hosts_env(&pair, &db);
     if reads_on_both {
         env.push((
