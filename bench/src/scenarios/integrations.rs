@@ -24,8 +24,6 @@ use super::{progress, secs};
 
 /// Subscriptions of 10a.
 const SUBSCRIPTIONS: usize = 50;
-/// Attempts of one subscription in flight at once on an instance (the dispatcher's bound).
-const IN_FLIGHT_PER_SUBSCRIPTION: usize = 4;
 
 pub(super) async fn rows(sizes: &Sizes) -> anyhow::Result<Vec<Row>> {
     progress("10: starting both services, webhooks on");
@@ -94,6 +92,7 @@ async fn deliveries(sizes: &Sizes, system: &mut TestSystem) -> anyhow::Result<Ve
     let contacts = if sizes.mode == "quick" { 200 } else { 1_000 };
     let receiver = Receiver::start().await?;
     let http = workload::http_client();
+    let mut subscriptions = Vec::with_capacity(SUBSCRIPTIONS);
     for i in 0..SUBSCRIPTIONS {
         let made = http
             .post(format!(
@@ -109,6 +108,8 @@ async fn deliveries(sizes: &Sizes, system: &mut TestSystem) -> anyhow::Result<Ve
             "subscription {i}: {}",
             made.status()
         );
+        let made: Value = made.json().await?;
+        subscriptions.push(made["id"].as_str().unwrap_or_default().to_owned());
     }
     // The backlog: the dispatcher (in projection-service) stopped while the events are stored.
     system.stop_projection().await;
@@ -154,7 +155,8 @@ async fn deliveries(sizes: &Sizes, system: &mut TestSystem) -> anyhow::Result<Ve
 
     // The baseline: the same receiver, posted to directly with as many requests in flight as
     // the dispatcher may have, bodies of a delivery's size.
-    let in_flight = SUBSCRIPTIONS * IN_FLIGHT_PER_SUBSCRIPTION;
+    use projection_service::webhooks::{IN_FLIGHT, PER_SUBSCRIPTION};
+    let in_flight = IN_FLIGHT.min(SUBSCRIPTIONS * PER_SUBSCRIPTION);
     progress(format!(
         "10a: baseline, {expected} direct POSTs, {in_flight} in flight"
     ));
@@ -181,6 +183,23 @@ async fn deliveries(sizes: &Sizes, system: &mut TestSystem) -> anyhow::Result<Ve
         .await;
     let direct_took = direct.elapsed();
     let base = (receiver.received() - before) as f64 / direct_took.as_secs_f64();
+    // 10b measures the feed alone: fifty subscriptions to every creation would have the
+    // dispatcher posting thousands of deliveries a second beside it.
+    for id in &subscriptions {
+        let deleted = http
+            .delete(format!(
+                "{}/v1/projects/{}/webhooks/{id}",
+                system.command_url, system.tenant.project_id
+            ))
+            .bearer_auth(&system.tenant.api_key)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            deleted.status().is_success(),
+            "deleting subscription {id}: {}",
+            deleted.status()
+        );
+    }
     progress(format!(
         "10a: {} of {expected} delivered in {:.1} s ({}/s); direct {}/s",
         number(delivered as f64),

@@ -454,6 +454,24 @@ async fn subscriptions_are_listed_without_secrets_changed_paused_and_deleted() {
         body["data"]["name"], "after",
         "personal fields opened: {body}"
     );
+    // An attempt is recorded once its answer is in: the log says delivered a moment after the
+    // receiver has the body.
+    system
+        .eventually(
+            Duration::from_secs(10),
+            "both deliveries logged as delivered",
+            || async {
+                let items = system
+                    .query(&format!("/webhooks/{hook}/deliveries"))
+                    .await
+                    .body["items"]
+                    .as_array()
+                    .unwrap()
+                    .clone();
+                items.len() == 2 && items.iter().all(|d| d["status"] == "delivered")
+            },
+        )
+        .await;
     let deliveries = system.query(&format!("/webhooks/{hook}/deliveries")).await;
     let items = deliveries.body["items"].as_array().unwrap().clone();
     assert_eq!(items.len(), 2, "{}", deliveries.body);

@@ -7,10 +7,10 @@
 //!   the store in commit order from its checkpoint and writes each batch's deliveries and the
 //!   new checkpoint in one transaction, so an event is taken in once and in order, whatever
 //!   crashes, and independently of the broker and the projections;
-//! - every instance sends: it claims due deliveries (`for update skip locked`, leased for the
-//!   attempt's time), a delivery only when no earlier one of its subscription and contact is
-//!   pending, so one contact's deliveries reach one subscription in order. A slow endpoint holds
-//!   at most [`PER_SUBSCRIPTION`] attempts at once, and the others go on beside it.
+//! - every instance sends: it claims due deliveries in batches (`for update skip locked`, leased
+//!   for the attempt's time), a delivery only when no earlier one of its subscription and contact
+//!   is pending, so one contact's deliveries reach one subscription in order. A slow endpoint
+//!   holds at most [`PER_SUBSCRIPTION`] attempts at once, and the others go on beside it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +27,11 @@ mod send;
 /// listed at `command_service::retention::RETENTION_LOCK`.
 pub const INTAKE_LOCK: i64 = 0x7768_696e_7461_6b65;
 
+/// The most attempts in flight at once, per instance.
+pub const IN_FLIGHT: usize = 256;
+
 /// The most attempts one subscription has in flight at once, per instance.
-pub const PER_SUBSCRIPTION: usize = 4;
+pub const PER_SUBSCRIPTION: usize = 8;
 
 /// The `# HELP` text of the families recorded here.
 pub fn describe_metrics() {
