@@ -199,6 +199,11 @@ pub(super) async fn run(
 /// subscription and contact is pending; the subscriptions take turns (each one's first, then
 /// each one's second...). Leases each for the attempt's time (plus a margin), after which
 /// another instance may claim it again.
+///
+/// "No earlier one pending" is asked as "the first pending one of its contact": a `min` the
+/// planner can only answer from the order index's two leading columns, where a `not exists`
+/// was planned, on a table not analyzed since it filled, as a scan of the subscription's whole
+/// backlog per candidate.
 async fn claim(
     dispatcher: &Dispatcher,
     limit: usize,
@@ -220,11 +225,11 @@ async fn claim(
                       from webhook_deliveries d
                      where d.subscription_id = r.id and d.status = 'pending'
                        and d.next_attempt_at <= now() at time zone 'utc'
-                       and not exists (
-                           select 1 from webhook_deliveries e
+                       and d.position = (
+                           select min(e.position) from webhook_deliveries e
                             where e.subscription_id = d.subscription_id
                               and e.partition_key = d.partition_key
-                              and e.status = 'pending' and e.position < d.position)
+                              and e.status = 'pending')
                      order by d.next_attempt_at, d.position
                      limit r.room
                        for update of d skip locked) h
