@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::content::ContentFields;
+use super::content::{self, ContentFields};
 use super::{check_channel_type, Answer, AppState, CommandBody, CommandContext};
 use crate::commands::Command;
 
@@ -241,6 +241,8 @@ struct ContactMessage {
     channel_type_id: i64,
     from_contact: bool,
     agent_id: Option<Uuid>,
+    /// When it was sent (default: now); an earlier time is kept (an import), one more than 5
+    /// minutes in the future is refused.
     sent_at: Option<DateTime<Utc>>,
     message_id: Option<Uuid>,
     pipeline_id: Option<Uuid>,
@@ -284,7 +286,7 @@ async fn record_message(
             message_id: b.message_id,
             from_contact: b.from_contact,
             agent_id: b.agent_id,
-            sent_at: b.sent_at.unwrap_or_else(Utc::now),
+            sent_at: content::sent_at(b.sent_at)?,
             content,
         },
         new_session_id: Uuid::now_v7(),

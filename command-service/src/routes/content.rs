@@ -1,6 +1,7 @@
 //! A message's content, as both message routes take it (`POST /contacts/{id}/messages` and
 //! `POST /sessions/{id}/messages`); the domain checks its values.
 
+use chrono::{DateTime, Utc};
 use event_model::session::{ContentType, MessageContent};
 use platform::ApiError;
 use serde_json::Value;
@@ -16,6 +17,28 @@ pub(super) struct ContentFields {
     pub media_mimetype: Option<String>,
     pub channel_message_id: Option<String>,
     pub reply_to: Option<Uuid>,
+}
+
+/// How far ahead of this service's clock a message's `sent_at` may be: clocks disagree by
+/// seconds, not by more. A message dated further ahead would keep its session from timing out
+/// until then, and stand first in every "latest" order meanwhile.
+pub(super) const MAX_SENT_AHEAD: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// A message's `sent_at`: as given (an import may date it in the past), now when left out, and
+/// a 422 when it is more than [`MAX_SENT_AHEAD`] in the future.
+pub(super) fn sent_at(given: Option<DateTime<Utc>>) -> Result<DateTime<Utc>, ApiError> {
+    let now = Utc::now();
+    match given {
+        None => Ok(now),
+        Some(at) if at > now + MAX_SENT_AHEAD => Err(field_error(
+            "sent_at",
+            &format!(
+                "must not be more than {} minutes in the future",
+                MAX_SENT_AHEAD.num_minutes()
+            ),
+        )),
+        Some(at) => Ok(at),
+    }
 }
 
 /// The content types a message body may name, as the OpenAPI document lists them.

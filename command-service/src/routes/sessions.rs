@@ -15,7 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::content::ContentFields;
+use super::content::{self, ContentFields};
 use super::{field_error, Answer, AppState, CommandBody, CommandContext};
 use crate::commands::Command;
 
@@ -40,6 +40,8 @@ fn on_session(session_id: Uuid, command: SessionCommand) -> Command {
 struct Message {
     from_contact: bool,
     agent_id: Option<Uuid>,
+    /// When it was sent (default: now); an earlier time is kept (an import), one more than 5
+    /// minutes in the future is refused.
     sent_at: Option<DateTime<Utc>>,
     message_id: Option<Uuid>,
     /// The text, 1 to 4,096 characters (personal: sealed with the contact's key).
@@ -78,7 +80,7 @@ async fn record_message(
         message_id: b.message_id,
         from_contact: b.from_contact,
         agent_id: b.agent_id,
-        sent_at: b.sent_at.unwrap_or_else(Utc::now),
+        sent_at: content::sent_at(b.sent_at)?,
         content,
     });
     ctx.run(

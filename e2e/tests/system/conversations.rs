@@ -348,7 +348,9 @@ async fn content_that_breaks_a_rule_is_refused_with_the_field_and_nothing_is_wri
     let contact = system.create_contact(json!({"name": "Rui"})).await;
     let session = system.open_session(contact).await;
     let before = system.rows("contact_event_store").await;
+    let in_an_hour = (Utc::now() + Duration::hours(1)).to_rfc3339();
     for (body, field) in [
+        (json!({"sent_at": in_an_hour}), "sent_at"),
         (json!({"text": "x".repeat(4_097)}), "text"),
         (json!({"text": ""}), "text"),
         (json!({"content_type": "gif"}), "content_type"),
@@ -408,6 +410,34 @@ async fn content_that_breaks_a_rule_is_refused_with_the_field_and_nothing_is_wri
         )
         .await;
     wrong_type.assert_problem(400);
+    // The contact's route holds the same bound.
+    let ahead = system
+        .command(
+            Method::POST,
+            &format!("/contacts/{contact}/messages"),
+            Some(json!({"channel_type_id": 1, "from_contact": true, "sent_at": in_an_hour})),
+        )
+        .await;
+    ahead.assert_problem(422);
+    assert_eq!(
+        ahead.body["errors"][0]["field"], "sent_at",
+        "{}",
+        ahead.body
+    );
     assert_eq!(system.rows("contact_event_store").await, before);
+    // A clock a little ahead of the service's is a clock, not an error.
+    let a_little_ahead = system
+        .command(
+            Method::POST,
+            &format!("/sessions/{session}/messages"),
+            Some(json!({"from_contact": true, "sent_at": (Utc::now() + Duration::minutes(2)).to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(
+        a_little_ahead.status,
+        StatusCode::OK,
+        "{}",
+        a_little_ahead.body
+    );
     system.stop().await;
 }
