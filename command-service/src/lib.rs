@@ -212,6 +212,7 @@ fn http_router(
         handler: handler.clone(),
         channel_types: Arc::default(),
         allow_private_webhooks: config.webhook_allow_private_targets,
+        keyring: Arc::new(keys.keyring().clone()),
     };
     let (router, paths) = routes::router(state)
         .merge(health::router(Probes {

@@ -21,6 +21,8 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 const NONCE_LEN: usize = 24;
+/// How a sealed secret's stored text begins ([`Keyring::seal_secret`]).
+const SEALED_SECRET: &str = "sealed:v1:";
 /// `kek_id` of a data key stored without a KEK.
 pub const UNWRAPPED: &str = "none";
 
@@ -238,6 +240,58 @@ impl Keyring {
         Ok(self.wrap(contact_id, &bytes))
     }
 
+    /// A service secret (a webhook's signing secret) as it is stored: sealed under the current
+    /// KEK and bound to `aad` (what it belongs to), `sealed:v1:<kek_id>:<base64>`; as given when
+    /// there is no KEK (development).
+    pub fn seal_secret(&self, aad: &[u8], secret: &str) -> String {
+        match &self.current {
+            Some(kek) => format!(
+                "{SEALED_SECRET}{}:{}",
+                kek.id,
+                STANDARD.encode(seal_with(&kek.cipher, aad, secret.as_bytes()))
+            ),
+            None => secret.to_owned(),
+        }
+    }
+
+    /// A stored secret opened: a sealed one by the KEK it names, any other as it is (stored
+    /// without a KEK, or before secrets were sealed).
+    pub fn open_secret(&self, aad: &[u8], stored: &str) -> Result<Zeroizing<String>, CryptoError> {
+        let Some(sealed) = stored.strip_prefix(SEALED_SECRET) else {
+            return Ok(Zeroizing::new(stored.to_owned()));
+        };
+        let (kek_id, encoded) = sealed
+            .split_once(':')
+            .ok_or(CryptoError::Malformed("a sealed secret names its KEK"))?;
+        let kek = self
+            .current
+            .iter()
+            .chain(&self.previous)
+            .find(|k| k.id == kek_id)
+            .ok_or_else(|| CryptoError::UnknownKek(kek_id.to_owned()))?;
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(encoded)
+                .map_err(|_| CryptoError::Malformed("a sealed secret is base64"))?,
+        );
+        let opened = open_with(&kek.cipher, aad, &bytes)?;
+        String::from_utf8(opened.to_vec())
+            .map(Zeroizing::new)
+            .map_err(|_| CryptoError::Malformed("a secret is text"))
+    }
+
+    /// Whether a stored secret is as [`Keyring::seal_secret`] would store it now: sealed under
+    /// the current KEK, or, without one, anything (a rotation moves the others).
+    pub fn secret_is_current(&self, stored: &str) -> bool {
+        match &self.current {
+            Some(kek) => stored
+                .strip_prefix(SEALED_SECRET)
+                .and_then(|rest| rest.split_once(':'))
+                .is_some_and(|(id, _)| id == kek.id),
+            None => true,
+        }
+    }
+
     fn unwrap_bytes(
         &self,
         contact_id: Uuid,
@@ -294,6 +348,49 @@ mod tests {
             key.seal(b"event-1", b"Ana Souza"),
             "a fresh nonce each time"
         );
+    }
+
+    #[test]
+    fn a_secret_is_stored_sealed_bound_to_its_owner_and_opened_by_any_known_kek() {
+        let old = Kek::from_base64(&Kek::generate_base64()).unwrap();
+        let new = Kek::from_base64(&Kek::generate_base64()).unwrap();
+        let before = Keyring::new(Some(old.clone()), Vec::new());
+        let stored = before.seal_secret(b"hook-1", "whsec_abcdefghijklmnop");
+        assert!(!stored.contains("whsec_"), "{stored}");
+        assert!(before.secret_is_current(&stored));
+        assert_eq!(
+            before.open_secret(b"hook-1", &stored).unwrap().as_str(),
+            "whsec_abcdefghijklmnop"
+        );
+        assert!(
+            before.open_secret(b"hook-2", &stored).is_err(),
+            "moved to another subscription"
+        );
+        // Mid-rotation: the new KEK seals, the old one still opens; without it, nothing opens.
+        let during = Keyring::new(Some(new.clone()), vec![old]);
+        assert!(!during.secret_is_current(&stored));
+        assert_eq!(
+            during.open_secret(b"hook-1", &stored).unwrap().as_str(),
+            "whsec_abcdefghijklmnop"
+        );
+        let after = Keyring::new(Some(new), Vec::new());
+        assert!(matches!(
+            after.open_secret(b"hook-1", &stored),
+            Err(CryptoError::UnknownKek(_))
+        ));
+        // Stored in the clear (development, or before secrets were sealed): read as it is, and
+        // not current once there is a KEK.
+        assert_eq!(
+            after
+                .open_secret(b"hook-1", "whsec_plain")
+                .unwrap()
+                .as_str(),
+            "whsec_plain"
+        );
+        assert!(!after.secret_is_current("whsec_plain"));
+        let development = Keyring::unwrapped();
+        assert_eq!(development.seal_secret(b"hook-1", "whsec_x"), "whsec_x");
+        assert!(development.secret_is_current("whsec_x"));
     }
 
     #[test]

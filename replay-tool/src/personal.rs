@@ -4,11 +4,14 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
+
 use platform::event_store::EventStore;
 use platform::history::{self, Rewritten};
 use platform::personal::DataKeys;
 use serde::Serialize;
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::Progress;
 
@@ -113,6 +116,8 @@ pub struct RotateReport {
     /// The KEK every key is wrapped by now.
     pub kek: String,
     pub rewrapped: u64,
+    /// Webhook signing secrets sealed anew under the KEK.
+    pub webhook_secrets: u64,
     /// Keys per KEK afterwards (`destroyed`: forgotten contacts).
     pub keys: Vec<(String, i64)>,
 }
@@ -123,6 +128,11 @@ impl std::fmt::Display for RotateReport {
             f,
             "{} data keys wrapped anew under KEK {}",
             self.rewrapped, self.kek
+        )?;
+        writeln!(
+            f,
+            "{} webhook signing secrets sealed anew under KEK {}",
+            self.webhook_secrets, self.kek
         )?;
         for (kek, n) in &self.keys {
             writeln!(f, "  {kek}: {n}")?;
@@ -157,7 +167,53 @@ pub async fn rotate_kek(
             break;
         }
     }
+    report.webhook_secrets = reseal_webhook_secrets(pool, keys.keyring(), batch_size).await?;
     let mut conn = pool.acquire().await?;
     report.keys = DataKeys::census(&mut conn).await?;
     Ok(report)
+}
+
+/// Seals every webhook signing secret not under the current KEK (under an earlier one, or
+/// stored in the clear) anew under it, a batch per transaction; returns how many.
+async fn reseal_webhook_secrets(
+    pool: &PgPool,
+    keyring: &platform::crypto::Keyring,
+    batch_size: i64,
+) -> anyhow::Result<u64> {
+    let (mut after, mut resealed) = (Uuid::nil(), 0);
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "select id, secret from webhook_subscriptions
+              where id > $1 and secret is not null order by id limit $2 for update",
+        )
+        .bind(after)
+        .bind(batch_size)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last().map(|r| r.0) else {
+            return Ok(resealed);
+        };
+        after = last;
+        let (mut ids, mut secrets) = (Vec::new(), Vec::new());
+        for (id, stored) in rows {
+            if keyring.secret_is_current(&stored) {
+                continue;
+            }
+            let secret = platform::webhooks::open_secret(keyring, id, &stored)
+                .with_context(|| format!("the signing secret of webhook subscription {id}"))?;
+            secrets.push(platform::webhooks::seal_secret(keyring, id, &secret));
+            ids.push(id);
+        }
+        sqlx::query(
+            "update webhook_subscriptions w set secret = n.secret
+               from unnest($1::uuid[], $2::text[]) as n(id, secret) where w.id = n.id",
+        )
+        .bind(&ids)
+        .bind(&secrets)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        resealed += ids.len() as u64;
+    }
 }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub channel_types: Arc<DashSet<i64>>,
     /// `WEBHOOK_ALLOW_PRIVATE_TARGETS`: subscriptions may name private addresses.
     pub allow_private_webhooks: bool,
+    /// The KEK that seals the webhooks' signing secrets at rest.
+    pub keyring: Arc<platform::crypto::Keyring>,
 }
 
 impl FromRef<AppState> for PgPool {

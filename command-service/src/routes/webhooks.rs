@@ -118,7 +118,7 @@ async fn create(
     .bind(&description)
     .bind(&url)
     .bind(&b.events)
-    .bind(&secret)
+    .bind(webhooks::seal_secret(&state.keyring, id, &secret))
     .bind(MAX_SUBSCRIPTIONS_PER_PROJECT)
     .execute(&mut *tx)
     .await

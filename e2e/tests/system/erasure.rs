@@ -888,7 +888,39 @@ async fn a_kek_rotation_rewraps_every_key_and_the_old_kek_is_needed_no_more() {
         system.create_contact(json!({"name": "Someone"})).await;
     }
     system.wait_until_projected(Duration::from_secs(30)).await;
+    // A webhook's signing secret is sealed with the KEK too.
+    let hook = system
+        .command(
+            reqwest::Method::POST,
+            "/webhooks",
+            Some(json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]})),
+        )
+        .await;
+    assert_eq!(hook.status, StatusCode::CREATED, "{}", hook.body);
+    let hook_id = Uuid::parse_str(hook.body["id"].as_str().unwrap()).unwrap();
+    let hook_secret = hook.body["secret"].as_str().unwrap().to_owned();
+    let stored_secret = || {
+        let pool = system.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>(
+                "select secret from webhook_subscriptions where id = $1",
+            )
+            .bind(hook_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
     let old = system.stream.kek.clone();
+    let old_id = platform::crypto::Kek::from_base64(&old)
+        .unwrap()
+        .id()
+        .to_owned();
+    let sealed = stored_secret().await;
+    assert!(
+        sealed.starts_with(&format!("sealed:v1:{old_id}:")) && !sealed.contains(&hook_secret),
+        "{sealed}"
+    );
     let new = platform::crypto::Kek::generate_base64().to_string();
     let new_id = platform::crypto::Kek::from_base64(&new)
         .unwrap()
@@ -906,6 +938,23 @@ async fn a_kek_rotation_rewraps_every_key_and_the_old_kek_is_needed_no_more() {
     assert_eq!(report["rewrapped"], 4, "{report}");
     assert_eq!(report["kek"], new_id.as_str());
     assert_eq!(report["keys"], json!([[new_id, 4]]), "{report}");
+    assert_eq!(report["webhook_secrets"], 1, "{report}");
+    let resealed = stored_secret().await;
+    assert!(
+        resealed.starts_with(&format!("sealed:v1:{new_id}:")),
+        "{resealed}"
+    );
+    let new_only = platform::crypto::Keyring::new(
+        Some(platform::crypto::Kek::from_base64(&new).unwrap()),
+        Vec::new(),
+    );
+    assert_eq!(
+        platform::webhooks::open_secret(&new_only, hook_id, &resealed)
+            .unwrap()
+            .as_str(),
+        hook_secret,
+        "the new KEK alone opens the secret"
+    );
     let (_, out, _) = tool_with_keks(&system, &new, "", &["kek", "status", "--json"]);
     assert_eq!(
         serde_json::from_str::<Value>(out.trim()).unwrap()["keys"],

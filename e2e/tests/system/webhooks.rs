@@ -386,6 +386,31 @@ async fn subscriptions_are_listed_without_secrets_changed_paused_and_deleted() {
     let one = system.query(&format!("/webhooks/{hook}")).await;
     assert_eq!(one.body["events"], json!(["session.*"]));
     assert!(one.body.get("secret").is_none());
+    // At rest the secret is sealed with the KEK, not kept as given.
+    let stored: String =
+        sqlx::query_scalar("select secret from webhook_subscriptions where id = $1")
+            .bind(hook)
+            .fetch_one(&system.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        stored.starts_with("sealed:v1:") && !stored.contains(given),
+        "{stored}"
+    );
+    // A secret that would read as sealed is refused.
+    let lookalike = system
+        .command(
+            Method::POST,
+            "/webhooks",
+            Some(json!({"url": format!("http://{addr}/hook"), "events": ["*"], "secret": "sealed:v1:abc:def0123456"})),
+        )
+        .await;
+    lookalike.assert_problem(422);
+    assert_eq!(
+        lookalike.body["errors"][0]["field"], "secret",
+        "{}",
+        lookalike.body
+    );
 
     // Paused: deliveries wait; changed: it hears contact events.
     let paused = system

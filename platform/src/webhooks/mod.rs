@@ -16,6 +16,10 @@ pub use views::{
 use hmac::{Hmac, Mac};
 use rand::distr::{Alphanumeric, SampleString};
 use sha2::Sha256;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::crypto::{CryptoError, Keyring};
 
 /// The most patterns a subscription lists.
 pub const MAX_PATTERNS: usize = 50;
@@ -70,7 +74,8 @@ pub fn matches(patterns: &[String], event_type: &str) -> bool {
     })
 }
 
-/// A secret given with a subscription: 16 to 256 visible ASCII characters.
+/// A secret given with a subscription: 16 to 256 visible ASCII characters, not beginning
+/// `sealed:` (how a stored secret says it is sealed).
 pub fn check_secret(secret: &str) -> Result<(), Refusal> {
     let visible = secret.bytes().all(|b| b.is_ascii_graphic());
     if !(16..=256).contains(&secret.len()) || !visible {
@@ -79,7 +84,35 @@ pub fn check_secret(secret: &str) -> Result<(), Refusal> {
             "must be 16 to 256 visible ASCII characters",
         ));
     }
+    if secret.starts_with("sealed:") {
+        return Err(refuse("secret", "must not begin with sealed:"));
+    }
     Ok(())
+}
+
+/// What a subscription's sealed secret is bound to: the subscription (a sealed secret copied to
+/// another row does not open there).
+fn secret_aad(subscription_id: Uuid) -> Vec<u8> {
+    [
+        b"ventros/webhook-secret/v1".as_slice(),
+        subscription_id.as_bytes(),
+    ]
+    .concat()
+}
+
+/// A subscription's signing secret as it is stored: sealed with the KEK (in the clear only
+/// without one, in development).
+pub fn seal_secret(keyring: &Keyring, subscription_id: Uuid, secret: &str) -> String {
+    keyring.seal_secret(&secret_aad(subscription_id), secret)
+}
+
+/// A subscription's stored signing secret, opened.
+pub fn open_secret(
+    keyring: &Keyring,
+    subscription_id: Uuid,
+    stored: &str,
+) -> Result<Zeroizing<String>, CryptoError> {
+    keyring.open_secret(&secret_aad(subscription_id), stored)
 }
 
 /// What a delivery (and the change feed) says of an event: `{id, type, occurred_at,

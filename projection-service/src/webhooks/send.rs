@@ -16,6 +16,7 @@ use platform::event_store::EventStore;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use zeroize::Zeroizing;
 
 use super::http::{post, Outcome};
 use super::{Dispatcher, Settings, IN_FLIGHT, PER_SUBSCRIPTION};
@@ -166,19 +167,19 @@ pub(super) async fn run(
                 done.clone(),
             );
             tokio::spawn(async move {
-                let outcome = match body {
-                    Ok(body) => {
+                let outcome = match (body, secret(&dispatcher, &delivery)) {
+                    (Ok(body), Ok(secret)) => {
                         post(
                             &client,
                             &dispatcher.settings,
                             &delivery.url,
-                            delivery.secret.as_deref().unwrap_or_default(),
+                            &secret,
                             delivery.event_id,
                             &body,
                         )
                         .await
                     }
-                    Err(error) => Outcome::Failed(None, error),
+                    (Err(error), _) | (_, Err(error)) => Outcome::Failed(None, error),
                 };
                 busy.release(delivery.subscription_id);
                 let _ = done.send(Done::of(&dispatcher.settings, &delivery, outcome));
@@ -254,6 +255,14 @@ async fn claim(
     .bind(lease_ms)
     .fetch_all(&dispatcher.pool)
     .await
+}
+
+/// The subscription's signing secret, opened with the KEK that sealed it (a KEK this process
+/// was not given fails the attempt, which is tried again: the operator's to fix).
+fn secret(dispatcher: &Dispatcher, delivery: &Claimed) -> Result<Zeroizing<String>, String> {
+    let stored = delivery.secret.as_deref().unwrap_or_default();
+    platform::webhooks::open_secret(dispatcher.keys.keyring(), delivery.subscription_id, stored)
+        .map_err(|e| format!("the signing secret cannot be opened: {e}"))
 }
 
 /// A body per event of the claimed deliveries: `{id, type, occurred_at, project_id,
