@@ -67,7 +67,8 @@ struct NewSubscription {
     events: Vec<String>,
     /// What it is for (at most 200 characters).
     description: Option<String>,
-    /// The signing secret (16 to 256 visible ASCII characters); generated when absent.
+    /// The signing secret (16 to 256 visible ASCII characters, not beginning `sealed:`);
+    /// generated when absent.
     secret: Option<String>,
 }
 
