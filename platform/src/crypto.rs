@@ -263,12 +263,7 @@ impl Keyring {
         let (kek_id, encoded) = sealed
             .split_once(':')
             .ok_or(CryptoError::Malformed("a sealed secret names its KEK"))?;
-        let kek = self
-            .current
-            .iter()
-            .chain(&self.previous)
-            .find(|k| k.id == kek_id)
-            .ok_or_else(|| CryptoError::UnknownKek(kek_id.to_owned()))?;
+        let kek = self.known_kek(kek_id)?;
         let bytes = Zeroizing::new(
             STANDARD
                 .decode(encoded)
@@ -292,6 +287,15 @@ impl Keyring {
         }
     }
 
+    /// The KEK of this id: the current one or an earlier one still accepted.
+    fn known_kek(&self, kek_id: &str) -> Result<&Kek, CryptoError> {
+        self.current
+            .iter()
+            .chain(&self.previous)
+            .find(|k| k.id == kek_id)
+            .ok_or_else(|| CryptoError::UnknownKek(kek_id.to_owned()))
+    }
+
     fn unwrap_bytes(
         &self,
         contact_id: Uuid,
@@ -301,12 +305,7 @@ impl Keyring {
         let bytes = if kek_id == UNWRAPPED {
             Zeroizing::new(material.to_vec())
         } else {
-            let kek = self
-                .current
-                .iter()
-                .chain(&self.previous)
-                .find(|k| k.id == kek_id)
-                .ok_or_else(|| CryptoError::UnknownKek(kek_id.to_owned()))?;
+            let kek = self.known_kek(kek_id)?;
             open_with(&kek.cipher, &wrap_aad(contact_id), material)?
         };
         let key: [u8; 32] = bytes

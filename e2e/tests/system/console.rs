@@ -83,6 +83,11 @@ impl Browser {
             .unwrap_or_else(|e| panic!("{css} never showed: {e}"))
     }
 
+    /// Waits for `css` and clicks it.
+    async fn click(&self, css: &str) {
+        self.wait(css).await.click().await.unwrap();
+    }
+
     /// Waits until `css` shows `wanted` in its text.
     async fn wait_for_text(&self, css: &str, wanted: &str) -> String {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -131,15 +136,11 @@ impl Browser {
         project_field.clear().await.unwrap();
         project_field.send_keys(&project.to_string()).await.unwrap();
         self.wait("#key").await.send_keys(key).await.unwrap();
-        self.wait("#login-form button[type=submit]")
-            .await
-            .click()
-            .await
-            .unwrap();
+        self.click("#login-form button[type=submit]").await;
     }
 
     async fn sign_out(&self) {
-        self.wait("#sign-out").await.click().await.unwrap();
+        self.click("#sign-out").await;
         self.wait_for_text("#login-error", "Signed out").await;
     }
 }
@@ -249,12 +250,7 @@ async fn the_console_shows_the_pipeline_retries_a_parked_event_and_travels_a_con
     browser.screenshots("pipeline").await;
 
     // Parked events: retried, and resolved.
-    browser
-        .wait("nav a[data-page='parked']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click("nav a[data-page='parked']").await;
     let item = format!("#parked li[data-id='{parked}']");
     browser.wait(&item).await;
     assert!(browser
@@ -262,12 +258,7 @@ async fn the_console_shows_the_pipeline_retries_a_parked_event_and_travels_a_con
         .await
         .contains("a projection failed: the test parked it"));
     browser.screenshots("parked").await;
-    browser
-        .wait(&format!("{item} button.retry"))
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click(&format!("{item} button.retry")).await;
     browser
         .wait_for_text(&format!("{item} .outcome"), "Resolved")
         .await;
@@ -279,18 +270,10 @@ async fn the_console_shows_the_pipeline_retries_a_parked_event_and_travels_a_con
     assert_eq!(now, "resolved");
 
     // A contact: found, its timeline, and version 1 through the slider (keyboard: Home).
+    browser.click("nav a[data-page='contacts']").await;
     browser
-        .wait("nav a[data-page='contacts']")
-        .await
-        .click()
-        .await
-        .unwrap();
-    browser
-        .wait(&format!("#results a[href='#/contacts/{contact}']"))
-        .await
-        .click()
-        .await
-        .unwrap();
+        .click(&format!("#results a[href='#/contacts/{contact}']"))
+        .await;
     browser
         .wait_for_text("#timeline", "contact.tag_added")
         .await;
@@ -329,12 +312,7 @@ async fn the_console_shows_the_pipeline_retries_a_parked_event_and_travels_a_con
     browser.sign_in(&base, owner.project_id, &viewer).await;
     browser.wait("#consumers tbody tr").await;
     assert!(browser.text("#who").await.contains("viewer"));
-    browser
-        .wait("nav a[data-page='parked']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click("nav a[data-page='parked']").await;
     browser
         .wait(&format!("#parked li[data-id='{another}']"))
         .await;
